@@ -1,0 +1,439 @@
+//! The attribute arguments, parsed into typed structs. Every problem is
+//! reported at its own token, all of them at once.
+
+use proc_macro2::{Span, TokenStream};
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::spanned::Spanned;
+use syn::{Expr, ExprLit, Ident, Lit, LitStr, Path, Token};
+
+use crate::template::Template;
+
+/// `name = value`, before it is given a meaning.
+struct RawArg {
+    name: Ident,
+    value: Expr,
+}
+
+impl Parse for RawArg {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let name = input.call(Ident::parse_any)?;
+        if !input.peek(Token![=]) {
+            return Err(syn::Error::new(
+                name.span(),
+                format!("`{name}` needs a value: write `{name} = ...`"),
+            ));
+        }
+        input.parse::<Token![=]>()?;
+        Ok(RawArg {
+            name,
+            value: input.parse()?,
+        })
+    }
+}
+
+/// How long entries live, as written.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum TtlArg {
+    Millis(u64),
+    Forever,
+}
+
+/// Arguments of `#[cached]`.
+#[derive(Default)]
+pub(crate) struct CachedArgs {
+    pub(crate) key: Option<Template>,
+    pub(crate) ttl: Option<TtlArg>,
+    pub(crate) jitter: Option<f32>,
+    pub(crate) tags: Vec<Template>,
+    pub(crate) cache: Option<Expr>,
+    pub(crate) cache_none: Option<(u64, Span)>,
+    pub(crate) name: Option<LitStr>,
+    pub(crate) krate: Option<Path>,
+}
+
+/// Arguments of `#[invalidates]`.
+#[derive(Default)]
+pub(crate) struct InvalidatesArgs {
+    pub(crate) keys: Vec<Template>,
+    pub(crate) tags: Vec<Template>,
+    pub(crate) patterns: Vec<Template>,
+    pub(crate) publish: Option<LitStr>,
+    pub(crate) cache: Option<Expr>,
+    pub(crate) krate: Option<Path>,
+    /// The span of the whole attribute, for "nothing to invalidate".
+    pub(crate) span: Option<Span>,
+}
+
+const CACHED_ARGS: &[&str] = &[
+    "key",
+    "ttl",
+    "jitter",
+    "tags",
+    "cache",
+    "cache_none",
+    "name",
+    "crate",
+];
+const INVALIDATES_ARGS: &[&str] = &["keys", "tags", "patterns", "publish", "cache", "crate"];
+
+/// Collects errors, so that every problem is reported in one build.
+#[derive(Default)]
+pub(crate) struct Errors(Option<syn::Error>);
+
+impl Errors {
+    pub(crate) fn push(&mut self, e: syn::Error) {
+        match &mut self.0 {
+            Some(all) => all.combine(e),
+            None => self.0 = Some(e),
+        }
+    }
+
+    pub(crate) fn at(&mut self, span: Span, msg: impl std::fmt::Display) {
+        self.push(syn::Error::new(span, msg));
+    }
+
+    pub(crate) fn finish(self) -> Option<syn::Error> {
+        self.0
+    }
+}
+
+fn parse_raw(attr: &'static str, tokens: TokenStream, errors: &mut Errors) -> Vec<RawArg> {
+    let parser = Punctuated::<RawArg, Token![,]>::parse_terminated;
+    match parser.parse2(tokens) {
+        Ok(args) => {
+            let mut seen: Vec<Ident> = Vec::new();
+            let mut out = Vec::new();
+            for arg in args {
+                if let Some(first) = seen.iter().find(|s| **s == arg.name) {
+                    let mut e = syn::Error::new(
+                        arg.name.span(),
+                        format!(
+                            "`{}` is given more than once in #[{attr}]; keep one",
+                            arg.name
+                        ),
+                    );
+                    e.combine(syn::Error::new(
+                        first.span(),
+                        format!("`{}` first given here", arg.name),
+                    ));
+                    errors.push(e);
+                    continue;
+                }
+                seen.push(arg.name.clone());
+                out.push(arg);
+            }
+            out
+        }
+        Err(e) => {
+            errors.push(e);
+            Vec::new()
+        }
+    }
+}
+
+fn unknown(attr: &str, name: &Ident, known: &[&str], hint: Option<&str>) -> syn::Error {
+    let mut msg = format!(
+        "unknown argument `{name}` for #[{attr}]; expected one of: {}",
+        known.join(", ")
+    );
+    if let Some(hint) = hint {
+        msg.push_str("\n  help: ");
+        msg.push_str(hint);
+    }
+    syn::Error::new(name.span(), msg)
+}
+
+fn lit_str(value: &Expr, what: &str, example: &str) -> syn::Result<LitStr> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Ok(s.clone()),
+        other => Err(syn::Error::new(
+            other.span(),
+            format!("`{what}` takes a string literal, for example `{what} = {example}`"),
+        )),
+    }
+}
+
+fn template(value: &Expr, what: &str, example: &str) -> syn::Result<Template> {
+    Template::parse(&lit_str(value, what, example)?)
+}
+
+fn templates(value: &Expr, what: &str, example: &str, errors: &mut Errors) -> Vec<Template> {
+    match value {
+        Expr::Array(array) => array
+            .elems
+            .iter()
+            .filter_map(|e| template(e, what, example).map_err(|e| errors.push(e)).ok())
+            .collect(),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => {
+            errors.at(
+                s.span(),
+                format!("`{what}` takes a list: write `{what} = [{:?}]`", s.value()),
+            );
+            Vec::new()
+        }
+        other => {
+            errors.at(
+                other.span(),
+                format!(
+                    "`{what}` takes a list of string templates, for example `{what} = [{example}]`"
+                ),
+            );
+            Vec::new()
+        }
+    }
+}
+
+fn duration_ms(value: &Expr, what: &str, allow_forever: bool) -> syn::Result<TtlArg> {
+    let bad = |span: Span, why: String| syn::Error::new(span, why);
+    let example = format!("`{what} = 300` (seconds) or `{what} = \"5m\"`");
+    let ms = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => {
+            let secs: u64 = i.base10_parse().map_err(|_| {
+                bad(
+                    i.span(),
+                    format!("`{what}` must be a whole number of seconds: {example}"),
+                )
+            })?;
+            if !i.suffix().is_empty() {
+                return Err(bad(
+                    i.span(),
+                    format!("`{what}` takes no type suffix: {example}"),
+                ));
+            }
+            secs.saturating_mul(1000)
+        }
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => {
+            let text = s.value();
+            if allow_forever && text == "forever" {
+                return Ok(TtlArg::Forever);
+            }
+            parse_duration_ms(&text).map_err(|why| {
+                bad(
+                    s.span(),
+                    format!("bad {what} \"{text}\": {why}; write {example}"),
+                )
+            })?
+        }
+        other => {
+            let forever = if allow_forever {
+                ", or `\"forever\"` for entries that never expire"
+            } else {
+                ""
+            };
+            return Err(bad(
+                other.span(),
+                format!("`{what}` takes a literal: {example}{forever}"),
+            ));
+        }
+    };
+    if ms == 0 {
+        return Err(bad(
+            value.span(),
+            format!(
+                "a {what} of zero would never cache anything; write a positive duration: {example}"
+            ),
+        ));
+    }
+    Ok(TtlArg::Millis(ms))
+}
+
+/// The compile-time twin of `cache_runtime::parse_duration`, in milliseconds.
+fn parse_duration_ms(text: &str) -> Result<u64, String> {
+    let mut total: u64 = 0;
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err("it is empty".into());
+    }
+    if let Ok(secs) = rest.parse::<u64>() {
+        return Ok(secs.saturating_mul(1000));
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("expected a number at `{rest}`"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| "the number is too large".to_string())?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let factor = match unit {
+            "ms" => 1,
+            "s" => 1000,
+            "m" => 60_000,
+            "h" => 3_600_000,
+            "d" => 86_400_000,
+            "" => return Err(format!("`{n}` has no unit (use ms, s, m, h or d)")),
+            other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
+        };
+        total = total.saturating_add(n.saturating_mul(factor));
+    }
+    Ok(total)
+}
+
+fn krate(value: &Expr) -> syn::Result<Path> {
+    match value {
+        Expr::Path(p) => Ok(p.path.clone()),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => s.parse::<Path>(),
+        other => Err(syn::Error::new(
+            other.span(),
+            "`crate` takes the path the runtime is reachable at, for example `crate = my_cache`",
+        )),
+    }
+}
+
+impl CachedArgs {
+    pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> CachedArgs {
+        let mut args = CachedArgs::default();
+        for RawArg { name, value } in parse_raw("cached", tokens, errors) {
+            let result: syn::Result<()> = match name.to_string().as_str() {
+                "key" => template(&value, "key", "\"post:{id}\"").map(|t| args.key = Some(t)),
+                "ttl" => duration_ms(&value, "ttl", true).map(|t| args.ttl = Some(t)),
+                "jitter" => parse_jitter(&value).map(|j| args.jitter = Some(j)),
+                "tags" => {
+                    args.tags = templates(&value, "tags", "\"author:{author_id}\"", errors);
+                    Ok(())
+                }
+                "cache" => {
+                    args.cache = Some(value);
+                    Ok(())
+                }
+                "cache_none" => duration_ms(&value, "cache_none", false).map(|t| {
+                    if let TtlArg::Millis(ms) = t {
+                        args.cache_none = Some((ms, name.span()));
+                    }
+                }),
+                "name" => lit_str(&value, "name", "\"posts.by_id\"").map(|n| args.name = Some(n)),
+                "crate" => krate(&value).map(|k| args.krate = Some(k)),
+                _ => {
+                    let hint = match name.to_string().as_str() {
+                        "keys" => Some("#[cached] reads one key: write `key = \"...\"`"),
+                        "tag" => Some("write `tags = [\"...\"]`"),
+                        "patterns" | "publish" => Some("this belongs to #[invalidates]"),
+                        _ => None,
+                    };
+                    Err(unknown("cached", &name, CACHED_ARGS, hint))
+                }
+            };
+            if let Err(e) = result {
+                errors.push(e);
+            }
+        }
+        args
+    }
+}
+
+fn parse_jitter(value: &Expr) -> syn::Result<f32> {
+    let v: f64 = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) => f.base10_parse()?,
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse()?,
+        other => {
+            return Err(syn::Error::new(
+                other.span(),
+                "`jitter` takes a fraction between 0.0 and 1.0, for example `jitter = 0.1`",
+            ));
+        }
+    };
+    if !(0.0..=1.0).contains(&v) {
+        return Err(syn::Error::new(
+            value.span(),
+            format!(
+                "`jitter` is a fraction of the TTL between 0.0 and 1.0, not {v}; for example `jitter = 0.1`"
+            ),
+        ));
+    }
+    Ok(v as f32)
+}
+
+impl InvalidatesArgs {
+    pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> InvalidatesArgs {
+        let span = (!tokens.is_empty()).then(|| tokens.span());
+        let mut args = InvalidatesArgs {
+            span,
+            ..Default::default()
+        };
+        for RawArg { name, value } in parse_raw("invalidates", tokens, errors) {
+            let result: syn::Result<()> = match name.to_string().as_str() {
+                "keys" => {
+                    args.keys = templates(&value, "keys", "\"post:{id}\"", errors);
+                    Ok(())
+                }
+                "tags" => {
+                    args.tags = templates(&value, "tags", "\"author:{author_id}\"", errors);
+                    Ok(())
+                }
+                "patterns" => {
+                    args.patterns = templates(&value, "patterns", "\"posts:page:*\"", errors);
+                    Ok(())
+                }
+                "publish" => lit_str(&value, "publish", "\"post:updated\"").and_then(|p| {
+                    if p.value().trim().is_empty() {
+                        Err(syn::Error::new(
+                            p.span(),
+                            "`publish` names the event, for example `publish = \"post:updated\"`",
+                        ))
+                    } else {
+                        args.publish = Some(p);
+                        Ok(())
+                    }
+                }),
+                "cache" => {
+                    args.cache = Some(value);
+                    Ok(())
+                }
+                "crate" => krate(&value).map(|k| args.krate = Some(k)),
+                _ => {
+                    let hint = match name.to_string().as_str() {
+                        "key" => Some("#[invalidates] takes a list: write `keys = [\"...\"]`"),
+                        "tag" => Some("write `tags = [\"...\"]`"),
+                        "pattern" => Some("write `patterns = [\"...\"]`"),
+                        "ttl" | "cache_none" | "jitter" => Some("this belongs to #[cached]"),
+                        _ => None,
+                    };
+                    Err(unknown("invalidates", &name, INVALIDATES_ARGS, hint))
+                }
+            };
+            if let Err(e) = result {
+                errors.push(e);
+            }
+        }
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration_ms("5m"), Ok(300_000));
+        assert_eq!(parse_duration_ms("1h30m"), Ok(5_400_000));
+        assert_eq!(parse_duration_ms("250ms"), Ok(250));
+        assert_eq!(parse_duration_ms("10"), Ok(10_000));
+        assert!(parse_duration_ms("5x").is_err());
+        assert!(parse_duration_ms("").is_err());
+    }
+}

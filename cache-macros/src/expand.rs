@@ -1,0 +1,479 @@
+//! Code generation. The annotated body is wrapped, never hidden behind a
+//! per-function static: the key is built from the arguments first, then the
+//! body becomes an `async move` block handed to the runtime, which runs it
+//! only on a miss (`#[cached]`) or awaits it and then invalidates
+//! (`#[invalidates]`). Generated code reaches the runtime only through
+//! `<crate>::__private`, and its own locals use mixed-site hygiene.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{ToTokens, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::{Expr, Ident, ItemFn, Path, Stmt};
+
+use crate::args::{CachedArgs, Errors, InvalidatesArgs, TtlArg};
+use crate::func::{FnInfo, Receiver, ShapeKind, is_result, shape_of};
+use crate::template::{Segment, Template};
+
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Kind {
+    Cached,
+    Invalidates,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Kind::Cached => "cached",
+            Kind::Invalidates => "invalidates",
+        }
+    }
+}
+
+pub(crate) fn entry(kind: Kind, args: TokenStream, item: TokenStream) -> TokenStream {
+    let func: ItemFn = match syn::parse2(item.clone()) {
+        Ok(f) => f,
+        Err(_) => {
+            let msg = format!("#[{}] goes on an `async fn` with a body", kind.name());
+            let err = syn::Error::new(Span::call_site(), msg).to_compile_error();
+            return quote!(#err #item);
+        }
+    };
+    let mut errors = Errors::default();
+    let expanded = match kind {
+        Kind::Cached => {
+            let args = CachedArgs::parse(args, &mut errors);
+            FnInfo::analyze(&func, "cached", &mut errors)
+                .and_then(|info| cached(&func, &info, &args, &mut errors))
+        }
+        Kind::Invalidates => {
+            let args = InvalidatesArgs::parse(args, &mut errors);
+            FnInfo::analyze(&func, "invalidates", &mut errors)
+                .and_then(|info| invalidates(&func, &info, &args, &mut errors))
+        }
+    };
+    match (errors.finish(), expanded) {
+        (None, Some(tokens)) => tokens,
+        (Some(e), _) => {
+            // Keep the function as it was next to the error, so that one
+            // mistake in the attribute does not cascade into errors at every
+            // caller.
+            let err = e.to_compile_error();
+            quote!(#err #item)
+        }
+        (None, None) => item,
+    }
+}
+
+fn helper(name: &str) -> Ident {
+    Ident::new(name, Span::mixed_site())
+}
+
+fn default_crate() -> Path {
+    syn::parse_quote!(::cache_runtime)
+}
+
+/// Where a placeholder's root may point.
+struct Scope<'a> {
+    info: &'a FnInfo,
+    ret_allowed: bool,
+}
+
+impl Scope<'_> {
+    fn check(&self, t: &Template, what: &str, errors: &mut Errors) -> bool {
+        let mut ok = true;
+        for place in t.places() {
+            let root = place[0].as_str();
+            let known = self.info.args.iter().any(|a| a == root)
+                || (root == "self" && self.info.receiver.is_some());
+            if known {
+                continue;
+            }
+            ok = false;
+            if root == "ret" {
+                if self.ret_allowed {
+                    if self.info.ret.is_none() {
+                        errors.at(
+                            t.span(),
+                            format!(
+                                "`{}` names the returned value, but this function returns nothing",
+                                place.join(".")
+                            ),
+                        );
+                    } else {
+                        ok = true;
+                    }
+                } else {
+                    errors.at(
+                        t.span(),
+                        format!("the {what} is needed before the body runs, so it cannot name the returned value `{}`; build it from the arguments (tags may use `ret`)", place.join(".")),
+                    );
+                }
+                continue;
+            }
+            let mut names: Vec<String> = self.info.args.iter().map(|a| format!("`{a}`")).collect();
+            if self.info.receiver.is_some() {
+                names.insert(0, "`self`".into());
+            }
+            if self.ret_allowed && self.info.ret.is_some() {
+                names.push("`ret` (the returned value)".into());
+            }
+            let available = if names.is_empty() {
+                "this function has no arguments".to_string()
+            } else {
+                format!("it can name {}", names.join(", "))
+            };
+            errors.at(
+                t.span(),
+                format!(
+                    "the placeholder `{{{}}}` in this {what} names nothing; {available}",
+                    place.join(".")
+                ),
+            );
+        }
+        ok
+    }
+}
+
+/// The expression a placeholder path stands for, spanned at its template.
+fn place_expr(place: &[String], span: Span) -> TokenStream {
+    let mut parts = place.iter().map(|p| {
+        if p == "self" {
+            quote_spanned!(span=> self)
+        } else {
+            Ident::new(p, span).into_token_stream()
+        }
+    });
+    let first = parts.next().unwrap_or_default();
+    quote!(#first #(. #parts)*)
+}
+
+/// Values of argument placeholders, rendered before the body runs (the body
+/// may move the arguments).
+#[derive(Default)]
+struct Prerendered {
+    places: Vec<(Vec<String>, Ident, Span)>,
+}
+
+impl Prerendered {
+    fn var(&mut self, place: &[String], span: Span) -> Ident {
+        if let Some((_, var, _)) = self.places.iter().find(|(p, _, _)| p == place) {
+            return var.clone();
+        }
+        let var = Ident::new(
+            &format!("__cache_p{}", self.places.len()),
+            Span::mixed_site(),
+        );
+        self.places.push((place.to_vec(), var.clone(), span));
+        var
+    }
+
+    fn lets(&self, krate: &Path) -> TokenStream {
+        let lets = self.places.iter().map(|(place, var, span)| {
+            let expr = place_expr(place, *span);
+            quote_spanned!(*span=> let #var: ::std::string::String = #krate::__private::render_part(&#expr);)
+        });
+        quote!(#(#lets)*)
+    }
+}
+
+/// Code that builds a template into a `String`: argument placeholders from
+/// their pre-rendered values (or directly when `pre` is `None`), `ret`
+/// placeholders from the value bound as `ret`.
+fn build(t: &Template, krate: &Path, mut pre: Option<&mut Prerendered>) -> TokenStream {
+    let k = helper("__k");
+    let cap = t.literal_len();
+    let pushes = t.segments.iter().map(|s| match s {
+        Segment::Lit(l) => quote!(#k.lit(#l);),
+        Segment::Place(place) if place[0] == "ret" => {
+            let expr = place_expr(place, t.span());
+            quote_spanned!(t.span()=> #k.part(&#expr);)
+        }
+        Segment::Place(place) => match pre.as_deref_mut() {
+            Some(pre) => {
+                let var = pre.var(place, t.span());
+                quote!(#k.rendered(&#var);)
+            }
+            None => {
+                let expr = place_expr(place, t.span());
+                quote_spanned!(t.span()=> #k.part(&#expr);)
+            }
+        },
+    });
+    quote!({
+        let mut #k = #krate::__private::KeyBuilder::with_capacity(#cap);
+        #(#pushes)*
+        #k.finish()
+    })
+}
+
+/// The cache handle: borrowed where the body only borrows `self`, cloned
+/// where the body takes `self` by value or mutably.
+fn cache_handle(cache: Option<&Expr>, info: &FnInfo, krate: &Path) -> (TokenStream, TokenStream) {
+    let var = helper("__cache");
+    match cache {
+        Some(expr) => {
+            let r = quote_spanned!(expr.span()=> #krate::__private::cache_ref(&#expr));
+            if info.receiver == Some(Receiver::Other) {
+                (
+                    quote!(let #var = ::core::option::Option::cloned(#r);),
+                    quote!(::core::option::Option::as_ref(&#var)),
+                )
+            } else {
+                (quote!(let #var = #r;), quote!(#var))
+            }
+        }
+        None => (
+            quote!(let #var = #krate::__private::default_cache();),
+            quote!(#var),
+        ),
+    }
+}
+
+/// Puts `inner` (statements producing the function's value) where the
+/// function's body was.
+fn rebuild(func: &ItemFn, info: &FnInfo, inner: TokenStream) -> TokenStream {
+    let ItemFn {
+        attrs,
+        vis,
+        sig,
+        block,
+    } = func;
+    let body = if info.async_trait {
+        // `#[async_trait]` ran first and boxed the body; keep its shape.
+        let pin = match block.stmts.first() {
+            Some(Stmt::Expr(Expr::Call(call), None)) => call.func.to_token_stream(),
+            _ => quote!(::std::boxed::Box::pin),
+        };
+        quote!({ #pin(async move { #inner }) })
+    } else {
+        quote!({ #inner })
+    };
+    quote!(#(#attrs)* #vis #sig #body)
+}
+
+fn cached(
+    func: &ItemFn,
+    info: &FnInfo,
+    args: &CachedArgs,
+    errors: &mut Errors,
+) -> Option<TokenStream> {
+    let krate = args.krate.clone().unwrap_or_else(default_crate);
+    let Some(ret) = &info.ret else {
+        errors.at(
+            func.sig.fn_token.span,
+            "#[cached] needs a return value to cache; this function returns `()`",
+        );
+        return None;
+    };
+    let (shape, inner_ty) = shape_of(ret);
+    if let (Some((_, span)), ShapeKind::Plain | ShapeKind::Res) = (args.cache_none, shape) {
+        errors.at(span, "`cache_none` caches `None`, but this function does not return an `Option` (or `Result<Option<_>, _>`); remove it");
+    }
+    let scope = Scope {
+        info,
+        ret_allowed: false,
+    };
+    let tag_scope = Scope {
+        info,
+        ret_allowed: true,
+    };
+    let mut ok = true;
+    if let Some(key) = &args.key {
+        ok &= scope.check(key, "key", errors);
+    } else {
+        for span in &info.pattern_args {
+            errors.at(*span, "the default key is built from the arguments, and this one is a pattern; name it, or give the attribute a `key = \"...\"`");
+            ok = false;
+        }
+    }
+    for tag in &args.tags {
+        ok &= tag_scope.check(tag, "tag", errors);
+    }
+    if !ok {
+        return None;
+    }
+
+    let fn_name = func.sig.ident.to_string();
+    let key_code = match &args.key {
+        Some(key) => build(key, &krate, None),
+        None => default_key(info, &fn_name, &krate),
+    };
+
+    let mut pre = Prerendered::default();
+    let (ret_tags, arg_tags): (Vec<&Template>, Vec<&Template>) =
+        args.tags.iter().partition(|t| t.uses_ret());
+    let arg_tag_code: Vec<TokenStream> = arg_tags
+        .iter()
+        .map(|t| build(t, &krate, Some(&mut pre)))
+        .collect();
+    let ret_tag_code: Vec<TokenStream> = ret_tags
+        .iter()
+        .map(|t| build(t, &krate, Some(&mut pre)))
+        .collect();
+    let pre_lets = pre.lets(&krate);
+
+    let tags_var = helper("__tags");
+    let ret_arg = helper("__ret");
+    let ntags = args.tags.len();
+    let ret_ident = Ident::new("ret", Span::call_site());
+    let ret_branch = if ret_tag_code.is_empty() {
+        quote!(let _ = #ret_arg;)
+    } else {
+        quote!(if let ::core::option::Option::Some(#ret_ident) = #ret_arg { #(#tags_var.push(#ret_tag_code);)* })
+    };
+    let tags_closure = quote! {
+        move |#ret_arg: ::core::option::Option<&#inner_ty>| -> ::std::vec::Vec<::std::string::String> {
+            let mut #tags_var = ::std::vec::Vec::with_capacity(#ntags);
+            #(#tags_var.push(#arg_tag_code);)*
+            #ret_branch
+            #tags_var
+        }
+    };
+
+    let name = args.name.as_ref().map(|n| n.value()).unwrap_or(fn_name);
+    let ttl = match args.ttl {
+        Some(TtlArg::Millis(ms)) => quote!(.ttl(::core::time::Duration::from_millis(#ms))),
+        Some(TtlArg::Forever) => quote!(.forever()),
+        None => quote!(),
+    };
+    let jitter = args.jitter.map(|j| quote!(.jitter(#j)));
+    let none = args
+        .cache_none
+        .map(|(ms, _)| quote!(.cache_none(::core::time::Duration::from_millis(#ms))));
+    let options = helper("__CACHE_OPTIONS");
+    let shape_path = match shape {
+        ShapeKind::Plain => quote!(Plain),
+        ShapeKind::Opt => quote!(Opt),
+        ShapeKind::Res => quote!(Res),
+        ShapeKind::ResOpt => quote!(ResOpt),
+    };
+    let assert =
+        quote_spanned!(inner_ty.span()=> #krate::__private::assert_cacheable::<#inner_ty>(););
+    let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
+    let key_var = helper("__cache_key");
+    let stmts = FnInfo::body_stmts(func, info.async_trait);
+    let inner = quote! {
+        #assert
+        const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #ttl #jitter #none;
+        #cache_let
+        let #key_var: ::std::string::String = #key_code;
+        #pre_lets
+        #krate::__private::cached::<#krate::__private::#shape_path, #ret, _, _>(
+            #cache_use,
+            &#options,
+            #key_var,
+            #tags_closure,
+            async move { #(#stmts)* },
+        ).await
+    };
+    Some(rebuild(func, info, inner))
+}
+
+/// `module::function:arg1:arg2` (or `Type::method:...` for methods), each
+/// argument through its `Display`, escaped.
+fn default_key(info: &FnInfo, fn_name: &str, krate: &Path) -> TokenStream {
+    let k = helper("__k");
+    let prefix = if info.receiver.is_some() {
+        quote!(#k.lit(::core::any::type_name::<Self>());)
+    } else {
+        quote!(#k.lit(::core::module_path!());)
+    };
+    let suffix = format!("::{fn_name}");
+    let parts = info
+        .args
+        .iter()
+        .map(|a| quote_spanned!(a.span()=> #k.lit(":"); #k.part(&#a);));
+    quote!({
+        let mut #k = #krate::__private::KeyBuilder::with_capacity(64);
+        #prefix
+        #k.lit(#suffix);
+        #(#parts)*
+        #k.finish()
+    })
+}
+
+fn invalidates(
+    func: &ItemFn,
+    info: &FnInfo,
+    args: &InvalidatesArgs,
+    errors: &mut Errors,
+) -> Option<TokenStream> {
+    let krate = args.krate.clone().unwrap_or_else(default_crate);
+    if args.keys.is_empty()
+        && args.tags.is_empty()
+        && args.patterns.is_empty()
+        && args.publish.is_none()
+    {
+        let span = args.span.unwrap_or_else(Span::call_site);
+        errors.at(span, "#[invalidates] has nothing to do; give it `keys = [...]`, `tags = [...]`, `patterns = [...]` or `publish = \"...\"`");
+        return None;
+    }
+    let scope = Scope {
+        info,
+        ret_allowed: true,
+    };
+    let mut ok = true;
+    for (list, what) in [
+        (&args.keys, "key"),
+        (&args.tags, "tag"),
+        (&args.patterns, "pattern"),
+    ] {
+        for t in list {
+            ok &= scope.check(t, what, errors);
+        }
+    }
+    if !ok {
+        return None;
+    }
+    let mut pre = Prerendered::default();
+    let keys: Vec<TokenStream> = args
+        .keys
+        .iter()
+        .map(|t| build(t, &krate, Some(&mut pre)))
+        .collect();
+    let tags: Vec<TokenStream> = args
+        .tags
+        .iter()
+        .map(|t| build(t, &krate, Some(&mut pre)))
+        .collect();
+    let patterns: Vec<TokenStream> = args
+        .patterns
+        .iter()
+        .map(|t| build(t, &krate, Some(&mut pre)))
+        .collect();
+    let pre_lets = pre.lets(&krate);
+    let publish = match &args.publish {
+        Some(p) => quote!(::core::option::Option::Some(#p)),
+        None => quote!(::core::option::Option::None),
+    };
+    let unit: syn::Type = syn::parse_quote!(());
+    let ret_ty = info.ret.as_ref().unwrap_or(&unit);
+    let outcome = if info.ret.as_ref().is_some_and(is_result) {
+        quote!(OnOk)
+    } else {
+        quote!(Always)
+    };
+    let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
+    let result = helper("__cache_result");
+    let ok_var = helper("__cache_ok");
+    let ret_ident = Ident::new("ret", Span::call_site());
+    let stmts = FnInfo::body_stmts(func, info.async_trait);
+    let inner = quote! {
+        #cache_let
+        #pre_lets
+        let #result: #ret_ty = async move { #(#stmts)* }.await;
+        if let ::core::option::Option::Some(#ok_var) = #krate::__private::Outcome::success(&#krate::__private::#outcome(&#result)) {
+            #[allow(unused_variables)]
+            let #ret_ident = #ok_var;
+            #krate::__private::invalidate(
+                #cache_use,
+                ::std::vec![#(#keys),*],
+                ::std::vec![#(#tags),*],
+                ::std::vec![#(#patterns),*],
+                #publish,
+            ).await;
+        }
+        #result
+    };
+    Some(rebuild(func, info, inner))
+}

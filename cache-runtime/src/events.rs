@@ -1,0 +1,62 @@
+//! The invalidation event published on `#[invalidates(publish = "...")]`.
+//!
+//! It is plain JSON so services in any language can publish and consume it:
+//!
+//! ```json
+//! {"v":1,"namespace":"blog","event":"post:updated","entity":"post",
+//!  "keys":["post:42"],"tags":["author:7"],"patterns":[],
+//!  "ts":1795000000000,"instance":"web-1-5f3a"}
+//! ```
+//!
+//! It is published on the Redis channel `<namespace>:<event>`
+//! (`blog:post:updated` above). Keys, tags and patterns are as written in the
+//! attribute, without the namespace prefix.
+
+use serde::{Deserialize, Serialize};
+
+/// The version of the event schema this crate writes.
+pub const EVENT_SCHEMA_VERSION: u32 = 1;
+
+/// An invalidation that happened, as published on pub/sub.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidationEvent {
+    /// Schema version (currently 1).
+    pub v: u32,
+    /// The namespace the keys and tags belong to.
+    pub namespace: String,
+    /// The event name as given to `publish` (for example `post:updated`).
+    pub event: String,
+    /// What the event is about: the event name up to its first `:` (`post`).
+    pub entity: String,
+    /// Keys deleted.
+    #[serde(default)]
+    pub keys: Vec<String>,
+    /// Tags invalidated.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Key patterns deleted.
+    #[serde(default)]
+    pub patterns: Vec<String>,
+    /// When, in Unix milliseconds.
+    pub ts: u64,
+    /// Which cache instance sent it.
+    pub instance: String,
+}
+
+impl InvalidationEvent {
+    /// The channel this event is published on.
+    pub fn channel(&self) -> String {
+        format!("{}:{}", self.namespace, self.event)
+    }
+}
+
+pub(crate) fn entity_of(event: &str) -> &str {
+    event.split(':').next().unwrap_or(event)
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

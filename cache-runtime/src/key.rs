@@ -1,0 +1,340 @@
+//! Building keys from templates, and keeping user data from changing their
+//! meaning.
+//!
+//! A key template such as `"post:{id}"` is split by the macro into literal
+//! parts and placeholders; at run time a [`KeyBuilder`] appends the literals
+//! as they are and each placeholder's value [escaped](escape_part_into):
+//! characters that separate key segments (`:`, `#`, whitespace) or have a
+//! meaning in a Redis glob (`* ? [ ] \`) are percent-encoded. So a value can
+//! never make two entities' keys collide (`a:b` + `c` against `a` + `b:c`),
+//! and a value interpolated into a pattern can never widen it.
+
+use std::fmt::{self, Write as _};
+
+/// Appends literal parts and escaped values into one key.
+///
+/// ```
+/// use cache_runtime::KeyBuilder;
+/// let mut key = KeyBuilder::new();
+/// key.lit("post:");
+/// key.part(&"a:b*");
+/// assert_eq!(key.finish(), "post:a%3Ab%2A");
+/// ```
+#[derive(Debug, Default, Clone)]
+pub struct KeyBuilder {
+    buf: String,
+}
+
+impl KeyBuilder {
+    /// An empty key.
+    pub fn new() -> Self {
+        KeyBuilder { buf: String::new() }
+    }
+
+    /// An empty key with room for `capacity` bytes.
+    pub fn with_capacity(capacity: usize) -> Self {
+        KeyBuilder {
+            buf: String::with_capacity(capacity),
+        }
+    }
+
+    /// Appends literal text as it is.
+    pub fn lit(&mut self, text: &str) -> &mut Self {
+        self.buf.push_str(text);
+        self
+    }
+
+    /// Appends a value through its `Display` form, escaped.
+    pub fn part<T: fmt::Display + ?Sized>(&mut self, value: &T) -> &mut Self {
+        let mut w = EscapingWriter { out: &mut self.buf };
+        // Writing into a String cannot fail; a Display impl that errors
+        // leaves what it wrote so far.
+        let _ = write!(w, "{value}");
+        self
+    }
+
+    /// Appends a value that was already rendered and escaped (see
+    /// [`render_part`]).
+    pub fn rendered(&mut self, escaped: &str) -> &mut Self {
+        self.buf.push_str(escaped);
+        self
+    }
+
+    /// The finished key.
+    pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.buf)
+    }
+}
+
+/// Renders a value as an escaped key part on its own.
+pub fn render_part<T: fmt::Display + ?Sized>(value: &T) -> String {
+    let mut key = KeyBuilder::new();
+    key.part(value);
+    key.finish()
+}
+
+struct EscapingWriter<'a> {
+    out: &'a mut String,
+}
+
+impl fmt::Write for EscapingWriter<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        escape_part_into(s, self.out);
+        Ok(())
+    }
+}
+
+fn needs_escape(c: char) -> bool {
+    matches!(
+        c,
+        '%' | ':' | '#' | '*' | '?' | '[' | ']' | '\\' | '{' | '}'
+    ) || c.is_whitespace()
+        || c.is_control()
+}
+
+/// Appends `value` to `out`, percent-encoding separators, glob
+/// metacharacters, whitespace and control characters.
+pub fn escape_part_into(value: &str, out: &mut String) {
+    if !value.chars().any(needs_escape) {
+        out.push_str(value);
+        return;
+    }
+    for c in value.chars() {
+        if needs_escape(c) {
+            let mut bytes = [0u8; 4];
+            for b in c.encode_utf8(&mut bytes).bytes() {
+                let _ = write!(out, "%{b:02X}");
+            }
+        } else {
+            out.push(c);
+        }
+    }
+}
+
+/// Escapes every glob metacharacter of `text`, so that it matches only itself
+/// in a Redis `MATCH` pattern.
+pub fn glob_escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Matches `text` against a glob `pattern` with the semantics of Redis's
+/// `MATCH`/`KEYS` (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`).
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    glob_match_bytes(pattern.as_bytes(), text.as_bytes())
+}
+
+fn glob_match_bytes(mut p: &[u8], mut t: &[u8]) -> bool {
+    // Iterative matcher with one backtracking point for the last `*`.
+    let mut star: Option<(&[u8], &[u8])> = None;
+    loop {
+        if let Some((&pc, prest)) = p.split_first() {
+            match pc {
+                b'*' => {
+                    star = Some((prest, t));
+                    p = prest;
+                    continue;
+                }
+                b'?' if !t.is_empty() => {
+                    p = prest;
+                    t = &t[1..];
+                    continue;
+                }
+                b'[' if !t.is_empty() => {
+                    if let Some((matched, rest)) = match_class(prest, t[0]) {
+                        if matched {
+                            p = rest;
+                            t = &t[1..];
+                            continue;
+                        }
+                    }
+                }
+                b'\\' if prest.len() >= 1 && !t.is_empty() && prest[0] == t[0] => {
+                    p = &prest[1..];
+                    t = &t[1..];
+                    continue;
+                }
+                c if c != b'?' && c != b'[' && c != b'\\' && !t.is_empty() && c == t[0] => {
+                    p = prest;
+                    t = &t[1..];
+                    continue;
+                }
+                _ => {}
+            }
+        } else if t.is_empty() {
+            return true;
+        }
+        // Mismatch: let the last `*` swallow one more byte, if there is one.
+        match star {
+            Some((after_star, st)) if !st.is_empty() => {
+                star = Some((after_star, &st[1..]));
+                p = after_star;
+                t = &st[1..];
+            }
+            _ => return false,
+        }
+    }
+}
+
+/// Matches one byte against a `[...]` class whose body starts at `p`;
+/// returns whether it matched and the pattern after the closing `]`.
+fn match_class(mut p: &[u8], c: u8) -> Option<(bool, &[u8])> {
+    let negate = p.first() == Some(&b'^');
+    if negate {
+        p = &p[1..];
+    }
+    let mut matched = false;
+    loop {
+        match p {
+            [] => return None,
+            [b']', rest @ ..] => return Some((matched != negate, rest)),
+            [b'\\', x, rest @ ..] => {
+                matched |= *x == c;
+                p = rest;
+            }
+            [lo, b'-', hi, rest @ ..] if *hi != b']' => {
+                let (lo, hi) = if lo <= hi { (*lo, *hi) } else { (*hi, *lo) };
+                matched |= (lo..=hi).contains(&c);
+                p = rest;
+            }
+            [x, rest @ ..] => {
+                matched |= *x == c;
+                p = rest;
+            }
+        }
+    }
+}
+
+/// Where a namespace's keys live. Entries are `ns:key`; the runtime's own
+/// bookkeeping lives under `ns#...`, which no entry key or pattern can reach.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    namespace: String,
+    entry_prefix: String,
+}
+
+impl Layout {
+    pub(crate) fn new(namespace: &str) -> Self {
+        Layout {
+            namespace: namespace.to_owned(),
+            entry_prefix: format!("{namespace}:"),
+        }
+    }
+
+    pub(crate) fn namespace(&self) -> &str {
+        &self.namespace
+    }
+
+    pub(crate) fn entry(&self, key: &str) -> String {
+        let mut k = String::with_capacity(self.entry_prefix.len() + key.len());
+        k.push_str(&self.entry_prefix);
+        k.push_str(key);
+        k
+    }
+
+    pub(crate) fn entry_pattern(&self, pattern: &str) -> String {
+        format!("{}{}", glob_escape(&self.entry_prefix), pattern)
+    }
+
+    pub(crate) fn tag(&self, tag: &str) -> String {
+        format!("{}#tag:{tag}", self.namespace)
+    }
+
+    pub(crate) fn key_marker(&self, key: &str) -> String {
+        format!("{}#inv:k:{key}", self.namespace)
+    }
+
+    pub(crate) fn tag_marker(&self, tag: &str) -> String {
+        format!("{}#inv:t:{tag}", self.namespace)
+    }
+
+    pub(crate) fn seq(&self) -> String {
+        format!("{}#seq", self.namespace)
+    }
+}
+
+/// Checks a namespace: non-empty, and free of the characters that separate
+/// or match keys.
+pub(crate) fn validate_namespace(ns: &str) -> Result<(), String> {
+    if ns.is_empty() {
+        return Err("the namespace must not be empty".into());
+    }
+    if let Some(c) = ns.chars().find(|c| {
+        matches!(c, ':' | '#' | '*' | '?' | '[' | ']' | '\\' | '{' | '}')
+            || c.is_whitespace()
+            || c.is_control()
+    }) {
+        return Err(format!(
+            "the namespace `{ns}` contains `{}`; use letters, digits, `-`, `_` or `.`",
+            c.escape_default()
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escaping_prevents_collisions() {
+        let a = {
+            let mut k = KeyBuilder::new();
+            k.lit("u:").part("a:b").lit(":").part("c");
+            k.finish()
+        };
+        let b = {
+            let mut k = KeyBuilder::new();
+            k.lit("u:").part("a").lit(":").part("b:c");
+            k.finish()
+        };
+        assert_ne!(a, b);
+        assert_eq!(render_part("plain-slug_1.2"), "plain-slug_1.2");
+        assert_eq!(render_part("50%"), "50%25");
+        assert_eq!(render_part("a b\n"), "a%20b%0A");
+        assert_eq!(render_part("é"), "é");
+        assert_eq!(render_part(&42), "42");
+    }
+
+    #[test]
+    fn escaped_values_never_widen_a_pattern() {
+        for hostile in ["*", "?", "[a-z]", "\\", "x*y", "]["] {
+            let pattern = format!("post:{}:*", render_part(hostile));
+            assert!(!glob_match(&pattern, "post:other:1"), "{hostile}");
+            assert!(glob_match(
+                &pattern,
+                &format!("post:{}:1", render_part(hostile))
+            ));
+        }
+    }
+
+    #[test]
+    fn glob_matches_like_redis() {
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*c", "abbbc"));
+        assert!(!glob_match("a*c", "abbb"));
+        assert!(glob_match("h?llo", "hello"));
+        assert!(glob_match("h[ae]llo", "hallo"));
+        assert!(!glob_match("h[^e]llo", "hello"));
+        assert!(glob_match("h[a-b]llo", "hbllo"));
+        assert!(glob_match("a\\*b", "a*b"));
+        assert!(!glob_match("a\\*b", "axb"));
+        assert!(glob_match("*:1", "post:x:1"));
+        assert!(glob_match(&glob_escape("a*[b]"), "a*[b]"));
+        assert!(!glob_match(&glob_escape("a*"), "ab"));
+    }
+
+    #[test]
+    fn namespace_rules() {
+        assert!(validate_namespace("blog-prod_1").is_ok());
+        assert!(validate_namespace("a:b").is_err());
+        assert!(validate_namespace("").is_err());
+        assert!(validate_namespace("a*").is_err());
+    }
+}

@@ -1,0 +1,53 @@
+//! Counters of what a cache did, readable at any time.
+
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+macro_rules! counters {
+    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+        #[derive(Debug, Default)]
+        pub(crate) struct Stats {
+            $(pub(crate) $name: AtomicU64,)*
+        }
+
+        /// A snapshot of a cache's counters since it was built.
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+        #[non_exhaustive]
+        pub struct StatsSnapshot {
+            $($(#[$doc])* pub $name: u64,)*
+        }
+
+        impl Stats {
+            pub(crate) fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
+            }
+        }
+    };
+}
+
+counters! {
+    /// Reads answered from the cache.
+    hits,
+    /// Reads that found nothing usable and ran the loader.
+    misses,
+    /// Values written to the cache after a miss.
+    fills,
+    /// Fills refused because an invalidation of the key or one of its tags
+    /// happened after the read that missed (the race-free fill rule).
+    fills_rejected,
+    /// Stored values that could not be decoded (counted as misses, replaced).
+    decode_errors,
+    /// Store operations that failed or timed out (the caller was not failed).
+    store_errors,
+    /// Invalidations applied (one per `#[invalidates]` call or builder run).
+    invalidations,
+    /// Entries removed by invalidations.
+    entries_removed,
+    /// Calls that ran the body directly because no cache was installed.
+    uncached_calls,
+}
+
+impl Stats {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Relaxed);
+    }
+}

@@ -1,0 +1,178 @@
+//! The in-process store: the embedded default for a single process, and the
+//! reference the Redis store is tested against.
+//!
+//! Entries live in a bounded `moka` cache with a per-entry expiry. Writes
+//! (fills and invalidations) take one short lock around the sequence number,
+//! markers and tag index, so that a fill's marker check and its insert are
+//! atomic with respect to invalidations; reads take no lock.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::Expiry;
+
+use super::{FillRequest, InvalidationPlan, Lookup};
+use crate::key::glob_match;
+
+#[derive(Debug, Clone)]
+struct MemEntry {
+    bytes: Bytes,
+    ttl: Option<Duration>,
+}
+
+struct PerEntryTtl;
+
+impl Expiry<String, MemEntry> for PerEntryTtl {
+    fn expire_after_create(&self, _: &String, value: &MemEntry, _: Instant) -> Option<Duration> {
+        value.ttl
+    }
+
+    fn expire_after_update(
+        &self,
+        _: &String,
+        value: &MemEntry,
+        _: Instant,
+        _: Option<Duration>,
+    ) -> Option<Duration> {
+        value.ttl
+    }
+}
+
+#[derive(Default)]
+struct WriteState {
+    /// marker name -> (sequence number, valid until)
+    markers: HashMap<String, (u64, Instant)>,
+    /// tag set name -> member entry names
+    tags: HashMap<String, HashSet<String>>,
+    fills_since_sweep: usize,
+}
+
+pub(crate) struct MemoryStore {
+    entries: moka::sync::Cache<String, MemEntry>,
+    seq: AtomicU64,
+    state: Mutex<WriteState>,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("entries", &self.entries.entry_count())
+            .finish_non_exhaustive()
+    }
+}
+
+const SWEEP_EVERY: usize = 4096;
+
+impl MemoryStore {
+    pub(crate) fn new(max_entries: u64) -> Self {
+        MemoryStore {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(PerEntryTtl)
+                .build(),
+            seq: AtomicU64::new(0),
+            state: Mutex::new(WriteState::default()),
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
+        // A panic while holding the lock leaves consistent data (every update
+        // is a single map operation), so a poisoned lock is still usable.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub(crate) fn lookup(&self, entry: &str) -> Lookup {
+        let token = self.seq.load(Ordering::Acquire);
+        Lookup {
+            value: self.entries.get(entry).map(|e| e.bytes),
+            token,
+        }
+    }
+
+    pub(crate) fn fill(&self, req: FillRequest) -> bool {
+        let mut state = self.state();
+        let now = Instant::now();
+        let newer = |name: &str| {
+            state
+                .markers
+                .get(name)
+                .is_some_and(|(seq, until)| *until > now && *seq > req.token)
+        };
+        if newer(&req.marker) || req.tags.iter().any(|t| newer(&t.marker)) {
+            return false;
+        }
+        for tag in &req.tags {
+            state
+                .tags
+                .entry(tag.set.clone())
+                .or_default()
+                .insert(req.entry.clone());
+        }
+        self.entries.insert(
+            req.entry,
+            MemEntry {
+                bytes: Bytes::from(req.value),
+                ttl: req.ttl,
+            },
+        );
+        state.fills_since_sweep += 1;
+        if state.fills_since_sweep >= SWEEP_EVERY {
+            state.fills_since_sweep = 0;
+            self.sweep(&mut state, now);
+        }
+        true
+    }
+
+    /// Drops tag members whose entries are gone and markers past their window,
+    /// so the bookkeeping stays proportional to what is cached.
+    fn sweep(&self, state: &mut WriteState, now: Instant) {
+        state.tags.retain(|_, members| {
+            members.retain(|m| self.entries.contains_key(m));
+            !members.is_empty()
+        });
+        state.markers.retain(|_, (_, until)| *until > now);
+    }
+
+    pub(crate) fn invalidate(&self, plan: &InvalidationPlan) -> u64 {
+        let mut state = self.state();
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        let until = Instant::now() + plan.marker_ttl;
+        let mut removed = 0;
+        for (entry, marker) in &plan.keys {
+            removed += u64::from(self.entries.remove(entry).is_some());
+            state.markers.insert(marker.clone(), (seq, until));
+        }
+        for tag in &plan.tags {
+            if let Some(members) = state.tags.remove(&tag.set) {
+                for member in members {
+                    removed += u64::from(self.entries.remove(&member).is_some());
+                }
+            }
+            state.markers.insert(tag.marker.clone(), (seq, until));
+        }
+        removed
+    }
+
+    pub(crate) fn delete_pattern(&self, pattern: &str) -> u64 {
+        let matching: Vec<String> = self
+            .entries
+            .iter()
+            .filter(|(k, _)| glob_match(pattern, k))
+            .map(|(k, _)| (*k).clone())
+            .collect();
+        let _state = self.state();
+        self.seq.fetch_add(1, Ordering::AcqRel);
+        matching
+            .iter()
+            .map(|k| u64::from(self.entries.remove(k).is_some()))
+            .sum()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn tag_members(&self, set: &str) -> usize {
+        self.state().tags.get(set).map_or(0, HashSet::len)
+    }
+}

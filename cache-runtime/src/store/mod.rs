@@ -1,0 +1,68 @@
+//! Where entries live: the in-process store and Redis, behind one set of
+//! operations with the same meaning on both.
+//!
+//! Every operation takes full names computed by the cache's key layout
+//! (`ns:key` for entries, `ns#...` for bookkeeping), so both stores lay out
+//! data identically.
+//!
+//! Race-free fills: every invalidation bumps the namespace's sequence number
+//! and leaves a *marker* holding that number on each key and tag it touched
+//! (markers live for the fill window). A read that misses returns the
+//! sequence number it saw (the fill token); a fill is accepted only if no
+//! marker on its key or tags is newer than its token. So a value loaded
+//! before an invalidation can never be stored after it.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+
+pub(crate) mod memory;
+#[cfg(feature = "redis")]
+pub(crate) mod redis;
+
+/// What a read found: the stored bytes, if any, and the fill token.
+#[derive(Debug)]
+pub(crate) struct Lookup {
+    pub(crate) value: Option<Bytes>,
+    pub(crate) token: u64,
+}
+
+/// A tag as the store sees it: the set of its members and its marker.
+#[derive(Debug, Clone)]
+pub(crate) struct TagNames {
+    pub(crate) set: String,
+    pub(crate) marker: String,
+}
+
+/// A conditional write after a miss.
+#[derive(Debug)]
+pub(crate) struct FillRequest {
+    pub(crate) entry: String,
+    pub(crate) marker: String,
+    pub(crate) tags: Vec<TagNames>,
+    pub(crate) value: Vec<u8>,
+    /// `None`: no expiry.
+    pub(crate) ttl: Option<Duration>,
+    pub(crate) token: u64,
+}
+
+/// Keys to delete and tags to invalidate in one step, and an event to
+/// publish once they are gone.
+#[derive(Debug, Default)]
+pub(crate) struct InvalidationPlan {
+    /// (entry, marker) pairs.
+    pub(crate) keys: Vec<(String, String)>,
+    pub(crate) tags: Vec<TagNames>,
+    /// (channel, JSON payload).
+    pub(crate) publish: Option<(String, String)>,
+    pub(crate) marker_ttl: Duration,
+}
+
+impl InvalidationPlan {
+    pub(crate) fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.tags.is_empty() && self.publish.is_none()
+    }
+}
+
+/// The token of a write that no invalidation can refuse (a plain `set`).
+pub(crate) const UNCONDITIONAL: u64 = i64::MAX as u64;

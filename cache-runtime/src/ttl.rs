@@ -1,0 +1,95 @@
+//! Time-to-live values: parsing `"5m"`-style durations and spreading expiries
+//! with jitter.
+
+use std::time::Duration;
+
+/// Parses a duration written as a number followed by a unit, or several such
+/// parts: `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"2d"`. A bare number means
+/// seconds.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(cache_runtime::parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+/// assert_eq!(cache_runtime::parse_duration("250ms"), Ok(Duration::from_millis(250)));
+/// assert!(cache_runtime::parse_duration("5x").is_err());
+/// ```
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if text.is_empty() {
+        return Err("empty duration".into());
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("expected a number at `{rest}`"));
+        }
+        let n: u64 = rest[..digits]
+            .parse()
+            .map_err(|_| format!("number too large in `{text}`"))?;
+        rest = &rest[digits..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let unit = &rest[..unit_len];
+        rest = &rest[unit_len..];
+        let part = match unit {
+            "ms" => Duration::from_millis(n),
+            "s" => Duration::from_secs(n),
+            "m" => Duration::from_secs(n.saturating_mul(60)),
+            "h" => Duration::from_secs(n.saturating_mul(3600)),
+            "d" => Duration::from_secs(n.saturating_mul(86_400)),
+            "" => return Err(format!("missing unit after `{n}` (use ms, s, m, h or d)")),
+            other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
+        };
+        total = total.saturating_add(part);
+    }
+    Ok(total)
+}
+
+/// Shortens `ttl` by a random fraction of at most `jitter` (0.0 to 1.0), so
+/// that entries written together do not all expire together.
+pub(crate) fn with_jitter(ttl: Duration, jitter: f32) -> Duration {
+    if jitter <= 0.0 || ttl.is_zero() {
+        return ttl;
+    }
+    let cut = ttl.as_secs_f64() * f64::from(jitter.min(1.0)) * fastrand::f64();
+    let jittered = ttl.saturating_sub(Duration::from_secs_f64(cut));
+    jittered.max(Duration::from_millis(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_units_and_compounds() {
+        assert_eq!(parse_duration("300"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1d2h"), Ok(Duration::from_secs(93_600)));
+        assert_eq!(parse_duration(" 10s "), Ok(Duration::from_secs(10)));
+        assert!(parse_duration("m5").is_err());
+        assert!(parse_duration("5").is_ok());
+        assert!(parse_duration("5 m").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn jitter_only_shortens_and_stays_within_bound() {
+        let ttl = Duration::from_secs(100);
+        let mut seen_short = false;
+        for _ in 0..1000 {
+            let j = with_jitter(ttl, 0.1);
+            assert!(j <= ttl && j >= Duration::from_secs(90), "{j:?}");
+            seen_short |= j < Duration::from_secs(99);
+        }
+        assert!(seen_short, "jitter never moved the expiry");
+        assert_eq!(with_jitter(ttl, 0.0), ttl);
+    }
+}
