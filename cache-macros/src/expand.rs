@@ -212,13 +212,14 @@ fn cache_handle(cache: Option<&Expr>, info: &FnInfo, krate: &Path) -> (TokenStre
     let var = helper("__cache");
     match cache {
         Some(expr) => {
-            let r = quote_spanned!(expr.span()=> #krate::__private::cache_ref(&#expr));
             if info.receiver == Some(Receiver::Other) {
+                let r = quote_spanned!(expr.span()=> #krate::__private::cache_owned(&#expr));
                 (
-                    quote!(let #var = ::core::option::Option::cloned(#r);),
+                    quote!(let #var = #r;),
                     quote!(::core::option::Option::as_ref(&#var)),
                 )
             } else {
+                let r = quote_spanned!(expr.span()=> #krate::__private::cache_ref(&#expr));
                 (quote!(let #var = #r;), quote!(#var))
             }
         }
@@ -296,7 +297,7 @@ fn cached(
     let fn_name = func.sig.ident.to_string();
     let key_code = match &args.key {
         Some(key) => build(key, &krate, None),
-        None => default_key(info, &fn_name, &krate),
+        None => default_key(info, args.cache.as_ref(), &fn_name, &krate),
     };
 
     let mut pre = Prerendered::default();
@@ -351,11 +352,12 @@ fn cached(
         quote_spanned!(inner_ty.span()=> #krate::__private::assert_cacheable::<#inner_ty>(););
     let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
     let key_var = helper("__cache_key");
-    let stmts = FnInfo::body_stmts(func, info.async_trait);
+    let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
     let inner = quote! {
         #assert
         const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #ttl #jitter #none;
         #cache_let
+        #(#prefix)*
         let #key_var: ::std::string::String = #key_code;
         #pre_lets
         #krate::__private::cached::<#krate::__private::#shape_path, #ret, _, _>(
@@ -370,8 +372,10 @@ fn cached(
 }
 
 /// `module::function:arg1:arg2` (or `Type::method:...` for methods), each
-/// argument through its `Display`, escaped.
-fn default_key(info: &FnInfo, fn_name: &str, krate: &Path) -> TokenStream {
+/// argument through its `Display`, escaped. The argument the cache comes
+/// from (`cache = cache`) is left out.
+fn default_key(info: &FnInfo, cache: Option<&Expr>, fn_name: &str, krate: &Path) -> TokenStream {
+    let cache_root = cache.and_then(expr_root);
     let k = helper("__k");
     let prefix = if info.receiver.is_some() {
         quote!(#k.lit(::core::any::type_name::<Self>());)
@@ -382,6 +386,7 @@ fn default_key(info: &FnInfo, fn_name: &str, krate: &Path) -> TokenStream {
     let parts = info
         .args
         .iter()
+        .filter(|a| cache_root.as_ref() != Some(*a))
         .map(|a| quote_spanned!(a.span()=> #k.lit(":"); #k.part(&#a);));
     quote!({
         let mut #k = #krate::__private::KeyBuilder::with_capacity(64);
@@ -390,6 +395,18 @@ fn default_key(info: &FnInfo, fn_name: &str, krate: &Path) -> TokenStream {
         #(#parts)*
         #k.finish()
     })
+}
+
+/// The variable an expression starts from: `cache` in `cache`, `&cache` or
+/// `cache.inner`.
+fn expr_root(expr: &Expr) -> Option<Ident> {
+    match expr {
+        Expr::Path(p) => p.path.get_ident().cloned(),
+        Expr::Field(f) => expr_root(&f.base),
+        Expr::Reference(r) => expr_root(&r.expr),
+        Expr::Paren(p) => expr_root(&p.expr),
+        _ => None,
+    }
 }
 
 fn invalidates(
@@ -457,9 +474,10 @@ fn invalidates(
     let result = helper("__cache_result");
     let ok_var = helper("__cache_ok");
     let ret_ident = Ident::new("ret", Span::call_site());
-    let stmts = FnInfo::body_stmts(func, info.async_trait);
+    let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
     let inner = quote! {
         #cache_let
+        #(#prefix)*
         #pre_lets
         let #result: #ret_ty = async move { #(#stmts)* }.await;
         if let ::core::option::Option::Some(#ok_var) = #krate::__private::Outcome::success(&#krate::__private::#outcome(&#result)) {

@@ -85,15 +85,32 @@ impl FnInfo {
         })
     }
 
-    /// The statements of the async body to wrap.
-    pub(crate) fn body_stmts(func: &ItemFn, async_trait: bool) -> Vec<Stmt> {
+    /// The statements of the async body to wrap, after a prefix to keep in
+    /// front of the generated code: for `#[async_trait]`, its rebinding of
+    /// the arguments (`let id = id;`), so that the key is built from the
+    /// rebound names and they count as used.
+    pub(crate) fn body_stmts(func: &ItemFn, async_trait: bool) -> (Vec<Stmt>, Vec<Stmt>) {
         if async_trait {
             if let Some(Expr::Async(block)) = boxed_async(func) {
-                return block.block.stmts.clone();
+                let stmts = &block.block.stmts;
+                let split = stmts.iter().position(is_ret_binding).unwrap_or(0);
+                return (stmts[..split].to_vec(), stmts[split..].to_vec());
             }
         }
-        func.block.stmts.clone()
+        (Vec::new(), func.block.stmts.clone())
     }
+}
+
+/// `let __ret: Ret = { body };`, where `#[async_trait]` puts the body.
+fn is_ret_binding(stmt: &Stmt) -> bool {
+    let Stmt::Local(local) = stmt else {
+        return false;
+    };
+    let pat = match &local.pat {
+        Pat::Type(t) => &*t.pat,
+        other => other,
+    };
+    matches!(pat, Pat::Ident(p) if p.ident == "__ret")
 }
 
 /// The single `Box::pin(async move { .. })` expression `#[async_trait]`

@@ -15,6 +15,13 @@ pub fn cache_ref<C: AsRef<Cache> + ?Sized>(cache: &C) -> Option<&Cache> {
     Some(cache.as_ref())
 }
 
+/// An owned handle to the cache named by `cache = <expr>`, for bodies that
+/// take `self` by value or mutably.
+#[inline]
+pub fn cache_owned<C: AsRef<Cache> + ?Sized>(cache: &C) -> Option<Cache> {
+    Some(cache.as_ref().clone())
+}
+
 /// The process-wide default cache (reported once when there is none).
 #[inline]
 pub fn default_cache() -> Option<&'static Cache> {

@@ -1,1 +1,10 @@
+//! One integration-test binary: the behaviour suite against both stores,
+//! the supported function shapes, Redis-specific properties (round trips,
+//! events, SCAN), faults, and the trybuild UI tests.
 
+mod common;
+mod faults;
+mod redis_only;
+mod shapes;
+mod suite;
+mod ui;

@@ -1,0 +1,168 @@
+//! A repository annotated the way users annotate theirs, over either store.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cache_runtime::{Cache, cached, invalidates};
+use integration_tests::RedisServer;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Post {
+    pub id: u64,
+    pub author_id: u64,
+    pub title: String,
+}
+
+/// Which store a test runs on; the server lives as long as the fixture.
+pub struct Fixture {
+    pub cache: Cache,
+    /// Keeps the test's redis-server alive as long as the fixture.
+    pub _server: Option<RedisServer>,
+}
+
+impl Fixture {
+    pub fn memory() -> Fixture {
+        Fixture {
+            cache: Cache::builder()
+                .namespace("test")
+                .jitter(0.0)
+                .build()
+                .unwrap(),
+            _server: None,
+        }
+    }
+
+    pub fn redis() -> Fixture {
+        let server = RedisServer::start();
+        let cache = Cache::builder()
+            .redis_url(server.url())
+            .namespace("test")
+            .jitter(0.0)
+            .build()
+            .unwrap();
+        Fixture {
+            cache,
+            _server: Some(server),
+        }
+    }
+
+    pub fn repo(&self) -> Repo {
+        Repo::new(self.cache.clone())
+    }
+}
+
+/// A table of posts behind cached and invalidating methods, counting the
+/// queries that reach it.
+pub struct Repo {
+    pub cache: Cache,
+    pub rows: Mutex<HashMap<u64, Post>>,
+    pub loads: AtomicU32,
+}
+
+impl Repo {
+    pub fn new(cache: Cache) -> Repo {
+        let rows = (1..=3)
+            .map(|id| {
+                (
+                    id,
+                    Post {
+                        id,
+                        author_id: if id < 3 { 7 } else { 8 },
+                        title: format!("post {id}"),
+                    },
+                )
+            })
+            .collect();
+        Repo {
+            cache,
+            rows: Mutex::new(rows),
+            loads: AtomicU32::new(0),
+        }
+    }
+
+    pub fn loads(&self) -> u32 {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    fn row(&self, id: u64) -> Option<Post> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.rows.lock().unwrap().get(&id).cloned()
+    }
+
+    #[cached(cache = self.cache, key = "post:{id}", ttl = 60, tags = ["author:{ret.author_id}"])]
+    pub async fn get(&self, id: u64) -> Result<Post, String> {
+        self.row(id).ok_or_else(|| format!("no post {id}"))
+    }
+
+    #[cached(cache = self.cache, key = "find:<id>", ttl = "1m")]
+    pub async fn find(&self, id: u64) -> Option<Post> {
+        self.row(id)
+    }
+
+    #[cached(cache = self.cache, key = "find-neg:{id}", ttl = "1m", cache_none = "1m", tags = ["post:{id}"])]
+    pub async fn find_remembering_none(&self, id: u64) -> Option<Post> {
+        self.row(id)
+    }
+
+    #[cached(cache = self.cache, key = "by-author:{author_id}", tags = ["author:{author_id}"])]
+    pub async fn by_author(&self, author_id: u64) -> Vec<Post> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let mut posts: Vec<Post> = self
+            .rows
+            .lock()
+            .unwrap()
+            .values()
+            .filter(|p| p.author_id == author_id)
+            .cloned()
+            .collect();
+        posts.sort_by_key(|p| p.id);
+        posts
+    }
+
+    #[cached(cache = self.cache, key = "title:{id}", ttl = "300ms", jitter = 0.0)]
+    pub async fn title_briefly(&self, id: u64) -> Option<String> {
+        self.row(id).map(|p| p.title)
+    }
+
+    #[cached(cache = self.cache, key = "search:{term}:{page}", ttl = 60)]
+    pub async fn search(&self, term: &str, page: u32) -> Vec<u64> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        vec![u64::from(page), term.len() as u64]
+    }
+
+    #[invalidates(cache = self.cache, keys = ["post:{post.id}", "find:{post.id}"], tags = ["author:{post.author_id}"])]
+    pub async fn update(&self, post: Post) -> Result<(), String> {
+        self.rows.lock().unwrap().insert(post.id, post);
+        Ok(())
+    }
+
+    #[invalidates(cache = self.cache, keys = ["post:{id}"], tags = ["author:7"])]
+    pub async fn failing_update(&self, id: u64) -> Result<(), String> {
+        Err(format!("constraint violated on {id}"))
+    }
+
+    #[invalidates(cache = self.cache, tags = ["author:{ret.author_id}"], publish = "post:created")]
+    pub async fn create(&self, author_id: u64, title: &str) -> Result<Post, String> {
+        let mut rows = self.rows.lock().unwrap();
+        let id = rows.len() as u64 + 1;
+        let post = Post {
+            id,
+            author_id,
+            title: title.to_owned(),
+        };
+        rows.insert(id, post.clone());
+        Ok(post)
+    }
+
+    #[invalidates(cache = self.cache, patterns = ["search:{term}:*"])]
+    pub async fn forget_search(&self, term: &str) -> Result<(), String> {
+        Ok(())
+    }
+
+    #[invalidates(cache = self.cache, tags = ["post:{id}"])]
+    pub async fn touch(&self, id: u64) {
+        let _ = id;
+    }
+}

@@ -1,0 +1,129 @@
+//! Redis stopped, unreachable or frozen: cached functions return the body's
+//! value, invalidating functions return the body's `Ok`, every call is
+//! bounded by the timeout, and the cache is used again once Redis is back.
+
+use std::time::{Duration, Instant};
+
+use cache_runtime::Cache;
+use integration_tests::{RedisServer, closed_port, wait_until};
+
+use crate::common::{Post, Repo};
+
+fn cache_at(url: String, timeout: Duration) -> Cache {
+    Cache::builder()
+        .redis_url(url)
+        .namespace("faults")
+        .timeout(timeout)
+        .build()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_stopped_server_degrades_to_the_body_and_recovers() {
+    let mut server = RedisServer::start();
+    let repo = Repo::new(cache_at(server.url(), Duration::from_millis(300)));
+    repo.get(1).await.unwrap();
+    repo.get(1).await.unwrap();
+    assert_eq!(repo.loads(), 1);
+
+    server.kill();
+    for _ in 0..3 {
+        assert_eq!(repo.get(1).await.unwrap().title, "post 1");
+    }
+    assert_eq!(
+        repo.loads(),
+        4,
+        "every read ran the body while Redis was down"
+    );
+    assert_eq!(
+        repo.update(Post {
+            id: 2,
+            author_id: 7,
+            title: "x".into()
+        })
+        .await,
+        Ok(()),
+        "the write's Ok stands"
+    );
+    assert!(repo.cache.stats().store_errors >= 4);
+
+    server.restart();
+    wait_until(
+        "the cache serves hits again",
+        Duration::from_secs(10),
+        async || {
+            let hits = repo.cache.stats().hits;
+            repo.get(3).await.unwrap();
+            repo.cache.stats().hits > hits
+        },
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_server_never_fails_a_call() {
+    let repo = Repo::new(cache_at(
+        format!("redis://127.0.0.1:{}/", closed_port()),
+        Duration::from_millis(200),
+    ));
+    for id in 1..=3 {
+        assert_eq!(repo.get(id).await.unwrap().id, id);
+    }
+    assert_eq!(repo.find(404).await, None);
+    assert_eq!(
+        repo.update(Post {
+            id: 1,
+            author_id: 7,
+            title: "x".into()
+        })
+        .await,
+        Ok(())
+    );
+    assert_eq!(repo.loads(), 4);
+    assert!(repo.cache.stats().store_errors >= 5);
+}
+
+#[tokio::test]
+async fn a_frozen_server_costs_at_most_the_timeout() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(200);
+    let repo = Repo::new(cache_at(server.url(), timeout));
+    repo.get(1).await.unwrap();
+    server.pause();
+    // The bound is generous against a loaded machine; what it rules out is
+    // waiting on the frozen server (which would be forever).
+    let bound = timeout * 10;
+    let started = Instant::now();
+    assert_eq!(repo.get(2).await.unwrap().id, 2);
+    assert!(
+        started.elapsed() < bound,
+        "a read waited {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    assert_eq!(
+        repo.update(Post {
+            id: 1,
+            author_id: 7,
+            title: "x".into()
+        })
+        .await,
+        Ok(())
+    );
+    assert!(
+        started.elapsed() < bound,
+        "an invalidation waited {:?}",
+        started.elapsed()
+    );
+    server.resume();
+    wait_until(
+        "the cache answers again",
+        Duration::from_secs(10),
+        async || {
+            let hits = repo.cache.stats().hits;
+            repo.get(3).await.unwrap();
+            repo.cache.stats().hits > hits
+        },
+    )
+    .await;
+}

@@ -1,0 +1,183 @@
+//! Properties only Redis has: round trips, pub/sub, SCAN, foreign bytes, and
+//! namespaces sharing one server.
+
+use std::time::Duration;
+
+use cache_runtime::{Cache, InvalidationEvent};
+use integration_tests::{CountingProxy, RedisServer};
+
+use crate::common::{Post, Repo};
+
+#[tokio::test]
+async fn a_hit_is_one_round_trip_a_miss_two_an_invalidation_one() {
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port()).await;
+    let cache = Cache::builder()
+        .redis_url(proxy.url())
+        .namespace("rt")
+        .build()
+        .unwrap();
+    let repo = Repo::new(cache.clone());
+    // Warm up: the connection handshake and loading the scripts.
+    repo.get(2).await.unwrap();
+    repo.update(Post {
+        id: 2,
+        author_id: 7,
+        title: "x".into(),
+    })
+    .await
+    .unwrap();
+    repo.get(2).await.unwrap();
+
+    let before = proxy.requests();
+    repo.get(1).await.unwrap();
+    assert_eq!(
+        proxy.requests() - before,
+        2,
+        "a miss is the lookup plus one write"
+    );
+
+    let before = proxy.requests();
+    repo.get(1).await.unwrap();
+    assert_eq!(proxy.requests() - before, 1, "a hit is one round trip");
+
+    let before = proxy.requests();
+    cache
+        .invalidate()
+        .keys(["post:1", "find:1"])
+        .tags(["author:7", "author:8"])
+        .publish("post:updated")
+        .await
+        .unwrap();
+    assert_eq!(
+        proxy.requests() - before,
+        1,
+        "keys + tags + publish is one round trip"
+    );
+    assert_eq!(repo.loads(), 3);
+}
+
+#[tokio::test]
+async fn events_reach_redis_subscribers_as_documented_json() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("blog")
+        .build()
+        .unwrap();
+    let repo = Repo::new(cache.clone());
+    let mut sub = server.conn();
+    let mut pubsub = sub.as_pubsub();
+    pubsub.subscribe("blog:post:created").unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let post = repo.create(7, "hello").await.unwrap();
+    let msg = pubsub.get_message().expect("an event within 5 s");
+    assert_eq!(msg.get_channel_name(), "blog:post:created");
+    let payload: String = msg.get_payload().unwrap();
+    let event: InvalidationEvent = serde_json::from_str(&payload).unwrap();
+    assert_eq!(event.tags, vec![format!("author:{}", post.author_id)]);
+    assert_eq!(
+        (
+            event.namespace.as_str(),
+            event.entity.as_str(),
+            event.event.as_str()
+        ),
+        ("blog", "post", "post:created")
+    );
+    assert_eq!(event.instance, cache.instance());
+}
+
+#[tokio::test]
+async fn pattern_deletes_scan_and_never_issue_keys() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("scan")
+        .build()
+        .unwrap();
+    let repo = Repo::new(cache.clone());
+    for page in 0..1200 {
+        repo.search("rust", page).await;
+    }
+    repo.search("go", 1).await;
+    repo.forget_search("rust").await.unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(
+        !stats.contains("cmdstat_keys:"),
+        "KEYS was issued:\n{stats}"
+    );
+    let scans = stats
+        .lines()
+        .find(|l| l.starts_with("cmdstat_scan:"))
+        .expect("SCAN was used");
+    assert!(scans.contains("calls="), "{scans}");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("scan:search:*")
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(left.len(), 1, "only the `go` entry is left: {left:?}");
+}
+
+#[tokio::test]
+async fn foreign_bytes_under_a_key_are_a_miss_and_are_replaced() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("corrupt")
+        .build()
+        .unwrap();
+    let repo = Repo::new(cache.clone());
+    for garbage in [
+        &b"not an entry"[..],
+        b"",
+        &[0xCA, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'{', b'"'],
+        &[0xFF; 64],
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg("corrupt:post:1")
+            .arg(garbage)
+            .query(&mut server.conn())
+            .unwrap();
+        assert_eq!(repo.get(1).await.unwrap().title, "post 1");
+    }
+    assert_eq!(cache.stats().decode_errors, 4);
+    repo.get(1).await.unwrap();
+    assert_eq!(repo.loads(), 4, "the last fill replaced the garbage");
+}
+
+#[tokio::test]
+async fn namespaces_sharing_a_server_do_not_touch_each_other() {
+    let server = RedisServer::start();
+    let a = Repo::new(
+        Cache::builder()
+            .redis_url(server.url())
+            .namespace("app-a")
+            .build()
+            .unwrap(),
+    );
+    let b = Repo::new(
+        Cache::builder()
+            .redis_url(server.url())
+            .namespace("app-b")
+            .build()
+            .unwrap(),
+    );
+    a.get(1).await.unwrap();
+    b.get(1).await.unwrap();
+    b.cache
+        .invalidate()
+        .key("post:1")
+        .tag("author:7")
+        .pattern("*")
+        .await
+        .unwrap();
+    a.get(1).await.unwrap();
+    assert_eq!(a.loads(), 1, "app-b's invalidation reached app-a");
+    b.get(1).await.unwrap();
+    assert_eq!(b.loads(), 2);
+}

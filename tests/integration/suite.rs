@@ -1,0 +1,344 @@
+//! The behaviour suite: every case runs against the in-process store and a
+//! real `redis-server`, and must behave the same on both.
+
+use std::time::Duration;
+
+use cache_runtime::CacheOptions;
+use integration_tests::wait_until;
+use tokio::sync::oneshot;
+
+use crate::common::{Fixture, Post};
+
+macro_rules! suite {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
+        }
+    };
+}
+
+suite!(
+    a_hit_does_not_run_the_body,
+    errors_are_returned_and_not_cached,
+    none_is_cached_only_when_asked,
+    an_update_invalidates_keys_and_tags_after_ok,
+    an_error_invalidates_nothing,
+    tags_computed_from_the_returned_value_invalidate,
+    an_invalidation_from_the_returned_value,
+    pattern_delete_removes_only_what_matches,
+    hostile_values_cannot_widen_a_pattern,
+    entries_expire_after_their_ttl,
+    a_fill_that_read_before_an_invalidation_is_refused,
+    a_value_that_does_not_decode_is_a_miss_and_is_replaced,
+    the_plain_api_matches_the_macros,
+    published_events_follow_the_schema,
+);
+
+async fn a_hit_does_not_run_the_body(fx: Fixture) {
+    let repo = fx.repo();
+    let first = repo.get(1).await.unwrap();
+    let second = repo.get(1).await.unwrap();
+    assert_eq!(first, second);
+    assert_eq!(repo.loads(), 1, "the second call must be a hit");
+    let stats = fx.cache.stats();
+    assert_eq!((stats.hits, stats.misses, stats.fills), (1, 1, 1));
+    repo.get(2).await.unwrap();
+    assert_eq!(repo.loads(), 2, "another key is another entry");
+}
+
+async fn errors_are_returned_and_not_cached(fx: Fixture) {
+    let repo = fx.repo();
+    assert_eq!(repo.get(404).await, Err("no post 404".to_string()));
+    assert_eq!(repo.get(404).await, Err("no post 404".to_string()));
+    assert_eq!(repo.loads(), 2, "an Err must not be cached");
+    assert_eq!(fx.cache.stats().fills, 0);
+}
+
+async fn none_is_cached_only_when_asked(fx: Fixture) {
+    let repo = fx.repo();
+    assert_eq!(repo.find(404).await, None);
+    assert_eq!(repo.find(404).await, None);
+    assert_eq!(repo.loads(), 2, "None is not cached by default");
+    assert_eq!(repo.find(1).await.map(|p| p.id), Some(1));
+    assert_eq!(repo.find(1).await.map(|p| p.id), Some(1));
+    assert_eq!(repo.loads(), 3, "Some is cached");
+
+    assert_eq!(repo.find_remembering_none(404).await, None);
+    assert_eq!(repo.find_remembering_none(404).await, None);
+    assert_eq!(repo.loads(), 4, "cache_none caches None");
+    // Tags without `ret` apply to a cached None too, so it can be invalidated.
+    repo.touch(404).await;
+    assert_eq!(repo.find_remembering_none(404).await, None);
+    assert_eq!(repo.loads(), 5);
+}
+
+async fn an_update_invalidates_keys_and_tags_after_ok(fx: Fixture) {
+    let repo = fx.repo();
+    repo.get(1).await.unwrap();
+    repo.find(1).await.unwrap();
+    repo.by_author(7).await;
+    repo.by_author(8).await;
+    let loads = repo.loads();
+    repo.update(Post {
+        id: 1,
+        author_id: 7,
+        title: "edited".into(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(repo.get(1).await.unwrap().title, "edited");
+    assert_eq!(repo.find(1).await.unwrap().title, "edited");
+    assert_eq!(repo.by_author(7).await[0].title, "edited");
+    assert_eq!(
+        repo.loads(),
+        loads + 3,
+        "post:1, find:1 and author:7's list reload"
+    );
+    repo.by_author(8).await;
+    assert_eq!(repo.loads(), loads + 3, "author:8's list was not touched");
+    assert!(fx.cache.stats().entries_removed >= 3);
+}
+
+async fn an_error_invalidates_nothing(fx: Fixture) {
+    let repo = fx.repo();
+    repo.get(1).await.unwrap();
+    repo.by_author(7).await;
+    assert!(repo.failing_update(1).await.is_err());
+    repo.get(1).await.unwrap();
+    repo.by_author(7).await;
+    assert_eq!(repo.loads(), 2, "an Err must leave the cache as it was");
+    assert_eq!(fx.cache.stats().invalidations, 0);
+}
+
+async fn tags_computed_from_the_returned_value_invalidate(fx: Fixture) {
+    let repo = fx.repo();
+    repo.get(1).await.unwrap(); // tagged author:7 through ret.author_id
+    repo.get(3).await.unwrap(); // tagged author:8
+    let report = fx.cache.invalidate().tag("author:7").await.unwrap();
+    assert_eq!(report.removed, 1);
+    repo.get(1).await.unwrap();
+    repo.get(3).await.unwrap();
+    assert_eq!(repo.loads(), 3, "only author 7's post reloads");
+}
+
+async fn an_invalidation_from_the_returned_value(fx: Fixture) {
+    let repo = fx.repo();
+    assert_eq!(repo.by_author(8).await.len(), 1);
+    let created = repo.create(8, "new").await.unwrap();
+    assert_eq!(created.author_id, 8);
+    assert_eq!(
+        repo.by_author(8).await.len(),
+        2,
+        "create invalidated author:{{ret.author_id}}"
+    );
+}
+
+async fn pattern_delete_removes_only_what_matches(fx: Fixture) {
+    let repo = fx.repo();
+    repo.search("rust", 1).await;
+    repo.search("rust", 2).await;
+    repo.search("rusty", 1).await;
+    repo.search("go", 1).await;
+    assert_eq!(repo.loads(), 4);
+    repo.forget_search("rust").await.unwrap();
+    repo.search("rust", 1).await;
+    repo.search("rust", 2).await;
+    assert_eq!(repo.loads(), 6, "both pages of `rust` were deleted");
+    repo.search("rusty", 1).await;
+    repo.search("go", 1).await;
+    assert_eq!(
+        repo.loads(),
+        6,
+        "`rusty` and `go` survive the `search:rust:*` pattern"
+    );
+}
+
+async fn hostile_values_cannot_widen_a_pattern(fx: Fixture) {
+    let repo = fx.repo();
+    for term in ["rust", "go", "a:b", "*", "?", "[a-z]", "\\", "x\ny"] {
+        repo.search(term, 1).await;
+    }
+    assert_eq!(repo.loads(), 8);
+    for hostile in ["*", "?", "[a-z]", "\\", "*:*"] {
+        repo.forget_search(hostile).await.unwrap();
+    }
+    for term in ["rust", "go", "a:b", "x\ny"] {
+        repo.search(term, 1).await;
+    }
+    assert_eq!(
+        repo.loads(),
+        8,
+        "a hostile term deleted entries of other terms"
+    );
+    for term in ["*", "?", "[a-z]", "\\"] {
+        repo.search(term, 1).await;
+    }
+    assert_eq!(
+        repo.loads(),
+        12,
+        "each hostile term deleted its own entries"
+    );
+    // Keys with separators in their values stay distinct.
+    assert_ne!(cache_runtime::render_part("a:b"), "a:b");
+}
+
+async fn entries_expire_after_their_ttl(fx: Fixture) {
+    let repo = fx.repo();
+    repo.title_briefly(1).await;
+    repo.title_briefly(1).await;
+    assert_eq!(repo.loads(), 1);
+    wait_until(
+        "the 300ms entry expires",
+        Duration::from_secs(5),
+        async || fx.cache.get::<Option<String>>("title:1").await.is_none(),
+    )
+    .await;
+    repo.title_briefly(1).await;
+    assert_eq!(repo.loads(), 2, "an expired entry is a miss");
+}
+
+/// The cache-aside race: a reader misses and reads the old row, a writer
+/// commits and invalidates, then the reader stores what it read. The fill
+/// must be refused. A plain unconditional write in the same interleaving
+/// shows the race is real.
+async fn a_fill_that_read_before_an_invalidation_is_refused(fx: Fixture) {
+    let cache = fx.cache.clone();
+    let opts = CacheOptions::new("race").ttl(Duration::from_secs(60));
+    let (read_done, read_done_rx) = oneshot::channel::<()>();
+    let (go_on, go_on_rx) = oneshot::channel::<()>();
+    let reader = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load("row:1", &opts, || async move {
+                    let old = "old".to_string(); // read from the database before the write
+                    read_done.send(()).unwrap();
+                    go_on_rx.await.unwrap();
+                    Ok::<_, String>(old)
+                })
+                .await
+        }
+    });
+    read_done_rx.await.unwrap();
+    // The writer commits "new" and invalidates, while the reader holds "old".
+    cache.invalidate().key("row:1").await.unwrap();
+    go_on.send(()).unwrap();
+    assert_eq!(reader.await.unwrap().unwrap(), "old");
+    assert_eq!(
+        cache.get::<String>("row:1").await,
+        None,
+        "the stale value must not be stored"
+    );
+    assert_eq!(cache.stats().fills_rejected, 1);
+
+    // The naive write (what cache-aside libraries do) stores the stale value.
+    cache.invalidate().key("row:2").await.unwrap();
+    cache
+        .set("row:2", "old", Some(Duration::from_secs(60)), &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get::<String>("row:2").await.as_deref(),
+        Some("old"),
+        "the race is real for an unconditional write"
+    );
+
+    // Tags are covered too: a value whose tag was invalidated meanwhile.
+    let (read_done, read_done_rx) = oneshot::channel::<()>();
+    let (go_on, go_on_rx) = oneshot::channel::<()>();
+    let reader = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load_tagged(
+                    "row:3",
+                    &opts,
+                    |_| vec!["table:rows".to_string()],
+                    || async move {
+                        read_done.send(()).unwrap();
+                        go_on_rx.await.unwrap();
+                        "old".to_string()
+                    },
+                )
+                .await
+        }
+    });
+    read_done_rx.await.unwrap();
+    cache.invalidate().tag("table:rows").await.unwrap();
+    go_on.send(()).unwrap();
+    reader.await.unwrap();
+    assert_eq!(cache.get::<String>("row:3").await, None);
+    assert_eq!(cache.stats().fills_rejected, 2);
+}
+
+async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced(fx: Fixture) {
+    #[derive(serde::Serialize)]
+    struct OldPost {
+        id: u64,
+    }
+    let repo = fx.repo();
+    // An older version of the type, without the fields the reader needs.
+    fx.cache
+        .set(
+            "post:1",
+            &OldPost { id: 1 },
+            Some(Duration::from_secs(60)),
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(repo.get(1).await.unwrap().title, "post 1");
+    assert_eq!(fx.cache.stats().decode_errors, 1);
+    assert_eq!(repo.get(1).await.unwrap().title, "post 1");
+    assert_eq!(
+        repo.loads(),
+        1,
+        "the undecodable value was replaced by the fill"
+    );
+}
+
+async fn the_plain_api_matches_the_macros(fx: Fixture) {
+    let repo = fx.repo();
+    repo.get(1).await.unwrap();
+    // The macro stored under the same key the plain API reads.
+    let cached: Post = fx.cache.get("post:1").await.expect("the macro's entry");
+    assert_eq!(cached.id, 1);
+    fx.cache.invalidate().key("post:1").await.unwrap();
+    assert_eq!(fx.cache.get::<Post>("post:1").await, None);
+    let opts = CacheOptions::new("plain");
+    let v: Result<u32, String> = fx.cache.get_or_load("n", &opts, || async { Ok(1) }).await;
+    let w: Result<u32, String> = fx.cache.get_or_load("n", &opts, || async { Ok(2) }).await;
+    assert_eq!((v, w), (Ok(1), Ok(1)));
+    assert_eq!(fx.cache.delete_pattern("n*").await.unwrap(), 1);
+}
+
+async fn published_events_follow_the_schema(fx: Fixture) {
+    let repo = fx.repo();
+    let mut events = fx.cache.local_events();
+    let post = repo.create(7, "hello").await.unwrap();
+    let event = events.recv().await.unwrap();
+    assert_eq!(event.v, 1);
+    assert_eq!(event.namespace, "test");
+    assert_eq!(event.event, "post:created");
+    assert_eq!(event.entity, "post");
+    assert_eq!(event.tags, vec![format!("author:{}", post.author_id)]);
+    assert_eq!(event.instance, fx.cache.instance());
+    assert!(event.ts > 1_700_000_000_000);
+    let json = serde_json::to_value(&event).unwrap();
+    for field in [
+        "v",
+        "namespace",
+        "event",
+        "entity",
+        "keys",
+        "tags",
+        "patterns",
+        "ts",
+        "instance",
+    ] {
+        assert!(json.get(field).is_some(), "missing {field} in {json}");
+    }
+}
