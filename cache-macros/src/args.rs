@@ -94,6 +94,10 @@ impl Errors {
         self.push(syn::Error::new(span, msg));
     }
 
+    pub(crate) fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
     pub(crate) fn finish(self) -> Option<syn::Error> {
         self.0
     }

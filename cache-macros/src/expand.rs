@@ -416,7 +416,9 @@ fn invalidates(
     errors: &mut Errors,
 ) -> Option<TokenStream> {
     let krate = args.krate.clone().unwrap_or_else(default_crate);
-    if args.keys.is_empty()
+    // Only worth saying when nothing else was wrong with the arguments.
+    if errors.is_empty()
+        && args.keys.is_empty()
         && args.tags.is_empty()
         && args.patterns.is_empty()
         && args.publish.is_none()

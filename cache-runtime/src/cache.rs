@@ -582,9 +582,4 @@ impl Cache {
         Stats::add(&self.inner.stats.store_errors, 1);
         tracing::warn!(target: "cache_runtime", op, namespace = self.namespace(), error = %error, "cache store failed; the call goes on without the cache");
     }
-
-    #[cfg(test)]
-    pub(crate) fn backend(&self) -> &Backend {
-        &self.inner.backend
-    }
 }

@@ -155,7 +155,7 @@ fn glob_match_bytes(mut p: &[u8], mut t: &[u8]) -> bool {
                         }
                     }
                 }
-                b'\\' if prest.len() >= 1 && !t.is_empty() && prest[0] == t[0] => {
+                b'\\' if !prest.is_empty() && !t.is_empty() && prest[0] == t[0] => {
                     p = &prest[1..];
                     t = &t[1..];
                     continue;

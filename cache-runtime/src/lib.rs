@@ -65,3 +65,8 @@ pub use ttl::parse_duration;
 #[cfg(feature = "macros")]
 #[doc(inline)]
 pub use cache_macros::{cached, invalidates};
+
+/// The README's examples, compiled and run as doctests so they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeDoctests;

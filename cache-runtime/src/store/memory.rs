@@ -176,3 +176,80 @@ impl MemoryStore {
         self.state().tags.get(set).map_or(0, HashSet::len)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TagNames;
+
+    fn fill(store: &MemoryStore, entry: &str, tags: &[&str], token: u64) -> bool {
+        store.fill(FillRequest {
+            entry: entry.into(),
+            marker: format!("m:{entry}"),
+            tags: tags
+                .iter()
+                .map(|t| TagNames {
+                    set: format!("s:{t}"),
+                    marker: format!("m:{t}"),
+                })
+                .collect(),
+            value: b"v".to_vec(),
+            ttl: None,
+            token,
+        })
+    }
+
+    #[test]
+    fn the_tag_index_forgets_entries_that_are_gone() {
+        let store = MemoryStore::new(100_000);
+        for i in 0..10 {
+            assert!(fill(&store, &format!("e{i}"), &["t"], 0));
+        }
+        assert_eq!(store.tag_members("s:t"), 10);
+        // Removed by key: the tag index still lists them until a sweep.
+        let plan = InvalidationPlan {
+            keys: (0..10)
+                .map(|i| (format!("e{i}"), format!("m:e{i}")))
+                .collect(),
+            marker_ttl: Duration::from_secs(30),
+            ..Default::default()
+        };
+        assert_eq!(store.invalidate(&plan), 10);
+        assert_eq!(store.tag_members("s:t"), 10);
+        for i in 0..SWEEP_EVERY {
+            fill(&store, &format!("other{i}"), &[], 1);
+        }
+        assert_eq!(
+            store.tag_members("s:t"),
+            0,
+            "the sweep dropped members whose entries are gone"
+        );
+    }
+
+    #[test]
+    fn a_fill_older_than_an_invalidation_is_refused() {
+        let store = MemoryStore::new(100);
+        let token = store.lookup("e").token;
+        let plan = InvalidationPlan {
+            tags: vec![TagNames {
+                set: "s:t".into(),
+                marker: "m:t".into(),
+            }],
+            marker_ttl: Duration::from_secs(30),
+            ..Default::default()
+        };
+        store.invalidate(&plan);
+        assert!(
+            !fill(&store, "e", &["t"], token),
+            "tag invalidated after the read"
+        );
+        assert!(
+            fill(&store, "e", &["u"], token),
+            "another tag is unaffected"
+        );
+        assert!(
+            fill(&store, "e", &["t"], store.lookup("e").token),
+            "a read after the invalidation may fill"
+        );
+    }
+}

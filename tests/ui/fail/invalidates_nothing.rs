@@ -1,0 +1,9 @@
+use cache_runtime::invalidates;
+
+#[invalidates()]
+async fn save(id: u64) -> Result<(), String> {
+    let _ = id;
+    Ok(())
+}
+
+fn main() {}

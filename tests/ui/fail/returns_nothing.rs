@@ -1,0 +1,8 @@
+use cache_runtime::cached;
+
+#[cached(key = "post:{id}")]
+async fn warm(id: u64) {
+    let _ = id;
+}
+
+fn main() {}
