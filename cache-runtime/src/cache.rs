@@ -200,7 +200,8 @@ impl CacheBuilder {
     }
 
     /// Builds the cache. Fails only on configuration errors (a bad namespace,
-    /// jitter or URL); it never waits for Redis.
+    /// jitter or URL, or a Redis store built outside a Tokio runtime); it
+    /// never waits for Redis.
     pub fn build(self) -> Result<Cache, Error> {
         validate_namespace(&self.namespace).map_err(Error::config)?;
         if !(0.0..=1.0).contains(&self.jitter) {
@@ -211,6 +212,14 @@ impl CacheBuilder {
         }
         if self.timeout.is_zero() {
             return Err(Error::config("the timeout must be greater than zero"));
+        }
+        #[cfg(feature = "redis")]
+        if !matches!(self.store, StoreChoice::Memory)
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            return Err(Error::config(
+                "a Redis-backed cache must be built inside a Tokio runtime (with time enabled, as `#[tokio::main]` does)",
+            ));
         }
         let backend = match self.store {
             StoreChoice::Memory => Backend::Memory(MemoryStore::new(self.memory_capacity)),
@@ -581,5 +590,46 @@ impl Cache {
     pub(crate) fn report(&self, op: &str, error: &Error) {
         Stats::add(&self.inner.stats.store_errors, 1);
         tracing::warn!(target: "cache_runtime", op, namespace = self.namespace(), error = %error, "cache store failed; the call goes on without the cache");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn configuration_errors_are_errors_not_panics() {
+        let kind = |b: CacheBuilder| b.build().unwrap_err().kind();
+        assert_eq!(kind(Cache::builder().namespace("a:b")), ErrorKind::Config);
+        assert_eq!(kind(Cache::builder().jitter(1.5)), ErrorKind::Config);
+        assert_eq!(
+            kind(Cache::builder().timeout(Duration::ZERO)),
+            ErrorKind::Config
+        );
+        #[cfg(feature = "redis")]
+        {
+            // No Tokio runtime here: refused, not a panic inside redis-rs.
+            assert_eq!(
+                kind(Cache::builder().redis_url("redis://127.0.0.1:1/")),
+                ErrorKind::Config
+            );
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                assert_eq!(
+                    kind(Cache::builder().redis_url("not a url")),
+                    ErrorKind::Config
+                );
+                assert!(
+                    Cache::builder()
+                        .redis_url("redis://127.0.0.1:1/")
+                        .build()
+                        .is_ok(),
+                    "building never connects"
+                );
+            });
+        }
     }
 }

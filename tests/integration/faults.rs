@@ -18,6 +18,20 @@ fn cache_at(url: String, timeout: Duration) -> Cache {
         .unwrap()
 }
 
+/// Waits (with a deadline) until reads are answered from Redis again.
+async fn serves_hits_again(repo: &Repo) {
+    wait_until(
+        "the cache serves hits again",
+        Duration::from_secs(10),
+        async || {
+            let hits = repo.cache.stats().hits;
+            repo.get(3).await.unwrap();
+            repo.cache.stats().hits > hits
+        },
+    )
+    .await;
+}
+
 #[tokio::test]
 async fn a_stopped_server_degrades_to_the_body_and_recovers() {
     let mut server = RedisServer::start();
@@ -48,16 +62,7 @@ async fn a_stopped_server_degrades_to_the_body_and_recovers() {
     assert!(repo.cache.stats().store_errors >= 4);
 
     server.restart();
-    wait_until(
-        "the cache serves hits again",
-        Duration::from_secs(10),
-        async || {
-            let hits = repo.cache.stats().hits;
-            repo.get(3).await.unwrap();
-            repo.cache.stats().hits > hits
-        },
-    )
-    .await;
+    serves_hits_again(&repo).await;
 }
 
 #[tokio::test]
@@ -116,14 +121,5 @@ async fn a_frozen_server_costs_at_most_the_timeout() {
         started.elapsed()
     );
     server.resume();
-    wait_until(
-        "the cache answers again",
-        Duration::from_secs(10),
-        async || {
-            let hits = repo.cache.stats().hits;
-            repo.get(3).await.unwrap();
-            repo.cache.stats().hits > hits
-        },
-    )
-    .await;
+    serves_hits_again(&repo).await;
 }

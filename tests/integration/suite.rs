@@ -3,9 +3,10 @@
 
 use std::time::Duration;
 
-use cache_runtime::CacheOptions;
+use cache_runtime::{Cache, CacheOptions};
 use integration_tests::wait_until;
 use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
 
 use crate::common::{Fixture, Post};
 
@@ -200,33 +201,48 @@ async fn entries_expire_after_their_ttl(fx: Fixture) {
     assert_eq!(repo.loads(), 2, "an expired entry is a miss");
 }
 
+/// Starts a read of `key` whose loader has "read the database" (returning
+/// `"old"`) but does not return until the sender fires; returns once the
+/// loader has read.
+async fn read_held_open(
+    cache: &Cache,
+    key: &'static str,
+    tags: Vec<String>,
+) -> (JoinHandle<String>, oneshot::Sender<()>) {
+    let (read_done, read_done_rx) = oneshot::channel::<()>();
+    let (go_on, go_on_rx) = oneshot::channel::<()>();
+    let cache = cache.clone();
+    let reader = tokio::spawn(async move {
+        const OPTS: CacheOptions = CacheOptions::new("race").ttl(Duration::from_secs(60));
+        cache
+            .get_or_load_tagged(
+                key,
+                &OPTS,
+                |_| tags,
+                || async move {
+                    let old = "old".to_string(); // read from the database before the write
+                    read_done.send(()).unwrap();
+                    go_on_rx.await.unwrap();
+                    old
+                },
+            )
+            .await
+    });
+    read_done_rx.await.unwrap();
+    (reader, go_on)
+}
+
 /// The cache-aside race: a reader misses and reads the old row, a writer
 /// commits and invalidates, then the reader stores what it read. The fill
 /// must be refused. A plain unconditional write in the same interleaving
 /// shows the race is real.
 async fn a_fill_that_read_before_an_invalidation_is_refused(fx: Fixture) {
     let cache = fx.cache.clone();
-    let opts = CacheOptions::new("race").ttl(Duration::from_secs(60));
-    let (read_done, read_done_rx) = oneshot::channel::<()>();
-    let (go_on, go_on_rx) = oneshot::channel::<()>();
-    let reader = tokio::spawn({
-        let cache = cache.clone();
-        async move {
-            cache
-                .get_or_load("row:1", &opts, || async move {
-                    let old = "old".to_string(); // read from the database before the write
-                    read_done.send(()).unwrap();
-                    go_on_rx.await.unwrap();
-                    Ok::<_, String>(old)
-                })
-                .await
-        }
-    });
-    read_done_rx.await.unwrap();
+    let (reader, go_on) = read_held_open(&cache, "row:1", vec![]).await;
     // The writer commits "new" and invalidates, while the reader holds "old".
     cache.invalidate().key("row:1").await.unwrap();
     go_on.send(()).unwrap();
-    assert_eq!(reader.await.unwrap().unwrap(), "old");
+    assert_eq!(reader.await.unwrap(), "old");
     assert_eq!(
         cache.get::<String>("row:1").await,
         None,
@@ -247,31 +263,18 @@ async fn a_fill_that_read_before_an_invalidation_is_refused(fx: Fixture) {
     );
 
     // Tags are covered too: a value whose tag was invalidated meanwhile.
-    let (read_done, read_done_rx) = oneshot::channel::<()>();
-    let (go_on, go_on_rx) = oneshot::channel::<()>();
-    let reader = tokio::spawn({
-        let cache = cache.clone();
-        async move {
-            cache
-                .get_or_load_tagged(
-                    "row:3",
-                    &opts,
-                    |_| vec!["table:rows".to_string()],
-                    || async move {
-                        read_done.send(()).unwrap();
-                        go_on_rx.await.unwrap();
-                        "old".to_string()
-                    },
-                )
-                .await
-        }
-    });
-    read_done_rx.await.unwrap();
+    let (reader, go_on) = read_held_open(&cache, "row:3", vec!["table:rows".to_string()]).await;
     cache.invalidate().tag("table:rows").await.unwrap();
     go_on.send(()).unwrap();
     reader.await.unwrap();
     assert_eq!(cache.get::<String>("row:3").await, None);
     assert_eq!(cache.stats().fills_rejected, 2);
+
+    // Without an invalidation in between, the same held-open read fills.
+    let (reader, go_on) = read_held_open(&cache, "row:4", vec!["table:rows".to_string()]).await;
+    go_on.send(()).unwrap();
+    reader.await.unwrap();
+    assert_eq!(cache.get::<String>("row:4").await.as_deref(), Some("old"));
 }
 
 async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced(fx: Fixture) {

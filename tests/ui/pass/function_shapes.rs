@@ -46,8 +46,21 @@ impl Repo {
     }
 }
 
-pub trait Posts {
+trait Posts {
     async fn get(&self, id: u64) -> Result<Post, String>;
+}
+
+/// A trait whose futures must be `Send` (as axum handlers need): the
+/// generated future is `Send` when the body's is.
+pub trait SendPosts {
+    fn get_send(&self, id: u64) -> impl std::future::Future<Output = Result<Post, String>> + Send;
+}
+
+impl SendPosts for Repo {
+    #[cached(cache = self.cache, key = "send:{id}")]
+    async fn get_send(&self, id: u64) -> Result<Post, String> {
+        Ok(Post { id, author_id: 3 })
+    }
 }
 
 impl Posts for Repo {
