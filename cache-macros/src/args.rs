@@ -51,6 +51,15 @@ pub(crate) struct CachedArgs {
     pub(crate) cache_none: Option<(u64, Span)>,
     pub(crate) name: Option<LitStr>,
     pub(crate) krate: Option<Path>,
+    /// (window ms, span of the argument)
+    pub(crate) stale: Option<(u64, Span)>,
+    /// (beta, span of the argument)
+    pub(crate) early: Option<(f32, Span)>,
+    pub(crate) max_size: Option<usize>,
+    pub(crate) single_flight: Option<bool>,
+    pub(crate) version: Option<Template>,
+    /// The span of `ttl`, for conflicts with it.
+    pub(crate) ttl_span: Option<Span>,
 }
 
 /// Arguments of `#[invalidates]`.
@@ -59,6 +68,7 @@ pub(crate) struct InvalidatesArgs {
     pub(crate) keys: Vec<Template>,
     pub(crate) tags: Vec<Template>,
     pub(crate) patterns: Vec<Template>,
+    pub(crate) bump: Vec<Template>,
     pub(crate) publish: Option<LitStr>,
     pub(crate) cache: Option<Expr>,
     pub(crate) krate: Option<Path>,
@@ -73,10 +83,17 @@ const CACHED_ARGS: &[&str] = &[
     "tags",
     "cache",
     "cache_none",
+    "stale",
+    "early",
+    "version",
+    "max_size",
+    "single_flight",
     "name",
     "crate",
 ];
-const INVALIDATES_ARGS: &[&str] = &["keys", "tags", "patterns", "publish", "cache", "crate"];
+const INVALIDATES_ARGS: &[&str] = &[
+    "keys", "tags", "patterns", "bump", "publish", "cache", "crate",
+];
 
 /// Collects errors, so that every problem is reported in one build.
 #[derive(Default)]
@@ -310,7 +327,10 @@ impl CachedArgs {
         for RawArg { name, value } in parse_raw("cached", tokens, errors) {
             let result: syn::Result<()> = match name.to_string().as_str() {
                 "key" => template(&value, "key", "\"post:{id}\"").map(|t| args.key = Some(t)),
-                "ttl" => duration_ms(&value, "ttl", true).map(|t| args.ttl = Some(t)),
+                "ttl" => duration_ms(&value, "ttl", true).map(|t| {
+                    args.ttl = Some(t);
+                    args.ttl_span = Some(name.span());
+                }),
                 "jitter" => parse_jitter(&value).map(|j| args.jitter = Some(j)),
                 "tags" => {
                     args.tags = templates(&value, "tags", "\"author:{author_id}\"", errors);
@@ -325,6 +345,19 @@ impl CachedArgs {
                         args.cache_none = Some((ms, name.span()));
                     }
                 }),
+                "stale" => duration_ms(&value, "stale", false).map(|t| {
+                    if let TtlArg::Millis(ms) = t {
+                        args.stale = Some((ms, name.span()));
+                    }
+                }),
+                "early" => parse_beta(&value).map(|b| args.early = Some((b, name.span()))),
+                "version" => {
+                    template(&value, "version", "\"user:{id}\"").map(|t| args.version = Some(t))
+                }
+                "max_size" => parse_size(&value).map(|n| args.max_size = Some(n)),
+                "single_flight" => {
+                    parse_bool(&value, "single_flight").map(|b| args.single_flight = Some(b))
+                }
                 "name" => lit_str(&value, "name", "\"posts.by_id\"").map(|n| args.name = Some(n)),
                 "crate" => krate(&value).map(|k| args.krate = Some(k)),
                 _ => {
@@ -342,6 +375,85 @@ impl CachedArgs {
             }
         }
         args
+    }
+}
+
+fn parse_beta(value: &Expr) -> syn::Result<f32> {
+    let v: f64 = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Float(f), ..
+        }) => f.base10_parse()?,
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse()?,
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) if b.value => 1.0,
+        other => {
+            return Err(syn::Error::new(
+                other.span(),
+                "`early` takes the XFetch beta, a number above 0.0 (1.0 is the usual choice): `early = 1.0`, or `early = true` for 1.0",
+            ));
+        }
+    };
+    if !(v > 0.0 && v <= 100.0) {
+        return Err(syn::Error::new(
+            value.span(),
+            format!(
+                "`early` is a beta above 0.0 and at most 100.0, not {v}; for example `early = 1.0`"
+            ),
+        ));
+    }
+    Ok(v as f32)
+}
+
+fn parse_size(value: &Expr) -> syn::Result<usize> {
+    let example = "`max_size = 65536` (bytes) or `max_size = \"64KiB\"`";
+    let bytes = match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(i), ..
+        }) => i.base10_parse::<usize>().ok(),
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => {
+            let text = s.value();
+            let text = text.trim();
+            let split = text
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(text.len());
+            let n: Option<usize> = text[..split].parse().ok();
+            let factor = match text[split..].trim() {
+                "" | "B" => Some(1),
+                "KB" | "KiB" => Some(1024),
+                "MB" | "MiB" => Some(1024 * 1024),
+                _ => None,
+            };
+            n.zip(factor).map(|(n, f)| n.saturating_mul(f))
+        }
+        _ => None,
+    };
+    match bytes {
+        Some(0) => Err(syn::Error::new(
+            value.span(),
+            format!("a `max_size` of zero would never cache anything; write {example}"),
+        )),
+        Some(n) => Ok(n),
+        None => Err(syn::Error::new(
+            value.span(),
+            format!("`max_size` takes a size: {example}"),
+        )),
+    }
+}
+
+fn parse_bool(value: &Expr, what: &str) -> syn::Result<bool> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) => Ok(b.value),
+        other => Err(syn::Error::new(
+            other.span(),
+            format!("`{what}` takes `true` or `false`"),
+        )),
     }
 }
 
@@ -390,6 +502,10 @@ impl InvalidatesArgs {
                 }
                 "patterns" => {
                     args.patterns = templates(&value, "patterns", "\"posts:page:*\"", errors);
+                    Ok(())
+                }
+                "bump" => {
+                    args.bump = templates(&value, "bump", "\"user:{id}\"", errors);
                     Ok(())
                 }
                 "publish" => lit_str(&value, "publish", "\"post:updated\"").and_then(|p| {

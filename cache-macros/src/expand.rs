@@ -8,10 +8,10 @@
 use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
-use syn::{Expr, Ident, ItemFn, Path, Stmt};
+use syn::{AttrStyle, Attribute, Expr, Ident, ItemFn, Path, Stmt, Type};
 
 use crate::args::{CachedArgs, Errors, InvalidatesArgs, TtlArg};
-use crate::func::{FnInfo, Receiver, ShapeKind, is_result, shape_of};
+use crate::func::{FnInfo, Receiver, ShapeKind, mentions_generics, shape_of};
 use crate::template::{Segment, Template};
 
 #[derive(Debug, Clone, Copy)]
@@ -83,6 +83,11 @@ impl Scope<'_> {
         let mut ok = true;
         for place in t.places() {
             let root = place[0].as_str();
+            if root == "ret" && self.ret_allowed && self.info.args.iter().any(|a| a == "ret") {
+                errors.at(t.span(), "`ret` names the returned value here, and an argument is also called `ret`; rename the argument");
+                ok = false;
+                continue;
+            }
             let known = self.info.args.iter().any(|a| a == root)
                 || (root == "self" && self.info.receiver.is_some());
             if known {
@@ -206,21 +211,25 @@ fn build(t: &Template, krate: &Path, mut pre: Option<&mut Prerendered>) -> Token
     })
 }
 
-/// The cache handle: borrowed where the body only borrows `self`, cloned
-/// where the body takes `self` by value or mutably.
+/// The cache handle: borrowed where that cannot conflict with the body (a
+/// field of `&self`, or the default), cloned (one `Arc`) where the body may
+/// take what the handle comes from (`&mut self`, `self`, an argument).
 fn cache_handle(cache: Option<&Expr>, info: &FnInfo, krate: &Path) -> (TokenStream, TokenStream) {
     let var = helper("__cache");
     match cache {
         Some(expr) => {
-            if info.receiver == Some(Receiver::Other) {
+            let root = expr_root(expr);
+            let borrowed_self =
+                info.receiver == Some(Receiver::Ref) && root.as_ref().is_some_and(|r| r == "self");
+            if borrowed_self {
+                let r = quote_spanned!(expr.span()=> #krate::__private::cache_ref(&#expr));
+                (quote!(let #var = #r;), quote!(#var))
+            } else {
                 let r = quote_spanned!(expr.span()=> #krate::__private::cache_owned(&#expr));
                 (
                     quote!(let #var = #r;),
                     quote!(::core::option::Option::as_ref(&#var)),
                 )
-            } else {
-                let r = quote_spanned!(expr.span()=> #krate::__private::cache_ref(&#expr));
-                (quote!(let #var = #r;), quote!(#var))
             }
         }
         None => (
@@ -231,7 +240,7 @@ fn cache_handle(cache: Option<&Expr>, info: &FnInfo, krate: &Path) -> (TokenStre
 }
 
 /// Puts `inner` (statements producing the function's value) where the
-/// function's body was.
+/// function's body was; inner attributes (`#![allow(..)]`) stay inside.
 fn rebuild(func: &ItemFn, info: &FnInfo, inner: TokenStream) -> TokenStream {
     let ItemFn {
         attrs,
@@ -239,17 +248,34 @@ fn rebuild(func: &ItemFn, info: &FnInfo, inner: TokenStream) -> TokenStream {
         sig,
         block,
     } = func;
+    let (outer, inner_attrs): (Vec<&Attribute>, Vec<&Attribute>) = attrs
+        .iter()
+        .partition(|a| matches!(a.style, AttrStyle::Outer));
     let body = if info.async_trait {
         // `#[async_trait]` ran first and boxed the body; keep its shape.
         let pin = match block.stmts.first() {
             Some(Stmt::Expr(Expr::Call(call), None)) => call.func.to_token_stream(),
             _ => quote!(::std::boxed::Box::pin),
         };
-        quote!({ #pin(async move { #inner }) })
+        quote!({ #(#inner_attrs)* #pin(async move { #inner }) })
     } else {
-        quote!({ #inner })
+        quote!({ #(#inner_attrs)* #inner })
     };
-    quote!(#(#attrs)* #vis #sig #body)
+    quote!(#(#outer)* #vis #sig #body)
+}
+
+/// Checks `#[cached]` arguments that only make sense together or apart.
+fn check_combinations(args: &CachedArgs, errors: &mut Errors) {
+    if let (Some((_, stale)), Some((_, early))) = (args.stale, args.early) {
+        errors.at(early, "`early` and `stale` are two refresh policies; choose one (`stale` serves the old value while one caller refreshes, `early` refreshes before expiry)");
+        let _ = stale;
+    }
+    if let Some(TtlArg::Forever) = args.ttl {
+        let span = args.ttl_span.unwrap_or_else(Span::call_site);
+        if args.stale.is_some() || args.early.is_some() {
+            errors.at(span, "an entry cached \"forever\" never goes stale, so `stale`/`early` would never act; give a finite `ttl`");
+        }
+    }
 }
 
 fn cached(
@@ -266,10 +292,12 @@ fn cached(
         );
         return None;
     };
-    let (shape, inner_ty) = shape_of(ret);
-    if let (Some((_, span)), ShapeKind::Plain | ShapeKind::Res) = (args.cache_none, shape) {
+    // The spelling tells only when it is plainly a `Result` of a non-Option;
+    // aliases are resolved by type below.
+    if let (Some((_, span)), ShapeKind::Res) = (args.cache_none, shape_of(ret).0) {
         errors.at(span, "`cache_none` caches `None`, but this function does not return an `Option` (or `Result<Option<_>, _>`); remove it");
     }
+    check_combinations(args, errors);
     let scope = Scope {
         info,
         ret_allowed: false,
@@ -287,6 +315,9 @@ fn cached(
             ok = false;
         }
     }
+    if let Some(version) = &args.version {
+        ok &= scope.check(version, "version", errors);
+    }
     for tag in &args.tags {
         ok &= tag_scope.check(tag, "tag", errors);
     }
@@ -297,7 +328,14 @@ fn cached(
     let fn_name = func.sig.ident.to_string();
     let key_code = match &args.key {
         Some(key) => build(key, &krate, None),
-        None => default_key(info, args.cache.as_ref(), &fn_name, &krate),
+        None => default_key(func, info, args.cache.as_ref(), ret, &krate),
+    };
+    let version_code = match &args.version {
+        Some(v) => {
+            let code = build(v, &krate, None);
+            quote!(::core::option::Option::Some(#code))
+        }
+        None => quote!(::core::option::Option::None),
     };
 
     let mut pre = Prerendered::default();
@@ -323,7 +361,7 @@ fn cached(
         quote!(if let ::core::option::Option::Some(#ret_ident) = #ret_arg { #(#tags_var.push(#ret_tag_code);)* })
     };
     let tags_closure = quote! {
-        move |#ret_arg: ::core::option::Option<&#inner_ty>| -> ::std::vec::Vec<::std::string::String> {
+        move |#ret_arg: ::core::option::Option<&_>| -> ::std::vec::Vec<::std::string::String> {
             let mut #tags_var = ::std::vec::Vec::with_capacity(#ntags);
             #(#tags_var.push(#arg_tag_code);)*
             #ret_branch
@@ -332,38 +370,71 @@ fn cached(
     };
 
     let name = args.name.as_ref().map(|n| n.value()).unwrap_or(fn_name);
-    let ttl = match args.ttl {
-        Some(TtlArg::Millis(ms)) => quote!(.ttl(::core::time::Duration::from_millis(#ms))),
-        Some(TtlArg::Forever) => quote!(.forever()),
-        None => quote!(),
-    };
-    let jitter = args.jitter.map(|j| quote!(.jitter(#j)));
-    let none = args
-        .cache_none
-        .map(|(ms, _)| quote!(.cache_none(::core::time::Duration::from_millis(#ms))));
+    let mut setters = Vec::new();
+    match args.ttl {
+        Some(TtlArg::Millis(ms)) => {
+            setters.push(quote!(.ttl(::core::time::Duration::from_millis(#ms))))
+        }
+        Some(TtlArg::Forever) => setters.push(quote!(.forever())),
+        None => {}
+    }
+    if let Some(j) = args.jitter {
+        setters.push(quote!(.jitter(#j)));
+    }
+    if let Some((ms, _)) = args.cache_none {
+        setters.push(quote!(.cache_none(::core::time::Duration::from_millis(#ms))));
+    }
+    if let Some((ms, _)) = args.stale {
+        setters.push(quote!(.stale(::core::time::Duration::from_millis(#ms))));
+    }
+    if let Some((beta, _)) = args.early {
+        setters.push(quote!(.early(#beta)));
+    }
+    if let Some(bytes) = args.max_size {
+        setters.push(quote!(.max_size(#bytes)));
+    }
+    if let Some(on) = args.single_flight {
+        setters.push(quote!(.single_flight(#on)));
+    }
     let options = helper("__CACHE_OPTIONS");
-    let shape_path = match shape {
-        ShapeKind::Plain => quote!(Plain),
-        ShapeKind::Opt => quote!(Opt),
-        ShapeKind::Res => quote!(Res),
-        ShapeKind::ResOpt => quote!(ResOpt),
+    let shape = helper("__cache_shape");
+    let share = helper("__cache_share");
+    let share_code = if mentions_generics(ret, func) {
+        quote!(::core::option::Option::None)
+    } else {
+        quote!({
+            use #krate::__private::{ShareByClone as _, ShareNot as _};
+            (&#krate::__private::ShareProbe::<#ret>(::core::marker::PhantomData)).sharer()
+        })
     };
-    let assert =
-        quote_spanned!(inner_ty.span()=> #krate::__private::assert_cacheable::<#inner_ty>(););
+    // Located at the return type (same hygiene), so a value that cannot be
+    // stored is reported there.
+    let shape_at_ret = Ident::new("__cache_shape", Span::mixed_site().located_at(ret.span()));
+    let assert = quote_spanned!(ret.span()=> #krate::__private::assert_cacheable(&#shape_at_ret, ::core::marker::PhantomData::<#ret>););
     let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
     let key_var = helper("__cache_key");
+    let version_var = helper("__cache_version");
     let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
     let inner = quote! {
+        let #shape = {
+            use #krate::__private::{PickOpt as _, PickPlain as _, PickRes as _, PickResOpt as _};
+            (&&&#krate::__private::ShapeProbe::<#ret>::new()).shape()
+        };
+        let #share = #share_code;
         #assert
-        const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #ttl #jitter #none;
+        const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #(#setters)*;
         #cache_let
         #(#prefix)*
         let #key_var: ::std::string::String = #key_code;
+        let #version_var: ::core::option::Option<::std::string::String> = #version_code;
         #pre_lets
-        #krate::__private::cached::<#krate::__private::#shape_path, #ret, _, _>(
+        #krate::__private::cached::<_, #ret, _, _>(
+            #shape,
             #cache_use,
             &#options,
             #key_var,
+            #version_var,
+            #share,
             #tags_closure,
             async move { #(#stmts)* },
         ).await
@@ -371,10 +442,18 @@ fn cached(
     Some(rebuild(func, info, inner))
 }
 
-/// `module::function:arg1:arg2` (or `Type::method:...` for methods), each
-/// argument through its `Display`, escaped. The argument the cache comes
-/// from (`cache = cache`) is left out.
-fn default_key(info: &FnInfo, cache: Option<&Expr>, fn_name: &str, krate: &Path) -> TokenStream {
+/// `module::function@types:arg1:arg2` (or `Type::method@types:...` for
+/// methods), each argument through its `Display`, escaped. `@types` tags the
+/// return type and the function's type parameters, so two functions that
+/// differ only in types (trait impls for several types, generic calls) never
+/// share a key. The argument the cache comes from is left out.
+fn default_key(
+    func: &ItemFn,
+    info: &FnInfo,
+    cache: Option<&Expr>,
+    ret: &Type,
+    krate: &Path,
+) -> TokenStream {
     let cache_root = cache.and_then(expr_root);
     let k = helper("__k");
     let prefix = if info.receiver.is_some() {
@@ -382,7 +461,8 @@ fn default_key(info: &FnInfo, cache: Option<&Expr>, fn_name: &str, krate: &Path)
     } else {
         quote!(#k.lit(::core::module_path!());)
     };
-    let suffix = format!("::{fn_name}");
+    let suffix = format!("::{}", func.sig.ident);
+    let type_params = func.sig.generics.type_params().map(|p| &p.ident);
     let parts = info
         .args
         .iter()
@@ -392,19 +472,21 @@ fn default_key(info: &FnInfo, cache: Option<&Expr>, fn_name: &str, krate: &Path)
         let mut #k = #krate::__private::KeyBuilder::with_capacity(64);
         #prefix
         #k.lit(#suffix);
+        #k.lit(&#krate::__private::type_tag(&[::core::any::type_name::<#ret>() #(, ::core::any::type_name::<#type_params>())*]));
         #(#parts)*
         #k.finish()
     })
 }
 
 /// The variable an expression starts from: `cache` in `cache`, `&cache` or
-/// `cache.inner`.
+/// `cache.inner`, `self` in `self.cache`.
 fn expr_root(expr: &Expr) -> Option<Ident> {
     match expr {
         Expr::Path(p) => p.path.get_ident().cloned(),
         Expr::Field(f) => expr_root(&f.base),
         Expr::Reference(r) => expr_root(&r.expr),
         Expr::Paren(p) => expr_root(&p.expr),
+        Expr::MethodCall(m) => expr_root(&m.receiver),
         _ => None,
     }
 }
@@ -421,10 +503,11 @@ fn invalidates(
         && args.keys.is_empty()
         && args.tags.is_empty()
         && args.patterns.is_empty()
+        && args.bump.is_empty()
         && args.publish.is_none()
     {
         let span = args.span.unwrap_or_else(Span::call_site);
-        errors.at(span, "#[invalidates] has nothing to do; give it `keys = [...]`, `tags = [...]`, `patterns = [...]` or `publish = \"...\"`");
+        errors.at(span, "#[invalidates] has nothing to do; give it `keys = [...]`, `tags = [...]`, `patterns = [...]`, `bump = [...]` or `publish = \"...\"`");
         return None;
     }
     let scope = Scope {
@@ -436,6 +519,7 @@ fn invalidates(
         (&args.keys, "key"),
         (&args.tags, "tag"),
         (&args.patterns, "pattern"),
+        (&args.bump, "version"),
     ] {
         for t in list {
             ok &= scope.check(t, what, errors);
@@ -445,53 +529,58 @@ fn invalidates(
         return None;
     }
     let mut pre = Prerendered::default();
-    let keys: Vec<TokenStream> = args
-        .keys
-        .iter()
-        .map(|t| build(t, &krate, Some(&mut pre)))
-        .collect();
-    let tags: Vec<TokenStream> = args
-        .tags
-        .iter()
-        .map(|t| build(t, &krate, Some(&mut pre)))
-        .collect();
-    let patterns: Vec<TokenStream> = args
-        .patterns
-        .iter()
-        .map(|t| build(t, &krate, Some(&mut pre)))
-        .collect();
+    let mut lists = [&args.keys, &args.tags, &args.patterns, &args.bump]
+        .map(|list| {
+            list.iter()
+                .map(|t| build(t, &krate, Some(&mut pre)))
+                .collect::<Vec<TokenStream>>()
+        })
+        .into_iter();
+    let (keys, tags, patterns, bumps) =
+        (lists.next()?, lists.next()?, lists.next()?, lists.next()?);
     let pre_lets = pre.lets(&krate);
     let publish = match &args.publish {
         Some(p) => quote!(::core::option::Option::Some(#p)),
         None => quote!(::core::option::Option::None),
     };
-    let unit: syn::Type = syn::parse_quote!(());
-    let ret_ty = info.ret.as_ref().unwrap_or(&unit);
-    let outcome = if info.ret.as_ref().is_some_and(is_result) {
-        quote!(OnOk)
-    } else {
-        quote!(Always)
+    // `impl Trait` cannot be named in a `let`; such a body needs no hint.
+    let annotation = match &info.ret {
+        Some(ret) if !ret.to_token_stream().to_string().contains("impl") => quote!(: #ret),
+        Some(_) => quote!(),
+        None => quote!(: ()),
     };
     let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
     let result = helper("__cache_result");
+    let plan = helper("__cache_plan");
     let ok_var = helper("__cache_ok");
+    let lists_vars = ["__keys", "__tags", "__patterns", "__bumps"].map(helper);
     let ret_ident = Ident::new("ret", Span::call_site());
     let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
     let inner = quote! {
         #cache_let
         #(#prefix)*
         #pre_lets
-        let #result: #ret_ty = async move { #(#stmts)* }.await;
-        if let ::core::option::Option::Some(#ok_var) = #krate::__private::Outcome::success(&#krate::__private::#outcome(&#result)) {
-            #[allow(unused_variables)]
-            let #ret_ident = #ok_var;
-            #krate::__private::invalidate(
-                #cache_use,
-                ::std::vec![#(#keys),*],
-                ::std::vec![#(#tags),*],
-                ::std::vec![#(#patterns),*],
-                #publish,
-            ).await;
+        let #result #annotation = async move { #(#stmts)* }.await;
+        // Render everything before awaiting, so no borrow of the result is
+        // held across the await (the future stays `Send` whatever `T` is).
+        let #plan = match {
+            use #krate::__private::{OutcomeOfResult as _, OutcomeOfValue as _};
+            (&#krate::__private::OutcomeProbe(&#result)).success()
+        } {
+            ::core::option::Option::Some(#ok_var) => {
+                #[allow(unused_variables)]
+                let #ret_ident = #ok_var;
+                ::core::option::Option::Some((
+                    ::std::vec![#(#keys),*],
+                    ::std::vec![#(#tags),*],
+                    ::std::vec![#(#patterns),*],
+                    ::std::vec![#(#bumps),*],
+                ))
+            }
+            ::core::option::Option::None => ::core::option::Option::None,
+        };
+        if let ::core::option::Option::Some((#(#lists_vars),*)) = #plan {
+            #krate::__private::invalidate(#cache_use, #(#lists_vars),*, #publish).await;
         }
         #result
     };

@@ -173,6 +173,44 @@ fn find_future_output(ty: &Type) -> Option<Type> {
     }
 }
 
+/// Whether a return type may involve generic parameters: the function's own,
+/// `Self`, or a single-letter type (an impl's parameter, which a method cannot
+/// see). Sharing a value between tasks needs `'static`, which such types do
+/// not promise.
+pub(crate) fn mentions_generics(ty: &Type, func: &ItemFn) -> bool {
+    use syn::visit::Visit;
+    struct Finder<'a> {
+        params: Vec<&'a syn::Ident>,
+        found: bool,
+    }
+    impl<'ast> Visit<'ast> for Finder<'_> {
+        fn visit_path(&mut self, path: &'ast syn::Path) {
+            if let Some(ident) = path.get_ident() {
+                let name = ident.to_string();
+                let single_letter = name.len() <= 2
+                    && name.starts_with(|c: char| c.is_ascii_uppercase())
+                    && name[1..].chars().all(|c| c.is_ascii_digit());
+                if name == "Self" || single_letter || self.params.contains(&ident) {
+                    self.found = true;
+                }
+            }
+            if path.segments.first().is_some_and(|s| s.ident == "Self") {
+                self.found = true;
+            }
+            syn::visit::visit_path(self, path);
+        }
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.found = true;
+        }
+    }
+    let mut finder = Finder {
+        params: func.sig.generics.type_params().map(|p| &p.ident).collect(),
+        found: false,
+    };
+    finder.visit_type(ty);
+    finder.found
+}
+
 /// The shape of a return type, and the type `ret` placeholders see.
 pub(crate) fn shape_of(ret: &Type) -> (ShapeKind, Type) {
     if let Some((name, first)) = outer_generic(ret) {
@@ -204,9 +242,4 @@ fn outer_generic(ty: &Type) -> Option<(String, Type)> {
         _ => None,
     })?;
     Some((last.ident.to_string(), first))
-}
-
-/// Whether `#[invalidates]` waits for `Ok` (a `Result`) or for any return.
-pub(crate) fn is_result(ret: &Type) -> bool {
-    matches!(outer_generic(ret), Some((name, _)) if name == "Result")
 }

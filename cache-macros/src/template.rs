@@ -35,6 +35,14 @@ impl Template {
             let close = match c {
                 '{' => '}',
                 '<' => '>',
+                // `}}` and `>>` write one literal `}` / `>`, as `{{` does `{`.
+                '}' | '>' => {
+                    if chars.peek().map(|(_, n)| *n) == Some(c) {
+                        chars.next();
+                    }
+                    literal.push(c);
+                    continue;
+                }
                 _ => {
                     literal.push(c);
                     continue;
@@ -58,10 +66,9 @@ impl Template {
                 )));
             }
             let path: Vec<String> = inner.split('.').map(|p| p.trim().to_owned()).collect();
-            if let Some(bad) = path
-                .iter()
-                .find(|p| syn::parse_str::<Ident>(p).is_err() && p.as_str() != "self")
-            {
+            if let Some(bad) = path.iter().find(|p| {
+                (p.starts_with("r#") || syn::parse_str::<Ident>(p).is_err()) && p.as_str() != "self"
+            }) {
                 return Err(err(format!(
                     "`{inner}` is not a placeholder; placeholders name an argument or a field of one, like `{c}id{close}` or `{c}post.author_id{close}` (`{bad}` is not an identifier)"
                 )));
@@ -134,6 +141,15 @@ mod tests {
             ]
         );
         assert_eq!(parse("{{x}").unwrap(), vec![Segment::Lit("{x}".into())]);
+        assert_eq!(parse("{{x}}").unwrap(), vec![Segment::Lit("{x}".into())]);
+        assert_eq!(
+            parse("<<{id}>>").unwrap(),
+            vec![
+                Segment::Lit("<".into()),
+                place(&["id"]),
+                Segment::Lit(">".into())
+            ]
+        );
     }
 
     #[test]
@@ -143,5 +159,9 @@ mod tests {
         assert!(parse("post:{}").is_err());
         assert!(parse("post:{a-b}").is_err());
         assert!(parse("post:<1>").is_err());
+        assert!(
+            parse("post:{r#type}").is_err(),
+            "raw identifiers would panic Ident::new"
+        );
     }
 }

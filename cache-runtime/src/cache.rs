@@ -8,10 +8,14 @@ use std::time::{Duration, Instant};
 use serde::{Serialize, de::DeserializeOwned};
 use tokio::sync::broadcast;
 
+use bytes::Bytes;
+
 use crate::codec::Codec;
-use crate::entry;
+use crate::entry::{self, Meta};
 use crate::error::{Error, ErrorKind};
 use crate::events::InvalidationEvent;
+use crate::events::now_ms;
+use crate::flight::{self, Flights, Landed, Role, Sharer};
 use crate::invalidation::Invalidation;
 use crate::key::{Layout, validate_namespace};
 use crate::options::{CacheOptions, Ttl};
@@ -65,9 +69,70 @@ struct Inner {
     codec: Codec,
     timeout: Duration,
     fill_window: Duration,
+    max_value_size: usize,
     instance: String,
     stats: Stats,
+    flights: Flights,
     events: broadcast::Sender<InvalidationEvent>,
+}
+
+/// One cached read: the key, its options, the version namespace it belongs
+/// to, and how to hand a non-stored outcome to coalesced callers.
+#[derive(Debug)]
+pub(crate) struct Read<'a, R> {
+    pub(crate) key: &'a str,
+    pub(crate) options: &'a CacheOptions,
+    pub(crate) version: Option<&'a str>,
+    pub(crate) share: Option<Sharer<R>>,
+}
+
+impl<'a, R> Read<'a, R> {
+    pub(crate) fn new(key: &'a str, options: &'a CacheOptions) -> Self {
+        Read {
+            key,
+            options,
+            version: None,
+            share: None,
+        }
+    }
+}
+
+/// Whether a cached value may be returned as it is.
+enum Freshness {
+    Fresh,
+    /// Past its TTL, within the stale window.
+    Stale,
+    /// Fresh, but picked for an early refresh.
+    RefreshEarly,
+}
+
+fn freshness(meta: &Meta, options: &CacheOptions) -> Freshness {
+    if meta.fresh_until_ms == 0 {
+        return Freshness::Fresh;
+    }
+    let now = now_ms();
+    if now >= meta.fresh_until_ms {
+        // Without a stale window the store expires the entry at its TTL; a
+        // value read a moment after is still the one the TTL allowed.
+        return if options.stale_window().is_some() {
+            Freshness::Stale
+        } else {
+            Freshness::Fresh
+        };
+    }
+    if let Some(beta) = options.early_beta() {
+        // XFetch: refresh when now - cost * beta * ln(U) >= expiry, U in (0, 1].
+        let u = 1.0 - fastrand::f64();
+        let ahead = -(f64::from(meta.cost_ms.max(1)) * f64::from(beta) * u.ln());
+        if now as f64 + ahead >= meta.fresh_until_ms as f64 {
+            return Freshness::RefreshEarly;
+        }
+    }
+    Freshness::Fresh
+}
+
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// Builds a [`Cache`].
@@ -93,6 +158,7 @@ pub struct CacheBuilder {
     codec: Codec,
     timeout: Duration,
     fill_window: Duration,
+    max_value_size: usize,
     memory_capacity: u64,
     instance: Option<String>,
 }
@@ -116,6 +182,7 @@ impl Default for CacheBuilder {
             codec: Codec::Json,
             timeout: Duration::from_millis(500),
             fill_window: Duration::from_secs(30),
+            max_value_size: 1024 * 1024,
             memory_capacity: 100_000,
             instance: None,
         }
@@ -186,6 +253,13 @@ impl CacheBuilder {
         self
     }
 
+    /// Values whose encoded size exceeds this are not stored (they are
+    /// counted as `oversized`). Default 1 MiB.
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.max_value_size = bytes;
+        self
+    }
+
     /// The most entries the in-process store holds. Default 100,000.
     pub fn memory_capacity(mut self, entries: u64) -> Self {
         self.memory_capacity = entries;
@@ -212,6 +286,11 @@ impl CacheBuilder {
         }
         if self.timeout.is_zero() {
             return Err(Error::config("the timeout must be greater than zero"));
+        }
+        if self.fill_window.is_zero() || self.fill_window > Duration::from_secs(86_400) {
+            return Err(Error::config(
+                "the fill window must be between zero and one day",
+            ));
         }
         #[cfg(feature = "redis")]
         if !matches!(self.store, StoreChoice::Memory)
@@ -247,8 +326,10 @@ impl CacheBuilder {
                 codec: self.codec,
                 timeout: self.timeout,
                 fill_window: self.fill_window,
+                max_value_size: self.max_value_size,
                 instance,
                 stats: Stats::default(),
+                flights: Flights::default(),
                 events: broadcast::channel(256).0,
             }),
         })
@@ -317,7 +398,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.read_through::<Res, _, _, _>(key, options, |_| Vec::new(), load())
+        self.read_through::<Res, _, _, _>(Read::new(key, options), |_| Vec::new(), load())
             .await
     }
 
@@ -336,13 +417,13 @@ impl Cache {
         Fut: Future<Output = T>,
         G: FnOnce(Option<&T>) -> Vec<String>,
     {
-        self.read_through::<Plain, _, _, _>(key, options, tags, load())
+        self.read_through::<Plain, _, _, _>(Read::new(key, options), tags, load())
             .await
     }
 
     /// The cached value under `key`, if there is one that decodes as `T`.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let lookup = self.lookup(&self.inner.layout.entry(key)).await?;
+        let lookup = self.lookup(&self.inner.layout.entry(key), None).await?;
         self.decode::<T>(key, &lookup.value?)
     }
 
@@ -355,7 +436,7 @@ impl Cache {
         ttl: Option<Duration>,
         tags: &[&str],
     ) -> Result<(), Error> {
-        let bytes = entry::encode(self.inner.codec, false, 0, value)?;
+        let bytes = entry::encode(self.inner.codec, Meta::default(), value)?;
         let req = self.fill_request(
             key,
             bytes,
@@ -398,10 +479,16 @@ impl Cache {
     }
 
     /// The read-through path behind `#[cached]` and `get_or_load`.
+    ///
+    /// One lookup (value, fill token and, for versioned reads, the current
+    /// version, in one round trip). A fresh hit returns. A stale or
+    /// early-refresh hit returns the cached value unless this caller takes
+    /// the refresh. Otherwise the caller leads or joins the key's flight; the
+    /// leader loads, fills (refused if an invalidation came after the read)
+    /// and lands the outcome for the waiters.
     pub(crate) async fn read_through<S, R, Fut, G>(
         &self,
-        key: &str,
-        options: &CacheOptions,
+        read: Read<'_, R>,
         tags: G,
         load: Fut,
     ) -> R
@@ -411,66 +498,220 @@ impl Cache {
         G: FnOnce(Option<&S::Inner>) -> Vec<String>,
     {
         let inner = &*self.inner;
+        let Read {
+            key,
+            options,
+            version,
+            share,
+        } = read;
+        // The fill window runs from before the read: a marker must outlive
+        // every fill whose read preceded its invalidation.
+        let started = Instant::now();
         let entry_key = inner.layout.entry(key);
-        let token = match self.lookup(&entry_key).await {
-            Some(Lookup {
+        let version_key = version.map(|v| inner.layout.version(v));
+        let mut found = self.lookup(&entry_key, version_key.as_deref()).await;
+        let leader = loop {
+            let mut stale = None;
+            if let Some(Lookup {
                 value: Some(bytes),
-                token,
-            }) => match self.decode::<S::Stored>(key, &bytes) {
-                Some(stored) => {
+                version: current,
+                ..
+            }) = &found
+            {
+                match self.decode_entry::<S::Stored>(key, bytes) {
+                    Some((meta, stored)) if meta.version == *current => {
+                        match freshness(&meta, options) {
+                            Freshness::Fresh => {
+                                Stats::add(&inner.stats.hits, 1);
+                                tracing::trace!(target: "cache_runtime", name = options.name(), key, "hit");
+                                return S::join(stored);
+                            }
+                            Freshness::Stale => stale = Some((stored, true)),
+                            Freshness::RefreshEarly => stale = Some((stored, false)),
+                        }
+                    }
+                    Some(_) => {
+                        tracing::trace!(target: "cache_runtime", key, "entry of an older version")
+                    }
+                    None => {}
+                }
+            }
+            if !options.coalesce() && stale.is_none() {
+                break None;
+            }
+            match inner.flights.join(&entry_key) {
+                Role::Leader(leader) => {
+                    if stale.is_some() {
+                        Stats::add(&inner.stats.refreshes, 1);
+                    }
+                    break Some(leader);
+                }
+                // Someone else is refreshing: serve what is cached, now.
+                Role::Waiter(_) if stale.is_some() => {
+                    let (stored, past_ttl) = stale.expect("checked");
                     Stats::add(&inner.stats.hits, 1);
-                    tracing::trace!(target: "cache_runtime", name = options.name(), key, "hit");
+                    if past_ttl {
+                        Stats::add(&inner.stats.stale_served, 1);
+                    }
                     return S::join(stored);
                 }
-                None => Some(token),
-            },
-            Some(Lookup { value: None, token }) => Some(token),
-            None => None,
+                Role::Waiter(rx) => match flight::wait(rx).await {
+                    Landed::Value { bytes, token }
+                        if token >= found.as_ref().map_or(0, |l| l.token) =>
+                    {
+                        if let Some((_, stored)) = self.decode_entry::<S::Stored>(key, &bytes) {
+                            Stats::add(&inner.stats.coalesced, 1);
+                            return S::join(stored);
+                        }
+                    }
+                    Landed::Shared(any) => {
+                        if let Some(value) = share.as_ref().and_then(|s| (s.unpack)(&*any)) {
+                            Stats::add(&inner.stats.coalesced, 1);
+                            return value;
+                        }
+                    }
+                    // The leader's value predates an invalidation this caller
+                    // saw, or it had nothing to share: read again.
+                    Landed::Value { .. } | Landed::Retry => {}
+                },
+            }
+            found = self.lookup(&entry_key, version_key.as_deref()).await;
         };
         Stats::add(&inner.stats.misses, 1);
         tracing::trace!(target: "cache_runtime", name = options.name(), key, "miss");
-        let started = Instant::now();
+        let loading = Instant::now();
         let value = load.await;
-        // A read that faulted skips the fill: the store is not answering, and
-        // the caller should not wait for a second timeout.
-        let Some(token) = token else { return value };
-        if started.elapsed() >= inner.fill_window {
-            Stats::add(&inner.stats.fills_rejected, 1);
-            return value;
-        }
-        let (bytes, ttl, tags) = match S::split(&value) {
-            Fill::Value { stored, inner: v } => (
-                entry::encode(inner.codec, false, 0, stored),
-                self.ttl_for(options),
-                tags(Some(v)),
-            ),
-            Fill::Absent(stored) => match options.none_ttl() {
-                Some(ttl) => (
-                    entry::encode(inner.codec, true, 0, stored),
-                    Some(with_jitter(ttl, inner.jitter)),
-                    tags(None),
-                ),
-                None => return value,
-            },
-            Fill::Skip => return value,
-        };
-        match bytes {
-            Ok(bytes) => {
-                let req = self.fill_request(key, bytes, ttl, tags, token);
-                match self.store_fill(req).await {
-                    Ok(true) => Stats::add(&inner.stats.fills, 1),
-                    Ok(false) => {
-                        Stats::add(&inner.stats.fills_rejected, 1);
-                        tracing::debug!(target: "cache_runtime", key, "fill refused: invalidated since the read");
-                    }
-                    Err(e) => self.report("fill", &e),
-                }
-            }
-            Err(e) => self.report("encode", &e),
+        let cost = loading.elapsed();
+        let token = found.as_ref().map(|l| (l.token, l.version));
+        let landed = self
+            .fill_after_load::<S, R, G>(
+                key,
+                options,
+                tags,
+                &value,
+                token,
+                cost,
+                started,
+                share.as_ref(),
+            )
+            .await;
+        if let Some(leader) = leader {
+            leader.land(landed);
         }
         value
     }
 
+    /// Stores a freshly loaded value (when it is storable and no invalidation
+    /// came after the read), and says what the flight's waiters get.
+    #[allow(clippy::too_many_arguments)]
+    async fn fill_after_load<S, R, G>(
+        &self,
+        key: &str,
+        options: &CacheOptions,
+        tags: G,
+        value: &R,
+        token: Option<(u64, u64)>,
+        cost: Duration,
+        started: Instant,
+        share: Option<&Sharer<R>>,
+    ) -> Landed
+    where
+        S: Shape<R>,
+        G: FnOnce(Option<&S::Inner>) -> Vec<String>,
+    {
+        let inner = &*self.inner;
+        let version = token.map_or(0, |(_, v)| v);
+        let (stored, absent, inner_value) = match S::split(value) {
+            Fill::Value { stored, inner } => (stored, false, Some(inner)),
+            Fill::Absent(stored) => (stored, true, None),
+            Fill::Skip => return share.map_or(Landed::Retry, |s| Landed::Shared((s.pack)(value))),
+        };
+        let ttl = if absent {
+            options.none_ttl().map(|ttl| {
+                Some(with_jitter(
+                    ttl,
+                    options.jitter_choice().unwrap_or(inner.jitter),
+                ))
+            })
+        } else {
+            Some(self.ttl_for(options))
+        };
+        let refreshing = options.stale_window().is_some() || options.early_beta().is_some();
+        let fresh_until_ms = match ttl {
+            Some(Some(ttl)) if refreshing => now_ms().saturating_add(millis(ttl)),
+            _ => 0,
+        };
+        let meta = Meta {
+            absent,
+            fresh_until_ms,
+            version,
+            cost_ms: u32::try_from(cost.as_millis()).unwrap_or(u32::MAX),
+        };
+        let bytes = match entry::encode(inner.codec, meta, stored) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                Stats::add(&inner.stats.encode_errors, 1);
+                tracing::warn!(target: "cache_runtime", key, error = %e, "value does not encode; not cached");
+                return share.map_or(Landed::Retry, |s| Landed::Shared((s.pack)(value)));
+            }
+        };
+        let shared = Bytes::from(bytes);
+        let Some(token) = token.map(|(t, _)| t) else {
+            // The read faulted: the store is not answering, so no fill (and no
+            // second timeout); waiters still get the value.
+            return Landed::Value {
+                bytes: shared,
+                token: 0,
+            };
+        };
+        let Some(ttl) = ttl else {
+            // An absent value without negative caching: nothing to store.
+            return Landed::Value {
+                bytes: shared,
+                token,
+            };
+        };
+        if shared.len() > options.size_limit().unwrap_or(inner.max_value_size) {
+            Stats::add(&inner.stats.oversized, 1);
+            tracing::debug!(target: "cache_runtime", key, size = shared.len(), "value over the size limit; not cached");
+            return Landed::Value {
+                bytes: shared,
+                token,
+            };
+        }
+        if started.elapsed() >= inner.fill_window {
+            Stats::add(&inner.stats.fills_rejected, 1);
+            return Landed::Retry;
+        }
+        // A value stale past `ttl` is kept for the stale window too.
+        let keep = ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default()));
+        let tags = tags(inner_value);
+        let req = self.fill_request(key, shared.to_vec(), keep, tags, token);
+        match self.store_fill(req).await {
+            Ok(true) => {
+                Stats::add(&inner.stats.fills, 1);
+                Landed::Value {
+                    bytes: shared,
+                    token,
+                }
+            }
+            Ok(false) => {
+                Stats::add(&inner.stats.fills_rejected, 1);
+                tracing::debug!(target: "cache_runtime", key, "fill refused: invalidated since the read");
+                Landed::Retry
+            }
+            Err(e) => {
+                self.report("fill", &e);
+                Landed::Value {
+                    bytes: shared,
+                    token,
+                }
+            }
+        }
+    }
+
+    /// The TTL of one entry: the option's or the default, with jitter;
+    /// `None` for entries that never expire.
     fn ttl_for(&self, options: &CacheOptions) -> Option<Duration> {
         let jitter = options.jitter_choice().unwrap_or(self.inner.jitter);
         match options.ttl_choice() {
@@ -506,6 +747,10 @@ impl Cache {
         }
     }
 
+    pub(crate) fn version_name(&self, name: &str) -> String {
+        self.inner.layout.version(name)
+    }
+
     pub(crate) fn entry_names(&self, key: &str) -> (String, String) {
         (
             self.inner.layout.entry(key),
@@ -513,12 +758,20 @@ impl Cache {
         )
     }
 
-    pub(crate) fn fill_window(&self) -> Duration {
-        self.inner.fill_window
+    /// How long invalidation markers live: the fill window, plus the
+    /// longest a fill's own round trip may take after its window closed.
+    pub(crate) fn marker_ttl(&self) -> Duration {
+        self.inner.fill_window + self.inner.timeout * 2
     }
 
     fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<T> {
-        match entry::decode(bytes).and_then(|env| env.codec.decode::<T>(env.payload)) {
+        self.decode_entry(key, bytes).map(|(_, v)| v)
+    }
+
+    fn decode_entry<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<(Meta, T)> {
+        match entry::decode(bytes)
+            .and_then(|env| env.codec.decode::<T>(env.payload).map(|v| (env.meta, v)))
+        {
             Ok(v) => Some(v),
             Err(e) => {
                 Stats::add(&self.inner.stats.decode_errors, 1);
@@ -528,12 +781,15 @@ impl Cache {
         }
     }
 
-    async fn lookup(&self, entry_key: &str) -> Option<Lookup> {
+    async fn lookup(&self, entry_key: &str, version_key: Option<&str>) -> Option<Lookup> {
         match &self.inner.backend {
-            Backend::Memory(m) => Some(m.lookup(entry_key)),
+            Backend::Memory(m) => Some(m.lookup(entry_key, version_key)),
             #[cfg(feature = "redis")]
             Backend::Redis(r) => match self
-                .bounded("read", r.lookup(entry_key, &self.inner.seq_key))
+                .bounded(
+                    "read",
+                    r.lookup(entry_key, &self.inner.seq_key, version_key),
+                )
                 .await
             {
                 Ok(l) => Some(l),

@@ -5,11 +5,14 @@
 //! byte 1      1     envelope version
 //! byte 2            codec id (1 = JSON)
 //! byte 3            flags (bit 0: a cached "absent" value)
-//! bytes 4..12       fresh-until, Unix milliseconds, little endian (0 = none)
-//! bytes 12..        the value, in the codec's format
+//! bytes 4..12       fresh until, Unix milliseconds, little endian (0 = always fresh)
+//! bytes 12..20      version stamp (the namespace version it was loaded under)
+//! bytes 20..24      what loading it cost, milliseconds (for early refresh)
+//! bytes 24..        the value, in the codec's format
 //! ```
 //!
-//! The header lets one `GET` answer everything a read needs (codec, freshness),
+//! The header lets one `GET` answer everything a read needs (codec, freshness,
+//! version, cost),
 //! and lets a reader reject bytes it did not write (a foreign or corrupt value
 //! is a miss, never a panic).
 
@@ -20,22 +23,30 @@ use crate::error::{Error, ErrorKind};
 
 const MAGIC: u8 = 0xCA;
 const VERSION: u8 = 1;
-const HEADER: usize = 12;
+const HEADER: usize = 24;
 const FLAG_ABSENT: u8 = 1;
 
 /// A decoded header and the value bytes it frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Envelope<'a> {
     pub(crate) codec: Codec,
-    pub(crate) absent: bool,
-    pub(crate) fresh_until_ms: u64,
+    pub(crate) meta: Meta,
     pub(crate) payload: &'a [u8],
+}
+
+/// What the header says about the value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Meta {
+    pub(crate) absent: bool,
+    /// Unix ms after which the entry is stale (0: fresh until it expires).
+    pub(crate) fresh_until_ms: u64,
+    pub(crate) version: u64,
+    pub(crate) cost_ms: u32,
 }
 
 pub(crate) fn encode<T: Serialize + ?Sized>(
     codec: Codec,
-    absent: bool,
-    fresh_until_ms: u64,
+    meta: Meta,
     value: &T,
 ) -> Result<Vec<u8>, Error> {
     let mut out = Vec::with_capacity(64);
@@ -43,9 +54,11 @@ pub(crate) fn encode<T: Serialize + ?Sized>(
         MAGIC,
         VERSION,
         codec.id(),
-        if absent { FLAG_ABSENT } else { 0 },
+        if meta.absent { FLAG_ABSENT } else { 0 },
     ]);
-    out.extend_from_slice(&fresh_until_ms.to_le_bytes());
+    out.extend_from_slice(&meta.fresh_until_ms.to_le_bytes());
+    out.extend_from_slice(&meta.version.to_le_bytes());
+    out.extend_from_slice(&meta.cost_ms.to_le_bytes());
     codec.encode_into(value, &mut out)?;
     Ok(out)
 }
@@ -62,12 +75,17 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Envelope<'_>, Error> {
         return Err(bad("unknown envelope version"));
     }
     let codec = Codec::from_id(bytes[2]).ok_or_else(|| bad("unknown codec"))?;
-    let mut fresh = [0u8; 8];
-    fresh.copy_from_slice(&bytes[4..12]);
+    let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().unwrap_or_default());
+    let cost_ms = u32::from_le_bytes(bytes[20..24].try_into().unwrap_or_default());
+    let meta = Meta {
+        absent: bytes[3] & FLAG_ABSENT != 0,
+        fresh_until_ms: u64_at(4),
+        version: u64_at(12),
+        cost_ms,
+    };
     Ok(Envelope {
         codec,
-        absent: bytes[3] & FLAG_ABSENT != 0,
-        fresh_until_ms: u64::from_le_bytes(fresh),
+        meta,
         payload: &bytes[HEADER..],
     })
 }
@@ -78,10 +96,15 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let bytes = encode(Codec::Json, false, 7, &vec![1, 2, 3]).unwrap();
+        let meta = Meta {
+            absent: false,
+            fresh_until_ms: 7,
+            version: 3,
+            cost_ms: 12,
+        };
+        let bytes = encode(Codec::Json, meta, &vec![1, 2, 3]).unwrap();
         let env = decode(&bytes).unwrap();
-        assert_eq!(env.fresh_until_ms, 7);
-        assert!(!env.absent);
+        assert_eq!(env.meta, meta);
         assert_eq!(
             env.codec.decode::<Vec<i32>>(env.payload).unwrap(),
             vec![1, 2, 3]
@@ -94,12 +117,19 @@ mod tests {
             &b""[..],
             b"hello",
             b"{\"json\": true, \"padding\": 1}",
-            &[0xCA, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0],
-            &[0xCA, 1, 77, 0, 0, 0, 0, 0, 0, 0, 0, 0],
+            &[
+                0xCA, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
+            &[
+                0xCA, 1, 77, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+            ],
         ] {
             assert!(decode(bytes).is_err(), "{bytes:?}");
         }
-        let env = decode(&[0xCA, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'{']).unwrap();
+        let mut truncated = vec![0xCA, 1, 1, 0];
+        truncated.extend_from_slice(&[0; 20]);
+        truncated.push(b'{');
+        let env = decode(&truncated).unwrap();
         assert!(env.codec.decode::<i32>(env.payload).is_err());
     }
 }

@@ -4,7 +4,7 @@
 //!
 //! ```json
 //! {"v":1,"namespace":"blog","event":"post:updated","entity":"post",
-//!  "keys":["post:42"],"tags":["author:7"],"patterns":[],
+//!  "keys":["post:42"],"tags":["author:7"],"patterns":[],"bumps":[],
 //!  "ts":1795000000000,"instance":"web-1-5f3a"}
 //! ```
 //!
@@ -37,6 +37,9 @@ pub struct InvalidationEvent {
     /// Key patterns deleted.
     #[serde(default)]
     pub patterns: Vec<String>,
+    /// Versions incremented.
+    #[serde(default)]
+    pub bumps: Vec<String>,
     /// When, in Unix milliseconds.
     pub ts: u64,
     /// Which cache instance sent it.

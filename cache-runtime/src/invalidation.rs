@@ -28,6 +28,7 @@ pub struct Invalidation<'c> {
     keys: Vec<String>,
     tags: Vec<String>,
     patterns: Vec<String>,
+    bumps: Vec<String>,
     publish: Option<String>,
 }
 
@@ -38,6 +39,7 @@ impl<'c> Invalidation<'c> {
             keys: Vec::new(),
             tags: Vec::new(),
             patterns: Vec::new(),
+            bumps: Vec::new(),
             publish: None,
         }
     }
@@ -79,6 +81,20 @@ impl<'c> Invalidation<'c> {
         self
     }
 
+    /// Increment the version `name`: every entry read under the old version
+    /// (`#[cached(version = "...")]`) is a miss from now on and expires by
+    /// its TTL.
+    pub fn bump(mut self, name: impl Into<String>) -> Self {
+        self.bumps.push(name.into());
+        self
+    }
+
+    /// Increment each of the versions `names`.
+    pub fn bumps<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
+        self.bumps.extend(names.into_iter().map(Into::into));
+        self
+    }
+
     /// Publish an [`InvalidationEvent`] named `event` (for example
     /// `post:updated`) on the channel `<namespace>:<event>` once the entries
     /// are gone.
@@ -93,8 +109,16 @@ impl<'c> Invalidation<'c> {
     pub async fn run(self) -> Result<InvalidationReport, Error> {
         let cache = self.cache;
         let mut removed = 0;
+        // A failed pattern does not stop the rest: the keys, tags and event
+        // still go; the first error is returned at the end.
+        let mut first_error = None;
         for pattern in &self.patterns {
-            removed += cache.delete_pattern(pattern).await?;
+            match cache.delete_pattern(pattern).await {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
         }
         let event = self.publish.as_ref().map(|name| InvalidationEvent {
             v: EVENT_SCHEMA_VERSION,
@@ -104,12 +128,14 @@ impl<'c> Invalidation<'c> {
             keys: self.keys.clone(),
             tags: self.tags.clone(),
             patterns: self.patterns.clone(),
+            bumps: self.bumps.clone(),
             ts: now_ms(),
             instance: cache.instance().to_owned(),
         });
         let plan = InvalidationPlan {
             keys: self.keys.iter().map(|k| cache.entry_names(k)).collect(),
             tags: self.tags.iter().map(|t| cache.tag_names(t)).collect(),
+            bumps: self.bumps.iter().map(|v| cache.version_name(v)).collect(),
             publish: match &event {
                 Some(e) => Some((
                     e.channel(),
@@ -119,10 +145,13 @@ impl<'c> Invalidation<'c> {
                 )),
                 None => None,
             },
-            marker_ttl: cache.fill_window(),
+            marker_ttl: cache.marker_ttl(),
         };
         if !plan.is_empty() {
             removed += cache.apply(&plan).await?;
+        }
+        if let Some(e) = first_error {
+            return Err(e);
         }
         cache.after_invalidation(removed, event);
         Ok(InvalidationReport { removed })

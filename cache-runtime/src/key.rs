@@ -254,6 +254,10 @@ impl Layout {
         format!("{}#inv:t:{tag}", self.namespace)
     }
 
+    pub(crate) fn version(&self, name: &str) -> String {
+        format!("{}#ver:{name}", self.namespace)
+    }
+
     pub(crate) fn seq(&self) -> String {
         format!("{}#seq", self.namespace)
     }

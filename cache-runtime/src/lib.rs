@@ -38,6 +38,7 @@ mod codec;
 mod entry;
 mod error;
 pub mod events;
+mod flight;
 mod global;
 mod invalidation;
 mod key;

@@ -30,6 +30,10 @@ pub struct CacheOptions {
     ttl: Ttl,
     jitter: Option<f32>,
     cache_none: Option<Duration>,
+    stale: Option<Duration>,
+    early: Option<f32>,
+    max_size: Option<usize>,
+    single_flight: bool,
 }
 
 impl Default for CacheOptions {
@@ -46,6 +50,10 @@ impl CacheOptions {
             ttl: Ttl::Default,
             jitter: None,
             cache_none: None,
+            stale: None,
+            early: None,
+            max_size: None,
+            single_flight: true,
         }
     }
 
@@ -74,6 +82,37 @@ impl CacheOptions {
         self
     }
 
+    /// Stale-while-revalidate: past its TTL, serve the entry for up to
+    /// `window` more while one caller refreshes it; every other caller gets
+    /// the stale value without waiting.
+    pub const fn stale(mut self, window: Duration) -> Self {
+        self.stale = Some(window);
+        self
+    }
+
+    /// Probabilistic early refresh (XFetch, Vattani et al., VLDB 2015): each
+    /// hit refreshes with a probability that grows as expiry nears and with
+    /// what the value cost to load; `beta` 1.0 is the paper's default, larger
+    /// refreshes earlier.
+    pub const fn early(mut self, beta: f32) -> Self {
+        self.early = Some(beta);
+        self
+    }
+
+    /// Do not store values whose encoded size exceeds `bytes` (counted as
+    /// `oversized`), instead of the cache's limit.
+    pub const fn max_size(mut self, bytes: usize) -> Self {
+        self.max_size = Some(bytes);
+        self
+    }
+
+    /// Turn single-flight off: concurrent misses of one key each run the
+    /// loader. On by default.
+    pub const fn single_flight(mut self, on: bool) -> Self {
+        self.single_flight = on;
+        self
+    }
+
     /// The name statistics and traces report this read under.
     pub const fn name(&self) -> &'static str {
         self.name
@@ -89,5 +128,21 @@ impl CacheOptions {
 
     pub(crate) fn none_ttl(&self) -> Option<Duration> {
         self.cache_none
+    }
+
+    pub(crate) fn stale_window(&self) -> Option<Duration> {
+        self.stale
+    }
+
+    pub(crate) fn early_beta(&self) -> Option<f32> {
+        self.early
+    }
+
+    pub(crate) fn size_limit(&self) -> Option<usize> {
+        self.max_size
+    }
+
+    pub(crate) fn coalesce(&self) -> bool {
+        self.single_flight
     }
 }

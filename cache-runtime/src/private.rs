@@ -2,8 +2,6 @@
 
 use std::future::Future;
 
-use serde::{Serialize, de::DeserializeOwned};
-
 pub use crate::cache::Cache;
 pub use crate::key::{KeyBuilder, render_part};
 pub use crate::options::CacheOptions;
@@ -31,14 +29,166 @@ pub fn default_cache() -> Option<&'static Cache> {
 /// Fails to compile, at the return type, when the cached value cannot be
 /// stored.
 #[inline(always)]
-pub fn assert_cacheable<T: Serialize + DeserializeOwned>() {}
+pub fn assert_cacheable<S: Shape<R>, R>(_shape: &S, _ret: ::core::marker::PhantomData<R>) {}
+
+/// Picks the [`Shape`] of a return type by its type, not its spelling, so
+/// aliases such as `type AppResult<T> = Result<T, AppError>` are handled:
+/// `(&&&ShapeProbe::<R>::new()).shape()` resolves to `ResOpt`, `Res`, `Opt`
+/// or `Plain` (autoref specialisation; the most specific impl is found
+/// first).
+#[derive(Debug)]
+pub struct ShapeProbe<R>(::core::marker::PhantomData<R>);
+
+impl<R> Default for ShapeProbe<R> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<R> ShapeProbe<R> {
+    /// A probe for `R`.
+    #[inline(always)]
+    pub const fn new() -> Self {
+        ShapeProbe(::core::marker::PhantomData)
+    }
+}
+
+/// `Result<Option<T>, E>`.
+pub trait PickResOpt {
+    /// The shape.
+    fn shape(&self) -> ResOpt;
+}
+impl<T, E> PickResOpt for &&ShapeProbe<Result<Option<T>, E>> {
+    #[inline(always)]
+    fn shape(&self) -> ResOpt {
+        ResOpt
+    }
+}
+
+/// `Result<T, E>`.
+pub trait PickRes {
+    /// The shape.
+    fn shape(&self) -> Res;
+}
+impl<T, E> PickRes for &ShapeProbe<Result<T, E>> {
+    #[inline(always)]
+    fn shape(&self) -> Res {
+        Res
+    }
+}
+
+/// `Option<T>`.
+pub trait PickOpt {
+    /// The shape.
+    fn shape(&self) -> Opt;
+}
+impl<T> PickOpt for &ShapeProbe<Option<T>> {
+    #[inline(always)]
+    fn shape(&self) -> Opt {
+        Opt
+    }
+}
+
+/// Anything else.
+pub trait PickPlain {
+    /// The shape.
+    fn shape(&self) -> Plain;
+}
+impl<R> PickPlain for ShapeProbe<R> {
+    #[inline(always)]
+    fn shape(&self) -> Plain {
+        Plain
+    }
+}
+
+/// Whether an `#[invalidates]` function succeeded, by the type of its
+/// result: `(&OutcomeProbe(&result)).success()` is `Ok`'s value for a
+/// `Result` (or an alias of one), and the value itself otherwise.
+#[derive(Debug)]
+pub struct OutcomeProbe<'a, R>(pub &'a R);
+
+/// A `Result` succeeded when it is `Ok`.
+pub trait OutcomeOfResult<'a, T> {
+    /// The `Ok` value, if any.
+    fn success(&self) -> Option<&'a T>;
+}
+impl<'a, T, E> OutcomeOfResult<'a, T> for OutcomeProbe<'a, Result<T, E>> {
+    #[inline(always)]
+    fn success(&self) -> Option<&'a T> {
+        self.0.as_ref().ok()
+    }
+}
+
+/// Anything else succeeded when it returned.
+pub trait OutcomeOfValue<'a, R> {
+    /// The value.
+    fn success(&self) -> Option<&'a R>;
+}
+impl<'a, R> OutcomeOfValue<'a, R> for &OutcomeProbe<'a, R> {
+    #[inline(always)]
+    fn success(&self) -> Option<&'a R> {
+        Some(self.0)
+    }
+}
+
+/// A short, stable tag of a type, for default keys: two functions that
+/// differ only in their types never share a key.
+pub fn type_tag(names: &[&str]) -> String {
+    // FNV-1a, 32 bits.
+    let mut hash: u32 = 0x811c_9dc5;
+    for name in names {
+        for b in name.bytes().chain([0]) {
+            hash ^= u32::from(b);
+            hash = hash.wrapping_mul(0x0100_0193);
+        }
+    }
+    format!("@{hash:08x}")
+}
+
+pub use crate::flight::Sharer;
+
+/// Picks how a `#[cached]` function's whole return value is handed to
+/// coalesced callers: by clone where the type allows it (autoref
+/// specialisation at the expansion site), else not at all.
+#[derive(Debug)]
+pub struct ShareProbe<R>(pub ::core::marker::PhantomData<R>);
+
+/// The clone-based choice (preferred when `R` qualifies).
+pub trait ShareByClone<R> {
+    /// A sharer that clones.
+    fn sharer(&self) -> Option<Sharer<R>>;
+}
+
+impl<R: Clone + Send + Sync + 'static> ShareByClone<R> for ShareProbe<R> {
+    #[inline]
+    fn sharer(&self) -> Option<Sharer<R>> {
+        Some(Sharer::cloning())
+    }
+}
+
+/// The fallback: nothing is shared.
+pub trait ShareNot<R> {
+    /// No sharer.
+    fn sharer(&self) -> Option<Sharer<R>>;
+}
+
+impl<R> ShareNot<R> for &ShareProbe<R> {
+    #[inline]
+    fn sharer(&self) -> Option<Sharer<R>> {
+        None
+    }
+}
 
 /// The body of a `#[cached]` function.
 #[inline]
+#[allow(clippy::too_many_arguments)]
 pub async fn cached<S, R, Fut, G>(
+    _shape: S,
     cache: Option<&Cache>,
     options: &CacheOptions,
     key: String,
+    version: Option<String>,
+    share: Option<Sharer<R>>,
     tags: G,
     load: Fut,
 ) -> R
@@ -49,27 +199,47 @@ where
 {
     match cache {
         Some(cache) => {
-            cache
-                .read_through::<S, R, Fut, G>(&key, options, tags, load)
-                .await
+            let read = crate::cache::Read {
+                key: &key,
+                options,
+                version: version.as_deref(),
+                share,
+            };
+            cache.read_through::<S, R, Fut, G>(read, tags, load).await
         }
         None => load.await,
     }
 }
 
 /// The invalidation of an `#[invalidates]` function, after its body
-/// succeeded.
+/// succeeded. It runs on its own task, so a caller that gives up (a request
+/// timeout dropping the future) cannot cancel an invalidation whose write
+/// has already committed; the caller still waits for it.
 pub async fn invalidate(
     cache: Option<&Cache>,
     keys: Vec<String>,
     tags: Vec<String>,
     patterns: Vec<String>,
+    bumps: Vec<String>,
     publish: Option<&'static str>,
 ) {
-    let Some(cache) = cache else { return };
-    let mut inv = cache.invalidate().keys(keys).tags(tags).patterns(patterns);
-    if let Some(event) = publish {
-        inv = inv.publish(event);
+    let Some(cache) = cache.cloned() else { return };
+    let run = async move {
+        let mut inv = cache
+            .invalidate()
+            .keys(keys)
+            .tags(tags)
+            .patterns(patterns)
+            .bumps(bumps);
+        if let Some(event) = publish {
+            inv = inv.publish(event);
+        }
+        inv.run_reported().await;
+    };
+    match tokio::runtime::Handle::try_current() {
+        // A panic inside the task is already reported by tokio; the caller's
+        // own result stands.
+        Ok(handle) => drop(handle.spawn(run).await),
+        Err(_) => run.await,
     }
-    inv.run_reported().await;
 }

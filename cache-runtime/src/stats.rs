@@ -42,8 +42,16 @@ counters! {
     invalidations,
     /// Entries removed by invalidations.
     entries_removed,
-    /// Calls that ran the body directly because no cache was installed.
-    uncached_calls,
+    /// Misses answered by another caller's load of the same key (single-flight).
+    coalesced,
+    /// Hits served past their TTL within the stale window.
+    stale_served,
+    /// Loads started before expiry by early refresh or by a stale hit.
+    refreshes,
+    /// Values not stored because they exceeded the size limit.
+    oversized,
+    /// Values that could not be encoded (not stored).
+    encode_errors,
 }
 
 impl Stats {

@@ -25,11 +25,20 @@ async fn free_function_with_the_default_key() {
     assert_eq!(square(&cache, 3).await, 9);
     assert_eq!(square(&cache, 4).await, 16);
     assert_eq!(SQUARES.load(Ordering::SeqCst), 2);
-    let key = format!("{}::square:3", module_path!());
+    // The default key is `module::function@<type tag>:args`.
+    let tag = cache_runtime::__private::type_tag(&[std::any::type_name::<u64>()]);
+    let key = format!("{}::square{tag}:3", module_path!());
     assert_eq!(
         cache.get::<u64>(&key).await,
         Some(9),
-        "default key is module::function:args"
+        "default key is module::function@types:args"
+    );
+    assert_eq!(
+        cache
+            .delete_pattern(&format!("{}::square@*:4", module_path!()))
+            .await
+            .unwrap(),
+        1
     );
 }
 

@@ -47,7 +47,9 @@ struct WriteState {
     markers: HashMap<String, (u64, Instant)>,
     /// tag set name -> member entry names
     tags: HashMap<String, HashSet<String>>,
-    fills_since_sweep: usize,
+    /// version name -> current version
+    versions: HashMap<String, u64>,
+    writes_since_sweep: usize,
 }
 
 pub(crate) struct MemoryStore {
@@ -84,11 +86,13 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn lookup(&self, entry: &str) -> Lookup {
+    pub(crate) fn lookup(&self, entry: &str, version: Option<&str>) -> Lookup {
         let token = self.seq.load(Ordering::Acquire);
+        let version = version.map_or(0, |v| self.state().versions.get(v).copied().unwrap_or(0));
         Lookup {
             value: self.entries.get(entry).map(|e| e.bytes),
             token,
+            version,
         }
     }
 
@@ -118,12 +122,18 @@ impl MemoryStore {
                 ttl: req.ttl,
             },
         );
-        state.fills_since_sweep += 1;
-        if state.fills_since_sweep >= SWEEP_EVERY {
-            state.fills_since_sweep = 0;
-            self.sweep(&mut state, now);
-        }
+        self.count_write(&mut state, now);
         true
+    }
+
+    /// Sweeps after every `SWEEP_EVERY` fills or invalidations, so neither a
+    /// read-heavy nor a write-heavy load grows the bookkeeping.
+    fn count_write(&self, state: &mut WriteState, now: Instant) {
+        state.writes_since_sweep += 1;
+        if state.writes_since_sweep >= SWEEP_EVERY {
+            state.writes_since_sweep = 0;
+            self.sweep(state, now);
+        }
     }
 
     /// Drops tag members whose entries are gone and markers past their window,
@@ -153,6 +163,10 @@ impl MemoryStore {
             }
             state.markers.insert(tag.marker.clone(), (seq, until));
         }
+        for version in &plan.bumps {
+            *state.versions.entry(version.clone()).or_default() += 1;
+        }
+        self.count_write(&mut state, Instant::now());
         removed
     }
 
@@ -229,7 +243,7 @@ mod tests {
     #[test]
     fn a_fill_older_than_an_invalidation_is_refused() {
         let store = MemoryStore::new(100);
-        let token = store.lookup("e").token;
+        let token = store.lookup("e", None).token;
         let plan = InvalidationPlan {
             tags: vec![TagNames {
                 set: "s:t".into(),
@@ -248,7 +262,7 @@ mod tests {
             "another tag is unaffected"
         );
         assert!(
-            fill(&store, "e", &["t"], store.lookup("e").token),
+            fill(&store, "e", &["t"], store.lookup("e", None).token),
             "a read after the invalidation may fill"
         );
     }

@@ -20,11 +20,13 @@ pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
 
-/// What a read found: the stored bytes, if any, and the fill token.
+/// What a read found: the stored bytes, if any, the fill token, and the
+/// current version of the read's version namespace (0 when it has none).
 #[derive(Debug)]
 pub(crate) struct Lookup {
     pub(crate) value: Option<Bytes>,
     pub(crate) token: u64,
+    pub(crate) version: u64,
 }
 
 /// A tag as the store sees it: the set of its members and its marker.
@@ -53,6 +55,8 @@ pub(crate) struct InvalidationPlan {
     /// (entry, marker) pairs.
     pub(crate) keys: Vec<(String, String)>,
     pub(crate) tags: Vec<TagNames>,
+    /// Version names to increment (orphaning entries of older versions).
+    pub(crate) bumps: Vec<String>,
     /// (channel, JSON payload).
     pub(crate) publish: Option<(String, String)>,
     pub(crate) marker_ttl: Duration,
@@ -60,7 +64,10 @@ pub(crate) struct InvalidationPlan {
 
 impl InvalidationPlan {
     pub(crate) fn is_empty(&self) -> bool {
-        self.keys.is_empty() && self.tags.is_empty() && self.publish.is_none()
+        self.keys.is_empty()
+            && self.tags.is_empty()
+            && self.bumps.is_empty()
+            && self.publish.is_none()
     }
 }
 

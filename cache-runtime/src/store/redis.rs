@@ -49,8 +49,9 @@ end
 return 1
 "#;
 
-/// KEYS: seq, entries (k), entry markers (k), tag sets (t), tag markers (t).
-/// ARGV: k, t, marker ttl ms, channel ('' = none), payload.
+/// KEYS: seq, entries (k), entry markers (k), tag sets (t), tag markers (t),
+/// versions (v).
+/// ARGV: k, t, marker ttl ms, channel ('' = none), payload, v.
 /// Tag members are removed in batches of 512 (`SPOP`) so no reply or
 /// argument list grows with the tag's size.
 const INVALIDATE: &str = r#"
@@ -72,6 +73,10 @@ for i = base, base + t - 1 do
   end
   redis.call('SET', KEYS[i + t], seq, 'PX', mttl)
 end
+local vbase = 2 + 2 * k + 2 * t
+for i = vbase, vbase + tonumber(ARGV[6]) - 1 do
+  redis.call('INCR', KEYS[i])
+end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
@@ -90,8 +95,10 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// Milliseconds for `PX`: at least 1, and at most a century (Redis refuses
+/// expiries past the range of its clock).
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    crate::cache::millis(d).clamp(1, 100 * 365 * 86_400_000)
 }
 
 impl RedisStore {
@@ -111,18 +118,30 @@ impl RedisStore {
         })
     }
 
-    pub(crate) async fn lookup(&self, entry: &str, seq: &str) -> Result<Lookup, Error> {
+    pub(crate) async fn lookup(
+        &self,
+        entry: &str,
+        seq: &str,
+        version: Option<&str>,
+    ) -> Result<Lookup, Error> {
         let mut conn = self.conn.clone();
-        let (value, token): (Option<Vec<u8>>, Option<u64>) = redis::pipe()
-            .cmd("GET")
-            .arg(entry)
-            .cmd("GET")
-            .arg(seq)
-            .query_async(&mut conn)
-            .await?;
+        let mut pipe = redis::pipe();
+        pipe.cmd("GET").arg(entry).cmd("GET").arg(seq);
+        if let Some(version) = version {
+            pipe.cmd("GET").arg(version);
+            let (value, token, version): (Option<Vec<u8>>, Option<u64>, Option<u64>) =
+                pipe.query_async(&mut conn).await?;
+            return Ok(Lookup {
+                value: value.map(Bytes::from),
+                token: token.unwrap_or(0),
+                version: version.unwrap_or(0),
+            });
+        }
+        let (value, token): (Option<Vec<u8>>, Option<u64>) = pipe.query_async(&mut conn).await?;
         Ok(Lookup {
             value: value.map(Bytes::from),
             token: token.unwrap_or(0),
+            version: 0,
         })
     }
 
@@ -164,6 +183,9 @@ impl RedisStore {
         for tag in &plan.tags {
             inv.key(&tag.marker);
         }
+        for version in &plan.bumps {
+            inv.key(version);
+        }
         let (channel, payload) = plan
             .publish
             .as_ref()
@@ -172,7 +194,8 @@ impl RedisStore {
             .arg(plan.tags.len())
             .arg(millis(plan.marker_ttl))
             .arg(channel)
-            .arg(payload);
+            .arg(payload)
+            .arg(plan.bumps.len());
         let mut conn = self.conn.clone();
         let removed: u64 = inv.invoke_async(&mut conn).await?;
         Ok(removed)
