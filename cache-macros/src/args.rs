@@ -378,14 +378,22 @@ impl CachedArgs {
     }
 }
 
-fn parse_beta(value: &Expr) -> syn::Result<f32> {
-    let v: f64 = match value {
+/// A float or integer literal as `f64`; `None` for anything else.
+fn number_lit(value: &Expr) -> Option<syn::Result<f64>> {
+    match value {
         Expr::Lit(ExprLit {
             lit: Lit::Float(f), ..
-        }) => f.base10_parse()?,
+        }) => Some(f.base10_parse()),
         Expr::Lit(ExprLit {
             lit: Lit::Int(i), ..
-        }) => i.base10_parse()?,
+        }) => Some(i.base10_parse()),
+        _ => None,
+    }
+}
+
+fn parse_beta(value: &Expr) -> syn::Result<f32> {
+    let v: f64 = match value {
+        v if number_lit(v).is_some() => number_lit(v).unwrap_or(Ok(0.0))?,
         Expr::Lit(ExprLit {
             lit: Lit::Bool(b), ..
         }) if b.value => 1.0,
@@ -459,12 +467,7 @@ fn parse_bool(value: &Expr, what: &str) -> syn::Result<bool> {
 
 fn parse_jitter(value: &Expr) -> syn::Result<f32> {
     let v: f64 = match value {
-        Expr::Lit(ExprLit {
-            lit: Lit::Float(f), ..
-        }) => f.base10_parse()?,
-        Expr::Lit(ExprLit {
-            lit: Lit::Int(i), ..
-        }) => i.base10_parse()?,
+        v if number_lit(v).is_some() => number_lit(v).unwrap_or(Ok(0.0))?,
         other => {
             return Err(syn::Error::new(
                 other.span(),
