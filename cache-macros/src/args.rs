@@ -58,8 +58,15 @@ pub(crate) struct CachedArgs {
     pub(crate) max_size: Option<usize>,
     pub(crate) single_flight: Option<bool>,
     pub(crate) version: Option<Template>,
+    pub(crate) depends_on: Vec<Template>,
+    /// `lock = "distributed"`: (on, span of the argument).
+    pub(crate) lock: Option<(bool, Span)>,
+    /// (wait bound ms, span of the argument)
+    pub(crate) lock_wait: Option<(u64, Span)>,
     /// The span of `ttl`, for conflicts with it.
     pub(crate) ttl_span: Option<Span>,
+    /// The span of `single_flight`, for conflicts with it.
+    pub(crate) single_flight_span: Option<Span>,
 }
 
 /// Arguments of `#[invalidates]`.
@@ -88,6 +95,9 @@ const CACHED_ARGS: &[&str] = &[
     "version",
     "max_size",
     "single_flight",
+    "depends_on",
+    "lock",
+    "lock_wait",
     "name",
     "crate",
 ];
@@ -355,9 +365,21 @@ impl CachedArgs {
                     template(&value, "version", "\"user:{id}\"").map(|t| args.version = Some(t))
                 }
                 "max_size" => parse_size(&value).map(|n| args.max_size = Some(n)),
-                "single_flight" => {
-                    parse_bool(&value, "single_flight").map(|b| args.single_flight = Some(b))
+                "single_flight" => parse_bool(&value, "single_flight").map(|b| {
+                    args.single_flight = Some(b);
+                    args.single_flight_span = Some(name.span());
+                }),
+                "depends_on" => {
+                    args.depends_on =
+                        templates(&value, "depends_on", "\"author:{author_id}\"", errors);
+                    Ok(())
                 }
+                "lock" => parse_lock(&value).map(|on| args.lock = Some((on, name.span()))),
+                "lock_wait" => duration_ms(&value, "lock_wait", false).map(|t| {
+                    if let TtlArg::Millis(ms) = t {
+                        args.lock_wait = Some((ms, name.span()));
+                    }
+                }),
                 "name" => lit_str(&value, "name", "\"posts.by_id\"").map(|n| args.name = Some(n)),
                 "crate" => krate(&value).map(|k| args.krate = Some(k)),
                 _ => {
@@ -450,6 +472,24 @@ fn parse_size(value: &Expr) -> syn::Result<usize> {
             value.span(),
             format!("`max_size` takes a size: {example}"),
         )),
+    }
+}
+
+/// `lock = "distributed"` (true) or `lock = "local"` (false, the default).
+fn parse_lock(value: &Expr) -> syn::Result<bool> {
+    let usage = "`lock` takes \"local\" (single-flight in this process, the default) or \"distributed\" (one loader across every process sharing the store)";
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => match s.value().as_str() {
+            "distributed" => Ok(true),
+            "local" => Ok(false),
+            other => Err(syn::Error::new(
+                s.span(),
+                format!("unknown lock `{other}`: {usage}"),
+            )),
+        },
+        other => Err(syn::Error::new(other.span(), usage)),
     }
 }
 

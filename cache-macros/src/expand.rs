@@ -270,6 +270,15 @@ fn check_combinations(args: &CachedArgs, errors: &mut Errors) {
         errors.at(early, "`early` and `stale` are two refresh policies; choose one (`stale` serves the old value while one caller refreshes, `early` refreshes before expiry)");
         let _ = stale;
     }
+    let distributed = matches!(args.lock, Some((true, _)));
+    if let (true, Some(false), Some(span)) =
+        (distributed, args.single_flight, args.single_flight_span)
+    {
+        errors.at(span, "`lock = \"distributed\"` makes callers wait for one loader across processes; `single_flight = false` asks every caller to load; choose one");
+    }
+    if let (false, Some((_, span))) = (distributed, args.lock_wait) {
+        errors.at(span, "`lock_wait` bounds how long a caller waits for another process's loader; it needs `lock = \"distributed\"`");
+    }
     if let Some(TtlArg::Forever) = args.ttl {
         let span = args.ttl_span.unwrap_or_else(Span::call_site);
         if args.stale.is_some() || args.early.is_some() {
@@ -321,6 +330,9 @@ fn cached(
     for tag in &args.tags {
         ok &= tag_scope.check(tag, "tag", errors);
     }
+    for dep in &args.depends_on {
+        ok &= tag_scope.check(dep, "dependency", errors);
+    }
     if !ok {
         return None;
     }
@@ -339,33 +351,45 @@ fn cached(
     };
 
     let mut pre = Prerendered::default();
-    let (ret_tags, arg_tags): (Vec<&Template>, Vec<&Template>) =
-        args.tags.iter().partition(|t| t.uses_ret());
-    let arg_tag_code: Vec<TokenStream> = arg_tags
-        .iter()
-        .map(|t| build(t, &krate, Some(&mut pre)))
-        .collect();
-    let ret_tag_code: Vec<TokenStream> = ret_tags
-        .iter()
-        .map(|t| build(t, &krate, Some(&mut pre)))
-        .collect();
-    let pre_lets = pre.lets(&krate);
-
-    let tags_var = helper("__tags");
     let ret_arg = helper("__ret");
-    let ntags = args.tags.len();
     let ret_ident = Ident::new("ret", Span::call_site());
-    let ret_branch = if ret_tag_code.is_empty() {
+    // Tags and dependencies: the parts built from arguments always, the
+    // parts that name `ret` only when there is a value.
+    let mut link_lists = Vec::new();
+    let mut ret_pushes = Vec::new();
+    for (templates, var) in [
+        (&args.tags, helper("__tags")),
+        (&args.depends_on, helper("__depends_on")),
+    ] {
+        let (with_ret, without): (Vec<&Template>, Vec<&Template>) =
+            templates.iter().partition(|t| t.uses_ret());
+        let now: Vec<TokenStream> = without
+            .iter()
+            .map(|t| build(t, &krate, Some(&mut pre)))
+            .collect();
+        let later: Vec<TokenStream> = with_ret
+            .iter()
+            .map(|t| build(t, &krate, Some(&mut pre)))
+            .collect();
+        let n = templates.len();
+        link_lists.push(quote! {
+            let mut #var: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::with_capacity(#n);
+            #(#var.push(#now);)*
+        });
+        ret_pushes.extend(later.into_iter().map(|code| quote!(#var.push(#code);)));
+    }
+    let pre_lets = pre.lets(&krate);
+    let ret_branch = if ret_pushes.is_empty() {
         quote!(let _ = #ret_arg;)
     } else {
-        quote!(if let ::core::option::Option::Some(#ret_ident) = #ret_arg { #(#tags_var.push(#ret_tag_code);)* })
+        quote!(if let ::core::option::Option::Some(#ret_ident) = #ret_arg { #(#ret_pushes)* })
     };
+    let (tags_var, deps_var) = (helper("__tags"), helper("__depends_on"));
     let tags_closure = quote! {
-        move |#ret_arg: ::core::option::Option<&_>| -> ::std::vec::Vec<::std::string::String> {
-            let mut #tags_var = ::std::vec::Vec::with_capacity(#ntags);
-            #(#tags_var.push(#arg_tag_code);)*
+        move |#ret_arg: ::core::option::Option<&_>| -> #krate::Links {
+            #(#link_lists)*
             #ret_branch
-            #tags_var
+            #krate::Links::of(#tags_var, #deps_var)
         }
     };
 
@@ -395,6 +419,12 @@ fn cached(
     }
     if let Some(on) = args.single_flight {
         setters.push(quote!(.single_flight(#on)));
+    }
+    if let Some((true, _)) = args.lock {
+        setters.push(quote!(.distributed_lock()));
+    }
+    if let Some((ms, _)) = args.lock_wait {
+        setters.push(quote!(.lock_wait(::core::time::Duration::from_millis(#ms))));
     }
     let options = helper("__CACHE_OPTIONS");
     let shape = helper("__cache_shape");

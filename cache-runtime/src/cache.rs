@@ -18,6 +18,7 @@ use crate::events::now_ms;
 use crate::flight::{self, Flights, Landed, Role, Sharer};
 use crate::invalidation::Invalidation;
 use crate::key::{Layout, validate_namespace};
+use crate::lock::{Attempt, LOADER_LEASE, LockGuard};
 use crate::options::{CacheOptions, Ttl};
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::{Stats, StatsSnapshot};
@@ -74,6 +75,10 @@ struct Inner {
     stats: Stats,
     flights: Flights,
     events: broadcast::Sender<InvalidationEvent>,
+    /// The subscriber that wakes distributed-lock waiters (started on first
+    /// use).
+    #[cfg(feature = "redis")]
+    landings: std::sync::OnceLock<crate::lock::Landings>,
 }
 
 /// One cached read: the key, its options, the version namespace it belongs
@@ -95,6 +100,25 @@ impl<'a, R> Read<'a, R> {
             share: None,
         }
     }
+}
+
+/// A caller's wait for another process's loader, across re-reads.
+#[derive(Default)]
+struct LockWait {
+    deadline: Option<Instant>,
+    #[cfg(feature = "redis")]
+    landings: Option<broadcast::Receiver<String>>,
+    checked_entry: bool,
+    waited: bool,
+}
+
+/// What the distributed lock says a flight leader does next.
+enum Step {
+    /// Load: with the lock, or without it (the store failed or the wait
+    /// reached its bound).
+    Load(Option<LockGuard>),
+    /// Read again: the entry landed, or may have.
+    ReadAgain,
 }
 
 /// Whether a cached value may be returned as it is.
@@ -331,6 +355,8 @@ impl CacheBuilder {
                 stats: Stats::default(),
                 flights: Flights::default(),
                 events: broadcast::channel(256).0,
+                #[cfg(feature = "redis")]
+                landings: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -339,6 +365,50 @@ impl CacheBuilder {
 fn default_instance_name() -> String {
     let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "host".into());
     format!("{host}-{}-{:04x}", std::process::id(), fastrand::u16(..))
+}
+
+/// What a cached entry is linked to: the tags it is filed under and the
+/// keys of the entries it depends on. Invalidating a tag removes the entry;
+/// invalidating (or removing by any means but expiry) an entry it depends on
+/// removes it too, transitively.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use]
+pub struct Links {
+    pub(crate) tags: Vec<String>,
+    pub(crate) depends_on: Vec<String>,
+}
+
+impl Links {
+    /// No tags, no dependencies.
+    pub fn new() -> Self {
+        Links::default()
+    }
+
+    /// Also file the entry under `tag`.
+    pub fn tag(mut self, tag: impl Into<String>) -> Self {
+        self.tags.push(tag.into());
+        self
+    }
+
+    /// Also make the entry depend on the entry under `key`.
+    pub fn depends_on(mut self, key: impl Into<String>) -> Self {
+        self.depends_on.push(key.into());
+        self
+    }
+
+    /// Tags and dependencies already rendered (what `#[cached]` builds).
+    pub fn of(tags: Vec<String>, depends_on: Vec<String>) -> Self {
+        Links { tags, depends_on }
+    }
+}
+
+impl From<Vec<String>> for Links {
+    fn from(tags: Vec<String>) -> Self {
+        Links {
+            tags,
+            depends_on: Vec::new(),
+        }
+    }
 }
 
 /// What an invalidation did.
@@ -398,13 +468,27 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.read_through::<Res, _, _, _>(Read::new(key, options), |_| Vec::new(), load())
+        self.read_through::<Res, _, _, _>(Read::new(key, options), |_| Links::new(), load())
             .await
     }
 
     /// Like [`get_or_load`](Self::get_or_load), for a loader that cannot fail,
-    /// with tags computed from the loaded value.
-    pub async fn get_or_load_tagged<T, F, Fut, G>(
+    /// with tags (a `Vec<String>`) or [`Links`] computed from the loaded
+    /// value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use cache_runtime::{Cache, CacheOptions, Links};
+    /// let cache = Cache::in_memory();
+    /// let opts = CacheOptions::new("feed");
+    /// let feed: Vec<u32> = cache
+    ///     .get_or_load_tagged("feed:7", &opts, |_| Links::new().tag("user:7").depends_on("profile:7"), || async { vec![1, 2] })
+    ///     .await;
+    /// cache.invalidate().key("profile:7").await.unwrap();
+    /// assert_eq!(cache.get::<Vec<u32>>("feed:7").await, None, "removed with what it depends on");
+    /// # let _ = feed; }
+    /// ```
+    pub async fn get_or_load_tagged<T, F, Fut, G, L>(
         &self,
         key: &str,
         options: &CacheOptions,
@@ -415,9 +499,10 @@ impl Cache {
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
         Fut: Future<Output = T>,
-        G: FnOnce(Option<&T>) -> Vec<String>,
+        G: FnOnce(Option<&T>) -> L,
+        L: Into<Links>,
     {
-        self.read_through::<Plain, _, _, _>(Read::new(key, options), tags, load())
+        self.read_through::<Plain, _, _, _>(Read::new(key, options), |v| tags(v).into(), load())
             .await
     }
 
@@ -441,7 +526,7 @@ impl Cache {
             key,
             bytes,
             ttl,
-            tags.iter().map(|t| (*t).to_owned()).collect(),
+            Links::from(tags.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>()),
             UNCONDITIONAL,
         );
         self.store_fill(req).await.map(|_| ())
@@ -459,16 +544,16 @@ impl Cache {
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, Error> {
         let full = self.inner.layout.entry_pattern(pattern);
         match &self.inner.backend {
-            Backend::Memory(m) => Ok(m.delete_pattern(&full)),
+            Backend::Memory(m) => self.remove_entries(m.matching(&full)).await,
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
                 let mut cursor = 0;
                 let mut removed = 0;
                 loop {
-                    let (next, n) = self
-                        .bounded("pattern delete", r.delete_pattern_step(&full, cursor))
+                    let (next, names) = self
+                        .bounded("pattern scan", r.scan_step(&full, cursor))
                         .await?;
-                    removed += n;
+                    removed += self.remove_entries(names).await?;
                     if next == 0 {
                         return Ok(removed);
                     }
@@ -476,6 +561,27 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// Removes entries named in full, as an invalidation of their keys does
+    /// (markers, dependents).
+    async fn remove_entries(&self, names: Vec<String>) -> Result<u64, Error> {
+        let prefix = self.inner.layout.entry("");
+        let keys: Vec<(String, String)> = names
+            .iter()
+            .filter_map(|name| name.strip_prefix(&prefix))
+            .map(|key| self.entry_names(key))
+            .collect();
+        if keys.is_empty() {
+            return Ok(0);
+        }
+        let plan = InvalidationPlan {
+            keys,
+            marker_ttl: self.marker_ttl(),
+            prefixes: self.inner.layout.prefixes(),
+            ..InvalidationPlan::default()
+        };
+        self.apply(&plan).await
     }
 
     /// The read-through path behind `#[cached]` and `get_or_load`.
@@ -495,7 +601,7 @@ impl Cache {
     where
         S: Shape<R>,
         Fut: Future<Output = R>,
-        G: FnOnce(Option<&S::Inner>) -> Vec<String>,
+        G: FnOnce(Option<&S::Inner>) -> Links,
     {
         let inner = &*self.inner;
         let Read {
@@ -510,12 +616,14 @@ impl Cache {
         let entry_key = inner.layout.entry(key);
         let version_key = version.map(|v| inner.layout.version(v));
         let mut found = self.lookup(&entry_key, version_key.as_deref()).await;
-        let leader = loop {
+        let mut leader: Option<flight::Leader<'_>> = None;
+        let mut waiting = LockWait::default();
+        let lock = loop {
             let mut stale = None;
             if let Some(Lookup {
                 value: Some(bytes),
                 version: current,
-                ..
+                token,
             }) = &found
             {
                 match self.decode_entry::<S::Stored>(key, bytes) {
@@ -524,6 +632,14 @@ impl Cache {
                             Freshness::Fresh => {
                                 Stats::add(&inner.stats.hits, 1);
                                 tracing::trace!(target: "cache_runtime", name = options.name(), key, "hit");
+                                if let Some(leader) = leader.take() {
+                                    // Another process's loader landed it.
+                                    Stats::add(&inner.stats.lock_landed, 1);
+                                    leader.land(Landed::Value {
+                                        bytes: bytes.clone(),
+                                        token: *token,
+                                    });
+                                }
                                 return S::join(stored);
                             }
                             Freshness::Stale => stale = Some((stored, true)),
@@ -536,51 +652,87 @@ impl Cache {
                     None => {}
                 }
             }
-            if !options.coalesce() && stale.is_none() {
+            if leader.is_none() {
+                if !options.coalesce() && stale.is_none() {
+                    break None;
+                }
+                match inner.flights.join(&entry_key) {
+                    Role::Leader(l) => leader = Some(l),
+                    // Someone else is refreshing: serve what is cached, now.
+                    Role::Waiter(_) if stale.is_some() => {
+                        let (stored, past_ttl) = stale.expect("checked");
+                        return self.serve_stale::<S, R>(stored, past_ttl);
+                    }
+                    Role::Waiter(rx) => {
+                        match flight::wait(rx).await {
+                            Landed::Value { bytes, token }
+                                if token >= found.as_ref().map_or(0, |l| l.token) =>
+                            {
+                                if let Some((_, stored)) =
+                                    self.decode_entry::<S::Stored>(key, &bytes)
+                                {
+                                    Stats::add(&inner.stats.coalesced, 1);
+                                    return S::join(stored);
+                                }
+                            }
+                            Landed::Shared(any) => {
+                                if let Some(value) = share.as_ref().and_then(|s| (s.unpack)(&*any))
+                                {
+                                    Stats::add(&inner.stats.coalesced, 1);
+                                    return value;
+                                }
+                            }
+                            // The leader's value predates an invalidation this
+                            // caller saw, or it had nothing to share: read again.
+                            Landed::Value { .. } | Landed::Retry => {}
+                        }
+                        found = self.lookup(&entry_key, version_key.as_deref()).await;
+                        continue;
+                    }
+                }
+            }
+            // This caller leads the key's flight in this process.
+            if !options.distributed() || !self.is_redis() {
+                if stale.is_some() {
+                    Stats::add(&inner.stats.refreshes, 1);
+                }
                 break None;
             }
-            match inner.flights.join(&entry_key) {
-                Role::Leader(leader) => {
+            let check_entry = stale.is_none() && version.is_none();
+            match self
+                .distributed_step(key, &entry_key, options, check_entry, stale.is_some(), &mut waiting)
+                .await
+            {
+                Step::Load(guard) => {
                     if stale.is_some() {
                         Stats::add(&inner.stats.refreshes, 1);
                     }
-                    break Some(leader);
+                    break guard;
                 }
-                // Someone else is refreshing: serve what is cached, now.
-                Role::Waiter(_) if stale.is_some() => {
-                    let (stored, past_ttl) = stale.expect("checked");
-                    Stats::add(&inner.stats.hits, 1);
-                    if past_ttl {
-                        Stats::add(&inner.stats.stale_served, 1);
+                Step::ReadAgain => {
+                    if let Some((stored, past_ttl)) = stale {
+                        // Another process is refreshing it.
+                        return self.serve_stale::<S, R>(stored, past_ttl);
                     }
-                    return S::join(stored);
                 }
-                Role::Waiter(rx) => match flight::wait(rx).await {
-                    Landed::Value { bytes, token }
-                        if token >= found.as_ref().map_or(0, |l| l.token) =>
-                    {
-                        if let Some((_, stored)) = self.decode_entry::<S::Stored>(key, &bytes) {
-                            Stats::add(&inner.stats.coalesced, 1);
-                            return S::join(stored);
-                        }
-                    }
-                    Landed::Shared(any) => {
-                        if let Some(value) = share.as_ref().and_then(|s| (s.unpack)(&*any)) {
-                            Stats::add(&inner.stats.coalesced, 1);
-                            return value;
-                        }
-                    }
-                    // The leader's value predates an invalidation this caller
-                    // saw, or it had nothing to share: read again.
-                    Landed::Value { .. } | Landed::Retry => {}
-                },
             }
             found = self.lookup(&entry_key, version_key.as_deref()).await;
         };
         Stats::add(&inner.stats.misses, 1);
         tracing::trace!(target: "cache_runtime", name = options.name(), key, "miss");
         let loading = Instant::now();
-        let value = load.await;
+        let value = match &lock {
+            // Renew the lease for as long as the loader runs.
+            Some(guard) => {
+                let mut load = std::pin::pin!(load);
+                tokio::select! {
+                    biased;
+                    value = &mut load => value,
+                    () = guard.keep_alive() => load.await,
+                }
+            }
+            None => load.await,
+        };
         let cost = loading.elapsed();
         let token = found.as_ref().map(|l| (l.token, l.version));
         let landed = self
@@ -593,6 +745,7 @@ impl Cache {
                 cost,
                 started,
                 share.as_ref(),
+                lock,
             )
             .await;
         if let Some(leader) = leader {
@@ -614,10 +767,11 @@ impl Cache {
         cost: Duration,
         started: Instant,
         share: Option<&Sharer<R>>,
+        lock: Option<LockGuard>,
     ) -> Landed
     where
         S: Shape<R>,
-        G: FnOnce(Option<&S::Inner>) -> Vec<String>,
+        G: FnOnce(Option<&S::Inner>) -> Links,
     {
         let inner = &*self.inner;
         let version = token.map_or(0, |(_, v)| v);
@@ -685,9 +839,17 @@ impl Cache {
         }
         // A value stale past `ttl` is kept for the stale window too.
         let keep = ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default()));
-        let tags = tags(inner_value);
-        let req = self.fill_request(key, shared.to_vec(), keep, tags, token);
-        match self.store_fill(req).await {
+        let links = tags(inner_value);
+        let mut req = self.fill_request(key, shared.to_vec(), keep, links, token);
+        req.release = lock.as_ref().map(LockGuard::release_parts);
+        let filled = self.store_fill(req).await;
+        if filled.is_ok() {
+            // The fill released the lock and announced the landing.
+            if let Some(lock) = lock {
+                lock.released_elsewhere();
+            }
+        }
+        match filled {
             Ok(true) => {
                 Stats::add(&inner.stats.fills, 1);
                 Landed::Value {
@@ -710,6 +872,110 @@ impl Cache {
         }
     }
 
+    fn serve_stale<S: Shape<R>, R>(&self, stored: S::Stored, past_ttl: bool) -> R {
+        Stats::add(&self.inner.stats.hits, 1);
+        if past_ttl {
+            Stats::add(&self.inner.stats.stale_served, 1);
+        }
+        S::join(stored)
+    }
+
+    /// One step of the distributed lock for the leader of a flight: take the
+    /// lock, or wait (bounded) for the holder's value to land. A caller with
+    /// a stale value does not wait: it serves that value.
+    async fn distributed_step(
+        &self,
+        key: &str,
+        entry_key: &str,
+        options: &CacheOptions,
+        check_entry: bool,
+        has_stale: bool,
+        waiting: &mut LockWait,
+    ) -> Step {
+        let inner = &*self.inner;
+        let now = Instant::now();
+        let deadline = *waiting
+            .deadline
+            .get_or_insert(now + options.lock_wait_bound());
+        // Listen before trying, so a landing right after the try is heard.
+        #[cfg(feature = "redis")]
+        if !has_stale && waiting.landings.is_none() {
+            if let Some(landings) = self.landings() {
+                waiting.landings = Some(landings.receiver(inner.timeout).await);
+            }
+        }
+        // Ask whether the entry is there only once: a value that does not
+        // decode must not send this caller round in circles.
+        let unless_exists = (check_entry && !waiting.checked_entry).then_some(entry_key);
+        waiting.checked_entry = true;
+        let announce = Some((inner.layout.landed_channel(), entry_key.to_owned()));
+        let attempt = self
+            .lock_named(inner.layout.lock(key), LOADER_LEASE, unless_exists, announce)
+            .await;
+        match attempt {
+            Ok(Attempt::Held(guard)) => Step::Load(Some(guard)),
+            Ok(Attempt::Landed) => Step::ReadAgain,
+            Err(e) => {
+                self.report("lock", &e);
+                Step::Load(None)
+            }
+            Ok(Attempt::Busy) if has_stale => Step::ReadAgain,
+            Ok(Attempt::Busy) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    Stats::add(&inner.stats.lock_timeouts, 1);
+                    tracing::warn!(target: "cache_runtime", key, "gave up waiting for another process's loader; loading here");
+                    return Step::Load(None);
+                }
+                if !std::mem::replace(&mut waiting.waited, true) {
+                    Stats::add(&inner.stats.lock_waits, 1);
+                }
+                // Re-read at a slow interval in case an announcement is lost.
+                let poll = (options.lock_wait_bound() / 4).max(Duration::from_millis(10));
+                let bound = poll.min(deadline - now);
+                #[cfg(feature = "redis")]
+                let woken = match waiting.landings.as_mut() {
+                    Some(rx) => crate::lock::wait_for_landing(rx, entry_key, bound).await,
+                    None => {
+                        tokio::time::sleep(bound).await;
+                        false
+                    }
+                };
+                #[cfg(not(feature = "redis"))]
+                let woken = {
+                    tokio::time::sleep(bound).await;
+                    false
+                };
+                if woken {
+                    Stats::add(&inner.stats.lock_woken, 1);
+                }
+                Step::ReadAgain
+            }
+        }
+    }
+
+    fn is_redis(&self) -> bool {
+        !matches!(self.inner.backend, Backend::Memory(_))
+    }
+
+    #[cfg(feature = "redis")]
+    fn landings(&self) -> Option<&crate::lock::Landings> {
+        match &self.inner.backend {
+            Backend::Redis(r) => Some(self.inner.landings.get_or_init(|| {
+                crate::lock::Landings::start(r.client().clone(), self.inner.layout.landed_channel())
+            })),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    pub(crate) fn backend(&self) -> &Backend {
+        &self.inner.backend
+    }
+
+    pub(crate) fn lock_name(&self, name: &str) -> String {
+        self.inner.layout.lock(name)
+    }
+
     /// The TTL of one entry: the option's or the default, with jitter;
     /// `None` for entries that never expire.
     fn ttl_for(&self, options: &CacheOptions) -> Option<Duration> {
@@ -726,17 +992,20 @@ impl Cache {
         key: &str,
         value: Vec<u8>,
         ttl: Option<Duration>,
-        tags: Vec<String>,
+        links: Links,
         token: u64,
     ) -> FillRequest {
         let layout = &self.inner.layout;
         FillRequest {
             entry: layout.entry(key),
             marker: layout.key_marker(key),
-            tags: tags.iter().map(|t| self.tag_names(t)).collect(),
+            tags: (links.tags.iter().map(|t| self.tag_names(t)))
+                .chain(links.depends_on.iter().map(|k| self.dependency_names(k)))
+                .collect(),
             value,
             ttl,
             token,
+            release: None,
         }
     }
 
@@ -745,6 +1014,18 @@ impl Cache {
             set: self.inner.layout.tag(tag),
             marker: self.inner.layout.tag_marker(tag),
         }
+    }
+
+    /// A dependency on the entry under `key`: its dependents set and marker.
+    pub(crate) fn dependency_names(&self, key: &str) -> TagNames {
+        TagNames {
+            set: self.inner.layout.dependents(key),
+            marker: self.inner.layout.key_marker(key),
+        }
+    }
+
+    pub(crate) fn prefixes(&self) -> crate::key::Prefixes {
+        self.inner.layout.prefixes()
     }
 
     pub(crate) fn version_name(&self, name: &str) -> String {
@@ -832,7 +1113,7 @@ impl Cache {
     }
 
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
-    async fn bounded<T>(
+    pub(crate) async fn bounded<T>(
         &self,
         what: &str,
         op: impl Future<Output = Result<T, Error>>,

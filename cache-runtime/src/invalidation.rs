@@ -146,6 +146,7 @@ impl<'c> Invalidation<'c> {
                 None => None,
             },
             marker_ttl: cache.marker_ttl(),
+            prefixes: cache.prefixes(),
         };
         if !plan.is_empty() {
             removed += cache.apply(&plan).await?;

@@ -250,8 +250,33 @@ impl Layout {
         format!("{}#inv:k:{key}", self.namespace)
     }
 
+    /// The set of entries that depend on the entry under `key`.
+    pub(crate) fn dependents(&self, key: &str) -> String {
+        format!("{}#dep:{key}", self.namespace)
+    }
+
+    /// The prefixes a store needs to walk dependency cascades: from an entry
+    /// name to its marker and to the set of its dependents.
+    pub(crate) fn prefixes(&self) -> Prefixes {
+        Prefixes {
+            entry: self.entry_prefix.clone(),
+            key_marker: self.key_marker(""),
+            dependents: self.dependents(""),
+        }
+    }
+
     pub(crate) fn tag_marker(&self, tag: &str) -> String {
         format!("{}#inv:t:{tag}", self.namespace)
+    }
+
+    pub(crate) fn lock(&self, name: &str) -> String {
+        format!("{}#lock:{name}", self.namespace)
+    }
+
+    /// The channel on which a loader holding a distributed lock announces
+    /// that its entry landed.
+    pub(crate) fn landed_channel(&self) -> String {
+        format!("{}#landed", self.namespace)
     }
 
     pub(crate) fn version(&self, name: &str) -> String {
@@ -261,6 +286,16 @@ impl Layout {
     pub(crate) fn seq(&self) -> String {
         format!("{}#seq", self.namespace)
     }
+}
+
+/// Name prefixes of one namespace: `entry` + key is an entry, `key_marker`
+/// + key its invalidation marker, `dependents` + key the set of entries
+/// that depend on it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Prefixes {
+    pub(crate) entry: String,
+    pub(crate) key_marker: String,
+    pub(crate) dependents: String,
 }
 
 /// Checks a namespace: non-empty, and free of the characters that separate

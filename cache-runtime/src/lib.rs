@@ -42,6 +42,7 @@ mod flight;
 mod global;
 mod invalidation;
 mod key;
+mod lock;
 mod options;
 pub mod shape;
 mod stats;
@@ -52,12 +53,13 @@ mod ttl;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use cache::{Cache, CacheBuilder, InvalidationReport};
+pub use cache::{Cache, CacheBuilder, InvalidationReport, Links};
 pub use codec::Codec;
 pub use error::{Error, ErrorKind, Result};
 pub use events::InvalidationEvent;
 pub use global::{default_cache, install_default};
 pub use invalidation::Invalidation;
+pub use lock::LockGuard;
 pub use key::{KeyBuilder, escape_part_into, glob_escape, glob_match, render_part};
 pub use options::{CacheOptions, Ttl};
 pub use stats::StatsSnapshot;

@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+/// How long a caller waits for another process's loader by default.
+pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(3);
+
 /// How long an entry lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ttl {
@@ -34,6 +37,8 @@ pub struct CacheOptions {
     early: Option<f32>,
     max_size: Option<usize>,
     single_flight: bool,
+    distributed: bool,
+    lock_wait: Option<Duration>,
 }
 
 impl Default for CacheOptions {
@@ -54,6 +59,8 @@ impl CacheOptions {
             early: None,
             max_size: None,
             single_flight: true,
+            distributed: false,
+            lock_wait: None,
         }
     }
 
@@ -113,6 +120,26 @@ impl CacheOptions {
         self
     }
 
+    /// Distributed lock: on a miss, one caller across every process sharing
+    /// the Redis store runs the loader (`SET NX PX` with a random token and
+    /// a lease renewed while it loads); callers in other processes wait for
+    /// the value to land (woken by pub/sub) for at most the
+    /// [`lock_wait`](Self::lock_wait) bound, then run the loader themselves.
+    /// In this process single-flight still coalesces callers. On the
+    /// in-process store single-flight already is the lock.
+    pub const fn distributed_lock(mut self) -> Self {
+        self.distributed = true;
+        self.single_flight = true;
+        self
+    }
+
+    /// How long a caller waits for another process's loader before running
+    /// the loader itself. Default 3 s.
+    pub const fn lock_wait(mut self, wait: Duration) -> Self {
+        self.lock_wait = Some(wait);
+        self
+    }
+
     /// The name statistics and traces report this read under.
     pub const fn name(&self) -> &'static str {
         self.name
@@ -143,6 +170,14 @@ impl CacheOptions {
     }
 
     pub(crate) fn coalesce(&self) -> bool {
-        self.single_flight
+        self.single_flight || self.distributed
+    }
+
+    pub(crate) fn distributed(&self) -> bool {
+        self.distributed
+    }
+
+    pub(crate) fn lock_wait_bound(&self) -> Duration {
+        self.lock_wait.unwrap_or(DEFAULT_LOCK_WAIT)
     }
 }

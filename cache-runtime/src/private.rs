@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-pub use crate::cache::Cache;
+pub use crate::cache::{Cache, Links};
 pub use crate::key::{KeyBuilder, render_part};
 pub use crate::options::CacheOptions;
 pub use crate::shape::{Always, OnOk, Opt, Outcome, Plain, Res, ResOpt, Shape};
@@ -195,7 +195,7 @@ pub async fn cached<S, R, Fut, G>(
 where
     S: Shape<R>,
     Fut: Future<Output = R>,
-    G: FnOnce(Option<&S::Inner>) -> Vec<String>,
+    G: FnOnce(Option<&S::Inner>) -> Links,
 {
     match cache {
         Some(cache) => {

@@ -52,6 +52,15 @@ counters! {
     oversized,
     /// Values that could not be encoded (not stored).
     encode_errors,
+    /// Misses that found another process's loader holding the distributed
+    /// lock, and waited for it.
+    lock_waits,
+    /// Waits ended by the landing announcement (not by re-reading).
+    lock_woken,
+    /// Waits that reached their bound; the caller ran the loader itself.
+    lock_timeouts,
+    /// Values served by another process's loader after a wait.
+    lock_landed,
 }
 
 impl Stats {

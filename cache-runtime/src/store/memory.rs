@@ -15,7 +15,7 @@ use bytes::Bytes;
 use moka::Expiry;
 
 use super::{FillRequest, InvalidationPlan, Lookup};
-use crate::key::glob_match;
+use crate::key::{Prefixes, glob_match};
 
 #[derive(Debug, Clone)]
 struct MemEntry {
@@ -49,6 +49,8 @@ struct WriteState {
     tags: HashMap<String, HashSet<String>>,
     /// version name -> current version
     versions: HashMap<String, u64>,
+    /// lock name -> (token, lease end)
+    locks: HashMap<String, (String, Instant)>,
     writes_since_sweep: usize,
 }
 
@@ -105,7 +107,11 @@ impl MemoryStore {
                 .get(name)
                 .is_some_and(|(seq, until)| *until > now && *seq > req.token)
         };
-        if newer(&req.marker) || req.tags.iter().any(|t| newer(&t.marker)) {
+        let refused = newer(&req.marker) || req.tags.iter().any(|t| newer(&t.marker));
+        if let Some(release) = &req.release {
+            Self::release(&mut state, &release.lock, &release.token);
+        }
+        if refused {
             return false;
         }
         for tag in &req.tags {
@@ -144,6 +150,7 @@ impl MemoryStore {
             !members.is_empty()
         });
         state.markers.retain(|_, (_, until)| *until > now);
+        state.locks.retain(|_, (_, until)| *until > now);
     }
 
     pub(crate) fn invalidate(&self, plan: &InvalidationPlan) -> u64 {
@@ -151,18 +158,22 @@ impl MemoryStore {
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         let until = Instant::now() + plan.marker_ttl;
         let mut removed = 0;
+        let mut gone = Vec::new();
         for (entry, marker) in &plan.keys {
             removed += u64::from(self.entries.remove(entry).is_some());
             state.markers.insert(marker.clone(), (seq, until));
+            gone.push(entry.clone());
         }
         for tag in &plan.tags {
             if let Some(members) = state.tags.remove(&tag.set) {
                 for member in members {
                     removed += u64::from(self.entries.remove(&member).is_some());
+                    gone.push(member);
                 }
             }
             state.markers.insert(tag.marker.clone(), (seq, until));
         }
+        removed += self.cascade(&mut state, &plan.prefixes, gone, (seq, until));
         for version in &plan.bumps {
             *state.versions.entry(version.clone()).or_default() += 1;
         }
@@ -170,19 +181,92 @@ impl MemoryStore {
         removed
     }
 
-    pub(crate) fn delete_pattern(&self, pattern: &str) -> u64 {
-        let matching: Vec<String> = self
-            .entries
+    /// Marks every removed entry and removes its dependents, breadth first,
+    /// each entry once (a cycle ends where it started).
+    fn cascade(
+        &self,
+        state: &mut WriteState,
+        prefixes: &Prefixes,
+        mut queue: Vec<String>,
+        marker: (u64, Instant),
+    ) -> u64 {
+        if prefixes.entry.is_empty() {
+            return 0;
+        }
+        let mut seen = HashSet::new();
+        let mut removed = 0;
+        let mut next = 0;
+        while let Some(entry) = queue.get(next).cloned() {
+            next += 1;
+            let Some(key) = entry.strip_prefix(&prefixes.entry) else {
+                continue;
+            };
+            if !seen.insert(key.to_owned()) {
+                continue;
+            }
+            state
+                .markers
+                .insert(format!("{}{key}", prefixes.key_marker), marker);
+            if let Some(members) = state.tags.remove(&format!("{}{key}", prefixes.dependents)) {
+                for member in members {
+                    removed += u64::from(self.entries.remove(&member).is_some());
+                    queue.push(member);
+                }
+            }
+        }
+        removed
+    }
+
+    /// Takes the lock `name` for `lease` unless someone holds it.
+    pub(crate) fn try_lock(&self, name: &str, token: &str, lease: Duration) -> bool {
+        let mut state = self.state();
+        let now = Instant::now();
+        if state.locks.get(name).is_some_and(|(_, until)| *until > now) {
+            return false;
+        }
+        state
+            .locks
+            .insert(name.to_owned(), (token.to_owned(), now + lease));
+        true
+    }
+
+    /// Extends the lease of a lock still held with `token`.
+    pub(crate) fn renew(&self, name: &str, token: &str, lease: Duration) -> bool {
+        let mut state = self.state();
+        let now = Instant::now();
+        match state.locks.get_mut(name) {
+            Some((held, until)) if held == token && *until > now => {
+                *until = now + lease;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Releases the lock `name` if it is still held with `token`.
+    pub(crate) fn unlock(&self, name: &str, token: &str) -> bool {
+        Self::release(&mut self.state(), name, token)
+    }
+
+    fn release(state: &mut WriteState, name: &str, token: &str) -> bool {
+        let now = Instant::now();
+        let held = state
+            .locks
+            .get(name)
+            .is_some_and(|(held, until)| held == token && *until > now);
+        if held {
+            state.locks.remove(name);
+        }
+        held
+    }
+
+    /// The names of the entries matching the glob `pattern`.
+    pub(crate) fn matching(&self, pattern: &str) -> Vec<String> {
+        self.entries
             .iter()
             .filter(|(k, _)| glob_match(pattern, k))
             .map(|(k, _)| (*k).clone())
-            .collect();
-        let _state = self.state();
-        self.seq.fetch_add(1, Ordering::AcqRel);
-        matching
-            .iter()
-            .map(|k| u64::from(self.entries.remove(k).is_some()))
-            .sum()
+            .collect()
     }
 
     #[cfg(test)]
@@ -210,6 +294,7 @@ mod tests {
             value: b"v".to_vec(),
             ttl: None,
             token,
+            release: None,
         })
     }
 

@@ -11,10 +11,19 @@
 //! sequence number it saw (the fill token); a fill is accepted only if no
 //! marker on its key or tags is newer than its token. So a value loaded
 //! before an invalidation can never be stored after it.
+//!
+//! Dependency cascades: an entry that depends on the entry under key `K` is
+//! a member of `K`'s *dependents* set (`ns#dep:K`), filed exactly like a tag
+//! member, and its fill checks `K`'s marker. Every entry an invalidation
+//! removes (by key, tag or pattern) gets a marker and has its dependents
+//! removed in turn, breadth first, each entry at most once (so cycles end),
+//! inside the same step (one Lua script on Redis).
 
 use std::time::Duration;
 
 use bytes::Bytes;
+
+use crate::key::Prefixes;
 
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
@@ -29,7 +38,9 @@ pub(crate) struct Lookup {
     pub(crate) version: u64,
 }
 
-/// A tag as the store sees it: the set of its members and its marker.
+/// A tag as the store sees it: the set of its members and its marker. A
+/// dependency on a key is the same pair: the key's dependents set and the
+/// key's marker.
 #[derive(Debug, Clone)]
 pub(crate) struct TagNames {
     pub(crate) set: String,
@@ -46,6 +57,18 @@ pub(crate) struct FillRequest {
     /// `None`: no expiry.
     pub(crate) ttl: Option<Duration>,
     pub(crate) token: u64,
+    /// A distributed lock to release (and its landing to announce) in the
+    /// same step, stored or not.
+    pub(crate) release: Option<Release>,
+}
+
+/// A held lock, released by compare-and-delete: only by its own token.
+#[derive(Debug, Clone)]
+pub(crate) struct Release {
+    pub(crate) lock: String,
+    pub(crate) token: String,
+    /// Where to announce that the entry landed (`''`: nowhere).
+    pub(crate) channel: String,
 }
 
 /// Keys to delete and tags to invalidate in one step, and an event to
@@ -60,6 +83,9 @@ pub(crate) struct InvalidationPlan {
     /// (channel, JSON payload).
     pub(crate) publish: Option<(String, String)>,
     pub(crate) marker_ttl: Duration,
+    /// How to find the marker and dependents of a removed entry; with empty
+    /// prefixes nothing cascades.
+    pub(crate) prefixes: Prefixes,
 }
 
 impl InvalidationPlan {

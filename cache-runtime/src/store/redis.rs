@@ -5,8 +5,8 @@
 //! |---|---|---|
 //! | read | pipeline `GET entry`, `GET seq` | 1 |
 //! | fill after a miss | `EVALSHA fill` (check markers, `SET PX`, `SADD` tags) | 1 |
-//! | invalidate keys + tags + publish | `EVALSHA invalidate` | 1 |
-//! | pattern delete | `SCAN MATCH COUNT` + `UNLINK`, per batch | 1 per batch |
+//! | invalidate keys + tags + cascades + publish | `EVALSHA invalidate` | 1 |
+//! | pattern delete | `SCAN MATCH COUNT`, then `EVALSHA invalidate` on the batch | 2 per batch |
 //!
 //! `KEYS` is never issued.
 
@@ -19,14 +19,27 @@ use redis::aio::ConnectionManager;
 use super::{FillRequest, InvalidationPlan, Lookup};
 use crate::error::Error;
 
-/// KEYS: entry, tag sets (n), entry marker, tag markers (n).
-/// ARGV: token, value, ttl ms (0 = none), n.
+/// KEYS: entry, tag sets (n), entry marker, tag markers (n), lock.
+/// ARGV: token, value, ttl ms (0 = none), n, lock token ('' = no lock),
+/// landing channel.
+///
+/// A held lock is released by compare-and-delete and the landing announced,
+/// whether the value was stored or refused.
 const FILL: &str = r#"
 local n = tonumber(ARGV[4])
 local token = tonumber(ARGV[1])
+local function release()
+  if ARGV[5] == '' then return end
+  local lock = KEYS[2 * n + 3]
+  if redis.call('GET', lock) == ARGV[5] then redis.call('DEL', lock) end
+  redis.call('PUBLISH', ARGV[6], KEYS[1])
+end
 for i = n + 2, 2 * n + 2 do
   local m = redis.call('GET', KEYS[i])
-  if m and tonumber(m) > token then return 0 end
+  if m and tonumber(m) > token then
+    release()
+    return 0
+  end
 end
 local ttl = tonumber(ARGV[3])
 if ttl > 0 then
@@ -46,32 +59,85 @@ for i = 2, n + 1 do
     end
   end
 end
+release()
 return 1
+"#;
+
+/// KEYS: lock. ARGV: token, landing channel ('' = none), entry.
+/// Compare-and-delete: a lock whose lease ran out and was taken by another
+/// caller is never released by the first.
+const UNLOCK: &str = r#"
+local held = redis.call('GET', KEYS[1]) == ARGV[1]
+if held then redis.call('DEL', KEYS[1]) end
+if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+if held then return 1 end
+return 0
+"#;
+
+/// KEYS: lock, entry (optional). ARGV: token, lease ms.
+/// 2 when the entry is there (it landed since the caller's read), else 1 if
+/// the lock was taken, 0 if someone holds it.
+const LOCK: &str = r#"
+if #KEYS > 1 and redis.call('EXISTS', KEYS[2]) == 1 then return 2 end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then return 1 end
+return 0
+"#;
+
+/// KEYS: lock. ARGV: token, lease ms. Extends a lease still held.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
 "#;
 
 /// KEYS: seq, entries (k), entry markers (k), tag sets (t), tag markers (t),
 /// versions (v).
-/// ARGV: k, t, marker ttl ms, channel ('' = none), payload, v.
-/// Tag members are removed in batches of 512 (`SPOP`) so no reply or
-/// argument list grows with the tag's size.
+/// ARGV: k, t, marker ttl ms, channel ('' = none), payload, v, entry prefix,
+/// key marker prefix, dependents prefix.
+///
+/// Members are removed in batches of 512 (`SPOP`) so no reply or argument
+/// list grows with a set's size. Every removed entry gets a marker and its
+/// dependents are removed in turn (breadth first, each entry once, so a
+/// cycle ends).
 const INVALIDATE: &str = r#"
 local k = tonumber(ARGV[1])
 local t = tonumber(ARGV[2])
 local mttl = ARGV[3]
+local eprefix, mprefix, dprefix = ARGV[7], ARGV[8], ARGV[9]
 local seq = redis.call('INCR', KEYS[1])
 local removed = 0
+local queue, seen = {}, {}
+local function gone(entry)
+  if eprefix == '' or string.sub(entry, 1, #eprefix) ~= eprefix then return end
+  local key = string.sub(entry, #eprefix + 1)
+  if seen[key] then return end
+  seen[key] = true
+  redis.call('SET', mprefix .. key, seq, 'PX', mttl)
+  queue[#queue + 1] = key
+end
+local function drain(set)
+  while true do
+    local members = redis.call('SPOP', set, 512)
+    if #members == 0 then break end
+    removed = removed + redis.call('UNLINK', unpack(members))
+    for _, m in ipairs(members) do gone(m) end
+  end
+end
 for i = 2, k + 1 do
   removed = removed + redis.call('UNLINK', KEYS[i])
   redis.call('SET', KEYS[i + k], seq, 'PX', mttl)
+  gone(KEYS[i])
 end
 local base = 2 + 2 * k
 for i = base, base + t - 1 do
-  while true do
-    local members = redis.call('SPOP', KEYS[i], 512)
-    if #members == 0 then break end
-    removed = removed + redis.call('UNLINK', unpack(members))
-  end
+  drain(KEYS[i])
   redis.call('SET', KEYS[i + t], seq, 'PX', mttl)
+end
+local head = 1
+while head <= #queue do
+  drain(dprefix .. queue[head])
+  head = head + 1
 end
 local vbase = 2 + 2 * k + 2 * t
 for i = vbase, vbase + tonumber(ARGV[6]) - 1 do
@@ -84,9 +150,13 @@ return removed
 "#;
 
 pub(crate) struct RedisStore {
+    client: redis::Client,
     conn: ConnectionManager,
     fill: Script,
     invalidate: Script,
+    unlock: Script,
+    renew: Script,
+    lock: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -110,12 +180,21 @@ impl RedisStore {
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
         Ok(RedisStore {
+            client,
             conn,
             fill: Script::new(FILL),
             invalidate: Script::new(INVALIDATE),
+            unlock: Script::new(UNLOCK),
+            renew: Script::new(RENEW),
+            lock: Script::new(LOCK),
         })
+    }
+
+    /// The client, for connections of their own (the subscriber).
+    pub(crate) fn client(&self) -> &redis::Client {
+        &self.client
     }
 
     pub(crate) async fn lookup(
@@ -155,10 +234,18 @@ impl RedisStore {
         for tag in &req.tags {
             inv.key(&tag.marker);
         }
+        let (lock, lock_token, channel) = req.release.as_ref().map_or(("", "", ""), |r| {
+            (r.lock.as_str(), r.token.as_str(), r.channel.as_str())
+        });
+        if !lock.is_empty() {
+            inv.key(lock);
+        }
         inv.arg(req.token)
             .arg(&req.value)
             .arg(req.ttl.map_or(0, millis))
-            .arg(req.tags.len());
+            .arg(req.tags.len())
+            .arg(lock_token)
+            .arg(channel);
         let mut conn = self.conn.clone();
         let stored: i64 = inv.invoke_async(&mut conn).await?;
         Ok(stored == 1)
@@ -195,36 +282,82 @@ impl RedisStore {
             .arg(millis(plan.marker_ttl))
             .arg(channel)
             .arg(payload)
-            .arg(plan.bumps.len());
+            .arg(plan.bumps.len())
+            .arg(&plan.prefixes.entry)
+            .arg(&plan.prefixes.key_marker)
+            .arg(&plan.prefixes.dependents);
         let mut conn = self.conn.clone();
         let removed: u64 = inv.invoke_async(&mut conn).await?;
         Ok(removed)
     }
 
-    /// One batch of a pattern delete: `SCAN` from `cursor`, `UNLINK` what
-    /// matched. Returns the next cursor (0 when done) and how many went.
-    pub(crate) async fn delete_pattern_step(
+    /// `SET NX PX`: takes the lock unless someone holds it or `entry` is
+    /// there. 1 taken, 0 held by someone, 2 the entry exists.
+    pub(crate) async fn try_lock(
+        &self,
+        name: &str,
+        token: &str,
+        lease: Duration,
+        entry: Option<&str>,
+    ) -> Result<u8, Error> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.lock.prepare_invoke();
+        inv.key(name);
+        if let Some(entry) = entry {
+            inv.key(entry);
+        }
+        inv.arg(token).arg(millis(lease));
+        Ok(inv.invoke_async(&mut conn).await?)
+    }
+
+    pub(crate) async fn renew(&self, name: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let renewed: i64 = self
+            .renew
+            .key(name)
+            .arg(token)
+            .arg(millis(lease))
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(renewed == 1)
+    }
+
+    /// Releases the lock if still held with `token`, and announces the
+    /// landing of `entry` on `channel` (if not empty) either way.
+    pub(crate) async fn unlock(
+        &self,
+        name: &str,
+        token: &str,
+        channel: &str,
+        entry: &str,
+    ) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let released: i64 = self
+            .unlock
+            .key(name)
+            .arg(token)
+            .arg(channel)
+            .arg(entry)
+            .invoke_async(&mut conn)
+            .await?;
+        Ok(released == 1)
+    }
+
+    /// One batch of a pattern scan: the next cursor (0 when done) and the
+    /// entry names that matched.
+    pub(crate) async fn scan_step(
         &self,
         pattern: &str,
         cursor: u64,
-    ) -> Result<(u64, u64), Error> {
+    ) -> Result<(u64, Vec<String>), Error> {
         let mut conn = self.conn.clone();
-        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+        Ok(redis::cmd("SCAN")
             .arg(cursor)
             .arg("MATCH")
             .arg(pattern)
             .arg("COUNT")
             .arg(512)
             .query_async(&mut conn)
-            .await?;
-        let removed = if keys.is_empty() {
-            0
-        } else {
-            redis::cmd("UNLINK")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await?
-        };
-        Ok((next, removed))
+            .await?)
     }
 }

@@ -32,6 +32,17 @@ impl Repo {
         id
     }
 
+    // Every read-side strategy, spelled as the attribute reference shows.
+    #[cached(cache = self.cache, key = "feed:{id}", ttl = "1m", stale = "5m", version = "feed:{id}", depends_on = ["author:{ret.author_id}", "user:{id}"], lock = "distributed", lock_wait = "2s", max_size = "64KiB")]
+    pub async fn feed(&self, id: u64) -> Result<Post, String> {
+        Ok(Post { id, author_id: 1, slug: "a".into() })
+    }
+
+    #[cached(cache = self.cache, key = "hot:{id}", ttl = 30, early = 1.5, single_flight = true, lock = "local")]
+    pub async fn hot(&self, id: u64) -> u64 {
+        id
+    }
+
     #[invalidates(cache = self.cache, keys = ["post:{ret.id}", "slug:{ret.slug}"], tags = ["author:{author_id}"], patterns = ["posts:page:*", "search:{term}:*"], publish = "post:created")]
     pub async fn create(&self, author_id: u64, term: &str) -> Result<Post, String> {
         let _ = term;

@@ -1,0 +1,309 @@
+//! Distributed locks: one loader per key across every process sharing the
+//! store, and the plain lock API they are built on.
+//!
+//! A lock is a key `ns#lock:<name>` set with `SET NX PX` to a random token.
+//! It is released by a compare-and-delete script, so a holder whose lease ran
+//! out never deletes the lock of the caller that took it next; a holder that
+//! dies simply lets the lease run out. While a `#[cached(lock =
+//! "distributed")]` loader runs, its lease is renewed (compare-and-extend)
+//! every third of the lease, so a slow loader keeps its lock and a crashed
+//! one loses it within one lease.
+//!
+//! Waiting: a caller that finds the lock taken waits for the value to land.
+//! The holder's fill (or its release, when nothing is stored) publishes the
+//! entry's name on `ns#landed` in the same script; each cache keeps one
+//! subscriber connection that forwards those names to its waiters. Waiters
+//! also re-read at a slow interval (a quarter of the wait bound), in case a
+//! message was lost, and run the loader themselves when the bound passes.
+
+use std::time::Duration;
+
+#[cfg(feature = "redis")]
+use futures_util::StreamExt;
+#[cfg(feature = "redis")]
+use tokio::sync::{broadcast, watch};
+#[cfg(feature = "redis")]
+use tokio::task::JoinHandle;
+
+use crate::cache::{Backend, Cache};
+use crate::error::Error;
+
+/// How long a lock taken for a loader lasts without renewal.
+pub(crate) const LOADER_LEASE: Duration = Duration::from_secs(10);
+
+/// A held lock. Release it with [`release`](Self::release); dropping it
+/// releases it in the background (when a Tokio runtime is running), and a
+/// process that dies lets its lease run out.
+#[derive(Debug)]
+#[must_use = "a lock is released when dropped"]
+pub struct LockGuard {
+    cache: Cache,
+    name: String,
+    token: String,
+    lease: Duration,
+    /// (channel, entry) to announce on release: a loader's landing.
+    announce: Option<(String, String)>,
+    released: bool,
+}
+
+impl LockGuard {
+    /// The random token this lock is held with.
+    pub fn token(&self) -> &str {
+        &self.token
+    }
+
+    /// Extends the lease by its full length, if the lock is still held with
+    /// this guard's token. `Ok(false)`: the lease ran out and the lock is
+    /// gone or someone else's.
+    pub async fn renew(&self) -> Result<bool, Error> {
+        let cache = &self.cache;
+        match cache.backend() {
+            Backend::Memory(m) => Ok(m.renew(&self.name, &self.token, self.lease)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                cache
+                    .bounded("lock renewal", r.renew(&self.name, &self.token, self.lease))
+                    .await
+            }
+        }
+    }
+
+    /// Releases the lock if it is still held with this guard's token (never
+    /// someone else's). `Ok(false)`: the lease had run out.
+    pub async fn release(mut self) -> Result<bool, Error> {
+        self.released = true;
+        unlock(&self.cache, &self.name, &self.token, self.announce.as_ref()).await
+    }
+
+    /// Marks the lock as released by another step (a fill that released it
+    /// in the same script).
+    pub(crate) fn released_elsewhere(mut self) {
+        self.released = true;
+    }
+
+    pub(crate) fn release_parts(&self) -> crate::store::Release {
+        crate::store::Release {
+            lock: self.name.clone(),
+            token: self.token.clone(),
+            channel: self
+                .announce
+                .as_ref()
+                .map(|(c, _)| c.clone())
+                .unwrap_or_default(),
+        }
+    }
+
+    /// Renews the lease every third of its length, for as long as it is
+    /// polled (alongside a loader).
+    pub(crate) async fn keep_alive(&self) {
+        loop {
+            tokio::time::sleep(self.lease / 3).await;
+            match self.renew().await {
+                Ok(true) => {}
+                Ok(false) => {
+                    tracing::warn!(target: "cache_runtime", lock = %self.name, "lock lease ran out while loading; another process may load too");
+                    std::future::pending::<()>().await;
+                }
+                Err(e) => self.cache.report("lock renewal", &e),
+            }
+        }
+    }
+}
+
+impl Drop for LockGuard {
+    fn drop(&mut self) {
+        if self.released {
+            return;
+        }
+        if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            let (cache, name, token) = (
+                self.cache.clone(),
+                std::mem::take(&mut self.name),
+                std::mem::take(&mut self.token),
+            );
+            let announce = self.announce.take();
+            handle.spawn(async move {
+                if let Err(e) = unlock(&cache, &name, &token, announce.as_ref()).await {
+                    cache.report("lock release", &e);
+                }
+            });
+        }
+    }
+}
+
+async fn unlock(
+    cache: &Cache,
+    name: &str,
+    token: &str,
+    announce: Option<&(String, String)>,
+) -> Result<bool, Error> {
+    match cache.backend() {
+        Backend::Memory(m) => Ok(m.unlock(name, token)),
+        #[cfg(feature = "redis")]
+        Backend::Redis(r) => {
+            let (channel, entry) = announce.map_or(("", ""), |(c, e)| (c.as_str(), e.as_str()));
+            cache
+                .bounded("lock release", r.unlock(name, token, channel, entry))
+                .await
+        }
+    }
+}
+
+impl Cache {
+    /// Takes the lock `name` for `lease` unless another caller (in any
+    /// process sharing the store) holds it: `Ok(None)`. The lock is a
+    /// `SET NX PX` with a random token, released by compare-and-delete.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// use std::time::Duration;
+    /// let cache = cache_runtime::Cache::in_memory();
+    /// let lock = cache.try_lock("report:daily", Duration::from_secs(30)).await?.expect("free");
+    /// assert!(cache.try_lock("report:daily", Duration::from_secs(30)).await?.is_none());
+    /// assert!(lock.release().await?);
+    /// assert!(cache.try_lock("report:daily", Duration::from_secs(30)).await?.is_some());
+    /// # Ok(()) }
+    /// ```
+    pub async fn try_lock(&self, name: &str, lease: Duration) -> Result<Option<LockGuard>, Error> {
+        match self.lock_named(self.lock_name(name), lease, None, None).await? {
+            Attempt::Held(guard) => Ok(Some(guard)),
+            Attempt::Busy | Attempt::Landed => Ok(None),
+        }
+    }
+
+    /// Takes the lock `name`, unless it is held or (on Redis) the entry
+    /// `unless_exists` is there. The guard announces `announce` on release.
+    pub(crate) async fn lock_named(
+        &self,
+        name: String,
+        lease: Duration,
+        unless_exists: Option<&str>,
+        announce: Option<(String, String)>,
+    ) -> Result<Attempt, Error> {
+        let token = format!("{}/{:016x}", self.instance(), fastrand::u64(..));
+        let taken = match self.backend() {
+            Backend::Memory(m) => u8::from(m.try_lock(&name, &token, lease)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                self.bounded("lock", r.try_lock(&name, &token, lease, unless_exists))
+                    .await?
+            }
+        };
+        let _ = unless_exists;
+        Ok(match taken {
+            1 => Attempt::Held(LockGuard {
+                cache: self.clone(),
+                name,
+                token,
+                lease,
+                announce,
+                released: false,
+            }),
+            2 => Attempt::Landed,
+            _ => Attempt::Busy,
+        })
+    }
+}
+
+/// What an attempt at a loader's lock found.
+pub(crate) enum Attempt {
+    Held(LockGuard),
+    /// Someone else holds it.
+    Busy,
+    /// The entry is there now (it landed since the read).
+    Landed,
+}
+
+/// One subscriber connection per cache, forwarding the names of entries
+/// that landed to the callers waiting for them.
+#[cfg(feature = "redis")]
+#[derive(Debug)]
+pub(crate) struct Landings {
+    tx: broadcast::Sender<String>,
+    ready: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+#[cfg(feature = "redis")]
+impl Drop for Landings {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[cfg(feature = "redis")]
+impl Landings {
+    /// Starts the subscriber; it reconnects by itself.
+    pub(crate) fn start(client: redis::Client, channel: String) -> Landings {
+        let (tx, _) = broadcast::channel(1024);
+        let (ready_tx, ready) = watch::channel(false);
+        let task = tokio::spawn(subscribe(client, channel, tx.clone(), ready_tx));
+        Landings { tx, ready, task }
+    }
+
+    /// A receiver of landings, once the subscriber is listening (waiting at
+    /// most `bound` for it: a waiter that starts before then falls back on
+    /// re-reading).
+    pub(crate) async fn receiver(&self, bound: Duration) -> broadcast::Receiver<String> {
+        let rx = self.tx.subscribe();
+        let mut ready = self.ready.clone();
+        let _ = tokio::time::timeout(bound, ready.wait_for(|r| *r)).await;
+        rx
+    }
+}
+
+#[cfg(feature = "redis")]
+async fn subscribe(
+    client: redis::Client,
+    channel: String,
+    tx: broadcast::Sender<String>,
+    ready: watch::Sender<bool>,
+) {
+    let mut backoff = Duration::from_millis(50);
+    loop {
+        match client.get_async_pubsub().await {
+            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
+                Ok(()) => {
+                    ready.send_replace(true);
+                    backoff = Duration::from_millis(50);
+                    let mut messages = pubsub.on_message();
+                    while let Some(msg) = messages.next().await {
+                        if let Ok(entry) = msg.get_payload::<String>() {
+                            // No receiver: nobody is waiting right now.
+                            let _ = tx.send(entry);
+                        }
+                    }
+                }
+                Err(e) => tracing::debug!(target: "cache_runtime", error = %e, "subscribing to landings failed"),
+            },
+            Err(e) => tracing::debug!(target: "cache_runtime", error = %e, "subscriber connection failed"),
+        }
+        ready.send_replace(false);
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(Duration::from_secs(2));
+    }
+}
+
+#[cfg(feature = "redis")]
+/// Waits until `entry` lands (a message names it), or `bound` passes.
+/// `true` when a landing woke the caller.
+pub(crate) async fn wait_for_landing(
+    rx: &mut broadcast::Receiver<String>,
+    entry: &str,
+    bound: Duration,
+) -> bool {
+    let wait = async {
+        loop {
+            match rx.recv().await {
+                Ok(name) if name == entry => return true,
+                Ok(_) => {}
+                // Missed messages may include ours: re-read.
+                Err(broadcast::error::RecvError::Lagged(_)) => return true,
+                Err(broadcast::error::RecvError::Closed) => {
+                    std::future::pending::<()>().await;
+                }
+            }
+        }
+    };
+    tokio::time::timeout(bound, wait).await.unwrap_or(false)
+}

@@ -1,0 +1,8 @@
+use cache_runtime::cached;
+
+#[cached(key = "post:{id}", lock_wait = "2s")]
+async fn get(id: u64) -> Option<u64> {
+    Some(id)
+}
+
+fn main() {}
