@@ -18,7 +18,7 @@ use crate::events::now_ms;
 use crate::flight::{self, Flights, Landed, Role, Sharer};
 use crate::invalidation::Invalidation;
 use crate::key::{Layout, validate_namespace};
-use crate::lock::{Attempt, LOADER_LEASE, LockGuard};
+use crate::lock::{Attempt, LockGuard};
 use crate::options::{CacheOptions, Ttl};
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::{Stats, StatsSnapshot};
@@ -72,6 +72,7 @@ struct Inner {
     fill_window: Duration,
     max_value_size: usize,
     instance: String,
+    lock_lease: Duration,
     stats: Stats,
     flights: Flights,
     events: broadcast::Sender<InvalidationEvent>,
@@ -185,6 +186,7 @@ pub struct CacheBuilder {
     max_value_size: usize,
     memory_capacity: u64,
     instance: Option<String>,
+    lock_lease: Duration,
 }
 
 #[derive(Debug)]
@@ -209,6 +211,7 @@ impl Default for CacheBuilder {
             max_value_size: 1024 * 1024,
             memory_capacity: 100_000,
             instance: None,
+            lock_lease: Duration::from_secs(10),
         }
     }
 }
@@ -290,6 +293,14 @@ impl CacheBuilder {
         self
     }
 
+    /// The lease of a `lock = "distributed"` loader's lock: how long the lock
+    /// outlives a loader that died. A live loader renews it every third of
+    /// the lease. Default 10 s.
+    pub fn lock_lease(mut self, lease: Duration) -> Self {
+        self.lock_lease = lease;
+        self
+    }
+
     /// The name this instance signs its events with. Default: host name,
     /// process id and a random suffix.
     pub fn instance(mut self, name: impl Into<String>) -> Self {
@@ -310,6 +321,9 @@ impl CacheBuilder {
         }
         if self.timeout.is_zero() {
             return Err(Error::config("the timeout must be greater than zero"));
+        }
+        if self.lock_lease < Duration::from_millis(30) {
+            return Err(Error::config("the lock lease must be at least 30 ms"));
         }
         if self.fill_window.is_zero() || self.fill_window > Duration::from_secs(86_400) {
             return Err(Error::config(
@@ -352,6 +366,7 @@ impl CacheBuilder {
                 fill_window: self.fill_window,
                 max_value_size: self.max_value_size,
                 instance,
+                lock_lease: self.lock_lease,
                 stats: Stats::default(),
                 flights: Flights::default(),
                 events: broadcast::channel(256).0,
@@ -700,7 +715,14 @@ impl Cache {
             }
             let check_entry = stale.is_none() && version.is_none();
             match self
-                .distributed_step(key, &entry_key, options, check_entry, stale.is_some(), &mut waiting)
+                .distributed_step(
+                    key,
+                    &entry_key,
+                    options,
+                    check_entry,
+                    stale.is_some(),
+                    &mut waiting,
+                )
                 .await
             {
                 Step::Load(guard) => {
@@ -910,7 +932,12 @@ impl Cache {
         waiting.checked_entry = true;
         let announce = Some((inner.layout.landed_channel(), entry_key.to_owned()));
         let attempt = self
-            .lock_named(inner.layout.lock(key), LOADER_LEASE, unless_exists, announce)
+            .lock_named(
+                inner.layout.lock(key),
+                inner.lock_lease,
+                unless_exists,
+                announce,
+            )
             .await;
         match attempt {
             Ok(Attempt::Held(guard)) => Step::Load(Some(guard)),

@@ -28,9 +28,6 @@ use tokio::task::JoinHandle;
 use crate::cache::{Backend, Cache};
 use crate::error::Error;
 
-/// How long a lock taken for a loader lasts without renewal.
-pub(crate) const LOADER_LEASE: Duration = Duration::from_secs(10);
-
 /// A held lock. Release it with [`release`](Self::release); dropping it
 /// releases it in the background (when a Tokio runtime is running), and a
 /// process that dies lets its lease run out.
@@ -165,7 +162,10 @@ impl Cache {
     /// # Ok(()) }
     /// ```
     pub async fn try_lock(&self, name: &str, lease: Duration) -> Result<Option<LockGuard>, Error> {
-        match self.lock_named(self.lock_name(name), lease, None, None).await? {
+        match self
+            .lock_named(self.lock_name(name), lease, None, None)
+            .await?
+        {
             Attempt::Held(guard) => Ok(Some(guard)),
             Attempt::Busy | Attempt::Landed => Ok(None),
         }
@@ -274,9 +274,13 @@ async fn subscribe(
                         }
                     }
                 }
-                Err(e) => tracing::debug!(target: "cache_runtime", error = %e, "subscribing to landings failed"),
+                Err(e) => {
+                    tracing::debug!(target: "cache_runtime", error = %e, "subscribing to landings failed")
+                }
             },
-            Err(e) => tracing::debug!(target: "cache_runtime", error = %e, "subscriber connection failed"),
+            Err(e) => {
+                tracing::debug!(target: "cache_runtime", error = %e, "subscriber connection failed")
+            }
         }
         ready.send_replace(false);
         tokio::time::sleep(backoff).await;

@@ -2,8 +2,10 @@
 //! the supported function shapes, Redis-specific properties (round trips,
 //! events, SCAN), faults, and the trybuild UI tests.
 
+mod cascades;
 mod common;
 mod faults;
+mod locks;
 mod redis_only;
 mod shapes;
 mod suite;

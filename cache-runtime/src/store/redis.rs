@@ -310,7 +310,12 @@ impl RedisStore {
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
-    pub(crate) async fn renew(&self, name: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+    pub(crate) async fn renew(
+        &self,
+        name: &str,
+        token: &str,
+        lease: Duration,
+    ) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
         let renewed: i64 = self
             .renew
