@@ -288,9 +288,9 @@ impl Layout {
     }
 }
 
-/// Name prefixes of one namespace: `entry` + key is an entry, `key_marker`
-/// + key its invalidation marker, `dependents` + key the set of entries
-/// that depend on it.
+/// Name prefixes of one namespace: an entry is `entry` followed by its key,
+/// its invalidation marker `key_marker` followed by the key, and the set of
+/// entries that depend on it `dependents` followed by the key.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Prefixes {
     pub(crate) entry: String,
