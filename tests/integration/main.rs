@@ -1,6 +1,8 @@
 //! One integration-test binary: the behaviour suite against both stores,
 //! the supported function shapes, Redis-specific properties (round trips,
-//! events, SCAN), faults, and the trybuild UI tests.
+//! events, SCAN), the read-side strategies (single-flight, stale and early
+//! refresh, negative caching, size limit, versions), faults, and the
+//! trybuild UI tests.
 
 mod cascades;
 mod common;
@@ -8,5 +10,6 @@ mod faults;
 mod locks;
 mod redis_only;
 mod shapes;
+mod strategies;
 mod suite;
 mod ui;
