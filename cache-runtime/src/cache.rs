@@ -522,6 +522,7 @@ impl Cache {
     }
 
     /// The cached value under `key`, if there is one that decodes as `T`.
+    /// It is read as stored: freshness and versions are not checked.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         let lookup = self.lookup(&self.inner.layout.entry(key), None).await?;
         self.decode::<T>(key, &lookup.value?)
@@ -633,7 +634,7 @@ impl Cache {
         let mut found = self.lookup(&entry_key, version_key.as_deref()).await;
         let mut leader: Option<flight::Leader<'_>> = None;
         let mut waiting = LockWait::default();
-        let lock = loop {
+        let (lock, refreshing) = loop {
             let mut stale = None;
             if let Some(Lookup {
                 value: Some(bytes),
@@ -669,7 +670,7 @@ impl Cache {
             }
             if leader.is_none() {
                 if !options.coalesce() && stale.is_none() {
-                    break None;
+                    break (None, None);
                 }
                 match inner.flights.join(&entry_key) {
                     Role::Leader(l) => leader = Some(l),
@@ -708,10 +709,7 @@ impl Cache {
             }
             // This caller leads the key's flight in this process.
             if !options.distributed() || !self.is_redis() {
-                if stale.is_some() {
-                    Stats::add(&inner.stats.refreshes, 1);
-                }
-                break None;
+                break (None, stale);
             }
             let check_entry = stale.is_none() && version.is_none();
             match self
@@ -725,12 +723,7 @@ impl Cache {
                 )
                 .await
             {
-                Step::Load(guard) => {
-                    if stale.is_some() {
-                        Stats::add(&inner.stats.refreshes, 1);
-                    }
-                    break guard;
-                }
+                Step::Load(guard) => break (guard, stale),
                 Step::ReadAgain => {
                     if let Some((stored, past_ttl)) = stale {
                         // Another process is refreshing it.
@@ -740,8 +733,13 @@ impl Cache {
             }
             found = self.lookup(&entry_key, version_key.as_deref()).await;
         };
-        Stats::add(&inner.stats.misses, 1);
-        tracing::trace!(target: "cache_runtime", name = options.name(), key, "miss");
+        if refreshing.is_some() {
+            Stats::add(&inner.stats.refreshes, 1);
+            tracing::trace!(target: "cache_runtime", name = options.name(), key, "refresh");
+        } else {
+            Stats::add(&inner.stats.misses, 1);
+            tracing::trace!(target: "cache_runtime", name = options.name(), key, "miss");
+        }
         let loading = Instant::now();
         let value = match &lock {
             // Renew the lease for as long as the loader runs.
@@ -772,6 +770,15 @@ impl Cache {
             .await;
         if let Some(leader) = leader {
             leader.land(landed);
+        }
+        if let Some((stored, past_ttl)) = refreshing {
+            if matches!(S::split(&value), Fill::Skip) {
+                // Stale-if-error: a failed refresh keeps serving what is
+                // cached (until the entry's stale window ends).
+                Stats::add(&inner.stats.refresh_failures, 1);
+                tracing::warn!(target: "cache_runtime", name = options.name(), key, "refresh failed; serving the cached value");
+                return self.serve_stale::<S, R>(stored, past_ttl);
+            }
         }
         value
     }

@@ -91,7 +91,8 @@ impl CacheOptions {
 
     /// Stale-while-revalidate: past its TTL, serve the entry for up to
     /// `window` more while one caller refreshes it; every other caller gets
-    /// the stale value without waiting.
+    /// the stale value without waiting. A refresh that fails (`Err`) serves
+    /// the cached value as well.
     pub const fn stale(mut self, window: Duration) -> Self {
         self.stale = Some(window);
         self

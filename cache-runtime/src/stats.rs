@@ -46,8 +46,12 @@ counters! {
     coalesced,
     /// Hits served past their TTL within the stale window.
     stale_served,
-    /// Loads started before expiry by early refresh or by a stale hit.
+    /// Loads of a value that was still cached: by early refresh, or by a
+    /// stale hit (not counted as misses).
     refreshes,
+    /// Refreshes whose loader failed (an `Err`); the cached value was served
+    /// instead.
+    refresh_failures,
     /// Values not stored because they exceeded the size limit.
     oversized,
     /// Values that could not be encoded (not stored).

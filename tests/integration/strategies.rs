@@ -49,6 +49,7 @@ strategies_suite!(
     waiters_of_a_cancelled_leader_take_over_and_do_not_hang,
     without_single_flight_every_concurrent_miss_runs_the_loader,
     a_stale_entry_is_served_while_one_caller_refreshes,
+    a_failed_refresh_serves_the_cached_value,
     past_the_stale_window_an_entry_is_a_plain_miss,
     early_refresh_happens_before_expiry_and_rarely,
     none_is_cached_for_its_own_ttl,
@@ -205,6 +206,15 @@ impl Lab {
             self.hold().await;
         }
         format!("value {n} of {id}")
+    }
+
+    /// Fresh for 300 ms, then stale for 10 s; fails from its second run on.
+    #[cached(cache = self.cache, key = "swr-err:{id}", ttl = "300ms", jitter = 0.0, stale = "10s")]
+    async fn swr_failing(&self, id: u64) -> Result<String, String> {
+        match self.run() {
+            1 => Ok(format!("value 1 of {id}")),
+            n => Err(format!("database down (run {n})")),
+        }
     }
 
     /// Fresh for 1 s with early refresh; costs 50 ms to load.
@@ -574,6 +584,26 @@ async fn a_stale_entry_is_served_while_one_caller_refreshes(fx: Fixture) {
         (stats.refreshes, stats.stale_served),
         (1, READERS as u64 - 1)
     );
+}
+
+/// Stale-if-error: the refresh of a stale entry fails, and the caller gets
+/// the cached value instead of the error; the entry stays, and the next
+/// stale read tries again.
+async fn a_failed_refresh_serves_the_cached_value(fx: Fixture) {
+    let lab = Lab::new(fx.cache.clone());
+    assert_eq!(lab.swr_failing(1).await.unwrap(), "value 1 of 1");
+    let filled_ms = now_ms();
+    wait_past("the 300 ms TTL passes", filled_ms + 300).await;
+    assert_eq!(lab.swr_failing(1).await.unwrap(), "value 1 of 1");
+    assert_eq!(lab.swr_failing(1).await.unwrap(), "value 1 of 1");
+    assert_eq!(lab.runs(), 3, "each stale read tried a refresh");
+    let stats = fx.cache.stats();
+    assert_eq!(
+        (stats.refreshes, stats.refresh_failures, stats.misses),
+        (2, 2, 1),
+        "refreshes are not misses"
+    );
+    assert_eq!(stats.stale_served, 2);
 }
 
 async fn past_the_stale_window_an_entry_is_a_plain_miss(fx: Fixture) {
