@@ -63,6 +63,7 @@ pub(crate) struct CachedArgs {
     pub(crate) lock: Option<(bool, Span)>,
     /// (wait bound ms, span of the argument)
     pub(crate) lock_wait: Option<(u64, Span)>,
+    pub(crate) local_ttl: Option<u64>,
     /// The span of `ttl`, for conflicts with it.
     pub(crate) ttl_span: Option<Span>,
     /// The span of `single_flight`, for conflicts with it.
@@ -98,6 +99,7 @@ const CACHED_ARGS: &[&str] = &[
     "depends_on",
     "lock",
     "lock_wait",
+    "local_ttl",
     "name",
     "crate",
 ];
@@ -375,6 +377,11 @@ impl CachedArgs {
                     Ok(())
                 }
                 "lock" => parse_lock(&value).map(|on| args.lock = Some((on, name.span()))),
+                "local_ttl" => duration_ms(&value, "local_ttl", false).map(|t| {
+                    if let TtlArg::Millis(ms) = t {
+                        args.local_ttl = Some(ms);
+                    }
+                }),
                 "lock_wait" => duration_ms(&value, "lock_wait", false).map(|t| {
                     if let TtlArg::Millis(ms) = t {
                         args.lock_wait = Some((ms, name.span()));

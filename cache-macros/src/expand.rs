@@ -423,6 +423,9 @@ fn cached(
     if let Some((true, _)) = args.lock {
         setters.push(quote!(.distributed_lock()));
     }
+    if let Some(ms) = args.local_ttl {
+        setters.push(quote!(.local_ttl(::core::time::Duration::from_millis(#ms))));
+    }
     if let Some((ms, _)) = args.lock_wait {
         setters.push(quote!(.lock_wait(::core::time::Duration::from_millis(#ms))));
     }

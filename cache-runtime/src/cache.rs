@@ -19,11 +19,14 @@ use crate::flight::{self, Flights, Landed, Role, Sharer};
 use crate::invalidation::Invalidation;
 use crate::key::{Layout, validate_namespace};
 use crate::lock::{Attempt, LockGuard};
+use crate::tier::LocalTier;
 use crate::options::{CacheOptions, Ttl};
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
-use crate::store::{FillRequest, InvalidationPlan, Lookup, TagNames, UNCONDITIONAL};
+use crate::store::{
+    CoherenceChannel, FillRequest, InvalidationPlan, Lookup, TagNames, UNCONDITIONAL,
+};
 use crate::ttl::with_jitter;
 
 /// A cache: a store, a namespace, and the defaults of every read. Cloning is
@@ -76,10 +79,14 @@ struct Inner {
     stats: Stats,
     flights: Flights,
     events: broadcast::Sender<InvalidationEvent>,
-    /// The subscriber that wakes distributed-lock waiters (started on first
-    /// use).
+    /// The in-process tier in front of Redis, if turned on.
+    tier: Option<Arc<LocalTier>>,
+    /// Apply invalidation events published by other services.
+    apply_events: bool,
+    /// The pub/sub connection: started at build with a tier or events, else
+    /// on the first distributed-lock wait.
     #[cfg(feature = "redis")]
-    landings: std::sync::OnceLock<crate::lock::Landings>,
+    subscriber: std::sync::OnceLock<crate::subscriber::Subscriber>,
 }
 
 /// One cached read: the key, its options, the version namespace it belongs
@@ -156,6 +163,21 @@ fn freshness(meta: &Meta, options: &CacheOptions) -> Freshness {
     Freshness::Fresh
 }
 
+/// How much longer an entry is fresh (`None`: it does not expire).
+fn fresh_for(meta: &Meta) -> Option<Duration> {
+    (meta.fresh_until_ms != 0)
+        .then(|| Duration::from_millis(meta.fresh_until_ms.saturating_sub(now_ms())))
+}
+
+/// How long the in-process tier may keep an entry: while it is fresh, and
+/// no longer than the read's `local_ttl` (the tier caps it at its own).
+fn local_for(meta: &Meta, options: &CacheOptions) -> Option<Duration> {
+    match (fresh_for(meta), options.local_ttl_choice()) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
+    }
+}
+
 pub(crate) fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
 }
@@ -187,6 +209,10 @@ pub struct CacheBuilder {
     memory_capacity: u64,
     instance: Option<String>,
     lock_lease: Duration,
+    local_ttl: Option<Duration>,
+    local_capacity: u64,
+    local_grace: Duration,
+    apply_events: bool,
 }
 
 #[derive(Debug)]
@@ -212,6 +238,10 @@ impl Default for CacheBuilder {
             memory_capacity: 100_000,
             instance: None,
             lock_lease: Duration::from_secs(10),
+            local_ttl: None,
+            local_capacity: 10_000,
+            local_grace: Duration::from_secs(1),
+            apply_events: true,
         }
     }
 }
@@ -301,6 +331,36 @@ impl CacheBuilder {
         self
     }
 
+    /// Turns on the in-process tier in front of Redis: hits are answered from
+    /// the process when they can, and an entry lives there at most `ttl`
+    /// (and never past its own freshness). Every instance's tier is kept
+    /// coherent through Redis pub/sub. No effect on an in-process cache.
+    pub fn local_ttl(mut self, ttl: Duration) -> Self {
+        self.local_ttl = Some(ttl);
+        self
+    }
+
+    /// The most entries the in-process tier holds. Default 10,000.
+    pub fn local_capacity(mut self, entries: u64) -> Self {
+        self.local_capacity = entries;
+        self
+    }
+
+    /// How long the in-process tier still answers after its pub/sub
+    /// connection is lost (it cannot hear invalidations then). Default 1 s.
+    pub fn local_grace(mut self, grace: Duration) -> Self {
+        self.local_grace = grace;
+        self
+    }
+
+    /// Whether to apply invalidation events published by other services on
+    /// `<namespace>:<event>` (see [`InvalidationEvent`]). Listening needs a
+    /// connection of its own, opened at build on Redis caches. Default on.
+    pub fn apply_events(mut self, on: bool) -> Self {
+        self.apply_events = on;
+        self
+    }
+
     /// The name this instance signs its events with. Default: host name,
     /// process id and a random suffix.
     pub fn instance(mut self, name: impl Into<String>) -> Self {
@@ -354,7 +414,18 @@ impl CacheBuilder {
         };
         let layout = Layout::new(&self.namespace);
         let instance = self.instance.unwrap_or_else(default_instance_name);
-        Ok(Cache {
+        let marker_ttl = self.fill_window + self.timeout * 2;
+        let tier = match (&backend, self.local_ttl) {
+            (Backend::Memory(_), _) | (_, None) => None,
+            #[cfg(feature = "redis")]
+            (Backend::Redis(_), Some(ttl)) => Some(Arc::new(LocalTier::new(
+                self.local_capacity,
+                ttl,
+                self.local_grace,
+                marker_ttl,
+            ))),
+        };
+        let cache = Cache {
             inner: Arc::new(Inner {
                 backend,
                 seq_key: layout.seq(),
@@ -370,10 +441,17 @@ impl CacheBuilder {
                 stats: Stats::default(),
                 flights: Flights::default(),
                 events: broadcast::channel(256).0,
+                tier,
+                apply_events: self.apply_events,
                 #[cfg(feature = "redis")]
-                landings: std::sync::OnceLock::new(),
+                subscriber: std::sync::OnceLock::new(),
             }),
-        })
+        };
+        #[cfg(feature = "redis")]
+        if cache.inner.tier.is_some() || (self.apply_events && cache.is_redis()) {
+            let _ = cache.subscriber();
+        }
+        Ok(cache)
     }
 }
 
@@ -446,6 +524,17 @@ impl Cache {
         Cache::builder()
             .build()
             .expect("the default configuration is valid")
+    }
+
+    /// Whether this cache's pub/sub connection is subscribed right now
+    /// (always `false` for an in-process cache, and for a Redis cache
+    /// without an in-process tier that has not needed one yet).
+    pub fn listening(&self) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(subscriber) = self.inner.subscriber.get() {
+            return subscriber.is_listening();
+        }
+        false
     }
 
     /// This cache's namespace.
@@ -537,15 +626,26 @@ impl Cache {
         ttl: Option<Duration>,
         tags: &[&str],
     ) -> Result<(), Error> {
-        let bytes = entry::encode(self.inner.codec, Meta::default(), value)?;
-        let req = self.fill_request(
+        let meta = Meta {
+            fresh_until_ms: ttl.map_or(0, |t| now_ms().saturating_add(millis(t))),
+            ..Meta::default()
+        };
+        let bytes = entry::encode(self.inner.codec, meta, value)?;
+        let mut req = self.fill_request(
             key,
             bytes,
             ttl,
             Links::from(tags.iter().map(|t| (*t).to_owned()).collect::<Vec<_>>()),
             UNCONDITIONAL,
         );
-        self.store_fill(req).await.map(|_| ())
+        let entry = req.entry.clone();
+        // Other instances' tiers drop their copies when they hear of it.
+        req.overwrite = Some(self.coherence());
+        let stored = self.store_fill(req).await;
+        if let Some(tier) = &self.inner.tier {
+            tier.apply(&[entry], &[]);
+        }
+        stored.map(|_| ())
     }
 
     /// Starts an invalidation: add keys, tags, patterns and an event to
@@ -593,9 +693,7 @@ impl Cache {
         }
         let plan = InvalidationPlan {
             keys,
-            marker_ttl: self.marker_ttl(),
-            prefixes: self.inner.layout.prefixes(),
-            ..InvalidationPlan::default()
+            ..self.plan()
         };
         self.apply(&plan).await
     }
@@ -631,6 +729,17 @@ impl Cache {
         let started = Instant::now();
         let entry_key = inner.layout.entry(key);
         let version_key = version.map(|v| inner.layout.version(v));
+        let tier = inner.tier.as_deref();
+        if let Some(tier) = tier {
+            if let Some(hit) =
+                self.local_hit::<S, R>(tier, key, &entry_key, version_key.as_deref(), options)
+            {
+                return hit;
+            }
+        }
+        // Taken before the Redis read: a tier fill from it is refused if an
+        // invalidation of the entry arrives in between.
+        let local_token = tier.map(LocalTier::token);
         let mut found = self.lookup(&entry_key, version_key.as_deref()).await;
         let mut leader: Option<flight::Leader<'_>> = None;
         let mut waiting = LockWait::default();
@@ -648,6 +757,17 @@ impl Cache {
                             Freshness::Fresh => {
                                 Stats::add(&inner.stats.hits, 1);
                                 tracing::trace!(target: "cache_runtime", name = options.name(), key, "hit");
+                                if let (Some(tier), Some(local_token)) = (tier, local_token) {
+                                    if let Some(name) = &version_key {
+                                        tier.saw_version(name, *current);
+                                    }
+                                    tier.fill(
+                                        &entry_key,
+                                        bytes,
+                                        local_for(&meta, options),
+                                        local_token,
+                                    );
+                                }
                                 if let Some(leader) = leader.take() {
                                     // Another process's loader landed it.
                                     Stats::add(&inner.stats.lock_landed, 1);
@@ -766,6 +886,7 @@ impl Cache {
                 started,
                 share.as_ref(),
                 lock,
+                local_token,
             )
             .await;
         if let Some(leader) = leader {
@@ -797,6 +918,7 @@ impl Cache {
         started: Instant,
         share: Option<&Sharer<R>>,
         lock: Option<LockGuard>,
+        local_token: Option<u64>,
     ) -> Landed
     where
         S: Shape<R>,
@@ -819,9 +941,9 @@ impl Cache {
         } else {
             Some(self.ttl_for(options))
         };
-        let refreshing = options.stale_window().is_some() || options.early_beta().is_some();
+        // Always recorded, so a tier never keeps a copy past it.
         let fresh_until_ms = match ttl {
-            Some(Some(ttl)) if refreshing => now_ms().saturating_add(millis(ttl)),
+            Some(Some(ttl)) => now_ms().saturating_add(millis(ttl)),
             _ => 0,
         };
         let meta = Meta {
@@ -881,6 +1003,10 @@ impl Cache {
         match filled {
             Ok(true) => {
                 Stats::add(&inner.stats.fills, 1);
+                if let (Some(tier), Some(local_token)) = (&inner.tier, local_token) {
+                    let ttl = local_for(&meta, options);
+                    tier.fill(&inner.layout.entry(key), &shared, ttl, local_token);
+                }
                 Landed::Value {
                     bytes: shared,
                     token,
@@ -899,6 +1025,32 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// A hit from the in-process tier: trusted, of the current version (as
+    /// last heard), and fresh.
+    fn local_hit<S: Shape<R>, R>(
+        &self,
+        tier: &LocalTier,
+        key: &str,
+        entry_key: &str,
+        version_key: Option<&str>,
+        options: &CacheOptions,
+    ) -> Option<R> {
+        let bytes = tier.get(entry_key)?;
+        let (meta, stored) = self.decode_entry::<S::Stored>(key, &bytes)?;
+        if let Some(name) = version_key {
+            if tier.version(name) != Some(meta.version) {
+                return None;
+            }
+        }
+        if !matches!(freshness(&meta, options), Freshness::Fresh) {
+            return None;
+        }
+        let stats = &self.inner.stats;
+        Stats::add(&stats.hits, 1);
+        Stats::add(&stats.local_hits, 1);
+        Some(S::join(stored))
     }
 
     fn serve_stale<S: Shape<R>, R>(&self, stored: S::Stored, past_ttl: bool) -> R {
@@ -929,8 +1081,8 @@ impl Cache {
         // Listen before trying, so a landing right after the try is heard.
         #[cfg(feature = "redis")]
         if !has_stale && waiting.landings.is_none() {
-            if let Some(landings) = self.landings() {
-                waiting.landings = Some(landings.receiver(inner.timeout).await);
+            if let Some(subscriber) = self.subscriber() {
+                waiting.landings = Some(subscriber.landings(inner.timeout).await);
             }
         }
         // Ask whether the entry is there only once: a value that does not
@@ -992,13 +1144,58 @@ impl Cache {
         !matches!(self.inner.backend, Backend::Memory(_))
     }
 
+    /// The cache's pub/sub connection (Redis only), started on first use.
     #[cfg(feature = "redis")]
-    fn landings(&self) -> Option<&crate::lock::Landings> {
-        match &self.inner.backend {
-            Backend::Redis(r) => Some(self.inner.landings.get_or_init(|| {
-                crate::lock::Landings::start(r.client().clone(), self.inner.layout.landed_channel())
-            })),
-            Backend::Memory(_) => None,
+    pub(crate) fn subscriber(&self) -> Option<&crate::subscriber::Subscriber> {
+        let Backend::Redis(r) = &self.inner.backend else {
+            return None;
+        };
+        Some(self.inner.subscriber.get_or_init(|| {
+            let layout = &self.inner.layout;
+            crate::subscriber::Subscriber::start(
+                r.client().clone(),
+                crate::subscriber::Channels {
+                    landed: layout.landed_channel(),
+                    coherence: layout.coherence_channel(),
+                    events: layout.events_pattern(),
+                },
+                self.inner.instance.clone(),
+                Arc::new(CacheHooks {
+                    inner: Arc::downgrade(&self.inner),
+                }),
+                self.inner.timeout,
+                SUBSCRIBER_PING,
+            )
+        }))
+    }
+
+    /// Where invalidations are announced to in-process tiers.
+    pub(crate) fn coherence(&self) -> CoherenceChannel {
+        CoherenceChannel {
+            channel: self.inner.layout.coherence_channel(),
+            instance: self.inner.instance.clone(),
+        }
+    }
+
+    /// Applies an invalidation event heard on pub/sub: one published by
+    /// another service (not already applied) is applied to the store, once
+    /// for all instances (deduplicated on Redis), and so reaches every tier.
+    async fn apply_event(&self, event: InvalidationEvent) {
+        if event.namespace != self.namespace() {
+            return;
+        }
+        let dedupe = self.inner.layout.event_dedupe(&event);
+        let report = self
+            .invalidate()
+            .keys(event.keys)
+            .tags(event.tags)
+            .patterns(event.patterns)
+            .bumps(event.bumps)
+            .dedupe(dedupe)
+            .run_reported()
+            .await;
+        if report.is_some() {
+            Stats::add(&self.inner.stats.events_applied, 1);
         }
     }
 
@@ -1040,6 +1237,7 @@ impl Cache {
             ttl,
             token,
             release: None,
+            overwrite: None,
         }
     }
 
@@ -1058,9 +1256,6 @@ impl Cache {
         }
     }
 
-    pub(crate) fn prefixes(&self) -> crate::key::Prefixes {
-        self.inner.layout.prefixes()
-    }
 
     pub(crate) fn version_name(&self, name: &str) -> String {
         self.inner.layout.version(name)
@@ -1125,15 +1320,39 @@ impl Cache {
     }
 
     /// Runs a plan of key deletes, tag invalidations and a publish, in one
-    /// round trip on Redis.
+    /// round trip on Redis, then drops what it removed from this instance's
+    /// in-process tier (the other instances hear it on pub/sub).
     pub(crate) async fn apply(&self, plan: &InvalidationPlan) -> Result<u64, Error> {
         match &self.inner.backend {
             Backend::Memory(m) => Ok(m.invalidate(plan)),
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
-                self.bounded("invalidate", r.invalidate(&self.inner.seq_key, plan))
-                    .await
+                let applied = self
+                    .bounded("invalidate", r.invalidate(&self.inner.seq_key, plan))
+                    .await;
+                if let Some(tier) = &self.inner.tier {
+                    match &applied {
+                        Ok(applied) => tier.apply(&applied.entries, &applied.versions),
+                        // Whether it ran is unknown: drop what the plan names.
+                        Err(_) => tier.apply(
+                            &plan.keys.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
+                            &[],
+                        ),
+                    }
+                }
+                applied.map(|a| a.removed)
             }
+        }
+    }
+
+    /// A plan with this cache's prefixes, marker lifetime and coherence
+    /// channel.
+    pub(crate) fn plan(&self) -> InvalidationPlan {
+        InvalidationPlan {
+            marker_ttl: self.marker_ttl(),
+            prefixes: self.inner.layout.prefixes(),
+            coherence: self.coherence(),
+            ..InvalidationPlan::default()
         }
     }
 
@@ -1161,6 +1380,79 @@ impl Cache {
     pub(crate) fn report(&self, op: &str, error: &Error) {
         Stats::add(&self.inner.stats.store_errors, 1);
         tracing::warn!(target: "cache_runtime", op, namespace = self.namespace(), error = %error, "cache store failed; the call goes on without the cache");
+    }
+}
+
+/// How often the subscriber checks that its connection still answers.
+#[cfg(feature = "redis")]
+const SUBSCRIBER_PING: Duration = Duration::from_secs(1);
+
+/// What the subscriber's messages do to a cache (held weakly: the
+/// subscriber does not keep a dropped cache alive).
+#[cfg(feature = "redis")]
+struct CacheHooks {
+    inner: std::sync::Weak<Inner>,
+}
+
+#[cfg(feature = "redis")]
+impl crate::subscriber::Hooks for CacheHooks {
+    fn connected(&self) {
+        if let Some(inner) = self.inner.upgrade() {
+            if let Some(tier) = &inner.tier {
+                tier.connected();
+            }
+            Stats::add(&inner.stats.subscriber_connects, 1);
+            tracing::debug!(target: "cache_runtime", namespace = inner.layout.namespace(), "subscribed");
+        }
+    }
+
+    fn disconnected(&self) {
+        if let Some(inner) = self.inner.upgrade() {
+            if let Some(tier) = &inner.tier {
+                tier.disconnected();
+            }
+            tracing::warn!(target: "cache_runtime", namespace = inner.layout.namespace(), "pub/sub connection lost; the in-process tier stops answering after its grace");
+        }
+    }
+
+    fn coherence(&self, message: crate::subscriber::Coherence) {
+        if let Some(inner) = self.inner.upgrade() {
+            if let Some(tier) = &inner.tier {
+                let versions: Vec<(String, u64)> = message
+                    .version_names
+                    .into_iter()
+                    .zip(message.version_values)
+                    .collect();
+                tier.apply(&message.entries, &versions);
+            }
+        }
+    }
+
+    fn event(&self, channel: &str, event: Result<InvalidationEvent, serde_json::Error>) {
+        let Some(inner) = self.inner.upgrade() else {
+            return;
+        };
+        let event = event.map_err(|e| e.to_string()).and_then(|e| {
+            if e.v == crate::events::EVENT_SCHEMA_VERSION {
+                Ok(e)
+            } else {
+                Err(format!("unknown schema version {}", e.v))
+            }
+        });
+        match event {
+            Err(e) => {
+                Stats::add(&inner.stats.events_rejected, 1);
+                tracing::warn!(target: "cache_runtime", channel, error = %e, "malformed invalidation event ignored");
+            }
+            // Already applied by the instance that published it; tiers hear
+            // what it removed on the coherence channel.
+            Ok(event) if event.applied => {}
+            Ok(event) if inner.apply_events => {
+                let cache = Cache { inner };
+                tokio::spawn(async move { cache.apply_event(event).await });
+            }
+            Ok(_) => {}
+        }
     }
 }
 

@@ -5,7 +5,7 @@
 //! ```json
 //! {"v":1,"namespace":"blog","event":"post:updated","entity":"post",
 //!  "keys":["post:42"],"tags":["author:7"],"patterns":[],"bumps":[],
-//!  "ts":1795000000000,"instance":"web-1-5f3a"}
+//!  "ts":1795000000000,"instance":"web-1-5f3a","applied":true}
 //! ```
 //!
 //! It is published on the Redis channel `<namespace>:<event>`
@@ -27,6 +27,7 @@ pub struct InvalidationEvent {
     /// The event name as given to `publish` (for example `post:updated`).
     pub event: String,
     /// What the event is about: the event name up to its first `:` (`post`).
+    #[serde(default)]
     pub entity: String,
     /// Keys deleted.
     #[serde(default)]
@@ -41,9 +42,17 @@ pub struct InvalidationEvent {
     #[serde(default)]
     pub bumps: Vec<String>,
     /// When, in Unix milliseconds.
+    #[serde(default)]
     pub ts: u64,
-    /// Which cache instance sent it.
+    /// Which cache instance (or service) sent it.
+    #[serde(default)]
     pub instance: String,
+    /// Whether the sender already removed the entries from the shared store
+    /// (`true` for every event this crate publishes). Caches that hear an
+    /// event without it (published by another service) apply it: keys,
+    /// tags, patterns and bumps, once for all instances.
+    #[serde(default)]
+    pub applied: bool,
 }
 
 impl InvalidationEvent {

@@ -30,6 +30,7 @@ pub struct Invalidation<'c> {
     patterns: Vec<String>,
     bumps: Vec<String>,
     publish: Option<String>,
+    dedupe: Option<String>,
 }
 
 impl<'c> Invalidation<'c> {
@@ -41,6 +42,7 @@ impl<'c> Invalidation<'c> {
             patterns: Vec::new(),
             bumps: Vec::new(),
             publish: None,
+            dedupe: None,
         }
     }
 
@@ -103,6 +105,13 @@ impl<'c> Invalidation<'c> {
         self
     }
 
+    /// Skip the keys, tags and bumps if another instance applied a plan
+    /// with this key in the last minute (an event every instance hears).
+    pub(crate) fn dedupe(mut self, key: String) -> Self {
+        self.dedupe = Some(key);
+        self
+    }
+
     /// Runs the invalidation. Patterns go first (a `SCAN` each); then keys,
     /// tags and the event in one round trip, so the event is only seen once
     /// everything it names is gone.
@@ -131,8 +140,10 @@ impl<'c> Invalidation<'c> {
             bumps: self.bumps.clone(),
             ts: now_ms(),
             instance: cache.instance().to_owned(),
+            applied: true,
         });
         let plan = InvalidationPlan {
+            dedupe: self.dedupe,
             keys: self.keys.iter().map(|k| cache.entry_names(k)).collect(),
             tags: self.tags.iter().map(|t| cache.tag_names(t)).collect(),
             bumps: self.bumps.iter().map(|v| cache.version_name(v)).collect(),
@@ -145,8 +156,7 @@ impl<'c> Invalidation<'c> {
                 )),
                 None => None,
             },
-            marker_ttl: cache.marker_ttl(),
-            prefixes: cache.prefixes(),
+            ..cache.plan()
         };
         if !plan.is_empty() {
             removed += cache.apply(&plan).await?;

@@ -279,6 +279,23 @@ impl Layout {
         format!("{}#landed", self.namespace)
     }
 
+    /// The channel on which invalidations announce what they removed, for
+    /// in-process tiers.
+    pub(crate) fn coherence_channel(&self) -> String {
+        format!("{}#inv", self.namespace)
+    }
+
+    /// The pattern of the channels events are published on.
+    pub(crate) fn events_pattern(&self) -> String {
+        format!("{}:*", self.namespace)
+    }
+
+    /// The key that makes an event heard by every instance apply once.
+    pub(crate) fn event_dedupe(&self, event: &crate::events::InvalidationEvent) -> String {
+        let text = serde_json::to_string(event).unwrap_or_default();
+        format!("{}#evt:{}", self.namespace, crate::__private::type_tag(&[&text]))
+    }
+
     pub(crate) fn version(&self, name: &str) -> String {
         format!("{}#ver:{name}", self.namespace)
     }

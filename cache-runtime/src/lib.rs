@@ -43,6 +43,9 @@ mod global;
 mod invalidation;
 mod key;
 mod lock;
+#[cfg(feature = "redis")]
+mod subscriber;
+mod tier;
 mod options;
 pub mod shape;
 mod stats;

@@ -19,11 +19,7 @@
 use std::time::Duration;
 
 #[cfg(feature = "redis")]
-use futures_util::StreamExt;
-#[cfg(feature = "redis")]
-use tokio::sync::{broadcast, watch};
-#[cfg(feature = "redis")]
-use tokio::task::JoinHandle;
+use tokio::sync::broadcast;
 
 use crate::cache::{Backend, Cache};
 use crate::error::Error;
@@ -212,80 +208,6 @@ pub(crate) enum Attempt {
     Busy,
     /// The entry is there now (it landed since the read).
     Landed,
-}
-
-/// One subscriber connection per cache, forwarding the names of entries
-/// that landed to the callers waiting for them.
-#[cfg(feature = "redis")]
-#[derive(Debug)]
-pub(crate) struct Landings {
-    tx: broadcast::Sender<String>,
-    ready: watch::Receiver<bool>,
-    task: JoinHandle<()>,
-}
-
-#[cfg(feature = "redis")]
-impl Drop for Landings {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-#[cfg(feature = "redis")]
-impl Landings {
-    /// Starts the subscriber; it reconnects by itself.
-    pub(crate) fn start(client: redis::Client, channel: String) -> Landings {
-        let (tx, _) = broadcast::channel(1024);
-        let (ready_tx, ready) = watch::channel(false);
-        let task = tokio::spawn(subscribe(client, channel, tx.clone(), ready_tx));
-        Landings { tx, ready, task }
-    }
-
-    /// A receiver of landings, once the subscriber is listening (waiting at
-    /// most `bound` for it: a waiter that starts before then falls back on
-    /// re-reading).
-    pub(crate) async fn receiver(&self, bound: Duration) -> broadcast::Receiver<String> {
-        let rx = self.tx.subscribe();
-        let mut ready = self.ready.clone();
-        let _ = tokio::time::timeout(bound, ready.wait_for(|r| *r)).await;
-        rx
-    }
-}
-
-#[cfg(feature = "redis")]
-async fn subscribe(
-    client: redis::Client,
-    channel: String,
-    tx: broadcast::Sender<String>,
-    ready: watch::Sender<bool>,
-) {
-    let mut backoff = Duration::from_millis(50);
-    loop {
-        match client.get_async_pubsub().await {
-            Ok(mut pubsub) => match pubsub.subscribe(&channel).await {
-                Ok(()) => {
-                    ready.send_replace(true);
-                    backoff = Duration::from_millis(50);
-                    let mut messages = pubsub.on_message();
-                    while let Some(msg) = messages.next().await {
-                        if let Ok(entry) = msg.get_payload::<String>() {
-                            // No receiver: nobody is waiting right now.
-                            let _ = tx.send(entry);
-                        }
-                    }
-                }
-                Err(e) => {
-                    tracing::debug!(target: "cache_runtime", error = %e, "subscribing to landings failed")
-                }
-            },
-            Err(e) => {
-                tracing::debug!(target: "cache_runtime", error = %e, "subscriber connection failed")
-            }
-        }
-        ready.send_replace(false);
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(2));
-    }
 }
 
 #[cfg(feature = "redis")]

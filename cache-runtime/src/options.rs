@@ -39,6 +39,7 @@ pub struct CacheOptions {
     single_flight: bool,
     distributed: bool,
     lock_wait: Option<Duration>,
+    local_ttl: Option<Duration>,
 }
 
 impl Default for CacheOptions {
@@ -61,6 +62,7 @@ impl CacheOptions {
             single_flight: true,
             distributed: false,
             lock_wait: None,
+            local_ttl: None,
         }
     }
 
@@ -141,6 +143,13 @@ impl CacheOptions {
         self
     }
 
+    /// Keep this read's entries in the in-process tier (when the cache has
+    /// one) for at most `ttl`, below the cache's `local_ttl`.
+    pub const fn local_ttl(mut self, ttl: Duration) -> Self {
+        self.local_ttl = Some(ttl);
+        self
+    }
+
     /// The name statistics and traces report this read under.
     pub const fn name(&self) -> &'static str {
         self.name
@@ -172,6 +181,10 @@ impl CacheOptions {
 
     pub(crate) fn coalesce(&self) -> bool {
         self.single_flight || self.distributed
+    }
+
+    pub(crate) fn local_ttl_choice(&self) -> Option<Duration> {
+        self.local_ttl
     }
 
     pub(crate) fn distributed(&self) -> bool {

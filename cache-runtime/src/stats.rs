@@ -65,6 +65,14 @@ counters! {
     lock_timeouts,
     /// Values served by another process's loader after a wait.
     lock_landed,
+    /// Hits answered by the in-process tier (also counted in `hits`).
+    local_hits,
+    /// Times the pub/sub subscriber (re)subscribed.
+    subscriber_connects,
+    /// Invalidation events from other services applied.
+    events_applied,
+    /// Messages on event channels that are not valid events (ignored).
+    events_rejected,
 }
 
 impl Stats {

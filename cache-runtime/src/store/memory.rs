@@ -52,6 +52,9 @@ struct WriteState {
     /// lock name -> (token, lease end)
     locks: HashMap<String, (String, Instant)>,
     writes_since_sweep: usize,
+    /// Fills whose token is below this are refused: everything was cleared
+    /// after their read.
+    floor: u64,
 }
 
 pub(crate) struct MemoryStore {
@@ -98,6 +101,11 @@ impl MemoryStore {
         }
     }
 
+    /// The current sequence number: the token of a read starting now.
+    pub(crate) fn token(&self) -> u64 {
+        self.seq.load(Ordering::Acquire)
+    }
+
     pub(crate) fn fill(&self, req: FillRequest) -> bool {
         let mut state = self.state();
         let now = Instant::now();
@@ -107,7 +115,9 @@ impl MemoryStore {
                 .get(name)
                 .is_some_and(|(seq, until)| *until > now && *seq > req.token)
         };
-        let refused = newer(&req.marker) || req.tags.iter().any(|t| newer(&t.marker));
+        let refused = req.token < state.floor
+            || newer(&req.marker)
+            || req.tags.iter().any(|t| newer(&t.marker));
         if let Some(release) = &req.release {
             Self::release(&mut state, &release.lock, &release.token);
         }
@@ -217,6 +227,16 @@ impl MemoryStore {
         removed
     }
 
+    /// Removes every entry; fills that read before this are refused.
+    pub(crate) fn clear(&self) {
+        let mut state = self.state();
+        let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
+        state.floor = seq;
+        state.markers.clear();
+        state.tags.clear();
+        self.entries.invalidate_all();
+    }
+
     /// Takes the lock `name` for `lease` unless someone holds it.
     pub(crate) fn try_lock(&self, name: &str, token: &str, lease: Duration) -> bool {
         let mut state = self.state();
@@ -295,6 +315,7 @@ mod tests {
             ttl: None,
             token,
             release: None,
+            overwrite: None,
         })
     }
 

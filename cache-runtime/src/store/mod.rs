@@ -60,6 +60,27 @@ pub(crate) struct FillRequest {
     /// A distributed lock to release (and its landing to announce) in the
     /// same step, stored or not.
     pub(crate) release: Option<Release>,
+    /// For an overwrite (not a fill after a miss): where to tell in-process
+    /// tiers to drop their copies.
+    pub(crate) overwrite: Option<CoherenceChannel>,
+}
+
+/// Where invalidations are announced to in-process tiers, and who
+/// announces them.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct CoherenceChannel {
+    pub(crate) channel: String,
+    pub(crate) instance: String,
+}
+
+/// What an invalidation did on the store.
+#[derive(Debug, Default)]
+pub(crate) struct Applied {
+    pub(crate) removed: u64,
+    /// Names of the entries removed (Redis only).
+    pub(crate) entries: Vec<String>,
+    /// Versions bumped, and their new values (Redis only).
+    pub(crate) versions: Vec<(String, u64)>,
 }
 
 /// A held lock, released by compare-and-delete: only by its own token.
@@ -86,6 +107,11 @@ pub(crate) struct InvalidationPlan {
     /// How to find the marker and dependents of a removed entry; with empty
     /// prefixes nothing cascades.
     pub(crate) prefixes: Prefixes,
+    /// Where to announce what was removed ('' channel: nowhere).
+    pub(crate) coherence: CoherenceChannel,
+    /// Apply this plan only if no other instance applied one with the same
+    /// dedupe key lately (an external event heard by every instance).
+    pub(crate) dedupe: Option<String>,
 }
 
 impl InvalidationPlan {

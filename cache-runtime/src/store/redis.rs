@@ -16,12 +16,13 @@ use bytes::Bytes;
 use redis::Script;
 use redis::aio::ConnectionManager;
 
-use super::{FillRequest, InvalidationPlan, Lookup};
+use super::{Applied, FillRequest, InvalidationPlan, Lookup};
 use crate::error::Error;
 
 /// KEYS: entry, tag sets (n), entry marker, tag markers (n), lock.
 /// ARGV: token, value, ttl ms (0 = none), n, lock token ('' = no lock),
-/// landing channel.
+/// landing channel, coherence channel ('' = none: an overwrite publishes
+/// the entry's name so that in-process tiers drop their copies), instance.
 ///
 /// A held lock is released by compare-and-delete and the landing announced,
 /// whether the value was stored or refused.
@@ -59,6 +60,9 @@ for i = 2, n + 1 do
     end
   end
 end
+if ARGV[7] ~= '' then
+  redis.call('PUBLISH', ARGV[7], cjson.encode({i = ARGV[8], k = {KEYS[1]}}))
+end
 release()
 return 1
 "#;
@@ -94,25 +98,37 @@ return 0
 /// KEYS: seq, entries (k), entry markers (k), tag sets (t), tag markers (t),
 /// versions (v).
 /// ARGV: k, t, marker ttl ms, channel ('' = none), payload, v, entry prefix,
-/// key marker prefix, dependents prefix.
+/// key marker prefix, dependents prefix, coherence channel ('' = none),
+/// instance, dedupe key ('' = none).
 ///
 /// Members are removed in batches of 512 (`SPOP`) so no reply or argument
 /// list grows with a set's size. Every removed entry gets a marker and its
 /// dependents are removed in turn (breadth first, each entry once, so a
-/// cycle ends).
+/// cycle ends). The names of the removed entries and the bumped versions
+/// are published for the in-process tiers and returned:
+/// `{removed, names, version names, version values}`.
 const INVALIDATE: &str = r#"
+if ARGV[12] ~= '' then
+  if not redis.call('SET', ARGV[12], '1', 'NX', 'PX', 60000) then
+    return {0, {}, {}, {}}
+  end
+end
 local k = tonumber(ARGV[1])
 local t = tonumber(ARGV[2])
 local mttl = ARGV[3]
 local eprefix, mprefix, dprefix = ARGV[7], ARGV[8], ARGV[9]
 local seq = redis.call('INCR', KEYS[1])
 local removed = 0
-local queue, seen = {}, {}
+local queue, seen, names = {}, {}, {}
 local function gone(entry)
-  if eprefix == '' or string.sub(entry, 1, #eprefix) ~= eprefix then return end
+  if eprefix == '' or string.sub(entry, 1, #eprefix) ~= eprefix then
+    names[#names + 1] = entry
+    return
+  end
   local key = string.sub(entry, #eprefix + 1)
   if seen[key] then return end
   seen[key] = true
+  names[#names + 1] = entry
   redis.call('SET', mprefix .. key, seq, 'PX', mttl)
   queue[#queue + 1] = key
 end
@@ -139,14 +155,19 @@ while head <= #queue do
   drain(dprefix .. queue[head])
   head = head + 1
 end
+local vnames, vvalues = {}, {}
 local vbase = 2 + 2 * k + 2 * t
 for i = vbase, vbase + tonumber(ARGV[6]) - 1 do
-  redis.call('INCR', KEYS[i])
+  vnames[#vnames + 1] = KEYS[i]
+  vvalues[#vvalues + 1] = redis.call('INCR', KEYS[i])
+end
+if ARGV[10] ~= '' and (#names > 0 or #vnames > 0) then
+  redis.call('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], k = names, vn = vnames, vv = vvalues}))
 end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
-return removed
+return {removed, names, vnames, vvalues}
 "#;
 
 pub(crate) struct RedisStore {
@@ -245,7 +266,9 @@ impl RedisStore {
             .arg(req.ttl.map_or(0, millis))
             .arg(req.tags.len())
             .arg(lock_token)
-            .arg(channel);
+            .arg(channel)
+            .arg(req.overwrite.as_ref().map_or("", |c| c.channel.as_str()))
+            .arg(req.overwrite.as_ref().map_or("", |c| c.instance.as_str()));
         let mut conn = self.conn.clone();
         let stored: i64 = inv.invoke_async(&mut conn).await?;
         Ok(stored == 1)
@@ -255,7 +278,7 @@ impl RedisStore {
         &self,
         seq: &str,
         plan: &InvalidationPlan,
-    ) -> Result<u64, Error> {
+    ) -> Result<Applied, Error> {
         let mut inv = self.invalidate.prepare_invoke();
         inv.key(seq);
         for (entry, _) in &plan.keys {
@@ -286,9 +309,17 @@ impl RedisStore {
             .arg(&plan.prefixes.entry)
             .arg(&plan.prefixes.key_marker)
             .arg(&plan.prefixes.dependents);
+        inv.arg(&plan.coherence.channel)
+            .arg(&plan.coherence.instance)
+            .arg(plan.dedupe.as_deref().unwrap_or(""));
         let mut conn = self.conn.clone();
-        let removed: u64 = inv.invoke_async(&mut conn).await?;
-        Ok(removed)
+        let (removed, entries, names, values): (u64, Vec<String>, Vec<String>, Vec<u64>) =
+            inv.invoke_async(&mut conn).await?;
+        Ok(Applied {
+            removed,
+            entries,
+            versions: names.into_iter().zip(values).collect(),
+        })
     }
 
     /// `SET NX PX`: takes the lock unless someone holds it or `entry` is

@@ -1,0 +1,231 @@
+//! One pub/sub connection per cache, on its own task, listening to:
+//!
+//! - `ns#landed`: entries that a distributed-lock holder stored; forwarded to
+//!   the callers waiting on it (see `lock`);
+//! - `ns#inv`: the entries every invalidation removed and the versions it
+//!   bumped, for the in-process tier (see `tier`);
+//! - `ns:*`: invalidation events, including those published by other
+//!   services, which the cache applies (see `Cache::apply_event`).
+//!
+//! It reconnects by itself (backoff 50 ms to 2 s) and pings every interval,
+//! so a server that stops answering (not only one that closes the
+//! connection) counts as a disconnection. What a connection or its loss
+//! means is up to the cache's [`Hooks`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tokio::sync::{broadcast, watch};
+use tokio::task::JoinHandle;
+
+use crate::events::InvalidationEvent;
+
+/// What the cache does with what the subscriber hears.
+pub(crate) trait Hooks: Send + Sync + 'static {
+    /// Subscribed (again): messages from now on will be heard.
+    fn connected(&self);
+    /// The connection is lost or stopped answering.
+    fn disconnected(&self);
+    /// A coherence message from an instance other than this one.
+    fn coherence(&self, message: Coherence);
+    /// A message on an event channel (`Err`: it is not a valid event).
+    fn event(&self, channel: &str, event: Result<InvalidationEvent, serde_json::Error>);
+}
+
+/// What one invalidation removed, as published on `ns#inv` by the
+/// invalidation script (Lua `cjson`, which writes an empty list as `{}`).
+#[derive(Debug, Default, Deserialize)]
+pub(crate) struct Coherence {
+    /// The instance that made the invalidation.
+    #[serde(rename = "i")]
+    pub(crate) instance: String,
+    /// Entry names removed, in full.
+    #[serde(rename = "k", default, deserialize_with = "list")]
+    pub(crate) entries: Vec<String>,
+    /// Version names bumped, and their new values.
+    #[serde(rename = "vn", default, deserialize_with = "list")]
+    pub(crate) version_names: Vec<String>,
+    #[serde(rename = "vv", default, deserialize_with = "list")]
+    pub(crate) version_values: Vec<u64>,
+}
+
+/// A list, or `{}` for an empty one.
+fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum ListOrEmpty<T> {
+        List(Vec<T>),
+        Empty(#[allow(dead_code)] std::collections::HashMap<String, serde::de::IgnoredAny>),
+    }
+    Ok(match ListOrEmpty::deserialize(d)? {
+        ListOrEmpty::List(v) => v,
+        ListOrEmpty::Empty(_) => Vec::new(),
+    })
+}
+
+/// The channels of one namespace.
+#[derive(Debug, Clone)]
+pub(crate) struct Channels {
+    pub(crate) landed: String,
+    pub(crate) coherence: String,
+    /// A pattern (`ns:*`).
+    pub(crate) events: String,
+}
+
+#[derive(Debug)]
+pub(crate) struct Subscriber {
+    landings: broadcast::Sender<String>,
+    ready: watch::Receiver<bool>,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Subscriber {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+struct Run {
+    client: redis::Client,
+    channels: Channels,
+    instance: String,
+    hooks: Arc<dyn Hooks>,
+    landings: broadcast::Sender<String>,
+    ready: watch::Sender<bool>,
+    timeout: Duration,
+    ping: Duration,
+}
+
+impl Subscriber {
+    /// Starts listening (on the current Tokio runtime).
+    pub(crate) fn start(
+        client: redis::Client,
+        channels: Channels,
+        instance: String,
+        hooks: Arc<dyn Hooks>,
+        timeout: Duration,
+        ping: Duration,
+    ) -> Subscriber {
+        let (landings, _) = broadcast::channel(1024);
+        let (ready_tx, ready) = watch::channel(false);
+        let run = Run {
+            client,
+            channels,
+            instance,
+            hooks,
+            landings: landings.clone(),
+            ready: ready_tx,
+            timeout,
+            ping,
+        };
+        let task = tokio::spawn(run.forever());
+        Subscriber {
+            landings,
+            ready,
+            task,
+        }
+    }
+
+    /// A receiver of landed entry names, once the subscriber is listening
+    /// (waiting at most `bound` for it: a waiter that starts before then
+    /// falls back on re-reading).
+    pub(crate) async fn landings(&self, bound: Duration) -> broadcast::Receiver<String> {
+        let rx = self.landings.subscribe();
+        let mut ready = self.ready.clone();
+        let _ = tokio::time::timeout(bound, ready.wait_for(|r| *r)).await;
+        rx
+    }
+
+    /// Whether it is subscribed right now.
+    pub(crate) fn is_listening(&self) -> bool {
+        *self.ready.borrow()
+    }
+}
+
+impl Run {
+    async fn forever(self) {
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match tokio::time::timeout(self.timeout * 2, self.connect()).await {
+                Ok(Ok((sink, stream))) => {
+                    backoff = Duration::from_millis(50);
+                    self.ready.send_replace(true);
+                    self.hooks.connected();
+                    self.listen(sink, stream).await;
+                    self.ready.send_replace(false);
+                    self.hooks.disconnected();
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(target: "cache_runtime", error = %e, "subscriber connection failed")
+                }
+                Err(_) => {
+                    tracing::debug!(target: "cache_runtime", "subscriber connection timed out")
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(2));
+        }
+    }
+
+    async fn connect(
+        &self,
+    ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
+        let pubsub = self.client.get_async_pubsub().await?;
+        let (mut sink, stream) = pubsub.split();
+        sink.subscribe(&[&self.channels.landed, &self.channels.coherence])
+            .await?;
+        sink.psubscribe(&self.channels.events).await?;
+        Ok((sink, stream))
+    }
+
+    /// Handles messages until the connection is lost or a ping goes
+    /// unanswered.
+    async fn listen(&self, mut sink: redis::aio::PubSubSink, mut stream: redis::aio::PubSubStream) {
+        let mut ping = tokio::time::interval(self.ping);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.next() => match msg {
+                    Some(msg) => self.handle(&msg),
+                    None => return,
+                },
+                _ = ping.tick() => {
+                    let answered = tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await;
+                    if !matches!(answered, Ok(Ok(_))) {
+                        tracing::warn!(target: "cache_runtime", "subscriber ping unanswered; reconnecting");
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn handle(&self, msg: &redis::Msg) {
+        let channel = msg.get_channel_name();
+        let payload = msg.get_payload_bytes();
+        if channel == self.channels.landed {
+            if let Ok(entry) = std::str::from_utf8(payload) {
+                // No receiver: nobody is waiting right now.
+                let _ = self.landings.send(entry.to_owned());
+            }
+        } else if channel == self.channels.coherence {
+            match serde_json::from_slice::<Coherence>(payload) {
+                Ok(message) if message.instance == self.instance => {}
+                Ok(message) => self.hooks.coherence(message),
+                Err(e) => {
+                    tracing::warn!(target: "cache_runtime", error = %e, "malformed coherence message ignored")
+                }
+            }
+        } else {
+            self.hooks
+                .event(channel, serde_json::from_slice::<InvalidationEvent>(payload));
+        }
+    }
+}

@@ -1,0 +1,150 @@
+//! The in-process tier in front of Redis: most hits never leave the process.
+//!
+//! It is an in-process store (bounded `moka`, per-entry expiry) holding the
+//! same envelopes as Redis, under the same entry names, for at most the
+//! tier's TTL and never past the entry's own freshness. It is kept coherent
+//! by the cache's subscriber:
+//!
+//! - every invalidation on Redis publishes the names of the entries it removed
+//!   (keys, tag members, cascades, pattern matches) and the versions it bumped
+//!   on `ns#inv`; every instance removes them from its tier (the instance that
+//!   invalidated does so from the script's reply, and ignores its own echo);
+//! - a fill of the tier is refused when an invalidation of that entry arrived
+//!   after the Redis read it came from (the same token-and-marker rule as the
+//!   stores), so a message that overtakes a slow read still wins;
+//! - while the subscriber is disconnected the tier is not trusted: hits are
+//!   served for at most a short grace, then every read goes to Redis; on
+//!   reconnect the tier is cleared, since messages may have been lost.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use crate::events::now_ms;
+use crate::store::memory::MemoryStore;
+use crate::store::{FillRequest, InvalidationPlan};
+
+#[derive(Debug)]
+pub(crate) struct LocalTier {
+    store: MemoryStore,
+    ttl: Duration,
+    grace: Duration,
+    /// The current value of version names, as last seen on Redis or in a
+    /// bump message.
+    versions: Mutex<HashMap<String, u64>>,
+    connected: AtomicBool,
+    /// Unix ms when the subscriber lost its connection (0: never connected).
+    down_since_ms: AtomicU64,
+    marker_ttl: Duration,
+}
+
+impl LocalTier {
+    pub(crate) fn new(
+        capacity: u64,
+        ttl: Duration,
+        grace: Duration,
+        marker_ttl: Duration,
+    ) -> LocalTier {
+        LocalTier {
+            store: MemoryStore::new(capacity),
+            ttl,
+            grace,
+            versions: Mutex::new(HashMap::new()),
+            connected: AtomicBool::new(false),
+            down_since_ms: AtomicU64::new(0),
+            marker_ttl,
+        }
+    }
+
+    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
+        self.versions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether hits may be served: connected, or disconnected for less than
+    /// the grace (never before the first connection).
+    pub(crate) fn trusted(&self) -> bool {
+        if self.connected.load(Ordering::Acquire) {
+            return true;
+        }
+        let since = self.down_since_ms.load(Ordering::Acquire);
+        since != 0 && now_ms().saturating_sub(since) < crate::cache::millis(self.grace)
+    }
+
+    /// The envelope under `entry`, when the tier may serve it.
+    pub(crate) fn get(&self, entry: &str) -> Option<Bytes> {
+        if !self.trusted() {
+            return None;
+        }
+        self.store.lookup(entry, None).value
+    }
+
+    /// The token to fill with after a Redis read that starts now.
+    pub(crate) fn token(&self) -> u64 {
+        self.store.token()
+    }
+
+    /// The known current value of a version name.
+    pub(crate) fn version(&self, name: &str) -> Option<u64> {
+        self.versions().get(name).copied()
+    }
+
+    /// Records a version value seen on Redis (versions only grow).
+    pub(crate) fn saw_version(&self, name: &str, value: u64) {
+        let mut versions = self.versions();
+        let v = versions.entry(name.to_owned()).or_insert(value);
+        *v = (*v).max(value);
+    }
+
+    /// Keeps `bytes` under `entry` for at most `ttl` (and the tier's TTL),
+    /// unless an invalidation of it arrived after the read behind `token`.
+    pub(crate) fn fill(&self, entry: &str, bytes: &[u8], ttl: Option<Duration>, token: u64) {
+        if !self.connected.load(Ordering::Acquire) {
+            return;
+        }
+        let ttl = ttl.map_or(self.ttl, |t| t.min(self.ttl));
+        if ttl.is_zero() {
+            return;
+        }
+        self.store.fill(FillRequest {
+            entry: entry.to_owned(),
+            marker: entry.to_owned(),
+            tags: Vec::new(),
+            value: bytes.to_vec(),
+            ttl: Some(ttl),
+            token,
+            release: None,
+            overwrite: None,
+        });
+    }
+
+    /// Removes entries (named in full) and records bumped versions.
+    pub(crate) fn apply(&self, entries: &[String], versions: &[(String, u64)]) {
+        for (name, value) in versions {
+            self.saw_version(name, *value);
+        }
+        if entries.is_empty() {
+            return;
+        }
+        self.store.invalidate(&InvalidationPlan {
+            keys: entries.iter().map(|e| (e.clone(), e.clone())).collect(),
+            marker_ttl: self.marker_ttl,
+            ..InvalidationPlan::default()
+        });
+    }
+
+    pub(crate) fn connected(&self) {
+        // Messages may have been missed while away: start empty.
+        self.store.clear();
+        self.versions().clear();
+        self.connected.store(true, Ordering::Release);
+    }
+
+    pub(crate) fn disconnected(&self) {
+        if self.connected.swap(false, Ordering::AcqRel) {
+            self.down_since_ms.store(now_ms(), Ordering::Release);
+        }
+    }
+}
