@@ -19,14 +19,14 @@ use crate::flight::{self, Flights, Landed, Role, Sharer};
 use crate::invalidation::Invalidation;
 use crate::key::{Layout, validate_namespace};
 use crate::lock::{Attempt, LockGuard};
-use crate::tier::LocalTier;
 use crate::options::{CacheOptions, Ttl};
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
 use crate::store::{
-    CoherenceChannel, FillRequest, InvalidationPlan, Lookup, TagNames, UNCONDITIONAL,
+    Applied, CoherenceChannel, FillRequest, InvalidationPlan, Lookup, TagNames, UNCONDITIONAL,
 };
+use crate::tier::LocalTier;
 use crate::ttl::with_jitter;
 
 /// A cache: a store, a namespace, and the defaults of every read. Cloning is
@@ -510,6 +510,8 @@ impl From<Vec<String>> for Links {
 pub struct InvalidationReport {
     /// Entries removed (keys, tag members and pattern matches).
     pub removed: u64,
+    /// Skipped: another instance applied the same event moments ago.
+    pub(crate) deduplicated: bool,
 }
 
 impl Cache {
@@ -695,7 +697,7 @@ impl Cache {
             keys,
             ..self.plan()
         };
-        self.apply(&plan).await
+        self.apply(&plan).await.map(|a| a.removed)
     }
 
     /// The read-through path behind `#[cached]` and `get_or_load`.
@@ -1194,7 +1196,7 @@ impl Cache {
             .dedupe(dedupe)
             .run_reported()
             .await;
-        if report.is_some() {
+        if report.is_some_and(|r| !r.deduplicated) {
             Stats::add(&self.inner.stats.events_applied, 1);
         }
     }
@@ -1256,7 +1258,6 @@ impl Cache {
         }
     }
 
-
     pub(crate) fn version_name(&self, name: &str) -> String {
         self.inner.layout.version(name)
     }
@@ -1302,7 +1303,12 @@ impl Cache {
                 )
                 .await
             {
-                Ok(l) => Some(l),
+                Ok(l) => {
+                    if let (Some(tier), Some(name)) = (&self.inner.tier, version_key) {
+                        tier.saw_version(name, l.version);
+                    }
+                    Some(l)
+                }
                 Err(e) => {
                     self.report("read", &e);
                     None
@@ -1322,9 +1328,12 @@ impl Cache {
     /// Runs a plan of key deletes, tag invalidations and a publish, in one
     /// round trip on Redis, then drops what it removed from this instance's
     /// in-process tier (the other instances hear it on pub/sub).
-    pub(crate) async fn apply(&self, plan: &InvalidationPlan) -> Result<u64, Error> {
+    pub(crate) async fn apply(&self, plan: &InvalidationPlan) -> Result<Applied, Error> {
         match &self.inner.backend {
-            Backend::Memory(m) => Ok(m.invalidate(plan)),
+            Backend::Memory(m) => Ok(Applied {
+                removed: m.invalidate(plan),
+                ..Applied::default()
+            }),
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
                 let applied = self
@@ -1340,7 +1349,7 @@ impl Cache {
                         ),
                     }
                 }
-                applied.map(|a| a.removed)
+                applied
             }
         }
     }
@@ -1424,6 +1433,7 @@ impl crate::subscriber::Hooks for CacheHooks {
                     .zip(message.version_values)
                     .collect();
                 tier.apply(&message.entries, &versions);
+                Stats::add(&inner.stats.coherence_applied, 1);
             }
         }
     }

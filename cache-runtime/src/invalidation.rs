@@ -159,13 +159,23 @@ impl<'c> Invalidation<'c> {
             ..cache.plan()
         };
         if !plan.is_empty() {
-            removed += cache.apply(&plan).await?;
+            let applied = cache.apply(&plan).await?;
+            if applied.deduplicated {
+                return Ok(InvalidationReport {
+                    removed,
+                    deduplicated: true,
+                });
+            }
+            removed += applied.removed;
         }
         if let Some(e) = first_error {
             return Err(e);
         }
         cache.after_invalidation(removed, event);
-        Ok(InvalidationReport { removed })
+        Ok(InvalidationReport {
+            removed,
+            deduplicated: false,
+        })
     }
 
     /// Runs the invalidation and reports a failure through `tracing` and the

@@ -293,7 +293,11 @@ impl Layout {
     /// The key that makes an event heard by every instance apply once.
     pub(crate) fn event_dedupe(&self, event: &crate::events::InvalidationEvent) -> String {
         let text = serde_json::to_string(event).unwrap_or_default();
-        format!("{}#evt:{}", self.namespace, crate::__private::type_tag(&[&text]))
+        format!(
+            "{}#evt:{}",
+            self.namespace,
+            crate::__private::type_tag(&[&text])
+        )
     }
 
     pub(crate) fn version(&self, name: &str) -> String {

@@ -43,13 +43,13 @@ mod global;
 mod invalidation;
 mod key;
 mod lock;
-#[cfg(feature = "redis")]
-mod subscriber;
-mod tier;
 mod options;
 pub mod shape;
 mod stats;
 mod store;
+#[cfg(feature = "redis")]
+mod subscriber;
+mod tier;
 mod ttl;
 
 #[doc(hidden)]

@@ -67,6 +67,9 @@ counters! {
     lock_landed,
     /// Hits answered by the in-process tier (also counted in `hits`).
     local_hits,
+    /// Coherence messages from other instances applied to the in-process
+    /// tier.
+    coherence_applied,
     /// Times the pub/sub subscriber (re)subscribed.
     subscriber_connects,
     /// Invalidation events from other services applied.

@@ -224,8 +224,10 @@ impl Run {
                 }
             }
         } else {
-            self.hooks
-                .event(channel, serde_json::from_slice::<InvalidationEvent>(payload));
+            self.hooks.event(
+                channel,
+                serde_json::from_slice::<InvalidationEvent>(payload),
+            );
         }
     }
 }

@@ -12,4 +12,5 @@ mod redis_only;
 mod shapes;
 mod strategies;
 mod suite;
+mod tiers;
 mod ui;

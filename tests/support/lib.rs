@@ -177,11 +177,14 @@ impl Drop for RedisServer {
 
 /// A loopback TCP proxy in front of a server that counts the requests
 /// clients send: each burst the client writes before reading the reply is one
-/// round trip.
+/// round trip. It can also cut every connection and refuse new ones
+/// ([`sever`](Self::sever)) until [`restore`](Self::restore): a network
+/// partition between one client and a server that stays up.
 #[derive(Debug, Clone)]
 pub struct CountingProxy {
     port: u16,
     requests: Arc<AtomicU64>,
+    severed: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl CountingProxy {
@@ -194,8 +197,13 @@ impl CountingProxy {
         let port = listener.local_addr().expect("proxy addr").port();
         let requests = Arc::new(AtomicU64::new(0));
         let counter = requests.clone();
+        let severed = Arc::new(tokio::sync::watch::channel(false).0);
+        let cut = severed.clone();
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if *cut.borrow() {
+                    continue; // dropped: the client sees the connection close
+                }
                 let Ok(server) =
                     tokio::net::TcpStream::connect((Ipv4Addr::LOCALHOST, target_port)).await
                 else {
@@ -204,10 +212,19 @@ impl CountingProxy {
                 let (mut cr, mut cw) = client.into_split();
                 let (mut sr, mut sw) = server.into_split();
                 let counter = counter.clone();
+                let mut up_cut = cut.subscribe();
+                let mut down_cut = cut.subscribe();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = cr.read(&mut buf).await {
-                        if n == 0 || sw.write_all(&buf[..n]).await.is_err() {
+                    loop {
+                        let n = tokio::select! {
+                            read = cr.read(&mut buf) => match read {
+                                Ok(n) if n > 0 => n,
+                                _ => break,
+                            },
+                            _ = up_cut.wait_for(|cut| *cut) => break,
+                        };
+                        if sw.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
                         counter.fetch_add(1, Ordering::SeqCst);
@@ -215,15 +232,26 @@ impl CountingProxy {
                 });
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = sr.read(&mut buf).await {
-                        if n == 0 || cw.write_all(&buf[..n]).await.is_err() {
+                    loop {
+                        let n = tokio::select! {
+                            read = sr.read(&mut buf) => match read {
+                                Ok(n) if n > 0 => n,
+                                _ => break,
+                            },
+                            _ = down_cut.wait_for(|cut| *cut) => break,
+                        };
+                        if cw.write_all(&buf[..n]).await.is_err() {
                             break;
                         }
                     }
                 });
             }
         });
-        CountingProxy { port, requests }
+        CountingProxy {
+            port,
+            requests,
+            severed,
+        }
     }
 
     /// `redis://127.0.0.1:<proxy port>/`.
@@ -234,6 +262,16 @@ impl CountingProxy {
     /// Requests forwarded so far.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Closes every connection through the proxy and refuses new ones.
+    pub fn sever(&self) {
+        self.severed.send_replace(true);
+    }
+
+    /// Accepts connections again.
+    pub fn restore(&self) {
+        self.severed.send_replace(false);
     }
 }
 

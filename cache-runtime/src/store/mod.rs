@@ -81,6 +81,8 @@ pub(crate) struct Applied {
     pub(crate) entries: Vec<String>,
     /// Versions bumped, and their new values (Redis only).
     pub(crate) versions: Vec<(String, u64)>,
+    /// Nothing was done: the plan's dedupe key was taken.
+    pub(crate) deduplicated: bool,
 }
 
 /// A held lock, released by compare-and-delete: only by its own token.

@@ -110,7 +110,7 @@ return 0
 const INVALIDATE: &str = r#"
 if ARGV[12] ~= '' then
   if not redis.call('SET', ARGV[12], '1', 'NX', 'PX', 60000) then
-    return {0, {}, {}, {}}
+    return {-1, {}, {}, {}}
   end
 end
 local k = tonumber(ARGV[1])
@@ -313,12 +313,13 @@ impl RedisStore {
             .arg(&plan.coherence.instance)
             .arg(plan.dedupe.as_deref().unwrap_or(""));
         let mut conn = self.conn.clone();
-        let (removed, entries, names, values): (u64, Vec<String>, Vec<String>, Vec<u64>) =
+        let (removed, entries, names, values): (i64, Vec<String>, Vec<String>, Vec<u64>) =
             inv.invoke_async(&mut conn).await?;
         Ok(Applied {
-            removed,
+            removed: u64::try_from(removed).unwrap_or(0),
             entries,
             versions: names.into_iter().zip(values).collect(),
+            deduplicated: removed < 0,
         })
     }
 

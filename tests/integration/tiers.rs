@@ -1,0 +1,474 @@
+//! Two tiers: an in-process tier in front of Redis, kept coherent across
+//! instances (separate caches with their own connections) through pub/sub.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cache_runtime::{Cache, CacheBuilder, cached, invalidates};
+use integration_tests::{CountingProxy, RedisServer, wait_until};
+
+/// A table shared by every instance, as a database would be.
+#[derive(Default)]
+struct Table {
+    rows: Mutex<HashMap<u64, String>>,
+}
+
+impl Table {
+    fn set(&self, id: u64, value: &str) {
+        self.rows.lock().unwrap().insert(id, value.to_owned());
+    }
+
+    fn get(&self, id: u64) -> String {
+        self.rows
+            .lock()
+            .unwrap()
+            .get(&id)
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+/// One service instance: its own cache (own connections, own tier) over the
+/// shared table.
+struct Instance {
+    cache: Cache,
+    table: Arc<Table>,
+    loads: AtomicU32,
+}
+
+impl Instance {
+    fn loads(&self) -> u32 {
+        self.loads.load(Ordering::SeqCst)
+    }
+
+    #[cached(cache = self.cache, key = "user:{id}", ttl = 60, tags = ["team:{team}"], version = "org:{team}")]
+    async fn user(&self, id: u64, team: u64) -> String {
+        let _ = team;
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.table.get(id)
+    }
+
+    #[cached(cache = self.cache, key = "card:{id}", ttl = 60, depends_on = ["user:{id}"])]
+    async fn card(&self, id: u64) -> String {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        format!("card of {}", self.table.get(id))
+    }
+
+    #[invalidates(cache = self.cache, keys = ["user:{id}"])]
+    async fn rename(&self, id: u64, name: &str) -> Result<(), String> {
+        self.table.set(id, name);
+        Ok(())
+    }
+}
+
+fn builder(url: &str) -> CacheBuilder {
+    Cache::builder()
+        .redis_url(url)
+        .namespace("tiers")
+        .local_ttl(Duration::from_secs(30))
+}
+
+async fn instance(
+    url: &str,
+    table: &Arc<Table>,
+    configure: impl FnOnce(CacheBuilder) -> CacheBuilder,
+) -> Arc<Instance> {
+    let cache = configure(builder(url)).build().unwrap();
+    wait_until(
+        "the instance subscribes",
+        Duration::from_secs(5),
+        async || cache.listening(),
+    )
+    .await;
+    Arc::new(Instance {
+        cache,
+        table: table.clone(),
+        loads: AtomicU32::new(0),
+    })
+}
+
+#[tokio::test]
+async fn a_hit_is_answered_in_process_without_a_round_trip() {
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port()).await;
+    let table = Arc::new(Table::default());
+    table.set(1, "ada");
+    let a = instance(&proxy.url(), &table, |b| b).await;
+    assert_eq!(a.user(1, 7).await, "ada");
+    let before = proxy.requests();
+    for _ in 0..100 {
+        assert_eq!(a.user(1, 7).await, "ada");
+    }
+    assert_eq!(proxy.requests() - before, 0, "100 hits, no round trip");
+    let stats = a.cache.stats();
+    assert_eq!((stats.hits, stats.local_hits, a.loads()), (100, 100, 1));
+
+    // Another instance finds it in Redis, and keeps it in its own tier.
+    let b = instance(&proxy.url(), &table, |b| b).await;
+    assert_eq!(b.user(1, 7).await, "ada");
+    let before = proxy.requests();
+    assert_eq!(b.user(1, 7).await, "ada");
+    assert_eq!(proxy.requests() - before, 0);
+    let stats = b.cache.stats();
+    assert_eq!((stats.hits, stats.local_hits, b.loads()), (2, 1, 0));
+}
+
+#[tokio::test]
+async fn the_tier_never_outlives_the_entry_or_its_local_ttl() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "ada");
+    let a = instance(&server.url(), &table, |b| {
+        b.local_ttl(Duration::from_millis(200))
+    })
+    .await;
+    a.user(1, 7).await;
+    a.user(1, 7).await;
+    assert_eq!(a.cache.stats().local_hits, 1);
+    // Past the tier's 200 ms, the hit comes from Redis (and refills the tier).
+    wait_until(
+        "the tier copy expires",
+        Duration::from_secs(5),
+        async || {
+            let before = a.cache.stats().local_hits;
+            a.user(1, 7).await;
+            a.cache.stats().local_hits == before
+        },
+    )
+    .await;
+    assert_eq!(a.loads(), 1, "Redis still had it");
+}
+
+/// Every kind of invalidation made by one instance reaches the other's
+/// tier; the instance that made it sees the change at once.
+#[tokio::test]
+async fn every_invalidation_reaches_every_tier() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    let a = instance(&server.url(), &table, |b| b).await;
+    let b = instance(&server.url(), &table, |b| b).await;
+
+    type Change = fn(&Cache) -> cache_runtime::Invalidation<'_>;
+    let changes: [(&str, Change); 4] = [
+        ("key", |c| c.invalidate().key("user:1")),
+        ("tag", |c| c.invalidate().tag("team:7")),
+        ("pattern", |c| c.invalidate().pattern("user:*")),
+        ("version bump", |c| c.invalidate().bump("org:7")),
+    ];
+    for (round, (what, change)) in changes.into_iter().enumerate() {
+        let old = format!("name {round}");
+        let new = format!("name {round}+1");
+        table.set(1, &old);
+        // Start from a clean slate, then cache the old value in both tiers.
+        a.cache.invalidate().key("user:1").await.unwrap();
+        wait_until(
+            "both read the old value",
+            Duration::from_secs(5),
+            async || a.user(1, 7).await == old && b.user(1, 7).await == old,
+        )
+        .await;
+        let local_before = b.cache.stats().local_hits;
+        assert_eq!(b.user(1, 7).await, old);
+        assert_eq!(
+            b.cache.stats().local_hits,
+            local_before + 1,
+            "{what}: b's tier holds it"
+        );
+
+        table.set(1, &new);
+        change(&a.cache).await.unwrap();
+        assert_eq!(
+            a.user(1, 7).await,
+            new,
+            "{what}: the invalidating instance sees it at once"
+        );
+        wait_until(
+            &format!("{what}: the other instance sees the change"),
+            Duration::from_secs(5),
+            async || b.user(1, 7).await == new,
+        )
+        .await;
+    }
+
+    // A cascade: b's card depends on user 1; a's rename invalidates the user.
+    table.set(1, "grace");
+    a.cache.invalidate().key("user:1").await.unwrap();
+    wait_until("b caches the card", Duration::from_secs(5), async || {
+        b.card(1).await == "card of grace"
+    })
+    .await;
+    a.rename(1, "hopper").await.unwrap();
+    wait_until(
+        "the cascade reaches b's tier",
+        Duration::from_secs(5),
+        async || b.card(1).await == "card of hopper",
+    )
+    .await;
+
+    // An overwrite with `set` drops the other tiers' copies too.
+    b.card(1).await;
+    a.cache
+        .set(
+            "card:1",
+            &"card set by a",
+            Some(Duration::from_secs(60)),
+            &[],
+        )
+        .await
+        .unwrap();
+    wait_until("b sees the overwrite", Duration::from_secs(5), async || {
+        b.card(1).await == "card set by a"
+    })
+    .await;
+}
+
+/// A read that fetched the old value from Redis before an invalidation may
+/// not put it in the tier after the invalidation's message arrived.
+#[tokio::test]
+async fn an_instance_ignores_its_own_echo() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "ada");
+    let a = instance(&server.url(), &table, |b| b).await;
+    let b = instance(&server.url(), &table, |b| b).await;
+    a.user(1, 7).await;
+    // a invalidates, then re-caches at once (its tier included).
+    a.rename(1, "lovelace").await.unwrap();
+    assert_eq!(a.user(1, 7).await, "lovelace");
+    // b invalidates something else; once a has heard b's message it has
+    // heard its own earlier one too (one connection delivers in order).
+    b.cache.invalidate().key("other").await.unwrap();
+    wait_until("a hears b's message", Duration::from_secs(5), async || {
+        a.cache.stats().coherence_applied == 1
+    })
+    .await;
+    assert_eq!(
+        a.cache.stats().coherence_applied,
+        1,
+        "a applied b's message and not the echo of its own"
+    );
+    let local_before = a.cache.stats().local_hits;
+    assert_eq!(a.user(1, 7).await, "lovelace");
+    assert_eq!(
+        a.cache.stats().local_hits,
+        local_before + 1,
+        "its tier still holds what it cached after its own invalidation"
+    );
+    assert_eq!(a.loads(), 2);
+}
+
+/// Killing and restarting redis-server between two instances: while the
+/// subscriber is down the tier stops answering after its grace; on
+/// reconnect it is cleared, so an invalidation made while the instance could
+/// not hear it leaves nothing stale.
+#[tokio::test]
+async fn a_lost_subscriber_stops_the_tier_and_clears_it_on_reconnect() {
+    let mut server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "before");
+    let a = instance(&server.url(), &table, |b| b).await;
+    let b = instance(&server.url(), &table, |b| {
+        b.local_grace(Duration::from_millis(200))
+    })
+    .await;
+    b.user(1, 7).await;
+    b.user(1, 7).await;
+    assert_eq!(b.cache.stats().local_hits, 1);
+
+    server.kill();
+    wait_until("b notices", Duration::from_secs(5), async || {
+        !b.cache.listening()
+    })
+    .await;
+    // Past the grace, reads leave the process (and Redis is down: the body
+    // runs), so nothing the tier holds is served.
+    wait_until(
+        "the tier stops answering",
+        Duration::from_secs(5),
+        async || {
+            let before = b.loads();
+            b.user(1, 7).await;
+            b.loads() == before + 1
+        },
+    )
+    .await;
+    let local_hits = b.cache.stats().local_hits;
+
+    server.restart();
+    // The row changes and a invalidates it, maybe before b is back.
+    table.set(1, "after");
+    wait_until(
+        "a's invalidation lands",
+        Duration::from_secs(10),
+        async || a.cache.invalidate().key("user:1").await.is_ok(),
+    )
+    .await;
+    wait_until("b resubscribes", Duration::from_secs(10), async || {
+        b.cache.listening()
+    })
+    .await;
+    assert_eq!(b.user(1, 7).await, "after", "nothing stale once b is back");
+    assert_eq!(
+        b.cache.stats().local_hits,
+        local_hits,
+        "that read was not local"
+    );
+    assert!(b.cache.stats().subscriber_connects >= 2);
+}
+
+/// A partition between one instance and Redis (the server stays up): an
+/// invalidation made while the instance cannot hear it is not lost, because
+/// the tier is cleared when the subscriber comes back.
+#[tokio::test]
+async fn an_invalidation_missed_while_partitioned_leaves_nothing_stale() {
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port()).await;
+    let table = Arc::new(Table::default());
+    table.set(1, "before");
+    let a = instance(&server.url(), &table, |b| b).await;
+    let b = instance(&proxy.url(), &table, |b| {
+        b.local_grace(Duration::from_millis(100))
+    })
+    .await;
+    b.user(1, 7).await;
+    b.user(1, 7).await;
+    assert_eq!(b.cache.stats().local_hits, 1);
+
+    proxy.sever();
+    wait_until("b notices", Duration::from_secs(5), async || {
+        !b.cache.listening()
+    })
+    .await;
+    // b cannot hear this one.
+    table.set(1, "after");
+    a.rename(1, "after").await.unwrap();
+    proxy.restore();
+    wait_until("b resubscribes", Duration::from_secs(10), async || {
+        b.cache.listening()
+    })
+    .await;
+    assert_eq!(
+        b.user(1, 7).await,
+        "after",
+        "the tier was cleared on reconnect"
+    );
+}
+
+/// A server that stops answering (frozen, connections open) counts as a
+/// lost subscriber too.
+#[tokio::test]
+async fn a_frozen_server_stops_the_tier() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "ada");
+    let b = instance(&server.url(), &table, |b| {
+        b.local_grace(Duration::from_millis(100))
+            .timeout(Duration::from_millis(200))
+    })
+    .await;
+    b.user(1, 7).await;
+    server.pause();
+    let stopped = async {
+        wait_until(
+            "the frozen subscriber is noticed",
+            Duration::from_secs(10),
+            async || !b.cache.listening(),
+        )
+        .await;
+        wait_until(
+            "the tier stops answering",
+            Duration::from_secs(5),
+            async || {
+                let before = b.loads();
+                b.user(1, 7).await;
+                b.loads() == before + 1
+            },
+        )
+        .await;
+    };
+    stopped.await;
+    server.resume();
+    wait_until("b resubscribes", Duration::from_secs(10), async || {
+        b.cache.listening()
+    })
+    .await;
+}
+
+/// Events published by another service (as `redis-cli PUBLISH` would) are
+/// applied once for all instances; malformed ones are counted and ignored.
+#[tokio::test]
+async fn events_from_other_services_invalidate_and_bad_ones_are_ignored() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "one");
+    table.set(2, "two");
+    let a = instance(&server.url(), &table, |b| b).await;
+    let b = instance(&server.url(), &table, |b| b).await;
+    for instance in [&a, &b] {
+        instance.user(1, 7).await;
+        instance.user(2, 8).await;
+    }
+    let mut conn = server.conn();
+    let publish = |conn: &mut redis::Connection, channel: &str, payload: &str| {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query(conn)
+            .unwrap();
+    };
+    publish(&mut conn, "tiers:user:updated", "not json");
+    publish(&mut conn, "tiers:user:updated", r#"{"v":1}"#);
+    publish(
+        &mut conn,
+        "tiers:user:updated",
+        r#"{"v":9,"namespace":"tiers","event":"x"}"#,
+    );
+    wait_until(
+        "both reject the three bad events",
+        Duration::from_secs(5),
+        async || a.cache.stats().events_rejected == 3 && b.cache.stats().events_rejected == 3,
+    )
+    .await;
+
+    table.set(1, "one, renamed");
+    table.set(2, "two, renamed");
+    publish(
+        &mut conn,
+        "tiers:user:updated",
+        r#"{"v":1,"namespace":"tiers","event":"user:updated","keys":["user:1"],"tags":["team:8"],"instance":"billing-service"}"#,
+    );
+    for instance in [&a, &b] {
+        wait_until(
+            "the event reaches the instance",
+            Duration::from_secs(5),
+            async || {
+                instance.user(1, 7).await == "one, renamed"
+                    && instance.user(2, 8).await == "two, renamed"
+            },
+        )
+        .await;
+    }
+    assert_eq!(
+        a.cache.stats().events_applied + b.cache.stats().events_applied,
+        1,
+        "applied to Redis once for all instances"
+    );
+    // Our own events (`applied: true`) are not applied again.
+    a.cache
+        .invalidate()
+        .key("user:1")
+        .publish("user:updated")
+        .await
+        .unwrap();
+    b.cache.invalidate().key("sync").await.unwrap();
+    wait_until("a hears b", Duration::from_secs(5), async || {
+        a.cache.stats().coherence_applied >= 1
+    })
+    .await;
+    assert_eq!(
+        a.cache.stats().events_applied + b.cache.stats().events_applied,
+        1
+    );
+}
