@@ -116,7 +116,6 @@ struct LockWait {
     deadline: Option<Instant>,
     #[cfg(feature = "redis")]
     landings: Option<broadcast::Receiver<String>>,
-    checked_entry: bool,
     waited: bool,
 }
 
@@ -382,8 +381,11 @@ impl CacheBuilder {
         if self.timeout.is_zero() {
             return Err(Error::config("the timeout must be greater than zero"));
         }
-        if self.lock_lease < Duration::from_millis(30) {
-            return Err(Error::config("the lock lease must be at least 30 ms"));
+        if self.lock_lease < self.timeout * 2 {
+            return Err(Error::config(format!(
+                "the lock lease ({:?}) must be at least twice the timeout ({:?}), so that a renewal that takes the whole timeout still lands inside the lease",
+                self.lock_lease, self.timeout
+            )));
         }
         if self.fill_window.is_zero() || self.fill_window > Duration::from_secs(86_400) {
             return Err(Error::config(
@@ -830,10 +832,14 @@ impl Cache {
                 }
             }
             // This caller leads the key's flight in this process.
-            if !options.distributed() || !self.is_redis() {
+            // Without a store answering there is no lock to take.
+            if !options.distributed() || !self.is_redis() || found.is_none() {
                 break (None, stale);
             }
-            let check_entry = stale.is_none() && version.is_none();
+            // Ask the lock script whether the entry landed since this read
+            // only when the read found nothing at all (bytes that did not
+            // decode or were of an older version would be found again).
+            let check_entry = found.as_ref().is_some_and(|l| l.value.is_none());
             match self
                 .distributed_step(
                     key,
@@ -1077,20 +1083,20 @@ impl Cache {
     ) -> Step {
         let inner = &*self.inner;
         let now = Instant::now();
-        let deadline = *waiting
-            .deadline
-            .get_or_insert(now + options.lock_wait_bound());
+        // A caller that waited past half the fill window could load a value
+        // too late to store: wait at most that long.
+        let bound = options.lock_wait_bound().min(inner.fill_window / 2);
+        let deadline = *waiting.deadline.get_or_insert(now + bound);
         // Listen before trying, so a landing right after the try is heard.
         #[cfg(feature = "redis")]
         if !has_stale && waiting.landings.is_none() {
             if let Some(subscriber) = self.subscriber() {
-                waiting.landings = Some(subscriber.landings(inner.timeout).await);
+                waiting.landings = Some(subscriber.landings());
             }
         }
         // Ask whether the entry is there only once: a value that does not
         // decode must not send this caller round in circles.
-        let unless_exists = (check_entry && !waiting.checked_entry).then_some(entry_key);
-        waiting.checked_entry = true;
+        let unless_exists = check_entry.then_some(entry_key);
         let announce = Some((inner.layout.landed_channel(), entry_key.to_owned()));
         let attempt = self
             .lock_named(
@@ -1119,19 +1125,19 @@ impl Cache {
                     Stats::add(&inner.stats.lock_waits, 1);
                 }
                 // Re-read at a slow interval in case an announcement is lost.
-                let poll = (options.lock_wait_bound() / 4).max(Duration::from_millis(10));
-                let bound = poll.min(deadline - now);
+                let poll = (bound / 4).max(Duration::from_millis(10));
+                let slice = poll.min(deadline - now);
                 #[cfg(feature = "redis")]
                 let woken = match waiting.landings.as_mut() {
-                    Some(rx) => crate::lock::wait_for_landing(rx, entry_key, bound).await,
+                    Some(rx) => crate::lock::wait_for_landing(rx, entry_key, slice).await,
                     None => {
-                        tokio::time::sleep(bound).await;
+                        tokio::time::sleep(slice).await;
                         false
                     }
                 };
                 #[cfg(not(feature = "redis"))]
                 let woken = {
-                    tokio::time::sleep(bound).await;
+                    tokio::time::sleep(slice).await;
                     false
                 };
                 if woken {
@@ -1205,8 +1211,8 @@ impl Cache {
         &self.inner.backend
     }
 
-    pub(crate) fn lock_name(&self, name: &str) -> String {
-        self.inner.layout.lock(name)
+    pub(crate) fn user_lock_name(&self, name: &str) -> String {
+        self.inner.layout.user_lock(name)
     }
 
     /// The TTL of one entry: the option's or the default, with jitter;
@@ -1232,12 +1238,13 @@ impl Cache {
         FillRequest {
             entry: layout.entry(key),
             marker: layout.key_marker(key),
-            tags: (links.tags.iter().map(|t| self.tag_names(t)))
-                .chain(links.depends_on.iter().map(|k| self.dependency_names(k)))
-                .collect(),
+            tags: links.tags.iter().map(|t| self.tag_names(t)).collect(),
             value,
             ttl,
             token,
+            depends_on: links.depends_on,
+            prefixes: layout.prefixes(),
+            marker_ttl: self.marker_ttl(),
             release: None,
             overwrite: None,
         }
@@ -1247,14 +1254,6 @@ impl Cache {
         TagNames {
             set: self.inner.layout.tag(tag),
             marker: self.inner.layout.tag_marker(tag),
-        }
-    }
-
-    /// A dependency on the entry under `key`: its dependents set and marker.
-    pub(crate) fn dependency_names(&self, key: &str) -> TagNames {
-        TagNames {
-            set: self.inner.layout.dependents(key),
-            marker: self.inner.layout.key_marker(key),
         }
     }
 

@@ -262,6 +262,7 @@ impl Layout {
             entry: self.entry_prefix.clone(),
             key_marker: self.key_marker(""),
             dependents: self.dependents(""),
+            depends_of: format!("{}#depsof:", self.namespace),
         }
     }
 
@@ -269,8 +270,14 @@ impl Layout {
         format!("{}#inv:t:{tag}", self.namespace)
     }
 
-    pub(crate) fn lock(&self, name: &str) -> String {
-        format!("{}#lock:{name}", self.namespace)
+    /// The lock of a `lock = "distributed"` loader of the entry `key`.
+    pub(crate) fn lock(&self, key: &str) -> String {
+        format!("{}#lock:{key}", self.namespace)
+    }
+
+    /// A lock taken with `Cache::try_lock` (apart from loaders' locks).
+    pub(crate) fn user_lock(&self, name: &str) -> String {
+        format!("{}#ulock:{name}", self.namespace)
     }
 
     /// The channel on which a loader holding a distributed lock announces
@@ -317,6 +324,8 @@ pub(crate) struct Prefixes {
     pub(crate) entry: String,
     pub(crate) key_marker: String,
     pub(crate) dependents: String,
+    /// + key: the keys the entry depends on, directly or not.
+    pub(crate) depends_of: String,
 }
 
 /// Checks a namespace: non-empty, and free of the characters that separate

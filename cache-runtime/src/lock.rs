@@ -64,8 +64,13 @@ impl LockGuard {
     /// Releases the lock if it is still held with this guard's token (never
     /// someone else's). `Ok(false)`: the lease had run out.
     pub async fn release(mut self) -> Result<bool, Error> {
-        self.released = true;
-        unlock(&self.cache, &self.name, &self.token, self.announce.as_ref()).await
+        let released = unlock(&self.cache, &self.name, &self.token, self.announce.as_ref()).await;
+        // Only once it answered: if this future is dropped first, or the
+        // release fails, the drop releases it again.
+        if released.is_ok() {
+            self.released = true;
+        }
+        released
     }
 
     /// Marks the lock as released by another step (a fill that released it
@@ -159,7 +164,7 @@ impl Cache {
     /// ```
     pub async fn try_lock(&self, name: &str, lease: Duration) -> Result<Option<LockGuard>, Error> {
         match self
-            .lock_named(self.lock_name(name), lease, None, None)
+            .lock_named(self.user_lock_name(name), lease, None, None)
             .await?
         {
             Attempt::Held(guard) => Ok(Some(guard)),
@@ -176,27 +181,40 @@ impl Cache {
         unless_exists: Option<&str>,
         announce: Option<(String, String)>,
     ) -> Result<Attempt, Error> {
-        let token = format!("{}/{:016x}", self.instance(), fastrand::u64(..));
+        // The guard exists before the request is sent: if the reply is lost
+        // (a timeout) or the caller is cancelled while waiting, the lock may
+        // be held by this token, and dropping the guard releases it
+        // (compare-and-delete, so it is harmless when it was not taken).
+        let guard = LockGuard {
+            cache: self.clone(),
+            name,
+            token: format!("{}/{:016x}", self.instance(), fastrand::u64(..)),
+            lease,
+            announce,
+            released: false,
+        };
         let taken = match self.backend() {
-            Backend::Memory(m) => u8::from(m.try_lock(&name, &token, lease)),
+            Backend::Memory(m) => u8::from(m.try_lock(&guard.name, &guard.token, lease)),
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
-                self.bounded("lock", r.try_lock(&name, &token, lease, unless_exists))
-                    .await?
+                self.bounded(
+                    "lock",
+                    r.try_lock(&guard.name, &guard.token, lease, unless_exists),
+                )
+                .await?
             }
         };
         let _ = unless_exists;
         Ok(match taken {
-            1 => Attempt::Held(LockGuard {
-                cache: self.clone(),
-                name,
-                token,
-                lease,
-                announce,
-                released: false,
-            }),
-            2 => Attempt::Landed,
-            _ => Attempt::Busy,
+            1 => Attempt::Held(guard),
+            2 => {
+                guard.released_elsewhere();
+                Attempt::Landed
+            }
+            _ => {
+                guard.released_elsewhere();
+                Attempt::Busy
+            }
         })
     }
 }

@@ -132,14 +132,11 @@ impl Subscriber {
         }
     }
 
-    /// A receiver of landed entry names, once the subscriber is listening
-    /// (waiting at most `bound` for it: a waiter that starts before then
-    /// falls back on re-reading).
-    pub(crate) async fn landings(&self, bound: Duration) -> broadcast::Receiver<String> {
-        let rx = self.landings.subscribe();
-        let mut ready = self.ready.clone();
-        let _ = tokio::time::timeout(bound, ready.wait_for(|r| *r)).await;
-        rx
+    /// A receiver of landed entry names. It does not wait for the
+    /// subscriber to be listening: a waiter that misses an announcement
+    /// falls back on re-reading.
+    pub(crate) fn landings(&self) -> broadcast::Receiver<String> {
+        self.landings.subscribe()
     }
 
     /// Whether it is subscribed right now.

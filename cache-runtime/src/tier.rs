@@ -115,6 +115,9 @@ impl LocalTier {
             value: bytes.to_vec(),
             ttl: Some(ttl),
             token,
+            depends_on: Vec::new(),
+            prefixes: crate::key::Prefixes::default(),
+            marker_ttl: self.marker_ttl,
             release: None,
             overwrite: None,
         });

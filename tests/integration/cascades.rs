@@ -29,6 +29,8 @@ cascade_suite!(
     a_pattern_delete_cascades,
     a_dependent_that_read_before_the_invalidation_is_not_stored,
     a_dependent_two_levels_down_is_not_stored_either,
+    a_chain_holds_when_its_middle_expired,
+    a_value_built_from_a_refused_fill_is_refused,
 );
 
 const OPTS: CacheOptions = CacheOptions::new("cascade");
@@ -280,4 +282,84 @@ async fn a_cascade_is_one_round_trip_on_redis() {
         1,
         "a two-level cascade of 40 dependents is one round trip"
     );
+}
+
+async fn a_chain_holds_when_its_middle_expired(fx: Fixture) {
+    const SHORT: CacheOptions = CacheOptions::new("short")
+        .ttl(std::time::Duration::from_millis(300))
+        .jitter(0.0);
+    let cache = &fx.cache;
+    put(cache, "row", &[], 1).await;
+    let summary: u32 = cache
+        .get_or_load_tagged(
+            "summary",
+            &SHORT,
+            |_| Links::new().depends_on("row"),
+            || async { 2 },
+        )
+        .await;
+    assert_eq!(summary, 2);
+    put(cache, "page", &["summary"], 3).await;
+    integration_tests::wait_until(
+        "the summary expires",
+        std::time::Duration::from_secs(5),
+        async || cache.get::<u32>("summary").await.is_none(),
+    )
+    .await;
+    cache.invalidate().key("row").await.unwrap();
+    assert_eq!(
+        cache.get::<u32>("page").await,
+        None,
+        "the page depends on the row through the expired summary"
+    );
+}
+
+async fn a_value_built_from_a_refused_fill_is_refused(fx: Fixture) {
+    let cache = fx.cache.clone();
+    let (read_tx, read_rx) = oneshot::channel::<()>();
+    let (go_tx, go_rx) = oneshot::channel::<()>();
+    let page = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load_tagged(
+                    "page",
+                    &OPTS,
+                    |_| Links::new().depends_on("summary"),
+                    || async {
+                        // The page is built from the summary, loaded here.
+                        let summary: u32 = cache
+                            .get_or_load_tagged(
+                                "summary",
+                                &OPTS,
+                                |_| Links::new().depends_on("row"),
+                                || async {
+                                    read_tx.send(()).unwrap();
+                                    go_rx.await.unwrap();
+                                    10
+                                },
+                            )
+                            .await;
+                        summary + 1
+                    },
+                )
+                .await
+        }
+    });
+    read_rx.await.unwrap();
+    // The row changes while both loaders hold its old value.
+    cache.invalidate().key("row").await.unwrap();
+    go_tx.send(()).unwrap();
+    assert_eq!(page.await.unwrap(), 11);
+    assert_eq!(
+        cache.get::<u32>("summary").await,
+        None,
+        "the summary is refused"
+    );
+    assert_eq!(
+        cache.get::<u32>("page").await,
+        None,
+        "and so is the page built from it"
+    );
+    assert_eq!(cache.stats().fills_rejected, 2);
 }

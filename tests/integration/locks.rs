@@ -234,9 +234,9 @@ async fn a_slow_loader_renews_its_lease() {
     let server = RedisServer::start();
     let loads = Arc::new(AtomicU32::new(0));
     let gate = Arc::new(Semaphore::new(0));
-    let lease = Duration::from_millis(150);
     let slow = Arc::new(Instance::with(&server, &loads, &gate, |b| {
-        b.lock_lease(lease)
+        b.lock_lease(Duration::from_millis(300))
+            .timeout(Duration::from_millis(150))
     }));
     let holder = {
         let slow = slow.clone();
@@ -368,4 +368,37 @@ async fn in_process_the_lock_is_single_flight() {
         assert_eq!(call.await.unwrap(), "report 6");
     }
     assert_eq!(loads.load(Ordering::SeqCst), 1);
+}
+
+/// A lock request whose reply is lost (a timeout) may still have taken the
+/// lock on the server: the caller releases it anyway, by its token, so the
+/// lock is not left held for a whole lease with nobody loading.
+#[tokio::test]
+async fn a_lock_whose_reply_was_lost_is_released() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("locks")
+        .timeout(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    // Warm up the connection and the script.
+    drop(cache.try_lock("warm", Duration::from_secs(30)).await.unwrap());
+    // The server holds writes for 400 ms: the lock script runs after the
+    // caller gave up.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(400)
+        .arg("WRITE")
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(cache.try_lock("job", Duration::from_secs(30)).await.is_err());
+    let mut conn = server.conn();
+    wait_until("the orphan lock is released", Duration::from_secs(5), async || {
+        !redis::cmd("EXISTS")
+            .arg("locks#ulock:job")
+            .query::<bool>(&mut conn)
+            .unwrap()
+    })
+    .await;
 }

@@ -51,6 +51,8 @@ struct WriteState {
     versions: HashMap<String, u64>,
     /// lock name -> (token, lease end)
     locks: HashMap<String, (String, Instant)>,
+    /// entry name -> the keys it depends on, directly or not
+    depends_of: HashMap<String, Vec<String>>,
     writes_since_sweep: usize,
     /// Fills whose token is below this are refused: everything was cleared
     /// after their read.
@@ -109,19 +111,53 @@ impl MemoryStore {
     pub(crate) fn fill(&self, req: FillRequest) -> bool {
         let mut state = self.state();
         let now = Instant::now();
-        let newer = |name: &str| {
+        let marker_of = |state: &WriteState, name: &str| {
             state
                 .markers
                 .get(name)
-                .is_some_and(|(seq, until)| *until > now && *seq > req.token)
+                .filter(|(seq, until)| *until > now && *seq > req.token)
+                .map(|(seq, _)| *seq)
         };
-        let refused = req.token < state.floor
-            || newer(&req.marker)
-            || req.tags.iter().any(|t| newer(&t.marker));
+        // The dependencies, and what they depend on.
+        let p = &req.prefixes;
+        let mut deps: Vec<String> = Vec::new();
+        for key in &req.depends_on {
+            if !deps.contains(key) {
+                deps.push(key.clone());
+            }
+        }
+        let mut next = 0;
+        while let Some(key) = deps.get(next).cloned() {
+            next += 1;
+            if let Some(up) = state.depends_of.get(&format!("{}{key}", p.entry)) {
+                for k in up.clone() {
+                    if !deps.contains(&k) {
+                        deps.push(k);
+                    }
+                }
+            }
+        }
+        let refusing = std::iter::once(req.marker.clone())
+            .chain(req.tags.iter().map(|t| t.marker.clone()))
+            .chain(deps.iter().map(|k| format!("{}{k}", p.key_marker)))
+            .filter_map(|name| marker_of(&state, &name))
+            .max();
         if let Some(release) = &req.release {
             Self::release(&mut state, &release.lock, &release.token);
         }
-        if refused {
+        if req.token < state.floor {
+            return false;
+        }
+        if let Some(seq) = refusing {
+            // A value built from this one, read as early, is refused too.
+            let until = now + req.marker_ttl;
+            let mark = state
+                .markers
+                .entry(req.marker.clone())
+                .or_insert((seq, until));
+            if mark.0 < seq {
+                *mark = (seq, until);
+            }
             return false;
         }
         for tag in &req.tags {
@@ -130,6 +166,18 @@ impl MemoryStore {
                 .entry(tag.set.clone())
                 .or_default()
                 .insert(req.entry.clone());
+        }
+        for key in &deps {
+            state
+                .tags
+                .entry(format!("{}{key}", p.dependents))
+                .or_default()
+                .insert(req.entry.clone());
+        }
+        if deps.is_empty() {
+            state.depends_of.remove(&req.entry);
+        } else {
+            state.depends_of.insert(req.entry.clone(), deps);
         }
         self.entries.insert(
             req.entry,
@@ -161,6 +209,9 @@ impl MemoryStore {
         });
         state.markers.retain(|_, (_, until)| *until > now);
         state.locks.retain(|_, (_, until)| *until > now);
+        state
+            .depends_of
+            .retain(|entry, _| self.entries.contains_key(entry));
     }
 
     pub(crate) fn invalidate(&self, plan: &InvalidationPlan) -> u64 {
@@ -234,6 +285,7 @@ impl MemoryStore {
         state.floor = seq;
         state.markers.clear();
         state.tags.clear();
+        state.depends_of.clear();
         self.entries.invalidate_all();
     }
 
@@ -314,6 +366,9 @@ mod tests {
             value: b"v".to_vec(),
             ttl: None,
             token,
+            depends_on: Vec::new(),
+            prefixes: Prefixes::default(),
+            marker_ttl: Duration::from_secs(30),
             release: None,
             overwrite: None,
         })

@@ -14,10 +14,14 @@
 //!
 //! Dependency cascades: an entry that depends on the entry under key `K` is
 //! a member of `K`'s *dependents* set (`ns#dep:K`), filed exactly like a tag
-//! member, and its fill checks `K`'s marker. Every entry an invalidation
-//! removes (by key, tag or pattern) gets a marker and has its dependents
-//! removed in turn, breadth first, each entry at most once (so cycles end),
-//! inside the same step (one Lua script on Redis).
+//! member, and its fill checks `K`'s marker. The fill also files it under
+//! everything `K` depends on (recorded in `ns#depsof:K` at `K`'s fill), so a
+//! chain holds even when an entry in its middle has expired. Every entry an
+//! invalidation removes (by key, tag or pattern) gets a marker and has its
+//! dependents removed in turn, breadth first, each entry at most once (so
+//! cycles end), inside the same step (one Lua script on Redis). A refused
+//! fill leaves a marker on its own entry, so a value built from it (loaded
+//! in the same stale window) is refused too.
 
 use std::time::Duration;
 
@@ -57,6 +61,14 @@ pub(crate) struct FillRequest {
     /// `None`: no expiry.
     pub(crate) ttl: Option<Duration>,
     pub(crate) token: u64,
+    /// Keys of the entries this one depends on. The store files the entry
+    /// in the dependents set of each, and of everything they depend on
+    /// (the closure recorded at their own fills), and refuses the fill if
+    /// any of them was invalidated after the read.
+    pub(crate) depends_on: Vec<String>,
+    pub(crate) prefixes: Prefixes,
+    /// How long a marker left by a refused fill lives.
+    pub(crate) marker_ttl: Duration,
     /// A distributed lock to release (and its landing to announce) in the
     /// same step, stored or not.
     pub(crate) release: Option<Release>,

@@ -22,24 +22,57 @@ use crate::error::Error;
 /// KEYS: entry, tag sets (n), entry marker, tag markers (n), lock.
 /// ARGV: token, value, ttl ms (0 = none), n, lock token ('' = no lock),
 /// landing channel, coherence channel ('' = none: an overwrite publishes
-/// the entry's name so that in-process tiers drop their copies), instance.
+/// the entry's name so that in-process tiers drop their copies), instance,
+/// marker ttl ms, key marker prefix, dependents prefix, depends-of prefix,
+/// the entry's own depends-of set, d, dependency keys (d).
 ///
-/// A held lock is released by compare-and-delete and the landing announced,
-/// whether the value was stored or refused.
+/// A fill is refused if a marker on the entry, a tag, a dependency or
+/// anything a dependency depends on (transitively, from their depends-of
+/// sets) is newer than the token; a refused fill marks its own entry. A held
+/// lock is released by compare-and-delete and the landing announced, whether
+/// the value was stored or refused.
 const FILL: &str = r#"
 local n = tonumber(ARGV[4])
 local token = tonumber(ARGV[1])
+local mttl, mprefix, dprefix, oprefix, own = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
+local d = tonumber(ARGV[14])
 local function release()
   if ARGV[5] == '' then return end
   local lock = KEYS[2 * n + 3]
   if redis.call('GET', lock) == ARGV[5] then redis.call('DEL', lock) end
-  redis.call('PUBLISH', ARGV[6], KEYS[1])
+  redis.pcall('PUBLISH', ARGV[6], KEYS[1])
+end
+local function refuse(m)
+  local cur = redis.call('GET', KEYS[n + 2])
+  if not cur or tonumber(cur) < tonumber(m) then
+    redis.call('SET', KEYS[n + 2], m, 'PX', mttl)
+  end
+  release()
+  return 0
 end
 for i = n + 2, 2 * n + 2 do
   local m = redis.call('GET', KEYS[i])
-  if m and tonumber(m) > token then
-    release()
-    return 0
+  if m and tonumber(m) > token then return refuse(m) end
+end
+local deps, seen = {}, {}
+for i = 1, d do
+  local key = ARGV[14 + i]
+  if not seen[key] then
+    seen[key] = true
+    deps[#deps + 1] = key
+  end
+end
+local head = 1
+while head <= #deps do
+  local key = deps[head]
+  head = head + 1
+  local m = redis.call('GET', mprefix .. key)
+  if m and tonumber(m) > token then return refuse(m) end
+  for _, up in ipairs(redis.call('SMEMBERS', oprefix .. key)) do
+    if not seen[up] then
+      seen[up] = true
+      deps[#deps + 1] = up
+    end
   end
 end
 local ttl = tonumber(ARGV[3])
@@ -48,20 +81,31 @@ if ttl > 0 then
 else
   redis.call('SET', KEYS[1], ARGV[2])
 end
-for i = 2, n + 1 do
-  local existed = redis.call('EXISTS', KEYS[i])
-  redis.call('SADD', KEYS[i], KEYS[1])
+local function file(set, member)
+  local existed = redis.call('EXISTS', set)
+  redis.call('SADD', set, member)
   if ttl == 0 then
-    redis.call('PERSIST', KEYS[i])
+    redis.call('PERSIST', set)
   else
-    local left = redis.call('PTTL', KEYS[i])
+    local left = redis.call('PTTL', set)
     if existed == 0 or (left >= 0 and left < ttl) then
-      redis.call('PEXPIRE', KEYS[i], ttl)
+      redis.call('PEXPIRE', set, ttl)
     end
   end
 end
+for i = 2, n + 1 do file(KEYS[i], KEYS[1]) end
+if own ~= '' then
+  redis.call('DEL', own)
+  for _, key in ipairs(deps) do
+    file(dprefix .. key, KEYS[1])
+    redis.call('SADD', own, key)
+  end
+  if #deps > 0 then
+    if ttl > 0 then redis.call('PEXPIRE', own, ttl) end
+  end
+end
 if ARGV[7] ~= '' then
-  redis.call('PUBLISH', ARGV[7], cjson.encode({i = ARGV[8], k = {KEYS[1]}}))
+  redis.pcall('PUBLISH', ARGV[7], cjson.encode({i = ARGV[8], k = {KEYS[1]}}))
 end
 release()
 return 1
@@ -73,7 +117,7 @@ return 1
 const UNLOCK: &str = r#"
 local held = redis.call('GET', KEYS[1]) == ARGV[1]
 if held then redis.call('DEL', KEYS[1]) end
-if ARGV[2] ~= '' then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+if ARGV[2] ~= '' then redis.pcall('PUBLISH', ARGV[2], ARGV[3]) end
 if held then return 1 end
 return 0
 "#;
@@ -162,7 +206,7 @@ for i = vbase, vbase + tonumber(ARGV[6]) - 1 do
   vvalues[#vvalues + 1] = redis.call('INCR', KEYS[i])
 end
 if ARGV[10] ~= '' and (#names > 0 or #vnames > 0) then
-  redis.call('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], k = names, vn = vnames, vv = vvalues}))
+  redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], k = names, vn = vnames, vv = vvalues}))
 end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
@@ -268,7 +312,21 @@ impl RedisStore {
             .arg(lock_token)
             .arg(channel)
             .arg(req.overwrite.as_ref().map_or("", |c| c.channel.as_str()))
-            .arg(req.overwrite.as_ref().map_or("", |c| c.instance.as_str()));
+            .arg(req.overwrite.as_ref().map_or("", |c| c.instance.as_str()))
+            .arg(millis(req.marker_ttl))
+            .arg(&req.prefixes.key_marker)
+            .arg(&req.prefixes.dependents)
+            .arg(&req.prefixes.depends_of);
+        let own = match req.entry.strip_prefix(req.prefixes.entry.as_str()) {
+            Some(key) if !req.depends_on.is_empty() && !req.prefixes.entry.is_empty() => {
+                format!("{}{key}", req.prefixes.depends_of)
+            }
+            _ => String::new(),
+        };
+        inv.arg(own).arg(req.depends_on.len());
+        for key in &req.depends_on {
+            inv.arg(key);
+        }
         let mut conn = self.conn.clone();
         let stored: i64 = inv.invoke_async(&mut conn).await?;
         Ok(stored == 1)
