@@ -432,12 +432,21 @@ fn cached(
     let options = helper("__CACHE_OPTIONS");
     let shape = helper("__cache_shape");
     let share = helper("__cache_share");
-    let share_code = if mentions_generics(ret, func) {
+    let generic = mentions_generics(ret, func);
+    let share_code = if generic {
         quote!(::core::option::Option::None)
     } else {
         quote!({
             use #krate::__private::{ShareByClone as _, ShareNot as _};
             (&#krate::__private::ShareProbe::<#ret>(::core::marker::PhantomData)).sharer()
+        })
+    };
+    let typed_code = if generic {
+        quote!(::core::option::Option::None)
+    } else {
+        quote!({
+            use #krate::__private::{TypedNot as _, TypedOpt as _, TypedPlain as _, TypedRes as _, TypedResOpt as _};
+            (&&&&#krate::__private::TypedProbe::<#ret>(::core::marker::PhantomData)).typed()
         })
     };
     // Located at the return type (same hygiene), so a value that cannot be
@@ -461,15 +470,16 @@ fn cached(
         let #key_var: ::std::string::String = #key_code;
         let #version_var: ::core::option::Option<::std::string::String> = #version_code;
         #pre_lets
-        #krate::__private::cached::<_, #ret, _, _>(
+        #krate::__private::cached::<_, #ret, _, _, _>(
             #shape,
             #cache_use,
             &#options,
             #key_var,
             #version_var,
             #share,
+            #typed_code,
             #tags_closure,
-            async move { #(#stmts)* },
+            move || async move { #(#stmts)* },
         ).await
     };
     Some(rebuild(func, info, inner))

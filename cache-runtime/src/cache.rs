@@ -10,6 +10,7 @@ use tokio::sync::broadcast;
 
 use bytes::Bytes;
 
+use crate::__private::Typed;
 use crate::codec::Codec;
 use crate::entry::{self, Meta};
 use crate::error::{Error, ErrorKind};
@@ -24,7 +25,8 @@ use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
 use crate::store::{
-    Applied, CoherenceChannel, FillRequest, InvalidationPlan, Lookup, TagNames, UNCONDITIONAL,
+    AnyValue, Applied, CoherenceChannel, FillRequest, InvalidationPlan, Lookup, TagNames,
+    UNCONDITIONAL,
 };
 use crate::tier::LocalTier;
 use crate::ttl::with_jitter;
@@ -92,20 +94,24 @@ struct Inner {
 /// One cached read: the key, its options, the version namespace it belongs
 /// to, and how to hand a non-stored outcome to coalesced callers.
 #[derive(Debug)]
-pub(crate) struct Read<'a, R> {
+pub(crate) struct Read<'a, R, T> {
     pub(crate) key: &'a str,
     pub(crate) options: &'a CacheOptions,
     pub(crate) version: Option<&'a str>,
     pub(crate) share: Option<Sharer<R>>,
+    /// How to keep the stored value decoded in process (`T` is the stored
+    /// part of `R`).
+    pub(crate) typed: Option<Typed<T>>,
 }
 
-impl<'a, R> Read<'a, R> {
+impl<'a, R, T> Read<'a, R, T> {
     pub(crate) fn new(key: &'a str, options: &'a CacheOptions) -> Self {
         Read {
             key,
             options,
             version: None,
             share: None,
+            typed: None,
         }
     }
 }
@@ -138,7 +144,11 @@ enum Freshness {
 }
 
 fn freshness(meta: &Meta, options: &CacheOptions) -> Freshness {
-    if meta.fresh_until_ms == 0 {
+    // Without a refresh policy the store expires the entry at its TTL (and
+    // the tier never keeps it past that): no clock needed.
+    if meta.fresh_until_ms == 0
+        || (options.stale_window().is_none() && options.early_beta().is_none())
+    {
         return Freshness::Fresh;
     }
     let now = now_ms();
@@ -160,6 +170,30 @@ fn freshness(meta: &Meta, options: &CacheOptions) -> Freshness {
         }
     }
     Freshness::Fresh
+}
+
+thread_local! {
+    /// The entry name of an in-process lookup, reused across calls.
+    static ENTRY_NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// The value kept decoded beside the bytes, else the bytes decoded; `None`
+/// (not reported) when neither works.
+fn decode_quietly<T: DeserializeOwned>(
+    bytes: &[u8],
+    kept: Option<&AnyValue>,
+    typed: Option<&Typed<T>>,
+) -> Option<(Meta, T)> {
+    let env = entry::decode(bytes).ok()?;
+    if let (Some(kept), Some(typed)) = (kept, typed) {
+        if let Some(value) = (typed.unpack)(&**kept) {
+            return Some((env.meta, value));
+        }
+    }
+    env.codec
+        .decode::<T>(env.payload)
+        .ok()
+        .map(|v| (env.meta, v))
 }
 
 /// How much longer an entry is fresh (`None`: it does not expire).
@@ -576,7 +610,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.read_through::<Res, _, _, _>(Read::new(key, options), |_| Links::new(), load())
+        self.read_through::<Res, _, _, _, _>(Read::new(key, options), |_| Links::new(), load)
             .await
     }
 
@@ -610,7 +644,7 @@ impl Cache {
         G: FnOnce(Option<&T>) -> L,
         L: Into<Links>,
     {
-        self.read_through::<Plain, _, _, _>(Read::new(key, options), |v| tags(v).into(), load())
+        self.read_through::<Plain, _, _, _, _>(Read::new(key, options), |v| tags(v).into(), load)
             .await
     }
 
@@ -710,37 +744,71 @@ impl Cache {
     /// the refresh. Otherwise the caller leads or joins the key's flight; the
     /// leader loads, fills (refused if an invalidation came after the read)
     /// and lands the outcome for the waiters.
-    pub(crate) async fn read_through<S, R, Fut, G>(
+    ///
+    /// The in-process check runs first, without building the rest: the
+    /// loader is a closure (its future is only made on a miss) and the
+    /// network path is a boxed future, so a hit moves a few words, not the
+    /// whole state of a miss.
+    pub(crate) async fn read_through<S, R, L, Fut, G>(
         &self,
-        read: Read<'_, R>,
+        read: Read<'_, R, S::Stored>,
         tags: G,
-        load: Fut,
+        load: L,
     ) -> R
     where
         S: Shape<R>,
+        L: FnOnce() -> Fut,
         Fut: Future<Output = R>,
         G: FnOnce(Option<&S::Inner>) -> Links,
     {
         let inner = &*self.inner;
-        let Read {
-            key,
-            options,
-            version,
-            share,
-        } = read;
+        let version_key = read.version.map(|v| inner.layout.version(v));
+        // An in-process hit (tier, or the in-process store) builds the entry
+        // name in a reused buffer: no allocation but the key's.
+        let in_process = ENTRY_NAME.with_borrow_mut(|name| {
+            name.clear();
+            inner.layout.entry_into(read.key, name);
+            self.in_process_hit::<S, R>(
+                name,
+                version_key.as_deref(),
+                read.options,
+                read.typed.as_ref(),
+            )
+        });
+        if let Some(hit) = in_process {
+            return hit;
+        }
+        Box::pin(self.read_network::<S, R, L, Fut, G>(read, version_key, tags, load)).await
+    }
+
+    /// The read-through path past the in-process check.
+    async fn read_network<S, R, L, Fut, G>(
+        &self,
+        read: Read<'_, R, S::Stored>,
+        version_key: Option<String>,
+        tags: G,
+        load: L,
+    ) -> R
+    where
+        S: Shape<R>,
+        L: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+        G: FnOnce(Option<&S::Inner>) -> Links,
+    {
         // The fill window runs from before the read: a marker must outlive
         // every fill whose read preceded its invalidation.
         let started = Instant::now();
+        let inner = &*self.inner;
+        let Read {
+            key,
+            options,
+            version: _,
+            share,
+            typed,
+        } = read;
+        let typed = typed.as_ref();
         let entry_key = inner.layout.entry(key);
-        let version_key = version.map(|v| inner.layout.version(v));
         let tier = inner.tier.as_deref();
-        if let Some(tier) = tier {
-            if let Some(hit) =
-                self.local_hit::<S, R>(tier, key, &entry_key, version_key.as_deref(), options)
-            {
-                return hit;
-            }
-        }
         // Taken before the Redis read: a tier fill from it is refused if an
         // invalidation of the entry arrives in between.
         let local_token = tier.map(LocalTier::token);
@@ -753,9 +821,10 @@ impl Cache {
                 value: Some(bytes),
                 version: current,
                 token,
+                typed: kept,
             }) = &found
             {
-                match self.decode_entry::<S::Stored>(key, bytes) {
+                match self.decode_kept::<S::Stored>(key, bytes, kept.as_ref(), typed) {
                     Some((meta, stored)) if meta.version == *current => {
                         match freshness(&meta, options) {
                             Freshness::Fresh => {
@@ -768,6 +837,7 @@ impl Cache {
                                     tier.fill(
                                         &entry_key,
                                         bytes,
+                                        typed.map(|t| (t.pack)(&stored)),
                                         local_for(&meta, options),
                                         local_token,
                                     );
@@ -869,6 +939,7 @@ impl Cache {
             tracing::trace!(target: "cache_runtime", name = options.name(), key, "miss");
         }
         let loading = Instant::now();
+        let load = load();
         let value = match &lock {
             // Renew the lease for as long as the loader runs.
             Some(guard) => {
@@ -895,6 +966,7 @@ impl Cache {
                 share.as_ref(),
                 lock,
                 local_token,
+                typed,
             )
             .await;
         if let Some(leader) = leader {
@@ -927,6 +999,7 @@ impl Cache {
         share: Option<&Sharer<R>>,
         lock: Option<LockGuard>,
         local_token: Option<u64>,
+        typed: Option<&Typed<S::Stored>>,
     ) -> Landed
     where
         S: Shape<R>,
@@ -1001,6 +1074,14 @@ impl Cache {
         let links = tags(inner_value);
         let mut req = self.fill_request(key, shared.to_vec(), keep, links, token);
         req.release = lock.as_ref().map(LockGuard::release_parts);
+        // Kept decoded in process: by the in-process store, or by the tier.
+        let kept = match typed {
+            Some(t) if !self.is_redis() || inner.tier.is_some() => Some((t.pack)(stored)),
+            _ => None,
+        };
+        if !self.is_redis() {
+            req.typed = kept.clone();
+        }
         let filled = self.store_fill(req).await;
         if filled.is_ok() {
             // The fill released the lock and announced the landing.
@@ -1013,7 +1094,7 @@ impl Cache {
                 Stats::add(&inner.stats.fills, 1);
                 if let (Some(tier), Some(local_token)) = (&inner.tier, local_token) {
                     let ttl = local_for(&meta, options);
-                    tier.fill(&inner.layout.entry(key), &shared, ttl, local_token);
+                    tier.fill(&inner.layout.entry(key), &shared, kept, ttl, local_token);
                 }
                 Landed::Value {
                     bytes: shared,
@@ -1035,18 +1116,50 @@ impl Cache {
         }
     }
 
+    /// A fresh hit that needs no network: from the in-process tier, or from
+    /// the in-process store.
+    fn in_process_hit<S: Shape<R>, R>(
+        &self,
+        entry_key: &str,
+        version_key: Option<&str>,
+        options: &CacheOptions,
+        typed: Option<&Typed<S::Stored>>,
+    ) -> Option<R> {
+        match &self.inner.backend {
+            Backend::Memory(m) => {
+                let found = m.entry(entry_key)?;
+                // A value that does not decode is reported by the full path.
+                let (meta, stored) =
+                    decode_quietly::<S::Stored>(&found.bytes, found.typed.as_ref(), typed)?;
+                let current = version_key.map_or(0, |name| m.version(name));
+                if meta.version != current || !matches!(freshness(&meta, options), Freshness::Fresh)
+                {
+                    return None;
+                }
+                Stats::add(&self.inner.stats.hits, 1);
+                Some(S::join(stored))
+            }
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => {
+                let tier = self.inner.tier.as_deref()?;
+                self.local_hit::<S, R>(tier, entry_key, version_key, options, typed)
+            }
+        }
+    }
+
     /// A hit from the in-process tier: trusted, of the current version (as
     /// last heard), and fresh.
     fn local_hit<S: Shape<R>, R>(
         &self,
         tier: &LocalTier,
-        key: &str,
         entry_key: &str,
         version_key: Option<&str>,
         options: &CacheOptions,
+        typed: Option<&Typed<S::Stored>>,
     ) -> Option<R> {
-        let bytes = tier.get(entry_key)?;
-        let (meta, stored) = self.decode_entry::<S::Stored>(key, &bytes)?;
+        let found = tier.get(entry_key)?;
+        let (meta, stored) =
+            decode_quietly::<S::Stored>(&found.bytes, found.typed.as_ref(), typed)?;
         if let Some(name) = version_key {
             if tier.version(name) != Some(meta.version) {
                 return None;
@@ -1240,6 +1353,7 @@ impl Cache {
             marker: layout.key_marker(key),
             tags: links.tags.iter().map(|t| self.tag_names(t)).collect(),
             value,
+            typed: None,
             ttl,
             token,
             depends_on: links.depends_on,
@@ -1276,6 +1390,18 @@ impl Cache {
 
     fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<T> {
         self.decode_entry(key, bytes).map(|(_, v)| v)
+    }
+
+    /// Like `decode_entry`, but takes the value kept decoded beside the
+    /// bytes when there is one (the header is still read from the bytes).
+    fn decode_kept<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        kept: Option<&AnyValue>,
+        typed: Option<&Typed<T>>,
+    ) -> Option<(Meta, T)> {
+        decode_quietly(bytes, kept, typed).or_else(|| self.decode_entry(key, bytes))
     }
 
     fn decode_entry<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<(Meta, T)> {

@@ -238,6 +238,12 @@ impl Layout {
         k
     }
 
+    /// Appends the entry name of `key` to `out`.
+    pub(crate) fn entry_into(&self, key: &str, out: &mut String) {
+        out.push_str(&self.entry_prefix);
+        out.push_str(key);
+    }
+
     pub(crate) fn entry_pattern(&self, pattern: &str) -> String {
         format!("{}{}", glob_escape(&self.entry_prefix), pattern)
     }

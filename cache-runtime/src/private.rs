@@ -179,21 +179,115 @@ impl<R> ShareNot<R> for &ShareProbe<R> {
     }
 }
 
+/// Keeps decoded values beside their bytes in process (in-process store and
+/// tier), so that a hit clones the value instead of decoding it. Picked at
+/// the expansion site for values that are `Clone + Send + Sync + 'static`.
+pub struct Typed<T> {
+    pub(crate) pack: fn(&T) -> crate::store::AnyValue,
+    pub(crate) unpack: fn(&(dyn ::std::any::Any + Send + Sync)) -> Option<T>,
+}
+
+impl<T> ::std::fmt::Debug for Typed<T> {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        f.write_str("Typed")
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Typed<T> {
+    /// Values kept as `Arc<T>` and cloned out.
+    #[inline]
+    pub fn cloning() -> Self {
+        Typed {
+            pack: |v| ::std::sync::Arc::new(v.clone()),
+            unpack: |any| any.downcast_ref::<T>().cloned(),
+        }
+    }
+}
+
+/// Picks [`Typed`] for the stored part of a return type:
+/// `(&&&&TypedProbe::<R>(PhantomData)).typed()` (autoref specialisation,
+/// in the same order as [`ShapeProbe`]; `None` when the stored part is not
+/// `Clone + Send + Sync + 'static`).
+#[derive(Debug)]
+pub struct TypedProbe<R>(pub ::core::marker::PhantomData<R>);
+
+/// `Result<Option<T>, E>`: stores `Option<T>`.
+pub trait TypedResOpt<T> {
+    /// The choice.
+    fn typed(&self) -> Option<Typed<Option<T>>>;
+}
+impl<T: Clone + Send + Sync + 'static, E> TypedResOpt<T> for &&&TypedProbe<Result<Option<T>, E>> {
+    #[inline]
+    fn typed(&self) -> Option<Typed<Option<T>>> {
+        Some(Typed::cloning())
+    }
+}
+
+/// `Result<T, E>`: stores `T`.
+pub trait TypedRes<T> {
+    /// The choice.
+    fn typed(&self) -> Option<Typed<T>>;
+}
+impl<T: Clone + Send + Sync + 'static, E> TypedRes<T> for &&TypedProbe<Result<T, E>> {
+    #[inline]
+    fn typed(&self) -> Option<Typed<T>> {
+        Some(Typed::cloning())
+    }
+}
+
+/// `Option<T>`: stores `Option<T>`.
+pub trait TypedOpt<T> {
+    /// The choice.
+    fn typed(&self) -> Option<Typed<Option<T>>>;
+}
+impl<T: Clone + Send + Sync + 'static> TypedOpt<T> for &&TypedProbe<Option<T>> {
+    #[inline]
+    fn typed(&self) -> Option<Typed<Option<T>>> {
+        Some(Typed::cloning())
+    }
+}
+
+/// Anything else: stores `R`.
+pub trait TypedPlain<R> {
+    /// The choice.
+    fn typed(&self) -> Option<Typed<R>>;
+}
+impl<R: Clone + Send + Sync + 'static> TypedPlain<R> for &TypedProbe<R> {
+    #[inline]
+    fn typed(&self) -> Option<Typed<R>> {
+        Some(Typed::cloning())
+    }
+}
+
+/// Not clonable: decode on every hit.
+pub trait TypedNot {
+    /// No choice.
+    fn typed<X>(&self) -> Option<Typed<X>>;
+}
+impl<R> TypedNot for TypedProbe<R> {
+    #[inline]
+    fn typed<X>(&self) -> Option<Typed<X>> {
+        None
+    }
+}
+
 /// The body of a `#[cached]` function.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub async fn cached<S, R, Fut, G>(
+pub async fn cached<S, R, L, Fut, G>(
     _shape: S,
     cache: Option<&Cache>,
     options: &CacheOptions,
     key: String,
     version: Option<String>,
     share: Option<Sharer<R>>,
+    typed: Option<Typed<S::Stored>>,
     tags: G,
-    load: Fut,
+    load: L,
 ) -> R
 where
     S: Shape<R>,
+    L: FnOnce() -> Fut,
     Fut: Future<Output = R>,
     G: FnOnce(Option<&S::Inner>) -> Links,
 {
@@ -204,10 +298,13 @@ where
                 options,
                 version: version.as_deref(),
                 share,
+                typed,
             };
-            cache.read_through::<S, R, Fut, G>(read, tags, load).await
+            cache
+                .read_through::<S, R, L, Fut, G>(read, tags, load)
+                .await
         }
-        None => load.await,
+        None => load().await,
     }
 }
 

@@ -21,11 +21,9 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use bytes::Bytes;
-
 use crate::events::now_ms;
-use crate::store::memory::MemoryStore;
-use crate::store::{FillRequest, InvalidationPlan};
+use crate::store::memory::{MemoryStore, Shared};
+use crate::store::{AnyValue, FillRequest, InvalidationPlan};
 
 #[derive(Debug)]
 pub(crate) struct LocalTier {
@@ -73,12 +71,13 @@ impl LocalTier {
         since != 0 && now_ms().saturating_sub(since) < crate::cache::millis(self.grace)
     }
 
-    /// The envelope under `entry`, when the tier may serve it.
-    pub(crate) fn get(&self, entry: &str) -> Option<Bytes> {
+    /// The envelope under `entry` (and its decoded value, if kept), when
+    /// the tier may serve it.
+    pub(crate) fn get(&self, entry: &str) -> Option<Shared> {
         if !self.trusted() {
             return None;
         }
-        self.store.lookup(entry, None).value
+        self.store.entry(entry)
     }
 
     /// The token to fill with after a Redis read that starts now.
@@ -100,7 +99,14 @@ impl LocalTier {
 
     /// Keeps `bytes` under `entry` for at most `ttl` (and the tier's TTL),
     /// unless an invalidation of it arrived after the read behind `token`.
-    pub(crate) fn fill(&self, entry: &str, bytes: &[u8], ttl: Option<Duration>, token: u64) {
+    pub(crate) fn fill(
+        &self,
+        entry: &str,
+        bytes: &[u8],
+        typed: Option<AnyValue>,
+        ttl: Option<Duration>,
+        token: u64,
+    ) {
         if !self.connected.load(Ordering::Acquire) {
             return;
         }
@@ -113,6 +119,7 @@ impl LocalTier {
             marker: entry.to_owned(),
             tags: Vec::new(),
             value: bytes.to_vec(),
+            typed,
             ttl: Some(ttl),
             token,
             depends_on: Vec::new(),

@@ -383,7 +383,12 @@ async fn a_lock_whose_reply_was_lost_is_released() {
         .build()
         .unwrap();
     // Warm up the connection and the script.
-    drop(cache.try_lock("warm", Duration::from_secs(30)).await.unwrap());
+    drop(
+        cache
+            .try_lock("warm", Duration::from_secs(30))
+            .await
+            .unwrap(),
+    );
     // The server holds writes for 400 ms: the lock script runs after the
     // caller gave up.
     let _: () = redis::cmd("CLIENT")
@@ -392,13 +397,22 @@ async fn a_lock_whose_reply_was_lost_is_released() {
         .arg("WRITE")
         .query(&mut server.conn())
         .unwrap();
-    assert!(cache.try_lock("job", Duration::from_secs(30)).await.is_err());
+    assert!(
+        cache
+            .try_lock("job", Duration::from_secs(30))
+            .await
+            .is_err()
+    );
     let mut conn = server.conn();
-    wait_until("the orphan lock is released", Duration::from_secs(5), async || {
-        !redis::cmd("EXISTS")
-            .arg("locks#ulock:job")
-            .query::<bool>(&mut conn)
-            .unwrap()
-    })
+    wait_until(
+        "the orphan lock is released",
+        Duration::from_secs(5),
+        async || {
+            !redis::cmd("EXISTS")
+                .arg("locks#ulock:job")
+                .query::<bool>(&mut conn)
+                .unwrap()
+        },
+    )
     .await;
 }

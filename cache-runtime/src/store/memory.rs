@@ -14,26 +14,30 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::Expiry;
 
-use super::{FillRequest, InvalidationPlan, Lookup};
+use super::{AnyValue, FillRequest, InvalidationPlan, Lookup};
 use crate::key::{Prefixes, glob_match};
 
 #[derive(Debug, Clone)]
-struct MemEntry {
-    bytes: Bytes,
+pub(crate) struct MemEntry {
+    pub(crate) bytes: Bytes,
+    pub(crate) typed: Option<AnyValue>,
     ttl: Option<Duration>,
 }
 
 struct PerEntryTtl;
 
-impl Expiry<String, MemEntry> for PerEntryTtl {
-    fn expire_after_create(&self, _: &String, value: &MemEntry, _: Instant) -> Option<Duration> {
+/// Entries are shared, so a hit clones one pointer.
+pub(crate) type Shared = std::sync::Arc<MemEntry>;
+
+impl Expiry<String, Shared> for PerEntryTtl {
+    fn expire_after_create(&self, _: &String, value: &Shared, _: Instant) -> Option<Duration> {
         value.ttl
     }
 
     fn expire_after_update(
         &self,
         _: &String,
-        value: &MemEntry,
+        value: &Shared,
         _: Instant,
         _: Option<Duration>,
     ) -> Option<Duration> {
@@ -60,7 +64,7 @@ struct WriteState {
 }
 
 pub(crate) struct MemoryStore {
-    entries: moka::sync::Cache<String, MemEntry>,
+    entries: moka::sync::Cache<String, Shared>,
     seq: AtomicU64,
     state: Mutex<WriteState>,
 }
@@ -96,11 +100,26 @@ impl MemoryStore {
     pub(crate) fn lookup(&self, entry: &str, version: Option<&str>) -> Lookup {
         let token = self.seq.load(Ordering::Acquire);
         let version = version.map_or(0, |v| self.state().versions.get(v).copied().unwrap_or(0));
+        let (value, typed) = self
+            .entries
+            .get(entry)
+            .map_or((None, None), |e| (Some(e.bytes.clone()), e.typed.clone()));
         Lookup {
-            value: self.entries.get(entry).map(|e| e.bytes),
+            value,
+            typed,
             token,
             version,
         }
+    }
+
+    /// The entry under `entry`, shared (a hit clones one pointer).
+    pub(crate) fn entry(&self, entry: &str) -> Option<Shared> {
+        self.entries.get(entry)
+    }
+
+    /// The current version of a version name.
+    pub(crate) fn version(&self, name: &str) -> u64 {
+        self.state().versions.get(name).copied().unwrap_or(0)
     }
 
     /// The current sequence number: the token of a read starting now.
@@ -181,10 +200,11 @@ impl MemoryStore {
         }
         self.entries.insert(
             req.entry,
-            MemEntry {
+            std::sync::Arc::new(MemEntry {
                 bytes: Bytes::from(req.value),
+                typed: req.typed,
                 ttl: req.ttl,
-            },
+            }),
         );
         self.count_write(&mut state, now);
         true
@@ -364,6 +384,7 @@ mod tests {
                 })
                 .collect(),
             value: b"v".to_vec(),
+            typed: None,
             ttl: None,
             token,
             depends_on: Vec::new(),
@@ -419,8 +440,12 @@ mod tests {
             "tag invalidated after the read"
         );
         assert!(
-            fill(&store, "e", &["u"], token),
+            fill(&store, "f", &["u"], token),
             "another tag is unaffected"
+        );
+        assert!(
+            !fill(&store, "e", &["u"], token),
+            "the refused fill marked its entry: the same stale read cannot store it under other tags"
         );
         assert!(
             fill(&store, "e", &["t"], store.lookup("e", None).token),

@@ -38,9 +38,15 @@ pub(crate) mod redis;
 #[derive(Debug)]
 pub(crate) struct Lookup {
     pub(crate) value: Option<Bytes>,
+    /// The decoded value kept beside the bytes (in-process only).
+    pub(crate) typed: Option<AnyValue>,
     pub(crate) token: u64,
     pub(crate) version: u64,
 }
+
+/// A decoded value, kept beside its envelope in process so that a hit need
+/// not decode it again.
+pub(crate) type AnyValue = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
 /// A tag as the store sees it: the set of its members and its marker. A
 /// dependency on a key is the same pair: the key's dependents set and the
@@ -58,6 +64,8 @@ pub(crate) struct FillRequest {
     pub(crate) marker: String,
     pub(crate) tags: Vec<TagNames>,
     pub(crate) value: Vec<u8>,
+    /// The decoded value, for the in-process store to keep beside the bytes.
+    pub(crate) typed: Option<AnyValue>,
     /// `None`: no expiry.
     pub(crate) ttl: Option<Duration>,
     pub(crate) token: u64,

@@ -277,6 +277,7 @@ impl RedisStore {
                 pipe.query_async(&mut conn).await?;
             return Ok(Lookup {
                 value: value.map(Bytes::from),
+                typed: None,
                 token: token.unwrap_or(0),
                 version: version.unwrap_or(0),
             });
@@ -284,6 +285,7 @@ impl RedisStore {
         let (value, token): (Option<Vec<u8>>, Option<u64>) = pipe.query_async(&mut conn).await?;
         Ok(Lookup {
             value: value.map(Bytes::from),
+            typed: None,
             token: token.unwrap_or(0),
             version: 0,
         })

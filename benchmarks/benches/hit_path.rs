@@ -1,0 +1,93 @@
+//! The hit path: ns per hit of the macro-generated path (in-process store,
+//! and the in-process tier of a two-tier cache) beside a bare `moka` get of
+//! the same value, in one run. Run: `cargo bench -p benchmarks --bench hit_path`.
+//!
+//! A hit never waits on anything, so the cached future is polled once with a
+//! no-op waker: what is measured is the cache, not an executor.
+
+use std::future::Future;
+use std::hint::black_box;
+use std::pin::pin;
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
+
+use benchmarks::{Post, Posts};
+use cache_runtime::Cache;
+use criterion::{Criterion, criterion_group, criterion_main};
+use integration_tests::RedisServer;
+
+/// Polls a future that must complete at once (a hit).
+fn now<F: Future>(f: F) -> F::Output {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(f).poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => panic!("a hit must not wait"),
+    }
+}
+
+fn hit_path(c: &mut Criterion) {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut group = c.benchmark_group("hit");
+
+    let moka: moka::sync::Cache<String, Post> = moka::sync::Cache::new(10_000);
+    moka.insert("post:1".to_owned(), Post::sample(1));
+    let key = "post:1".to_owned();
+    group.bench_function("bare moka get, key built once", |b| {
+        b.iter(|| black_box(moka.get(black_box(&key))))
+    });
+    group.bench_function("bare moka get, key formatted per call", |b| {
+        b.iter(|| black_box(moka.get(&format!("post:{}", black_box(1)))))
+    });
+    // What a hand-written cache would be: entries expire.
+    let moka_ttl: moka::sync::Cache<String, Post> = moka::sync::Cache::builder()
+        .max_capacity(10_000)
+        .time_to_live(Duration::from_secs(600))
+        .build();
+    moka_ttl.insert("post:1".to_owned(), Post::sample(1));
+    group.bench_function("bare moka get with a TTL, key formatted per call", |b| {
+        b.iter(|| black_box(moka_ttl.get(&format!("post:{}", black_box(1)))))
+    });
+
+    let memory = Posts {
+        cache: Cache::in_memory(),
+    };
+    rt.block_on(memory.get(1)).unwrap();
+    group.bench_function("#[cached], in-process store", |b| {
+        b.iter(|| black_box(now(memory.get(black_box(1)))))
+    });
+
+    let server = RedisServer::start();
+    let two_tier = rt.block_on(async {
+        let cache = Cache::builder()
+            .redis_url(server.url())
+            .namespace("bench")
+            .local_ttl(Duration::from_secs(600))
+            .build()
+            .unwrap();
+        while !cache.listening() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let posts = Posts { cache };
+        posts.get(1).await.unwrap();
+        posts
+    });
+    assert_eq!(two_tier.cache.stats().fills, 1);
+    group.bench_function("#[cached], two tiers, in-process hit", |b| {
+        b.iter(|| black_box(now(two_tier.get(black_box(1)))))
+    });
+    assert!(two_tier.cache.stats().local_hits > 0);
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(2));
+    targets = hit_path
+}
+criterion_main!(benches);

@@ -1,0 +1,40 @@
+//! Shared pieces of the benchmarks: a typical cached row, and repositories
+//! annotated the way users annotate theirs.
+
+use cache_runtime::{Cache, cached};
+use serde::{Deserialize, Serialize};
+
+/// A row of a typical size: a few numbers and short strings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Post {
+    pub id: u64,
+    pub author_id: u64,
+    pub title: String,
+    pub slug: String,
+    pub tags: Vec<String>,
+}
+
+impl Post {
+    pub fn sample(id: u64) -> Post {
+        Post {
+            id,
+            author_id: id % 97,
+            title: format!("How to cache post number {id} without going stale"),
+            slug: format!("how-to-cache-post-{id}"),
+            tags: vec!["rust".into(), "redis".into(), "caching".into()],
+        }
+    }
+}
+
+/// A repository whose read is cached by the macro.
+#[derive(Debug)]
+pub struct Posts {
+    pub cache: Cache,
+}
+
+impl Posts {
+    #[cached(cache = self.cache, key = "post:{id}", ttl = "10m", tags = ["author:{ret.author_id}"])]
+    pub async fn get(&self, id: u64) -> Result<Post, std::io::Error> {
+        Ok(Post::sample(id))
+    }
+}
