@@ -575,6 +575,16 @@ impl Cache {
         false
     }
 
+    /// Whether this instance's in-process tier holds `key` right now (and
+    /// may serve it). For tests, benchmarks and debugging; a read does not
+    /// need it.
+    pub fn in_local_tier(&self, key: &str) -> bool {
+        self.inner
+            .tier
+            .as_ref()
+            .is_some_and(|tier| tier.get(&self.inner.layout.entry(key)).is_some())
+    }
+
     /// This cache's namespace.
     pub fn namespace(&self) -> &str {
         self.inner.layout.namespace()
