@@ -95,9 +95,9 @@ struct Inner {
 /// to, and how to hand a non-stored outcome to coalesced callers.
 #[derive(Debug)]
 pub(crate) struct Read<'a, R, T> {
-    pub(crate) key: &'a str,
+    pub(crate) key: String,
     pub(crate) options: &'a CacheOptions,
-    pub(crate) version: Option<&'a str>,
+    pub(crate) version: Option<String>,
     pub(crate) share: Option<Sharer<R>>,
     /// How to keep the stored value decoded in process (`T` is the stored
     /// part of `R`).
@@ -105,13 +105,39 @@ pub(crate) struct Read<'a, R, T> {
 }
 
 impl<'a, R, T> Read<'a, R, T> {
-    pub(crate) fn new(key: &'a str, options: &'a CacheOptions) -> Self {
+    pub(crate) fn new(key: String, options: &'a CacheOptions) -> Self {
         Read {
             key,
             options,
             version: None,
             share: None,
             typed: None,
+        }
+    }
+}
+
+/// The future of a cached read: a hit is ready at once (found before the
+/// future was made); a miss is the boxed network path.
+pub(crate) enum ReadThrough<R, F> {
+    Hit(Option<R>),
+    Miss(std::pin::Pin<Box<F>>),
+}
+
+// Never pinned structurally: the value is moved out, the miss is boxed.
+impl<R, F> Unpin for ReadThrough<R, F> {}
+
+impl<R, F: Future<Output = R>> Future for ReadThrough<R, F> {
+    type Output = R;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<R> {
+        match &mut *self {
+            ReadThrough::Hit(value) => {
+                std::task::Poll::Ready(value.take().expect("a ready read polled after completion"))
+            }
+            ReadThrough::Miss(miss) => miss.as_mut().poll(cx),
         }
     }
 }
@@ -620,8 +646,12 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.read_through::<Res, _, _, _, _>(Read::new(key, options), |_| Links::new(), load)
-            .await
+        self.read_through::<Res, _, _, _, _>(
+            Read::new(key.to_owned(), options),
+            |_| Links::new(),
+            load,
+        )
+        .await
     }
 
     /// Like [`get_or_load`](Self::get_or_load), for a loader that cannot fail,
@@ -654,8 +684,12 @@ impl Cache {
         G: FnOnce(Option<&T>) -> L,
         L: Into<Links>,
     {
-        self.read_through::<Plain, _, _, _, _>(Read::new(key, options), |v| tags(v).into(), load)
-            .await
+        self.read_through::<Plain, _, _, _, _>(
+            Read::new(key.to_owned(), options),
+            |v| tags(v).into(),
+            load,
+        )
+        .await
     }
 
     /// The cached value under `key`, if there is one that decodes as `T`.
@@ -759,25 +793,26 @@ impl Cache {
     /// loader is a closure (its future is only made on a miss) and the
     /// network path is a boxed future, so a hit moves a few words, not the
     /// whole state of a miss.
-    pub(crate) async fn read_through<S, R, L, Fut, G>(
-        &self,
-        read: Read<'_, R, S::Stored>,
+    pub(crate) fn read_through<'a, S, R, L, Fut, G>(
+        &'a self,
+        read: Read<'a, R, S::Stored>,
         tags: G,
         load: L,
-    ) -> R
+    ) -> ReadThrough<R, impl Future<Output = R> + 'a>
     where
-        S: Shape<R>,
-        L: FnOnce() -> Fut,
-        Fut: Future<Output = R>,
-        G: FnOnce(Option<&S::Inner>) -> Links,
+        S: Shape<R> + 'a,
+        R: 'a,
+        L: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = R> + 'a,
+        G: FnOnce(Option<&S::Inner>) -> Links + 'a,
     {
         let inner = &*self.inner;
-        let version_key = read.version.map(|v| inner.layout.version(v));
+        let version_key = read.version.as_deref().map(|v| inner.layout.version(v));
         // An in-process hit (tier, or the in-process store) builds the entry
         // name in a reused buffer: no allocation but the key's.
         let in_process = ENTRY_NAME.with_borrow_mut(|name| {
             name.clear();
-            inner.layout.entry_into(read.key, name);
+            inner.layout.entry_into(&read.key, name);
             self.in_process_hit::<S, R>(
                 name,
                 version_key.as_deref(),
@@ -785,10 +820,15 @@ impl Cache {
                 read.typed.as_ref(),
             )
         });
-        if let Some(hit) = in_process {
-            return hit;
+        match in_process {
+            Some(hit) => ReadThrough::Hit(Some(hit)),
+            None => ReadThrough::Miss(Box::pin(self.read_network::<S, R, L, Fut, G>(
+                read,
+                version_key,
+                tags,
+                load,
+            ))),
         }
-        Box::pin(self.read_network::<S, R, L, Fut, G>(read, version_key, tags, load)).await
     }
 
     /// The read-through path past the in-process check.
@@ -816,6 +856,7 @@ impl Cache {
             share,
             typed,
         } = read;
+        let key = key.as_str();
         let typed = typed.as_ref();
         let entry_key = inner.layout.entry(key);
         let tier = inner.tier.as_deref();

@@ -271,40 +271,64 @@ impl<R> TypedNot for TypedProbe<R> {
     }
 }
 
-/// The body of a `#[cached]` function.
+/// The body of a `#[cached]` function: a future that is ready at once on an
+/// in-process hit.
 #[inline]
 #[allow(clippy::too_many_arguments)]
-pub async fn cached<S, R, L, Fut, G>(
+pub fn cached<'a, S, R, L, Fut, G>(
     _shape: S,
-    cache: Option<&Cache>,
-    options: &CacheOptions,
+    cache: Option<&'a Cache>,
+    options: &'a CacheOptions,
     key: String,
     version: Option<String>,
     share: Option<Sharer<R>>,
     typed: Option<Typed<S::Stored>>,
     tags: G,
     load: L,
-) -> R
+) -> Cached<impl Future<Output = R> + 'a, Fut>
 where
-    S: Shape<R>,
-    L: FnOnce() -> Fut,
-    Fut: Future<Output = R>,
-    G: FnOnce(Option<&S::Inner>) -> Links,
+    S: Shape<R> + 'a,
+    R: 'a,
+    L: FnOnce() -> Fut + 'a,
+    Fut: Future<Output = R> + 'a,
+    G: FnOnce(Option<&S::Inner>) -> Links + 'a,
 {
     match cache {
         Some(cache) => {
             let read = crate::cache::Read {
-                key: &key,
+                key,
                 options,
-                version: version.as_deref(),
+                version,
                 share,
                 typed,
             };
-            cache
-                .read_through::<S, R, L, Fut, G>(read, tags, load)
-                .await
+            Cached::Read(cache.read_through::<S, R, L, Fut, G>(read, tags, load))
         }
-        None => load().await,
+        None => Cached::Uncached(Box::pin(load())),
+    }
+}
+
+/// The future [`cached`] returns.
+#[derive(Debug)]
+pub enum Cached<A, B> {
+    /// Through the cache.
+    Read(A),
+    /// No cache configured: the body alone.
+    Uncached(::core::pin::Pin<Box<B>>),
+}
+
+impl<A: Future + Unpin, B: Future<Output = A::Output>> Future for Cached<A, B> {
+    type Output = A::Output;
+
+    #[inline]
+    fn poll(
+        self: ::core::pin::Pin<&mut Self>,
+        cx: &mut ::core::task::Context<'_>,
+    ) -> ::core::task::Poll<A::Output> {
+        match self.get_mut() {
+            Cached::Read(read) => ::core::pin::Pin::new(read).poll(cx),
+            Cached::Uncached(load) => load.as_mut().poll(cx),
+        }
     }
 }
 
