@@ -50,6 +50,7 @@ mod store;
 #[cfg(feature = "redis")]
 mod subscriber;
 mod tier;
+mod transaction;
 mod ttl;
 
 #[doc(hidden)]
@@ -66,6 +67,7 @@ pub use key::{KeyBuilder, escape_part_into, glob_escape, glob_match, render_part
 pub use lock::LockGuard;
 pub use options::{CacheOptions, Ttl};
 pub use stats::StatsSnapshot;
+pub use transaction::in_transaction;
 pub use ttl::parse_duration;
 
 #[cfg(feature = "macros")]

@@ -345,22 +345,22 @@ pub async fn invalidate(
     publish: Option<&'static str>,
 ) {
     let Some(cache) = cache.cloned() else { return };
-    let run = async move {
-        let mut inv = cache
-            .invalidate()
-            .keys(keys)
-            .tags(tags)
-            .patterns(patterns)
-            .bumps(bumps);
-        if let Some(event) = publish {
-            inv = inv.publish(event);
-        }
-        inv.run_reported().await;
+    let held = crate::transaction::Held {
+        cache,
+        keys,
+        tags,
+        patterns,
+        bumps,
+        publish,
+    };
+    // Inside `in_transaction`: applied after the commit, or never.
+    let Err(held) = crate::transaction::hold(held) else {
+        return;
     };
     match tokio::runtime::Handle::try_current() {
         // A panic inside the task is already reported by tokio; the caller's
         // own result stands.
-        Ok(handle) => drop(handle.spawn(run).await),
-        Err(_) => run.await,
+        Ok(handle) => drop(handle.spawn(held.apply()).await),
+        Err(_) => held.apply().await,
     }
 }

@@ -13,4 +13,5 @@ mod shapes;
 mod strategies;
 mod suite;
 mod tiers;
+mod transactions;
 mod ui;

@@ -1,0 +1,139 @@
+//! Transaction-aware invalidation: inside [`in_transaction`], the
+//! invalidations of `#[invalidates]` functions are held, and applied only
+//! when the transaction's work returns `Ok` (after its commit); an `Err`, a
+//! panic or a cancelled future discards them.
+//!
+//! The scope is a Tokio task-local: it covers the future passed in, not
+//! tasks that future spawns. Nested scopes join the outermost one, so
+//! everything is applied once, after the outermost work succeeds.
+
+use std::future::Future;
+use std::sync::Mutex;
+
+use crate::cache::Cache;
+
+tokio::task_local! {
+    static SCOPE: Deferred;
+}
+
+/// Invalidations held by a scope.
+#[derive(Default)]
+struct Deferred {
+    held: Mutex<Vec<Held>>,
+}
+
+/// One held invalidation, as `#[invalidates]` would have run it.
+pub(crate) struct Held {
+    pub(crate) cache: Cache,
+    pub(crate) keys: Vec<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) patterns: Vec<String>,
+    pub(crate) bumps: Vec<String>,
+    pub(crate) publish: Option<&'static str>,
+}
+
+impl Held {
+    /// Runs it (a failure is reported, not returned: the work succeeded).
+    pub(crate) async fn apply(self) {
+        let mut inv = self
+            .cache
+            .invalidate()
+            .keys(self.keys)
+            .tags(self.tags)
+            .patterns(self.patterns)
+            .bumps(self.bumps);
+        if let Some(event) = self.publish {
+            inv = inv.publish(event);
+        }
+        inv.run_reported().await;
+    }
+}
+
+/// Holds `held` in the current transaction scope; gives it back when there
+/// is none.
+pub(crate) fn hold(held: Held) -> Result<(), Held> {
+    let mut slot = Some(held);
+    let in_scope = SCOPE
+        .try_with(|scope| {
+            if let Some(held) = slot.take() {
+                scope
+                    .held
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(held);
+            }
+        })
+        .is_ok();
+    match slot {
+        Some(held) if !in_scope => Err(held),
+        _ => Ok(()),
+    }
+}
+
+/// Runs `work` with the invalidations of `#[invalidates]` functions called
+/// inside it held back, and applies them only if it returns `Ok`: put the
+/// database transaction's begin and commit inside `work`, and the cache
+/// changes after the commit, never for a rolled-back write.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use cache_runtime::{Cache, cached, in_transaction, invalidates};
+/// struct Posts { cache: Cache }
+/// impl Posts {
+///     #[cached(cache = self.cache, key = "post:{id}")]
+///     async fn title(&self, id: u64) -> String { format!("post {id}") }
+///
+///     #[invalidates(cache = self.cache, keys = ["post:{id}"])]
+///     async fn rename(&self, id: u64) -> Result<(), String> { Ok(()) }
+/// }
+/// let posts = Posts { cache: Cache::in_memory() };
+/// posts.title(1).await;
+/// let rolled_back: Result<(), String> = in_transaction(async {
+///     posts.rename(1).await?;              // held
+///     Err("constraint violated".to_string()) // the transaction rolls back
+/// })
+/// .await;
+/// assert!(rolled_back.is_err());
+/// assert!(posts.cache.get::<String>("post:1").await.is_some(), "nothing was invalidated");
+///
+/// in_transaction(async {
+///     posts.rename(1).await?; // held
+///     Ok::<_, String>(())     // committed: applied now
+/// })
+/// .await
+/// .unwrap();
+/// assert!(posts.cache.get::<String>("post:1").await.is_none());
+/// # }
+/// ```
+pub async fn in_transaction<F, T, E>(work: F) -> Result<T, E>
+where
+    F: Future<Output = Result<T, E>>,
+{
+    // Nested: the outermost scope holds everything.
+    if SCOPE.try_with(|_| ()).is_ok() {
+        return work.await;
+    }
+    let (result, held) = SCOPE
+        .scope(Deferred::default(), async {
+            let result = work.await;
+            let held = SCOPE.with(|scope| {
+                std::mem::take(&mut *scope.held.lock().unwrap_or_else(|p| p.into_inner()))
+            });
+            (result, held)
+        })
+        .await;
+    if result.is_ok() && !held.is_empty() {
+        let apply = async move {
+            for held in held {
+                held.apply().await;
+            }
+        };
+        // On its own task, as outside a scope: the commit has happened, so a
+        // caller that gives up now must not cancel the invalidations.
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => drop(handle.spawn(apply).await),
+            Err(_) => apply.await,
+        }
+    }
+    result
+}
