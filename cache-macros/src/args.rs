@@ -84,6 +84,30 @@ pub(crate) struct InvalidatesArgs {
     pub(crate) span: Option<Span>,
 }
 
+/// Arguments of `#[cache_put]`.
+#[derive(Default)]
+pub(crate) struct PutArgs {
+    pub(crate) key: Option<Template>,
+    pub(crate) ttl: Option<TtlArg>,
+    pub(crate) jitter: Option<f32>,
+    pub(crate) tags: Vec<Template>,
+    pub(crate) depends_on: Vec<Template>,
+    pub(crate) cache: Option<Expr>,
+    pub(crate) krate: Option<Path>,
+    /// The span of the whole attribute, for a missing key.
+    pub(crate) span: Option<Span>,
+}
+
+const PUT_ARGS: &[&str] = &[
+    "key",
+    "ttl",
+    "jitter",
+    "tags",
+    "depends_on",
+    "cache",
+    "crate",
+];
+
 const CACHED_ARGS: &[&str] = &[
     "key",
     "ttl",
@@ -583,6 +607,50 @@ impl InvalidatesArgs {
                         _ => None,
                     };
                     Err(unknown("invalidates", &name, INVALIDATES_ARGS, hint))
+                }
+            };
+            if let Err(e) = result {
+                errors.push(e);
+            }
+        }
+        args
+    }
+}
+
+impl PutArgs {
+    pub(crate) fn parse(tokens: TokenStream, errors: &mut Errors) -> PutArgs {
+        let span = (!tokens.is_empty()).then(|| tokens.span());
+        let mut args = PutArgs {
+            span,
+            ..Default::default()
+        };
+        for RawArg { name, value } in parse_raw("cache_put", tokens, errors) {
+            let result: syn::Result<()> = match name.to_string().as_str() {
+                "key" => template(&value, "key", "\"post:{ret.id}\"").map(|t| args.key = Some(t)),
+                "ttl" => duration_ms(&value, "ttl", true).map(|t| args.ttl = Some(t)),
+                "jitter" => parse_jitter(&value).map(|j| args.jitter = Some(j)),
+                "tags" => {
+                    args.tags = templates(&value, "tags", "\"author:{ret.author_id}\"", errors);
+                    Ok(())
+                }
+                "depends_on" => {
+                    args.depends_on =
+                        templates(&value, "depends_on", "\"author:{ret.author_id}\"", errors);
+                    Ok(())
+                }
+                "cache" => {
+                    args.cache = Some(value);
+                    Ok(())
+                }
+                "crate" => krate(&value).map(|k| args.krate = Some(k)),
+                _ => {
+                    let hint = match name.to_string().as_str() {
+                        "keys" => Some("#[cache_put] stores one value: write `key = \"...\"`"),
+                        "tag" => Some("write `tags = [\"...\"]`"),
+                        "patterns" | "publish" | "bump" => Some("this belongs to #[invalidates]"),
+                        _ => None,
+                    };
+                    Err(unknown("cache_put", &name, PUT_ARGS, hint))
                 }
             };
             if let Err(e) = result {

@@ -10,7 +10,7 @@ use quote::{ToTokens, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::{AttrStyle, Attribute, Expr, Ident, ItemFn, Path, Stmt, Type};
 
-use crate::args::{CachedArgs, Errors, InvalidatesArgs, TtlArg};
+use crate::args::{CachedArgs, Errors, InvalidatesArgs, PutArgs, TtlArg};
 use crate::func::{FnInfo, Receiver, ShapeKind, mentions_generics, shape_of};
 use crate::template::{Segment, Template};
 
@@ -18,6 +18,7 @@ use crate::template::{Segment, Template};
 pub(crate) enum Kind {
     Cached,
     Invalidates,
+    Put,
 }
 
 impl Kind {
@@ -25,6 +26,7 @@ impl Kind {
         match self {
             Kind::Cached => "cached",
             Kind::Invalidates => "invalidates",
+            Kind::Put => "cache_put",
         }
     }
 }
@@ -49,6 +51,11 @@ pub(crate) fn entry(kind: Kind, args: TokenStream, item: TokenStream) -> TokenSt
             let args = InvalidatesArgs::parse(args, &mut errors);
             FnInfo::analyze(&func, "invalidates", &mut errors)
                 .and_then(|info| invalidates(&func, &info, &args, &mut errors))
+        }
+        Kind::Put => {
+            let args = PutArgs::parse(args, &mut errors);
+            FnInfo::analyze(&func, "cache_put", &mut errors)
+                .and_then(|info| put(&func, &info, &args, &mut errors))
         }
     };
     match (errors.finish(), expanded) {
@@ -221,13 +228,21 @@ fn cache_handle(cache: Option<&Expr>, info: &FnInfo, krate: &Path) -> (TokenStre
             let root = expr_root(expr);
             let borrowed_self =
                 info.receiver == Some(Receiver::Ref) && root.as_ref().is_some_and(|r| r == "self");
+            // `let src = &expr;` extends the life of a temporary the
+            // expression returns (`self.cache()` returning `&Cache`), which
+            // passing `&expr` to a function would not.
+            // Resolved like the other helpers, reported at the expression.
+            let src = Ident::new("__cache_src", Span::mixed_site().located_at(expr.span()));
+            // The coercion checks the expression where it is written: a
+            // value that is not a cache is reported at it.
+            let bind = quote_spanned!(expr.span()=> let #src: &dyn ::core::convert::AsRef<#krate::Cache> = &#expr;);
             if borrowed_self {
-                let r = quote_spanned!(expr.span()=> #krate::__private::cache_ref(&#expr));
-                (quote!(let #var = #r;), quote!(#var))
+                let r = quote_spanned!(expr.span()=> #krate::__private::cache_ref(#src));
+                (quote!(#bind let #var = #r;), quote!(#var))
             } else {
-                let r = quote_spanned!(expr.span()=> #krate::__private::cache_owned(&#expr));
+                let r = quote_spanned!(expr.span()=> #krate::__private::cache_owned(#src));
                 (
-                    quote!(let #var = #r;),
+                    quote!(#bind let #var = #r;),
                     quote!(::core::option::Option::as_ref(&#var)),
                 )
             }
@@ -624,6 +639,108 @@ fn invalidates(
         };
         if let ::core::option::Option::Some((#(#lists_vars),*)) = #plan {
             #krate::__private::invalidate(#cache_use, #(#lists_vars),*, #publish).await;
+        }
+        #result
+    };
+    Some(rebuild(func, info, inner))
+}
+
+/// `#[cache_put]`: after the body succeeds, store its value under the key
+/// (write-through), refusing every fill that read before it.
+fn put(func: &ItemFn, info: &FnInfo, args: &PutArgs, errors: &mut Errors) -> Option<TokenStream> {
+    let krate = args.krate.clone().unwrap_or_else(default_crate);
+    let Some(ret) = &info.ret else {
+        errors.at(
+            func.sig.fn_token.span,
+            "#[cache_put] stores the returned value; this function returns `()`",
+        );
+        return None;
+    };
+    let Some(key) = &args.key else {
+        let span = args.span.unwrap_or_else(Span::call_site);
+        errors.at(span, "#[cache_put] needs the key to store under: `key = \"post:{ret.id}\"` (it may name the arguments and `ret`, the value)");
+        return None;
+    };
+    let scope = Scope {
+        info,
+        ret_allowed: true,
+    };
+    let mut ok = scope.check(key, "key", errors);
+    for tag in &args.tags {
+        ok &= scope.check(tag, "tag", errors);
+    }
+    for dep in &args.depends_on {
+        ok &= scope.check(dep, "dependency", errors);
+    }
+    if !ok {
+        return None;
+    }
+    let mut pre = Prerendered::default();
+    let key_code = build(key, &krate, Some(&mut pre));
+    let tags: Vec<TokenStream> = args
+        .tags
+        .iter()
+        .map(|t| build(t, &krate, Some(&mut pre)))
+        .collect();
+    let deps: Vec<TokenStream> = args
+        .depends_on
+        .iter()
+        .map(|t| build(t, &krate, Some(&mut pre)))
+        .collect();
+    let pre_lets = pre.lets(&krate);
+    let mut setters = Vec::new();
+    match args.ttl {
+        Some(TtlArg::Millis(ms)) => {
+            setters.push(quote!(.ttl(::core::time::Duration::from_millis(#ms))))
+        }
+        Some(TtlArg::Forever) => setters.push(quote!(.forever())),
+        None => {}
+    }
+    if let Some(j) = args.jitter {
+        setters.push(quote!(.jitter(#j)));
+    }
+    let name = func.sig.ident.to_string();
+    let options = helper("__CACHE_OPTIONS");
+    let annotation = if ret.to_token_stream().to_string().contains("impl") {
+        quote!()
+    } else {
+        quote!(: #ret)
+    };
+    let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
+    let result = helper("__cache_result");
+    let plan = helper("__cache_plan");
+    let ok_var = helper("__cache_ok");
+    let put_cache = helper("__cache_put");
+    let ret_ident = Ident::new("ret", Span::call_site());
+    let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
+    let inner = quote! {
+        const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #(#setters)*;
+        #cache_let
+        #(#prefix)*
+        #pre_lets
+        let #result #annotation = async move { #(#stmts)* }.await;
+        let #put_cache: ::core::option::Option<&#krate::Cache> = #cache_use;
+        // Encoded before awaiting: no borrow of the result is held across
+        // the await.
+        let #plan = match {
+            use #krate::__private::{OutcomeOfResult as _, OutcomeOfValue as _};
+            (&#krate::__private::OutcomeProbe(&#result)).success()
+        } {
+            ::core::option::Option::Some(#ok_var) => {
+                #[allow(unused_variables)]
+                let #ret_ident = #ok_var;
+                #krate::__private::encode_put(
+                    #put_cache,
+                    #key_code,
+                    #ok_var,
+                    &#options,
+                    #krate::Links::of(::std::vec![#(#tags),*], ::std::vec![#(#deps),*]),
+                )
+            }
+            ::core::option::Option::None => ::core::option::Option::None,
+        };
+        if let ::core::option::Option::Some(#plan) = #plan {
+            #krate::__private::put(#put_cache, #plan).await;
         }
         #result
     };

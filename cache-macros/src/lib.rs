@@ -1,5 +1,5 @@
 //! Attribute macros of [`cache-runtime`](https://docs.rs/cache-runtime):
-//! `#[cached]` and `#[invalidates]`. Depend on `cache-runtime`, which
+//! `#[cached]`, `#[invalidates]` and `#[cache_put]`. Depend on `cache-runtime`, which
 //! re-exports them; the attribute reference is in its README.
 
 mod args;
@@ -27,4 +27,14 @@ pub fn cached(args: TokenStream, item: TokenStream) -> TokenStream {
 #[proc_macro_attribute]
 pub fn invalidates(args: TokenStream, item: TokenStream) -> TokenStream {
     expand::entry(expand::Kind::Invalidates, args.into(), item.into()).into()
+}
+
+/// Write-through: once the body has returned `Ok` (or returned, for a
+/// function that does not return `Result`), store its value under the key,
+/// refusing any fill that read before it.
+///
+/// `#[cache_put(key = "post:{ret.id}", ttl = "5m", tags = ["author:{ret.author_id}"])]`
+#[proc_macro_attribute]
+pub fn cache_put(args: TokenStream, item: TokenStream) -> TokenStream {
+    expand::entry(expand::Kind::Put, args.into(), item.into()).into()
 }

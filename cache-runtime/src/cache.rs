@@ -566,6 +566,16 @@ impl From<Vec<String>> for Links {
     }
 }
 
+/// A write-through store, encoded and waiting for its function to succeed
+/// (or its transaction to commit).
+#[derive(Debug)]
+pub struct Put {
+    key: String,
+    bytes: Vec<u8>,
+    ttl: Option<Duration>,
+    links: Links,
+}
+
 /// What an invalidation did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -728,6 +738,65 @@ impl Cache {
             tier.apply(&[entry], &[]);
         }
         stored.map(|_| ())
+    }
+
+    /// Write-through: stores `value` under `key` with the TTL of `options`,
+    /// as a member of `links`, and refuses every fill whose read came before
+    /// it (an older value can never overwrite it). Entries that depend on
+    /// `key` are invalidated, and other instances' tiers drop their copies.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// use cache_runtime::{Cache, CacheOptions, Links};
+    /// let cache = Cache::in_memory();
+    /// cache.put("post:1", &"fresh", &CacheOptions::new("posts"), Links::new().tag("author:7")).await?;
+    /// assert_eq!(cache.get::<String>("post:1").await.as_deref(), Some("fresh"));
+    /// # Ok(()) }
+    /// ```
+    pub async fn put<T: Serialize + ?Sized>(
+        &self,
+        key: &str,
+        value: &T,
+        options: &CacheOptions,
+        links: impl Into<Links>,
+    ) -> Result<(), Error> {
+        let put = self.encode_put(key.to_owned(), value, options, links.into())?;
+        self.apply_put(put).await
+    }
+
+    pub(crate) fn encode_put<T: Serialize + ?Sized>(
+        &self,
+        key: String,
+        value: &T,
+        options: &CacheOptions,
+        links: Links,
+    ) -> Result<Put, Error> {
+        let ttl = self.ttl_for(options);
+        let meta = Meta {
+            fresh_until_ms: ttl.map_or(0, |t| now_ms().saturating_add(millis(t))),
+            ..Meta::default()
+        };
+        Ok(Put {
+            key,
+            bytes: entry::encode(self.inner.codec, meta, value)?,
+            ttl,
+            links,
+        })
+    }
+
+    /// Marks the key (so fills that read before now are refused, and
+    /// dependents and other tiers let go), then stores the value
+    /// unconditionally.
+    pub(crate) async fn apply_put(&self, put: Put) -> Result<(), Error> {
+        let plan = InvalidationPlan {
+            keys: vec![self.entry_names(&put.key)],
+            ..self.plan()
+        };
+        self.apply(&plan).await?;
+        let req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, UNCONDITIONAL);
+        self.store_fill(req).await?;
+        Stats::add(&self.inner.stats.puts, 1);
+        Ok(())
     }
 
     /// Starts an invalidation: add keys, tags, patterns and an event to

@@ -72,7 +72,7 @@ pub use ttl::parse_duration;
 
 #[cfg(feature = "macros")]
 #[doc(inline)]
-pub use cache_macros::{cached, invalidates};
+pub use cache_macros::{cache_put, cached, invalidates};
 
 /// The README's examples, compiled and run as doctests so they stay true.
 #[cfg(doctest)]

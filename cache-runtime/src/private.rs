@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-pub use crate::cache::{Cache, Links};
+pub use crate::cache::{Cache, Links, Put};
 pub use crate::key::{KeyBuilder, render_part};
 pub use crate::options::CacheOptions;
 pub use crate::shape::{Always, OnOk, Opt, Outcome, Plain, Res, ResOpt, Shape};
@@ -345,15 +345,21 @@ pub async fn invalidate(
     publish: Option<&'static str>,
 ) {
     let Some(cache) = cache.cloned() else { return };
-    let held = crate::transaction::Held {
+    let held = crate::transaction::Held::Invalidate(crate::transaction::Invalidate {
         cache,
         keys,
         tags,
         patterns,
         bumps,
         publish,
-    };
-    // Inside `in_transaction`: applied after the commit, or never.
+    });
+    apply_or_hold(held).await;
+}
+
+/// Inside `in_transaction`: held, applied after the commit or never.
+/// Otherwise applied now, on its own task (a caller that gives up after the
+/// write must not cancel it).
+async fn apply_or_hold(held: crate::transaction::Held) {
     let Err(held) = crate::transaction::hold(held) else {
         return;
     };
@@ -363,4 +369,29 @@ pub async fn invalidate(
         Ok(handle) => drop(handle.spawn(held.apply()).await),
         Err(_) => held.apply().await,
     }
+}
+
+/// The store of a `#[cache_put]` function, encoded from its value (a value
+/// that does not encode is reported and not stored).
+pub fn encode_put<T: ::serde::Serialize + ?Sized>(
+    cache: Option<&Cache>,
+    key: String,
+    value: &T,
+    options: &CacheOptions,
+    links: Links,
+) -> Option<crate::cache::Put> {
+    let cache = cache?;
+    match cache.encode_put(key, value, options, links) {
+        Ok(put) => Some(put),
+        Err(e) => {
+            cache.report("put", &e);
+            None
+        }
+    }
+}
+
+/// Stores what [`encode_put`] encoded, after the body succeeded.
+pub async fn put(cache: Option<&Cache>, put: crate::cache::Put) {
+    let Some(cache) = cache.cloned() else { return };
+    apply_or_hold(crate::transaction::Held::Put(cache, put)).await;
 }

@@ -38,6 +38,8 @@ counters! {
     decode_errors,
     /// Store operations that failed or timed out (the caller was not failed).
     store_errors,
+    /// Write-through stores (`#[cache_put]`, `Cache::put`).
+    puts,
     /// Invalidations applied (one per `#[invalidates]` call or builder run).
     invalidations,
     /// Entries removed by invalidations.

@@ -1,7 +1,8 @@
 //! Transaction-aware invalidation: inside [`in_transaction`], the
-//! invalidations of `#[invalidates]` functions are held, and applied only
-//! when the transaction's work returns `Ok` (after its commit); an `Err`, a
-//! panic or a cancelled future discards them.
+//! invalidations of `#[invalidates]` functions and the stores of
+//! `#[cache_put]` functions are held, and applied only when the
+//! transaction's work returns `Ok` (after its commit); an `Err`, a panic or
+//! a cancelled future discards them.
 //!
 //! The scope is a Tokio task-local: it covers the future passed in, not
 //! tasks that future spawns. Nested scopes join the outermost one, so
@@ -22,8 +23,14 @@ struct Deferred {
     held: Mutex<Vec<Held>>,
 }
 
-/// One held invalidation, as `#[invalidates]` would have run it.
-pub(crate) struct Held {
+/// One held change, as `#[invalidates]` or `#[cache_put]` would have run it.
+pub(crate) enum Held {
+    Invalidate(Invalidate),
+    Put(Cache, crate::cache::Put),
+}
+
+/// An invalidation as `#[invalidates]` renders it.
+pub(crate) struct Invalidate {
     pub(crate) cache: Cache,
     pub(crate) keys: Vec<String>,
     pub(crate) tags: Vec<String>,
@@ -35,17 +42,26 @@ pub(crate) struct Held {
 impl Held {
     /// Runs it (a failure is reported, not returned: the work succeeded).
     pub(crate) async fn apply(self) {
-        let mut inv = self
-            .cache
-            .invalidate()
-            .keys(self.keys)
-            .tags(self.tags)
-            .patterns(self.patterns)
-            .bumps(self.bumps);
-        if let Some(event) = self.publish {
-            inv = inv.publish(event);
+        match self {
+            Held::Invalidate(i) => {
+                let mut inv = i
+                    .cache
+                    .invalidate()
+                    .keys(i.keys)
+                    .tags(i.tags)
+                    .patterns(i.patterns)
+                    .bumps(i.bumps);
+                if let Some(event) = i.publish {
+                    inv = inv.publish(event);
+                }
+                inv.run_reported().await;
+            }
+            Held::Put(cache, put) => {
+                if let Err(e) = cache.apply_put(put).await {
+                    cache.report("put", &e);
+                }
+            }
         }
-        inv.run_reported().await;
     }
 }
 

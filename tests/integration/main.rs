@@ -15,3 +15,4 @@ mod suite;
 mod tiers;
 mod transactions;
 mod ui;
+mod write_through;

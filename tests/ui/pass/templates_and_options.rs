@@ -1,5 +1,5 @@
 //! Placeholder forms and every option.
-use cache_runtime::{Cache, cached, invalidates};
+use cache_runtime::{cache_put, Cache, cached, invalidates};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Serialize, Deserialize)]
@@ -47,6 +47,11 @@ impl Repo {
     pub async fn create(&self, author_id: u64, term: &str) -> Result<Post, String> {
         let _ = term;
         Ok(Post { id: 1, author_id, slug: "a".into() })
+    }
+
+    #[cache_put(cache = self.cache, key = "post:{ret.id}", ttl = "5m", jitter = 0.0, tags = ["author:{author_id}"], depends_on = ["author:{author_id}"])]
+    pub async fn save(&self, author_id: u64) -> Result<Post, String> {
+        Ok(Post { id: 2, author_id, slug: "b".into() })
     }
 
     #[invalidates(cache = self.cache, publish = "cache:flushed")]

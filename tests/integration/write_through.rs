@@ -1,0 +1,182 @@
+//! Write-through (`#[cache_put]`): the value a write returns is stored under
+//! its key after the body succeeds, and no fill that read before it can
+//! overwrite it. Both stores.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cache_runtime::{Cache, cache_put, cached, in_transaction};
+use tokio::sync::oneshot;
+
+use crate::common::{Fixture, Post};
+
+macro_rules! put_suite {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
+        }
+    };
+}
+
+put_suite!(
+    a_successful_write_stores_its_value,
+    a_failed_write_stores_nothing,
+    an_older_fill_cannot_overwrite_a_put,
+    a_put_inside_a_transaction_waits_for_the_commit,
+);
+
+#[derive(Default)]
+struct Posts {
+    cache: Option<Cache>,
+    rows: Mutex<HashMap<u64, Post>>,
+    loads: AtomicU32,
+    /// When set, the next load reports it has read, then waits.
+    hold: Mutex<Option<(oneshot::Sender<()>, oneshot::Receiver<()>)>>,
+}
+
+impl Posts {
+    fn new(cache: Cache) -> Arc<Posts> {
+        let posts = Posts {
+            cache: Some(cache),
+            ..Default::default()
+        };
+        posts.rows.lock().unwrap().insert(
+            1,
+            Post {
+                id: 1,
+                author_id: 7,
+                title: "v1".into(),
+            },
+        );
+        Arc::new(posts)
+    }
+
+    fn cache(&self) -> &Cache {
+        self.cache.as_ref().unwrap()
+    }
+
+    #[cached(cache = self.cache(), key = "post:{id}", ttl = 60, tags = ["author:{ret.author_id}"])]
+    async fn get(&self, id: u64) -> Result<Post, String> {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        let row = self.rows.lock().unwrap().get(&id).cloned();
+        let hold = self.hold.lock().unwrap().take();
+        if let Some((read, go)) = hold {
+            read.send(()).unwrap();
+            go.await.unwrap();
+        }
+        row.ok_or_else(|| format!("no post {id}"))
+    }
+
+    #[cache_put(cache = self.cache(), key = "post:{ret.id}", ttl = 60, tags = ["author:{ret.author_id}"])]
+    async fn save(&self, post: Post) -> Result<Post, String> {
+        if post.title.is_empty() {
+            return Err("a title is required".into());
+        }
+        self.rows.lock().unwrap().insert(post.id, post.clone());
+        Ok(post)
+    }
+
+    fn loads(&self) -> u32 {
+        self.loads.load(Ordering::SeqCst)
+    }
+}
+
+fn post(title: &str) -> Post {
+    Post {
+        id: 1,
+        author_id: 7,
+        title: title.into(),
+    }
+}
+
+async fn a_successful_write_stores_its_value(fx: Fixture) {
+    let posts = Posts::new(fx.cache.clone());
+    assert_eq!(posts.get(1).await.unwrap().title, "v1");
+    posts.save(post("v2")).await.unwrap();
+    assert_eq!(posts.get(1).await.unwrap().title, "v2", "the put value");
+    assert_eq!(posts.loads(), 1, "served from the cache, not loaded");
+    assert_eq!(fx.cache.stats().puts, 1);
+    // Filed under its tags like a fill.
+    fx.cache.invalidate().tag("author:7").await.unwrap();
+    assert_eq!(posts.get(1).await.unwrap().title, "v2");
+    assert_eq!(posts.loads(), 2);
+}
+
+async fn a_failed_write_stores_nothing(fx: Fixture) {
+    let posts = Posts::new(fx.cache.clone());
+    posts.get(1).await.unwrap();
+    assert!(posts.save(post("")).await.is_err());
+    assert_eq!(posts.get(1).await.unwrap().title, "v1");
+    assert_eq!(fx.cache.stats().puts, 0);
+}
+
+async fn an_older_fill_cannot_overwrite_a_put(fx: Fixture) {
+    let posts = Posts::new(fx.cache.clone());
+    let (read_tx, read_rx) = oneshot::channel();
+    let (go_tx, go_rx) = oneshot::channel();
+    *posts.hold.lock().unwrap() = Some((read_tx, go_rx));
+    // A reader misses and reads v1 ...
+    let reader = tokio::spawn({
+        let posts = posts.clone();
+        async move { posts.get(1).await.unwrap() }
+    });
+    read_rx.await.unwrap();
+    // ... a writer saves v2 and puts it ...
+    posts.save(post("v2")).await.unwrap();
+    // ... then the reader tries to store v1.
+    go_tx.send(()).unwrap();
+    assert_eq!(
+        reader.await.unwrap().title,
+        "v1",
+        "its caller gets what it read"
+    );
+    assert_eq!(
+        fx.cache
+            .get::<Post>("post:1")
+            .await
+            .map(|p| p.title)
+            .as_deref(),
+        Some("v2"),
+        "the older fill did not overwrite the put"
+    );
+    assert_eq!(fx.cache.stats().fills_rejected, 1);
+}
+
+async fn a_put_inside_a_transaction_waits_for_the_commit(fx: Fixture) {
+    let posts = Posts::new(fx.cache.clone());
+    posts.get(1).await.unwrap();
+    let rolled_back: Result<(), String> = in_transaction(async {
+        posts.save(post("v2")).await?;
+        Err("rolled back".into())
+    })
+    .await;
+    assert!(rolled_back.is_err());
+    assert_eq!(
+        fx.cache
+            .get::<Post>("post:1")
+            .await
+            .map(|p| p.title)
+            .as_deref(),
+        Some("v1"),
+        "nothing stored for a rolled-back write"
+    );
+    in_transaction(async {
+        posts.save(post("v3")).await?;
+        assert_eq!(fx.cache.stats().puts, 0, "held until the commit");
+        Ok::<_, String>(())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        fx.cache
+            .get::<Post>("post:1")
+            .await
+            .map(|p| p.title)
+            .as_deref(),
+        Some("v3")
+    );
+}
