@@ -6,6 +6,7 @@
 
 mod cascades;
 mod common;
+mod consistency;
 mod faults;
 mod locks;
 mod redis_only;
