@@ -52,6 +52,8 @@ mod subscriber;
 mod tier;
 mod transaction;
 mod ttl;
+#[cfg(feature = "redis")]
+mod write_behind;
 
 #[doc(hidden)]
 #[path = "private.rs"]
@@ -69,6 +71,8 @@ pub use options::{CacheOptions, Ttl};
 pub use stats::StatsSnapshot;
 pub use transaction::in_transaction;
 pub use ttl::parse_duration;
+#[cfg(feature = "redis")]
+pub use write_behind::{FlushReport, Worker, Write, WriteBehind};
 
 #[cfg(feature = "macros")]
 #[doc(inline)]

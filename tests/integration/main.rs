@@ -16,4 +16,5 @@ mod suite;
 mod tiers;
 mod transactions;
 mod ui;
+mod write_behind;
 mod write_through;

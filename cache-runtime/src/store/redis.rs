@@ -257,6 +257,11 @@ impl RedisStore {
         })
     }
 
+    /// The shared connection (cheap to clone).
+    pub(crate) fn connection(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
     /// The client, for connections of their own (the subscriber).
     pub(crate) fn client(&self) -> &redis::Client {
         &self.client

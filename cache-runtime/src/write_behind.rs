@@ -1,0 +1,491 @@
+//! Write-behind: writes are accepted into a durable queue on Redis (a
+//! stream with a consumer group), the cache is updated at once, and workers
+//! flush the writes to the database in batches.
+//!
+//! - [`WriteBehind::write`] appends `{k: key, v: value}` to the stream
+//!   `ns#wb:<name>` (`XADD`), then stores the value in the cache as
+//!   `Cache::put` does (older fills refused). The write is accepted once the
+//!   append succeeded.
+//! - A [`Worker`] first re-reads the entries it was handed and did not
+//!   acknowledge, then claims entries another worker left pending for longer
+//!   than `claim_idle` (`XAUTOCLAIM`: that worker crashed mid-batch), then
+//!   reads new ones (`XREADGROUP >`). It calls the flush function with the
+//!   batch; on `Ok` it acknowledges and deletes the entries (`XACK`, `XDEL`).
+//!   On `Err` it retries the entries one by one, so a bad entry does not hold
+//!   back the others; an entry that failed `max_tries` times (counted in
+//!   `ns#wb:<name>:tries`, or delivered more often than that) is moved to
+//!   the dead-letter stream `ns#wb:<name>:dead` with its error.
+//! - Delivery is at least once: a worker that dies after its database commit
+//!   and before its acknowledgement has the batch flushed again, so flushes
+//!   should be idempotent (upserts keyed by the entry's key, or guarded by a
+//!   version).
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::future::Future;
+use std::marker::PhantomData;
+use std::time::Duration;
+
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::cache::{Backend, Cache, Links};
+use crate::error::{Error, ErrorKind};
+use crate::options::CacheOptions;
+
+const GROUP: &str = "flushers";
+
+/// A durable write-behind queue of values of type `T` for one cache.
+#[derive(Debug)]
+pub struct WriteBehind<T> {
+    cache: Cache,
+    stream: String,
+    dead: String,
+    tries: String,
+    _values: PhantomData<fn() -> T>,
+}
+
+impl<T> Clone for WriteBehind<T> {
+    fn clone(&self) -> Self {
+        WriteBehind {
+            cache: self.cache.clone(),
+            stream: self.stream.clone(),
+            dead: self.dead.clone(),
+            tries: self.tries.clone(),
+            _values: PhantomData,
+        }
+    }
+}
+
+/// One queued write, as a worker's flush function receives it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Write<T> {
+    /// The stream entry id.
+    pub id: String,
+    /// The cache key the write was made under.
+    pub key: String,
+    /// The value written.
+    pub value: T,
+}
+
+fn redis_only() -> Error {
+    Error::config("write-behind keeps its queue in a Redis stream; build the cache with Redis")
+}
+
+impl<T: Serialize + DeserializeOwned> WriteBehind<T> {
+    /// The queue `name` of `cache` (a Redis cache); creates the stream and
+    /// its consumer group if needed.
+    pub async fn new(cache: &Cache, name: &str) -> Result<WriteBehind<T>, Error> {
+        let Backend::Redis(r) = cache.backend() else {
+            return Err(redis_only());
+        };
+        let stream = format!("{}#wb:{name}", cache.namespace());
+        let created: Result<(), Error> = cache
+            .bounded("write-behind setup", async {
+                let mut conn = r.connection();
+                redis::cmd("XGROUP")
+                    .arg("CREATE")
+                    .arg(&stream)
+                    .arg(GROUP)
+                    .arg("0")
+                    .arg("MKSTREAM")
+                    .query_async::<()>(&mut conn)
+                    .await
+                    .map_err(Error::from)
+            })
+            .await;
+        if let Err(e) = created {
+            if !e.to_string().contains("BUSYGROUP") {
+                return Err(e);
+            }
+        }
+        Ok(WriteBehind {
+            cache: cache.clone(),
+            dead: format!("{stream}:dead"),
+            tries: format!("{stream}:tries"),
+            stream,
+            _values: PhantomData,
+        })
+    }
+
+    /// Accepts a write: appends it to the durable queue, then stores it in
+    /// the cache under `key` (refusing older fills). `Ok` means the write
+    /// is queued; it reaches the database when a worker flushes it.
+    pub async fn write(
+        &self,
+        key: &str,
+        value: &T,
+        options: &CacheOptions,
+        links: impl Into<Links>,
+    ) -> Result<String, Error> {
+        let payload = serde_json::to_vec(value)
+            .map_err(|e| Error::with_source(ErrorKind::Codec, "encoding a write", e))?;
+        let Backend::Redis(r) = self.cache.backend() else {
+            return Err(redis_only());
+        };
+        let id: String = self
+            .cache
+            .bounded("write-behind append", async {
+                let mut conn = r.connection();
+                redis::cmd("XADD")
+                    .arg(&self.stream)
+                    .arg("*")
+                    .arg("k")
+                    .arg(key)
+                    .arg("v")
+                    .arg(&payload)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::from)
+            })
+            .await?;
+        // Queued: a failure to update the cache now only costs a miss.
+        if let Err(e) = self.cache.put(key, value, options, links).await {
+            self.cache.report("write-behind cache update", &e);
+        }
+        Ok(id)
+    }
+
+    /// A worker named `consumer` (unique per worker) that flushes batches
+    /// with `flush`.
+    pub fn worker<F, Fut, E>(&self, consumer: &str, flush: F) -> Worker<T, F>
+    where
+        F: FnMut(Vec<Write<T>>) -> Fut,
+        Fut: Future<Output = Result<(), E>>,
+        E: Display,
+    {
+        Worker {
+            queue: self.clone(),
+            consumer: consumer.to_owned(),
+            flush,
+            batch: 100,
+            max_tries: 5,
+            claim_idle: Duration::from_secs(30),
+        }
+    }
+
+    /// The writes in the dead-letter stream (oldest first), with the error
+    /// of their last try.
+    pub async fn dead_letters(&self) -> Result<Vec<(Write<T>, String)>, Error> {
+        let Backend::Redis(r) = self.cache.backend() else {
+            return Err(redis_only());
+        };
+        let reply: redis::streams::StreamRangeReply = self
+            .cache
+            .bounded("dead letters", async {
+                let mut conn = r.connection();
+                redis::cmd("XRANGE")
+                    .arg(&self.dead)
+                    .arg("-")
+                    .arg("+")
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(Error::from)
+            })
+            .await?;
+        Ok(reply
+            .ids
+            .iter()
+            .filter_map(|entry| {
+                let write = decode(entry)?;
+                let error = field(entry, "error").unwrap_or_default();
+                Some((write, error))
+            })
+            .collect())
+    }
+}
+
+fn field(entry: &redis::streams::StreamId, name: &str) -> Option<String> {
+    match entry.map.get(name)? {
+        redis::Value::BulkString(bytes) => String::from_utf8(bytes.clone()).ok(),
+        redis::Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    }
+}
+
+fn decode<T: DeserializeOwned>(entry: &redis::streams::StreamId) -> Option<Write<T>> {
+    let key = field(entry, "k")?;
+    let value = match entry.map.get("v")? {
+        redis::Value::BulkString(bytes) => serde_json::from_slice(bytes).ok()?,
+        _ => return None,
+    };
+    Some(Write {
+        id: entry.id.clone(),
+        key,
+        value,
+    })
+}
+
+/// Flushes a write-behind queue to the database in batches.
+#[derive(Debug)]
+pub struct Worker<T, F> {
+    queue: WriteBehind<T>,
+    consumer: String,
+    flush: F,
+    batch: usize,
+    max_tries: u64,
+    claim_idle: Duration,
+}
+
+/// What one [`Worker::run_once`] did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FlushReport {
+    /// Writes flushed and acknowledged.
+    pub flushed: usize,
+    /// Writes whose flush failed this time (they will be tried again).
+    pub failed: usize,
+    /// Writes moved to the dead-letter stream.
+    pub dead: usize,
+    /// Writes claimed from a worker that left them pending.
+    pub claimed: usize,
+}
+
+impl<T, F, Fut, E> Worker<T, F>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnMut(Vec<Write<T>>) -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: Display,
+{
+    /// At most this many writes per batch. Default 100.
+    pub fn batch(mut self, size: usize) -> Self {
+        self.batch = size.max(1);
+        self
+    }
+
+    /// A write whose flush failed this many times goes to the dead-letter
+    /// stream. Default 5.
+    pub fn max_tries(mut self, tries: u64) -> Self {
+        self.max_tries = tries.max(1);
+        self
+    }
+
+    /// Entries another worker has held unacknowledged for longer than this
+    /// are taken over (that worker is presumed dead). Default 30 s; keep it
+    /// well above the longest flush.
+    pub fn claim_idle(mut self, idle: Duration) -> Self {
+        self.claim_idle = idle;
+        self
+    }
+
+    /// Takes one batch (own pending entries first, then entries claimed
+    /// from dead workers, then new ones) and flushes it.
+    pub async fn run_once(&mut self) -> Result<FlushReport, Error> {
+        let mut report = FlushReport::default();
+        let mut entries = self.read("0").await?;
+        if entries.len() < self.batch {
+            let claimed = self.claim().await?;
+            report.claimed = claimed.len();
+            entries.extend(claimed);
+        }
+        if entries.len() < self.batch {
+            entries.extend(self.read(">").await?);
+        }
+        entries.truncate(self.batch);
+        if entries.is_empty() {
+            return Ok(report);
+        }
+        let delivered = self.delivered().await?;
+        let mut writes = Vec::with_capacity(entries.len());
+        for entry in &entries {
+            match decode::<T>(entry) {
+                Some(write) => writes.push(write),
+                // Not a write this queue can read: straight to dead letters.
+                None => {
+                    self.bury(&entry.id, entry, "the entry does not decode")
+                        .await?;
+                    report.dead += 1;
+                }
+            }
+        }
+        if writes.is_empty() {
+            return Ok(report);
+        }
+        let ids: Vec<String> = writes.iter().map(|w| w.id.clone()).collect();
+        match (self.flush)(writes).await {
+            Ok(()) => {
+                self.ack(&ids).await?;
+                report.flushed += ids.len();
+            }
+            Err(_) => {
+                // One by one: a bad write must not hold back the others.
+                let retries = entries.iter().filter_map(|e| decode::<T>(e));
+                for write in retries.collect::<Vec<_>>() {
+                    let id = write.id.clone();
+                    match (self.flush)(vec![write]).await {
+                        Ok(()) => {
+                            self.ack(std::slice::from_ref(&id)).await?;
+                            report.flushed += 1;
+                        }
+                        Err(e) => {
+                            let failures = self.failed(&id).await?;
+                            let deliveries = delivered.get(&id).copied().unwrap_or(1);
+                            if failures >= self.max_tries || deliveries > self.max_tries {
+                                let entry = entries.iter().find(|x| x.id == id);
+                                if let Some(entry) = entry {
+                                    self.bury(&id, entry, &e.to_string()).await?;
+                                }
+                                report.dead += 1;
+                            } else {
+                                report.failed += 1;
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// Runs batches until `stop` resolves, pausing `idle` when there is
+    /// nothing to flush (and after an error, which is reported).
+    pub async fn run(&mut self, idle: Duration, stop: impl Future<Output = ()>) {
+        let mut stop = std::pin::pin!(stop);
+        loop {
+            let pause = match self.run_once().await {
+                Ok(report) => report.flushed + report.dead == 0,
+                Err(e) => {
+                    self.queue.cache.report("write-behind flush", &e);
+                    true
+                }
+            };
+            if pause {
+                tokio::select! {
+                    () = &mut stop => return,
+                    () = tokio::time::sleep(idle) => {}
+                }
+            } else if futures_poll_ready(&mut stop) {
+                return;
+            }
+        }
+    }
+
+    async fn query<R: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        cmd: &redis::Cmd,
+    ) -> Result<R, Error> {
+        let Backend::Redis(r) = self.queue.cache.backend() else {
+            return Err(redis_only());
+        };
+        self.queue
+            .cache
+            .bounded(what, async {
+                let mut conn = r.connection();
+                cmd.query_async(&mut conn).await.map_err(Error::from)
+            })
+            .await
+    }
+
+    /// `XREADGROUP` from `from` ("0": own pending entries, ">": new ones).
+    async fn read(&self, from: &str) -> Result<Vec<redis::streams::StreamId>, Error> {
+        let mut cmd = redis::cmd("XREADGROUP");
+        cmd.arg("GROUP")
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg("COUNT")
+            .arg(self.batch)
+            .arg("STREAMS")
+            .arg(&self.queue.stream)
+            .arg(from);
+        let reply: Option<redis::streams::StreamReadReply> =
+            self.query("write-behind read", &cmd).await?;
+        Ok(reply
+            .map(|r| r.keys.into_iter().flat_map(|k| k.ids).collect())
+            .unwrap_or_default())
+    }
+
+    /// `XAUTOCLAIM`: entries left pending by other workers for too long.
+    async fn claim(&self) -> Result<Vec<redis::streams::StreamId>, Error> {
+        let mut cmd = redis::cmd("XAUTOCLAIM");
+        cmd.arg(&self.queue.stream)
+            .arg(GROUP)
+            .arg(&self.consumer)
+            .arg(u64::try_from(self.claim_idle.as_millis()).unwrap_or(u64::MAX))
+            .arg("0-0")
+            .arg("COUNT")
+            .arg(self.batch);
+        let reply: redis::streams::StreamAutoClaimReply =
+            self.query("write-behind claim", &cmd).await?;
+        Ok(reply.claimed)
+    }
+
+    /// How often each of this worker's pending entries was delivered.
+    async fn delivered(&self) -> Result<HashMap<String, u64>, Error> {
+        let mut cmd = redis::cmd("XPENDING");
+        cmd.arg(&self.queue.stream)
+            .arg(GROUP)
+            .arg("-")
+            .arg("+")
+            .arg(self.batch * 2)
+            .arg(&self.consumer);
+        let reply: redis::streams::StreamPendingCountReply =
+            self.query("write-behind pending", &cmd).await?;
+        Ok(reply
+            .ids
+            .into_iter()
+            .map(|p| (p.id, p.times_delivered as u64))
+            .collect())
+    }
+
+    async fn ack(&self, ids: &[String]) -> Result<(), Error> {
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .cmd("XACK")
+            .arg(&self.queue.stream)
+            .arg(GROUP)
+            .arg(ids)
+            .ignore()
+            .cmd("XDEL")
+            .arg(&self.queue.stream)
+            .arg(ids)
+            .ignore()
+            .cmd("HDEL")
+            .arg(&self.queue.tries)
+            .arg(ids)
+            .ignore();
+        let Backend::Redis(r) = self.queue.cache.backend() else {
+            return Err(redis_only());
+        };
+        self.queue
+            .cache
+            .bounded("write-behind ack", async {
+                let mut conn = r.connection();
+                pipe.query_async::<()>(&mut conn).await.map_err(Error::from)
+            })
+            .await
+    }
+
+    /// Counts a failed flush of `id`; returns the failures so far.
+    async fn failed(&self, id: &str) -> Result<u64, Error> {
+        let mut cmd = redis::cmd("HINCRBY");
+        cmd.arg(&self.queue.tries).arg(id).arg(1);
+        self.query("write-behind tries", &cmd).await
+    }
+
+    /// Moves an entry to the dead-letter stream, with `error`.
+    async fn bury(
+        &self,
+        id: &str,
+        entry: &redis::streams::StreamId,
+        error: &str,
+    ) -> Result<(), Error> {
+        let mut add = redis::cmd("XADD");
+        add.arg(&self.queue.dead).arg("*").arg("id").arg(id);
+        for name in ["k", "v"] {
+            if let Some(redis::Value::BulkString(bytes)) = entry.map.get(name) {
+                add.arg(name).arg(bytes.as_slice());
+            }
+        }
+        add.arg("error").arg(error);
+        let _: String = self.query("write-behind dead letter", &add).await?;
+        tracing::warn!(target: "cache_runtime", stream = %self.queue.stream, id, error, "write moved to the dead-letter stream");
+        self.ack(&[id.to_owned()]).await
+    }
+}
+
+/// Whether `fut` is ready now (polled once with a no-op waker).
+fn futures_poll_ready<F: Future<Output = ()>>(fut: &mut std::pin::Pin<&mut F>) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    fut.as_mut().poll(&mut cx).is_ready()
+}
