@@ -160,3 +160,96 @@ async fn outside_a_scope_nothing_changes(fx: Fixture) {
     db.commit();
     assert_eq!(db.balance(1).await, 5, "invalidated at once, as always");
 }
+
+/// With a real `sqlx` transaction on SQLite: the invalidation of a method
+/// that writes through the transaction is applied after `commit`, and not
+/// at all after a rollback.
+#[tokio::test]
+async fn with_a_sqlx_transaction() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    use sqlx::{Sqlite, Transaction};
+
+    struct Titles {
+        cache: Cache,
+        pool: sqlx::Pool<Sqlite>,
+    }
+
+    impl Titles {
+        #[cached(cache = self.cache, key = "title:{id}", ttl = 60)]
+        async fn title(&self, id: i64) -> Result<String, String> {
+            sqlx::query_scalar("SELECT title FROM posts WHERE id = ?")
+                .bind(id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(|e| e.to_string())
+        }
+
+        #[invalidates(cache = self.cache, keys = ["title:{id}"])]
+        async fn rename(
+            &self,
+            tx: &mut Transaction<'static, Sqlite>,
+            id: i64,
+            title: &str,
+        ) -> Result<(), String> {
+            sqlx::query("UPDATE posts SET title = ? WHERE id = ?")
+                .bind(title)
+                .bind(id)
+                .execute(&mut **tx)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+    }
+
+    let path = std::env::temp_dir().join(format!(
+        "cache-tx-{}-{}.db",
+        std::process::id(),
+        fastrand::u64(..)
+    ));
+    let pool = SqlitePoolOptions::new()
+        .max_connections(2)
+        .connect_with(
+            SqliteConnectOptions::new()
+                .filename(&path)
+                .create_if_missing(true),
+        )
+        .await
+        .unwrap();
+    sqlx::query("CREATE TABLE posts (id INTEGER PRIMARY KEY, title TEXT NOT NULL)")
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query("INSERT INTO posts (id, title) VALUES (1, 'first')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let titles = Titles {
+        cache: Cache::in_memory(),
+        pool: pool.clone(),
+    };
+    assert_eq!(titles.title(1).await.unwrap(), "first");
+
+    let rolled_back: Result<(), String> = in_transaction(async {
+        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+        titles.rename(&mut tx, 1, "never").await?;
+        tx.rollback().await.map_err(|e| e.to_string())?;
+        Err("the request failed after the update".to_string())
+    })
+    .await;
+    assert!(rolled_back.is_err());
+    assert_eq!(titles.title(1).await.unwrap(), "first");
+    assert_eq!(titles.cache.stats().invalidations, 0);
+
+    in_transaction(async {
+        let mut tx = pool.begin().await.map_err(|e| e.to_string())?;
+        titles.rename(&mut tx, 1, "second").await?;
+        // Not committed yet: the cache still answers with the committed row.
+        assert_eq!(titles.title(1).await?, "first");
+        tx.commit().await.map_err(|e| e.to_string())
+    })
+    .await
+    .unwrap();
+    assert_eq!(titles.title(1).await.unwrap(), "second");
+    pool.close().await;
+    let _ = std::fs::remove_file(&path);
+}
