@@ -228,21 +228,20 @@ fn cache_handle(cache: Option<&Expr>, info: &FnInfo, krate: &Path) -> (TokenStre
             let root = expr_root(expr);
             let borrowed_self =
                 info.receiver == Some(Receiver::Ref) && root.as_ref().is_some_and(|r| r == "self");
-            // `let src = &expr;` extends the life of a temporary the
-            // expression returns (`self.cache()` returning `&Cache`), which
-            // passing `&expr` to a function would not.
-            // Resolved like the other helpers, reported at the expression.
-            let src = Ident::new("__cache_src", Span::mixed_site().located_at(expr.span()));
-            // The coercion checks the expression where it is written: a
-            // value that is not a cache is reported at it.
-            let bind = quote_spanned!(expr.span()=> let #src: &dyn ::core::convert::AsRef<#krate::Cache> = &#expr;);
+            // One statement each, so that no temporary of the expression (a
+            // lock guard, say) outlives it. Borrowed: method-call autoref
+            // finds `AsRef<Cache>` on the value itself, so `self.cache()`
+            // returning `&Cache` borrows from `self`, not from a temporary.
             if borrowed_self {
-                let r = quote_spanned!(expr.span()=> #krate::__private::cache_ref(#src));
-                (quote!(#bind let #var = #r;), quote!(#var))
+                let r = quote_spanned!(expr.span()=> {
+                    use #krate::__private::CacheHandle as _;
+                    #krate::__private::cache_ref((#expr).cache_handle())
+                });
+                (quote!(let #var = #r;), quote!(#var))
             } else {
-                let r = quote_spanned!(expr.span()=> #krate::__private::cache_owned(#src));
+                let r = quote_spanned!(expr.span()=> #krate::__private::cache_owned(&#expr as &dyn ::core::convert::AsRef<#krate::Cache>));
                 (
-                    quote!(#bind let #var = #r;),
+                    quote!(let #var = #r;),
                     quote!(::core::option::Option::as_ref(&#var)),
                 )
             }

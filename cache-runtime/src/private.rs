@@ -13,6 +13,20 @@ pub fn cache_ref<C: AsRef<Cache> + ?Sized>(cache: &C) -> Option<&Cache> {
     Some(cache.as_ref())
 }
 
+/// What `cache = <expr>` must give: anything `AsRef<Cache>`. Called as a
+/// method, so that `self.cache()` returning `&Cache` borrows from `self`.
+pub trait CacheHandle {
+    /// The cache.
+    fn cache_handle(&self) -> &Cache;
+}
+
+impl<T: AsRef<Cache> + ?Sized> CacheHandle for T {
+    #[inline(always)]
+    fn cache_handle(&self) -> &Cache {
+        self.as_ref()
+    }
+}
+
 /// An owned handle to the cache named by `cache = <expr>`, for bodies that
 /// take `self` by value or mutably.
 #[inline]

@@ -32,6 +32,16 @@ impl Repo {
         id
     }
 
+    fn cache(&self) -> &Cache {
+        &self.cache
+    }
+
+    // The cache from a method returning a reference.
+    #[cached(cache = self.cache(), key = "via-method:{id}")]
+    pub async fn via_method(&self, id: u64) -> u64 {
+        id
+    }
+
     // Every read-side strategy, spelled as the attribute reference shows.
     #[cached(cache = self.cache, key = "feed:{id}", ttl = "1m", stale = "5m", version = "feed:{id}", depends_on = ["author:{ret.author_id}", "user:{id}"], lock = "distributed", lock_wait = "2s", max_size = "64KiB")]
     pub async fn feed(&self, id: u64) -> Result<Post, String> {
