@@ -77,6 +77,9 @@ struct Inner {
     fill_window: Duration,
     max_value_size: usize,
     instance: String,
+    /// Signs coherence messages: random per cache, whatever `instance` says,
+    /// so that replicas never mistake each other's messages for echoes.
+    coherence_id: String,
     lock_lease: Duration,
     stats: Stats,
     flights: Flights,
@@ -499,6 +502,7 @@ impl CacheBuilder {
                 fill_window: self.fill_window,
                 max_value_size: self.max_value_size,
                 instance,
+                coherence_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
                 lock_lease: self.lock_lease,
                 stats: Stats::default(),
                 flights: Flights::default(),
@@ -582,8 +586,6 @@ pub struct Put {
 pub struct InvalidationReport {
     /// Entries removed (keys, tag members and pattern matches).
     pub removed: u64,
-    /// Skipped: another instance applied the same event moments ago.
-    pub(crate) deduplicated: bool,
 }
 
 impl Cache {
@@ -792,10 +794,15 @@ impl Cache {
             keys: vec![self.entry_names(&put.key)],
             ..self.plan()
         };
-        self.apply(&plan).await?;
-        let req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, UNCONDITIONAL);
-        self.store_fill(req).await?;
-        Stats::add(&self.inner.stats.puts, 1);
+        let marked = self.apply(&plan).await?;
+        // Filled with the marking's own number: a later invalidation or put
+        // of the key (a greater number) refuses it, an earlier read too.
+        let req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, marked.seq);
+        if self.store_fill(req).await? {
+            Stats::add(&self.inner.stats.puts, 1);
+        } else {
+            Stats::add(&self.inner.stats.fills_rejected, 1);
+        }
         Ok(())
     }
 
@@ -822,10 +829,27 @@ impl Cache {
                         .await?;
                     removed += self.remove_entries(names).await?;
                     if next == 0 {
-                        return Ok(removed);
+                        break;
                     }
                     cursor = next;
                 }
+                // Tiers may hold matching entries Redis no longer has
+                // (evicted, expired early): they match the pattern
+                // themselves.
+                if let Some(tier) = &self.inner.tier {
+                    tier.apply_pattern(&full);
+                }
+                let message = serde_json::json!({
+                    "i": self.inner.coherence_id,
+                    "p": [full],
+                })
+                .to_string();
+                self.bounded(
+                    "pattern announcement",
+                    r.publish(&self.inner.layout.coherence_channel(), &message),
+                )
+                .await?;
+                Ok(removed)
             }
         }
     }
@@ -1400,7 +1424,7 @@ impl Cache {
                     coherence: layout.coherence_channel(),
                     events: layout.events_pattern(),
                 },
-                self.inner.instance.clone(),
+                self.inner.coherence_id.clone(),
                 Arc::new(CacheHooks {
                     inner: Arc::downgrade(&self.inner),
                 }),
@@ -1414,7 +1438,7 @@ impl Cache {
     pub(crate) fn coherence(&self) -> CoherenceChannel {
         CoherenceChannel {
             channel: self.inner.layout.coherence_channel(),
-            instance: self.inner.instance.clone(),
+            instance: self.inner.coherence_id.clone(),
         }
     }
 
@@ -1425,17 +1449,31 @@ impl Cache {
         if event.namespace != self.namespace() {
             return;
         }
-        let dedupe = self.inner.layout.event_dedupe(&event);
+        // One instance applies it: the first to claim it.
+        let Backend::Redis(r) = &self.inner.backend else {
+            return;
+        };
+        let claim = self.inner.layout.event_claim(&event);
+        match self
+            .bounded("event claim", r.claim(&claim, EVENT_CLAIM_TTL))
+            .await
+        {
+            Ok(true) => {}
+            Ok(false) => return,
+            Err(e) => {
+                // Unknown: applying twice is harmless, not at all is not.
+                self.report("event claim", &e);
+            }
+        }
         let report = self
             .invalidate()
             .keys(event.keys)
             .tags(event.tags)
             .patterns(event.patterns)
             .bumps(event.bumps)
-            .dedupe(dedupe)
             .run_reported()
             .await;
-        if report.is_some_and(|r| !r.deduplicated) {
+        if report.is_some() {
             Stats::add(&self.inner.stats.events_applied, 1);
         }
     }
@@ -1575,23 +1613,46 @@ impl Cache {
     /// in-process tier (the other instances hear it on pub/sub).
     pub(crate) async fn apply(&self, plan: &InvalidationPlan) -> Result<Applied, Error> {
         match &self.inner.backend {
-            Backend::Memory(m) => Ok(Applied {
-                removed: m.invalidate(plan),
-                ..Applied::default()
-            }),
+            Backend::Memory(m) => {
+                let (removed, seq) = m.invalidate_seq(plan);
+                Ok(Applied {
+                    removed,
+                    seq,
+                    ..Applied::default()
+                })
+            }
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
+                let Some(tier) = &self.inner.tier else {
+                    return self
+                        .bounded("invalidate", r.invalidate(&self.inner.seq_key, plan))
+                        .await;
+                };
+                // The nonce lets this instance tell its own echo (ignored
+                // once the reply is applied) from a lost reply (then the
+                // echo, naming everything removed, is applied).
+                let nonce = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
+                let plan = InvalidationPlan {
+                    nonce: nonce.clone(),
+                    ..plan.clone()
+                };
+                tier.sending(&nonce);
                 let applied = self
-                    .bounded("invalidate", r.invalidate(&self.inner.seq_key, plan))
+                    .bounded("invalidate", r.invalidate(&self.inner.seq_key, &plan))
                     .await;
-                if let Some(tier) = &self.inner.tier {
-                    match &applied {
-                        Ok(applied) => tier.apply(&applied.entries, &applied.versions),
-                        // Whether it ran is unknown: drop what the plan names.
-                        Err(_) => tier.apply(
+                match &applied {
+                    Ok(applied) => {
+                        tier.apply(&applied.entries, &applied.versions);
+                        tier.replied(&nonce);
+                    }
+                    Err(_) => {
+                        // Whether it ran is unknown: drop what the plan names
+                        // now, and what it removed when its echo arrives.
+                        tier.apply(
                             &plan.keys.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
                             &[],
-                        ),
+                        );
+                        tier.reply_lost(&nonce);
                     }
                 }
                 applied
@@ -1637,6 +1698,11 @@ impl Cache {
     }
 }
 
+/// How long an applied foreign event is remembered (so that the other
+/// instances, which heard it too, skip it).
+#[cfg(feature = "redis")]
+const EVENT_CLAIM_TTL: Duration = Duration::from_secs(60);
+
 /// How often the subscriber checks that its connection still answers.
 #[cfg(feature = "redis")]
 const SUBSCRIBER_PING: Duration = Duration::from_secs(1);
@@ -1672,6 +1738,9 @@ impl crate::subscriber::Hooks for CacheHooks {
     fn coherence(&self, message: crate::subscriber::Coherence) {
         if let Some(inner) = self.inner.upgrade() {
             if let Some(tier) = &inner.tier {
+                for pattern in &message.patterns {
+                    tier.apply_pattern(pattern);
+                }
                 let versions: Vec<(String, u64)> = message
                     .version_names
                     .into_iter()
@@ -1679,6 +1748,21 @@ impl crate::subscriber::Hooks for CacheHooks {
                     .collect();
                 tier.apply(&message.entries, &versions);
                 Stats::add(&inner.stats.coherence_applied, 1);
+            }
+        }
+    }
+
+    fn echo(&self, message: crate::subscriber::Coherence) {
+        if let Some(inner) = self.inner.upgrade() {
+            if let Some(tier) = &inner.tier {
+                if !message.nonce.is_empty() {
+                    let versions = message
+                        .version_names
+                        .into_iter()
+                        .zip(message.version_values)
+                        .collect();
+                    tier.echo(&message.nonce, message.entries, versions);
+                }
             }
         }
     }

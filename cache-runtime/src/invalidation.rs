@@ -30,7 +30,6 @@ pub struct Invalidation<'c> {
     patterns: Vec<String>,
     bumps: Vec<String>,
     publish: Option<String>,
-    dedupe: Option<String>,
 }
 
 impl<'c> Invalidation<'c> {
@@ -42,7 +41,6 @@ impl<'c> Invalidation<'c> {
             patterns: Vec::new(),
             bumps: Vec::new(),
             publish: None,
-            dedupe: None,
         }
     }
 
@@ -105,13 +103,6 @@ impl<'c> Invalidation<'c> {
         self
     }
 
-    /// Skip the keys, tags and bumps if another instance applied a plan
-    /// with this key in the last minute (an event every instance hears).
-    pub(crate) fn dedupe(mut self, key: String) -> Self {
-        self.dedupe = Some(key);
-        self
-    }
-
     /// Runs the invalidation. Patterns go first (a `SCAN` each); then keys,
     /// tags and the event in one round trip, so the event is only seen once
     /// everything it names is gone.
@@ -143,7 +134,6 @@ impl<'c> Invalidation<'c> {
             applied: true,
         });
         let plan = InvalidationPlan {
-            dedupe: self.dedupe,
             keys: self.keys.iter().map(|k| cache.entry_names(k)).collect(),
             tags: self.tags.iter().map(|t| cache.tag_names(t)).collect(),
             bumps: self.bumps.iter().map(|v| cache.version_name(v)).collect(),
@@ -159,23 +149,13 @@ impl<'c> Invalidation<'c> {
             ..cache.plan()
         };
         if !plan.is_empty() {
-            let applied = cache.apply(&plan).await?;
-            if applied.deduplicated {
-                return Ok(InvalidationReport {
-                    removed,
-                    deduplicated: true,
-                });
-            }
-            removed += applied.removed;
+            removed += cache.apply(&plan).await?.removed;
         }
         if let Some(e) = first_error {
             return Err(e);
         }
         cache.after_invalidation(removed, event);
-        Ok(InvalidationReport {
-            removed,
-            deduplicated: false,
-        })
+        Ok(InvalidationReport { removed })
     }
 
     /// Runs the invalidation and reports a failure through `tracing` and the

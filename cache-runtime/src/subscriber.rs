@@ -30,6 +30,8 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     fn disconnected(&self);
     /// A coherence message from an instance other than this one.
     fn coherence(&self, message: Coherence);
+    /// This instance's own coherence message, back from Redis.
+    fn echo(&self, message: Coherence);
     /// A message on an event channel (`Err`: it is not a valid event).
     fn event(&self, channel: &str, event: Result<InvalidationEvent, serde_json::Error>);
 }
@@ -49,6 +51,13 @@ pub(crate) struct Coherence {
     pub(crate) version_names: Vec<String>,
     #[serde(rename = "vv", default, deserialize_with = "list")]
     pub(crate) version_values: Vec<u64>,
+    /// Key patterns deleted (full names): tiers drop what matches, cached
+    /// or not on Redis any more.
+    #[serde(rename = "p", default, deserialize_with = "list")]
+    pub(crate) patterns: Vec<String>,
+    /// Names one invalidation, for its own instance.
+    #[serde(rename = "n", default)]
+    pub(crate) nonce: String,
 }
 
 /// A list, or `{}` for an empty one.
@@ -145,8 +154,21 @@ impl Subscriber {
     }
 }
 
+/// Reports the subscriber down when dropped.
+struct Down<'a>(&'a Run);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        self.0.ready.send_replace(false);
+        self.0.hooks.disconnected();
+    }
+}
+
 impl Run {
     async fn forever(self) {
+        // However this task ends (cancelled with its runtime, a panic), the
+        // cache must stop trusting what it heard.
+        let _down = Down(&self);
         let mut backoff = Duration::from_millis(50);
         loop {
             match tokio::time::timeout(self.timeout * 2, self.connect()).await {
@@ -214,7 +236,7 @@ impl Run {
             }
         } else if channel == self.channels.coherence {
             match serde_json::from_slice::<Coherence>(payload) {
-                Ok(message) if message.instance == self.instance => {}
+                Ok(message) if message.instance == self.instance => self.hooks.echo(message),
                 Ok(message) => self.hooks.coherence(message),
                 Err(e) => {
                     tracing::warn!(target: "cache_runtime", error = %e, "malformed coherence message ignored")

@@ -19,9 +19,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use crate::events::now_ms;
 use crate::store::memory::{MemoryStore, Shared};
 use crate::store::{AnyValue, FillRequest, InvalidationPlan};
 
@@ -34,9 +33,21 @@ pub(crate) struct LocalTier {
     /// bump message.
     versions: Mutex<HashMap<String, u64>>,
     connected: AtomicBool,
-    /// Unix ms when the subscriber lost its connection (0: never connected).
-    down_since_ms: AtomicU64,
+    /// When the subscriber lost its connection, in ms since `epoch` plus
+    /// one (0: never connected).
+    down_since: AtomicU64,
+    epoch: Instant,
     marker_ttl: Duration,
+    /// This instance's invalidations in flight (nonce -> the echo, if it
+    /// came first), and those whose reply was lost (nonce -> when): their
+    /// echo is applied instead of ignored.
+    echoes: Mutex<Echoes>,
+}
+
+#[derive(Debug, Default)]
+struct Echoes {
+    pending: HashMap<String, Option<(Vec<String>, Vec<(String, u64)>)>>,
+    lost: HashMap<String, Instant>,
 }
 
 impl LocalTier {
@@ -52,8 +63,10 @@ impl LocalTier {
             grace,
             versions: Mutex::new(HashMap::new()),
             connected: AtomicBool::new(false),
-            down_since_ms: AtomicU64::new(0),
+            down_since: AtomicU64::new(0),
+            epoch: Instant::now(),
             marker_ttl,
+            echoes: Mutex::new(Echoes::default()),
         }
     }
 
@@ -67,8 +80,9 @@ impl LocalTier {
         if self.connected.load(Ordering::Acquire) {
             return true;
         }
-        let since = self.down_since_ms.load(Ordering::Acquire);
-        since != 0 && now_ms().saturating_sub(since) < crate::cache::millis(self.grace)
+        let since = self.down_since.load(Ordering::Acquire);
+        since != 0
+            && self.since_epoch().saturating_sub(since - 1) < crate::cache::millis(self.grace)
     }
 
     /// The envelope under `entry` (and its decoded value, if kept), when
@@ -145,6 +159,69 @@ impl LocalTier {
         });
     }
 
+    fn since_epoch(&self) -> u64 {
+        crate::cache::millis(self.epoch.elapsed())
+    }
+
+    fn echoes(&self) -> std::sync::MutexGuard<'_, Echoes> {
+        self.echoes.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// An invalidation of this instance is about to be sent under `nonce`.
+    pub(crate) fn sending(&self, nonce: &str) {
+        self.echoes().pending.insert(nonce.to_owned(), None);
+    }
+
+    /// Its reply was applied: the echo will be ignored.
+    pub(crate) fn replied(&self, nonce: &str) {
+        self.echoes().pending.remove(nonce);
+    }
+
+    /// Its reply was lost (timeout): apply the echo if it came already,
+    /// else when it comes.
+    pub(crate) fn reply_lost(&self, nonce: &str) {
+        let stashed = {
+            let mut echoes = self.echoes();
+            let stashed = echoes.pending.remove(nonce).flatten();
+            if stashed.is_none() {
+                let now = Instant::now();
+                echoes
+                    .lost
+                    .retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+                echoes.lost.insert(nonce.to_owned(), now);
+            }
+            stashed
+        };
+        if let Some((entries, versions)) = stashed {
+            self.apply(&entries, &versions);
+        }
+    }
+
+    /// This instance's own message came back.
+    pub(crate) fn echo(&self, nonce: &str, entries: Vec<String>, versions: Vec<(String, u64)>) {
+        let apply = {
+            let mut echoes = self.echoes();
+            if let Some(slot) = echoes.pending.get_mut(nonce) {
+                // The reply is still to come: keep it in case it is lost.
+                *slot = Some((entries, versions));
+                None
+            } else if echoes.lost.remove(nonce).is_some() {
+                Some((entries, versions))
+            } else {
+                None
+            }
+        };
+        if let Some((entries, versions)) = apply {
+            self.apply(&entries, &versions);
+        }
+    }
+
+    /// Drops every entry whose name matches the glob `pattern`.
+    pub(crate) fn apply_pattern(&self, pattern: &str) {
+        let names = self.store.matching(pattern);
+        self.apply(&names, &[]);
+    }
+
     pub(crate) fn connected(&self) {
         // Messages may have been missed while away: start empty.
         self.store.clear();
@@ -154,7 +231,8 @@ impl LocalTier {
 
     pub(crate) fn disconnected(&self) {
         if self.connected.swap(false, Ordering::AcqRel) {
-            self.down_since_ms.store(now_ms(), Ordering::Release);
+            self.down_since
+                .store(self.since_epoch() + 1, Ordering::Release);
         }
     }
 }

@@ -15,10 +15,17 @@
 //!   back the others; an entry that failed `max_tries` times (counted in
 //!   `ns#wb:<name>:tries`, or delivered more often than that) is moved to
 //!   the dead-letter stream `ns#wb:<name>:dead` with its error.
+//! - Once a key's latest queued write is flushed (or dead-lettered), its
+//!   cache entry is invalidated, so a row a reader loaded in between (older
+//!   than the queued writes) does not stay.
+//! - Writes of one key are flushed in order by one worker; a failed write
+//!   holds back the later writes of its key. A round in which every write
+//!   of several fails counts as a database outage: no try is counted.
 //! - Delivery is at least once: a worker that dies after its database commit
-//!   and before its acknowledgement has the batch flushed again, so flushes
-//!   should be idempotent (upserts keyed by the entry's key, or guarded by a
-//!   version).
+//!   and before its acknowledgement has the batch flushed again, and two
+//!   workers may flush writes of one key concurrently; flushes should be
+//!   idempotent and ordered by [`Write::id`] (stream ids increase), for
+//!   example `UPDATE ... WHERE last_write_id < $id`.
 
 use std::collections::HashMap;
 use std::fmt::Display;
@@ -34,6 +41,33 @@ use crate::options::CacheOptions;
 
 const GROUP: &str = "flushers";
 
+/// KEYS: stream, latest. ARGV: key, value. Appends a write and records it
+/// as the key's latest.
+const APPEND: &str = r#"
+local id = redis.call('XADD', KEYS[1], '*', 'k', ARGV[1], 'v', ARGV[2])
+redis.call('HSET', KEYS[2], ARGV[1], id)
+return id
+"#;
+
+/// KEYS: stream, tries, latest. ARGV: group, then (id, key) pairs.
+/// Acknowledges and deletes the entries; returns the keys whose latest
+/// write this was (their cache entries may now be reloaded from the
+/// database).
+const SETTLE: &str = r#"
+local settled = {}
+for i = 2, #ARGV, 2 do
+  local id, key = ARGV[i], ARGV[i + 1]
+  redis.call('XACK', KEYS[1], ARGV[1], id)
+  redis.call('XDEL', KEYS[1], id)
+  redis.call('HDEL', KEYS[2], id)
+  if redis.call('HGET', KEYS[3], key) == id then
+    redis.call('HDEL', KEYS[3], key)
+    settled[#settled + 1] = key
+  end
+end
+return settled
+"#;
+
 /// A durable write-behind queue of values of type `T` for one cache.
 #[derive(Debug)]
 pub struct WriteBehind<T> {
@@ -41,6 +75,8 @@ pub struct WriteBehind<T> {
     stream: String,
     dead: String,
     tries: String,
+    /// key -> id of its latest queued write.
+    latest: String,
     _values: PhantomData<fn() -> T>,
 }
 
@@ -51,6 +87,7 @@ impl<T> Clone for WriteBehind<T> {
             stream: self.stream.clone(),
             dead: self.dead.clone(),
             tries: self.tries.clone(),
+            latest: self.latest.clone(),
             _values: PhantomData,
         }
     }
@@ -102,6 +139,7 @@ impl<T: Serialize + DeserializeOwned> WriteBehind<T> {
             cache: cache.clone(),
             dead: format!("{stream}:dead"),
             tries: format!("{stream}:tries"),
+            latest: format!("{stream}:latest"),
             stream,
             _values: PhantomData,
         })
@@ -126,14 +164,12 @@ impl<T: Serialize + DeserializeOwned> WriteBehind<T> {
             .cache
             .bounded("write-behind append", async {
                 let mut conn = r.connection();
-                redis::cmd("XADD")
-                    .arg(&self.stream)
-                    .arg("*")
-                    .arg("k")
+                redis::Script::new(APPEND)
+                    .key(&self.stream)
+                    .key(&self.latest)
                     .arg(key)
-                    .arg("v")
                     .arg(&payload)
-                    .query_async(&mut conn)
+                    .invoke_async(&mut conn)
                     .await
                     .map_err(Error::from)
             })
@@ -301,37 +337,55 @@ where
         if writes.is_empty() {
             return Ok(report);
         }
-        let ids: Vec<String> = writes.iter().map(|w| w.id.clone()).collect();
-        match (self.flush)(writes).await {
-            Ok(()) => {
-                self.ack(&ids).await?;
-                report.flushed += ids.len();
+        let settled: Vec<(String, String)> = writes
+            .iter()
+            .map(|w| (w.id.clone(), w.key.clone()))
+            .collect();
+        if (self.flush)(writes).await.is_ok() {
+            self.ack(&settled).await?;
+            report.flushed += settled.len();
+            return Ok(report);
+        }
+        // One by one, so a bad write does not hold back the others; but not
+        // past a failed write of the same key (its writes stay in order).
+        let retries: Vec<Write<T>> = entries.iter().filter_map(|e| decode::<T>(e)).collect();
+        let single = retries.len() == 1;
+        let mut blocked = std::collections::HashSet::new();
+        let mut failures = Vec::new();
+        for write in retries {
+            if blocked.contains(&write.key) {
+                report.failed += 1;
+                continue;
             }
-            Err(_) => {
-                // One by one: a bad write must not hold back the others.
-                let retries = entries.iter().filter_map(|e| decode::<T>(e));
-                for write in retries.collect::<Vec<_>>() {
-                    let id = write.id.clone();
-                    match (self.flush)(vec![write]).await {
-                        Ok(()) => {
-                            self.ack(std::slice::from_ref(&id)).await?;
-                            report.flushed += 1;
-                        }
-                        Err(e) => {
-                            let failures = self.failed(&id).await?;
-                            let deliveries = delivered.get(&id).copied().unwrap_or(1);
-                            if failures >= self.max_tries || deliveries > self.max_tries {
-                                let entry = entries.iter().find(|x| x.id == id);
-                                if let Some(entry) = entry {
-                                    self.bury(&id, entry, &e.to_string()).await?;
-                                }
-                                report.dead += 1;
-                            } else {
-                                report.failed += 1;
-                            }
-                        }
-                    }
+            let (id, key) = (write.id.clone(), write.key.clone());
+            match (self.flush)(vec![write]).await {
+                Ok(()) => {
+                    self.ack(&[(id, key)]).await?;
+                    report.flushed += 1;
                 }
+                Err(e) => {
+                    blocked.insert(key);
+                    failures.push((id, e.to_string()));
+                }
+            }
+        }
+        // Every write of several failed: the database is failing, not the
+        // writes. No try is counted (no dead letters for an outage).
+        let systemic = report.flushed == 0 && !single;
+        for (id, error) in failures {
+            if systemic {
+                report.failed += 1;
+                continue;
+            }
+            let failures = self.failed(&id).await?;
+            let deliveries = delivered.get(&id).copied().unwrap_or(1);
+            if failures >= self.max_tries || deliveries > self.max_tries {
+                if let Some(entry) = entries.iter().find(|x| x.id == id) {
+                    self.bury(&id, entry, &error).await?;
+                }
+                report.dead += 1;
+            } else {
+                report.failed += 1;
             }
         }
         Ok(report)
@@ -428,32 +482,40 @@ where
             .collect())
     }
 
-    async fn ack(&self, ids: &[String]) -> Result<(), Error> {
-        let mut pipe = redis::pipe();
-        pipe.atomic()
-            .cmd("XACK")
-            .arg(&self.queue.stream)
-            .arg(GROUP)
-            .arg(ids)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.queue.stream)
-            .arg(ids)
-            .ignore()
-            .cmd("HDEL")
-            .arg(&self.queue.tries)
-            .arg(ids)
-            .ignore();
+    /// Acknowledges and deletes flushed (or buried) writes, then
+    /// invalidates the cache entries of keys whose latest write this was:
+    /// the database has it now, and a value a reader loaded meanwhile (an
+    /// older row) must not stay.
+    async fn ack(&self, writes: &[(String, String)]) -> Result<(), Error> {
         let Backend::Redis(r) = self.queue.cache.backend() else {
             return Err(redis_only());
         };
-        self.queue
+        let settled: Vec<String> = self
+            .queue
             .cache
             .bounded("write-behind ack", async {
                 let mut conn = r.connection();
-                pipe.query_async::<()>(&mut conn).await.map_err(Error::from)
+                let script = redis::Script::new(SETTLE);
+                let mut inv = script.prepare_invoke();
+                inv.key(&self.queue.stream)
+                    .key(&self.queue.tries)
+                    .key(&self.queue.latest)
+                    .arg(GROUP);
+                for (id, key) in writes {
+                    inv.arg(id).arg(key);
+                }
+                inv.invoke_async(&mut conn).await.map_err(Error::from)
             })
-            .await
+            .await?;
+        if !settled.is_empty() {
+            self.queue
+                .cache
+                .invalidate()
+                .keys(settled)
+                .run_reported()
+                .await;
+        }
+        Ok(())
     }
 
     /// Counts a failed flush of `id`; returns the failures so far.
@@ -480,7 +542,9 @@ where
         add.arg("error").arg(error);
         let _: String = self.query("write-behind dead letter", &add).await?;
         tracing::warn!(target: "cache_runtime", stream = %self.queue.stream, id, error, "write moved to the dead-letter stream");
-        self.ack(&[id.to_owned()]).await
+        // The cache held a value the database never got.
+        let key = field(entry, "k").unwrap_or_default();
+        self.ack(&[(id.to_owned(), key)]).await
     }
 }
 

@@ -472,3 +472,87 @@ async fn events_from_other_services_invalidate_and_bad_ones_are_ignored() {
         1
     );
 }
+
+/// An invalidation whose reply is lost (a timeout) may still run on Redis:
+/// its echo, naming what it removed, is then applied to the instance's own
+/// tier instead of being ignored.
+#[tokio::test]
+async fn an_invalidation_whose_reply_was_lost_still_reaches_the_own_tier() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "old");
+    let a = instance(&server.url(), &table, |b| {
+        b.timeout(Duration::from_millis(150))
+    })
+    .await;
+    // Warm up the invalidation script.
+    a.cache.invalidate().key("warm").await.unwrap();
+    a.user(1, 7).await;
+    assert!(a.cache.in_local_tier("user:1"));
+    // Writes wait 500 ms on the server: the invalidation times out here,
+    // then runs.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(500)
+        .arg("WRITE")
+        .query(&mut server.conn())
+        .unwrap();
+    table.set(1, "new");
+    assert!(a.cache.invalidate().tag("team:7").await.is_err());
+    wait_until(
+        "the echo drops the entry",
+        Duration::from_secs(5),
+        async || !a.cache.in_local_tier("user:1"),
+    )
+    .await;
+    assert_eq!(a.user(1, 7).await, "new");
+}
+
+/// Pattern deletes reach other tiers even for entries Redis no longer has.
+#[tokio::test]
+async fn a_pattern_reaches_tiers_for_entries_gone_from_redis() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "old");
+    let a = instance(&server.url(), &table, |b| b).await;
+    let b = instance(&server.url(), &table, |b| b).await;
+    b.user(1, 7).await;
+    assert!(b.cache.in_local_tier("user:1"));
+    // Redis evicted it (simulated): SCAN cannot find it.
+    let _: i64 = redis::cmd("DEL")
+        .arg("tiers:user:1")
+        .query(&mut server.conn())
+        .unwrap();
+    table.set(1, "new");
+    a.cache.invalidate().pattern("user:*").await.unwrap();
+    wait_until("b drops its copy", Duration::from_secs(5), async || {
+        !b.cache.in_local_tier("user:1")
+    })
+    .await;
+    assert_eq!(b.user(1, 7).await, "new");
+}
+
+/// A cache whose subscriber task ended with its runtime stops trusting its
+/// tier (it can no longer hear invalidations).
+#[test]
+fn a_subscriber_that_died_with_its_runtime_stops_the_tier() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "old");
+    let first = tokio::runtime::Runtime::new().unwrap();
+    let a = first.block_on(async {
+        let a = instance(&server.url(), &table, |b| {
+            b.local_grace(Duration::from_millis(1))
+        })
+        .await;
+        a.user(1, 7).await;
+        a
+    });
+    drop(first); // the subscriber task ends here
+    let second = tokio::runtime::Runtime::new().unwrap();
+    second.block_on(async {
+        assert!(!a.cache.listening());
+        tokio::time::sleep(Duration::from_millis(5)).await; // past the 1 ms grace
+        assert!(!a.cache.in_local_tier("user:1"), "not trusted any more");
+    });
+}

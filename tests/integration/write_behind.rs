@@ -245,3 +245,51 @@ async fn write_behind_needs_redis() {
         .unwrap_err();
     assert_eq!(err.kind(), cache_runtime::ErrorKind::Config);
 }
+
+/// A row loaded from the database while its write was still queued (the
+/// cache entry was evicted) is older than the write: once the write is
+/// flushed, the cache entry is invalidated so the older row does not stay.
+#[tokio::test]
+async fn a_flush_settles_what_readers_cached_meanwhile() {
+    let (_server, cache, pool) = setup().await;
+    sqlx::query("INSERT INTO rows (id, title) VALUES (1, 'old')")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let queue = WriteBehind::<Row>::new(&cache, "rows").await.unwrap();
+    let new = Row {
+        id: 1,
+        title: "new".into(),
+    };
+    queue
+        .write("row:1", &new, &OPTS, Links::new())
+        .await
+        .unwrap();
+    // Evicted before the flush; a reader loads the old row and caches it.
+    cache.invalidate().key("row:1").await.unwrap();
+    let loaded: Row = cache
+        .get_or_load_tagged(
+            "row:1",
+            &OPTS,
+            |_| Vec::new(),
+            || async {
+                sqlx::query_as::<_, (i64, String)>("SELECT id, title FROM rows WHERE id = 1")
+                    .fetch_one(&pool)
+                    .await
+                    .map(|(id, title)| Row { id, title })
+                    .unwrap()
+            },
+        )
+        .await;
+    assert_eq!(loaded.title, "old");
+    let mut worker = queue.worker("w", |batch: Vec<Write<Row>>| {
+        let pool = pool.clone();
+        async move { upsert(&pool, &batch).await }
+    });
+    assert_eq!(worker.run_once().await.unwrap().flushed, 1);
+    assert_eq!(
+        cache.get::<Row>("row:1").await,
+        None,
+        "the older row cached meanwhile is gone"
+    );
+}

@@ -235,6 +235,12 @@ impl MemoryStore {
     }
 
     pub(crate) fn invalidate(&self, plan: &InvalidationPlan) -> u64 {
+        self.invalidate_seq(plan).0
+    }
+
+    /// Invalidates, returning what was removed and the sequence number of
+    /// this invalidation.
+    pub(crate) fn invalidate_seq(&self, plan: &InvalidationPlan) -> (u64, u64) {
         let mut state = self.state();
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         let until = Instant::now() + plan.marker_ttl;
@@ -259,7 +265,7 @@ impl MemoryStore {
             *state.versions.entry(version.clone()).or_default() += 1;
         }
         self.count_write(&mut state, Instant::now());
-        removed
+        (removed, seq)
     }
 
     /// Marks every removed entry and removes its dependents, breadth first,

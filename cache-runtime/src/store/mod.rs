@@ -101,8 +101,9 @@ pub(crate) struct Applied {
     pub(crate) entries: Vec<String>,
     /// Versions bumped, and their new values (Redis only).
     pub(crate) versions: Vec<(String, u64)>,
-    /// Nothing was done: the plan's dedupe key was taken.
-    pub(crate) deduplicated: bool,
+    /// The sequence number of this invalidation (its markers'): a write
+    /// that must not be overwritten by anything older fills with it.
+    pub(crate) seq: u64,
 }
 
 /// A held lock, released by compare-and-delete: only by its own token.
@@ -116,7 +117,7 @@ pub(crate) struct Release {
 
 /// Keys to delete and tags to invalidate in one step, and an event to
 /// publish once they are gone.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub(crate) struct InvalidationPlan {
     /// (entry, marker) pairs.
     pub(crate) keys: Vec<(String, String)>,
@@ -131,9 +132,9 @@ pub(crate) struct InvalidationPlan {
     pub(crate) prefixes: Prefixes,
     /// Where to announce what was removed ('' channel: nowhere).
     pub(crate) coherence: CoherenceChannel,
-    /// Apply this plan only if no other instance applied one with the same
-    /// dedupe key lately (an external event heard by every instance).
-    pub(crate) dedupe: Option<String>,
+    /// Names this invalidation in its coherence message, so the instance
+    /// that made it can tell its echo from a lost reply.
+    pub(crate) nonce: String,
 }
 
 impl InvalidationPlan {

@@ -143,20 +143,15 @@ return 0
 /// versions (v).
 /// ARGV: k, t, marker ttl ms, channel ('' = none), payload, v, entry prefix,
 /// key marker prefix, dependents prefix, coherence channel ('' = none),
-/// instance, dedupe key ('' = none).
+/// instance, nonce (names this invalidation in its coherence message).
 ///
-/// Members are removed in batches of 512 (`SPOP`) so no reply or argument
-/// list grows with a set's size. Every removed entry gets a marker and its
-/// dependents are removed in turn (breadth first, each entry once, so a
-/// cycle ends). The names of the removed entries and the bumped versions
-/// are published for the in-process tiers and returned:
-/// `{removed, names, version names, version values}`.
+/// Members are removed in batches of 512 (`SPOP`) so no argument list grows
+/// with a set's size. Every removed entry gets a marker and its dependents
+/// are removed in turn (breadth first, each entry once, so a cycle ends).
+/// The names of the removed entries and the bumped versions are published
+/// for the in-process tiers and returned (so the reply does grow with what
+/// was removed): `{removed, names, version names, version values, seq}`.
 const INVALIDATE: &str = r#"
-if ARGV[12] ~= '' then
-  if not redis.call('SET', ARGV[12], '1', 'NX', 'PX', 60000) then
-    return {-1, {}, {}, {}}
-  end
-end
 local k = tonumber(ARGV[1])
 local t = tonumber(ARGV[2])
 local mttl = ARGV[3]
@@ -206,12 +201,12 @@ for i = vbase, vbase + tonumber(ARGV[6]) - 1 do
   vvalues[#vvalues + 1] = redis.call('INCR', KEYS[i])
 end
 if ARGV[10] ~= '' and (#names > 0 or #vnames > 0) then
-  redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], k = names, vn = vnames, vv = vvalues}))
+  redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], n = ARGV[12], k = names, vn = vnames, vv = vvalues}))
 end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
-return {removed, names, vnames, vvalues}
+return {removed, names, vnames, vvalues, seq}
 "#;
 
 pub(crate) struct RedisStore {
@@ -376,15 +371,15 @@ impl RedisStore {
             .arg(&plan.prefixes.dependents);
         inv.arg(&plan.coherence.channel)
             .arg(&plan.coherence.instance)
-            .arg(plan.dedupe.as_deref().unwrap_or(""));
+            .arg(&plan.nonce);
         let mut conn = self.conn.clone();
-        let (removed, entries, names, values): (i64, Vec<String>, Vec<String>, Vec<u64>) =
+        let (removed, entries, names, values, seq): (u64, Vec<String>, Vec<String>, Vec<u64>, u64) =
             inv.invoke_async(&mut conn).await?;
         Ok(Applied {
-            removed: u64::try_from(removed).unwrap_or(0),
+            removed,
             entries,
             versions: names.into_iter().zip(values).collect(),
-            deduplicated: removed < 0,
+            seq,
         })
     }
 
@@ -443,6 +438,31 @@ impl RedisStore {
             .invoke_async(&mut conn)
             .await?;
         Ok(released == 1)
+    }
+
+    /// `SET key 1 NX PX ttl`: whether this caller is the first.
+    pub(crate) async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, Error> {
+        let mut conn = self.conn.clone();
+        let set: Option<String> = redis::cmd("SET")
+            .arg(key)
+            .arg(1)
+            .arg("NX")
+            .arg("PX")
+            .arg(millis(ttl))
+            .query_async(&mut conn)
+            .await?;
+        Ok(set.is_some())
+    }
+
+    /// Publishes `payload` on `channel`.
+    pub(crate) async fn publish(&self, channel: &str, payload: &str) -> Result<(), Error> {
+        let mut conn = self.conn.clone();
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg(channel)
+            .arg(payload)
+            .query_async(&mut conn)
+            .await?;
+        Ok(())
     }
 
     /// One batch of a pattern scan: the next cursor (0 when done) and the
