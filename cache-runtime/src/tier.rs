@@ -44,9 +44,12 @@ pub(crate) struct LocalTier {
     echoes: Mutex<Echoes>,
 }
 
+/// What an invalidation removed: entry names, and bumped versions.
+type Removed = (Vec<String>, Vec<(String, u64)>);
+
 #[derive(Debug, Default)]
 struct Echoes {
-    pending: HashMap<String, Option<(Vec<String>, Vec<(String, u64)>)>>,
+    pending: HashMap<String, Option<Removed>>,
     lost: HashMap<String, Instant>,
 }
 
