@@ -24,6 +24,7 @@ use crate::options::{CacheOptions, Ttl};
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::{Stats, StatsSnapshot};
 use crate::store::memory::MemoryStore;
+use crate::store::memory::Shared;
 use crate::store::{
     AnyValue, Applied, CoherenceChannel, FillRequest, InvalidationPlan, Lookup, TagNames,
     UNCONDITIONAL,
@@ -903,11 +904,16 @@ impl Cache {
         let version_key = read.version.as_deref().map(|v| inner.layout.version(v));
         // An in-process hit (tier, or the in-process store) builds the entry
         // name in a reused buffer: no allocation but the key's.
-        let in_process = ENTRY_NAME.with_borrow_mut(|name| {
+        // Only the lookup runs inside the borrow: decoding and cloning run
+        // user code, which may itself read the cache.
+        let found = ENTRY_NAME.with_borrow_mut(|name| {
             name.clear();
             inner.layout.entry_into(&read.key, name);
+            self.in_process_entry(name)
+        });
+        let in_process = found.and_then(|found| {
             self.in_process_hit::<S, R>(
-                name,
+                &found,
                 version_key.as_deref(),
                 read.options,
                 read.typed.as_ref(),
@@ -1262,59 +1268,44 @@ impl Cache {
 
     /// A fresh hit that needs no network: from the in-process tier, or from
     /// the in-process store.
-    fn in_process_hit<S: Shape<R>, R>(
-        &self,
-        entry_key: &str,
-        version_key: Option<&str>,
-        options: &CacheOptions,
-        typed: Option<&Typed<S::Stored>>,
-    ) -> Option<R> {
+    fn in_process_entry(&self, entry_key: &str) -> Option<Shared> {
         match &self.inner.backend {
-            Backend::Memory(m) => {
-                let found = m.entry(entry_key)?;
-                // A value that does not decode is reported by the full path.
-                let (meta, stored) =
-                    decode_quietly::<S::Stored>(&found.bytes, found.typed.as_ref(), typed)?;
-                let current = version_key.map_or(0, |name| m.version(name));
-                if meta.version != current || !matches!(freshness(&meta, options), Freshness::Fresh)
-                {
-                    return None;
-                }
-                Stats::add(&self.inner.stats.hits, 1);
-                Some(S::join(stored))
-            }
+            Backend::Memory(m) => m.entry(entry_key),
             #[cfg(feature = "redis")]
-            Backend::Redis(_) => {
-                let tier = self.inner.tier.as_deref()?;
-                self.local_hit::<S, R>(tier, entry_key, version_key, options, typed)
-            }
+            Backend::Redis(_) => self.inner.tier.as_deref()?.get(entry_key),
         }
     }
 
-    /// A hit from the in-process tier: trusted, of the current version (as
-    /// last heard), and fresh.
-    fn local_hit<S: Shape<R>, R>(
+    /// Whether an in-process entry answers the read: current version (on
+    /// the in-process store, the store's; in the tier, as last heard from
+    /// Redis), and fresh.
+    fn in_process_hit<S: Shape<R>, R>(
         &self,
-        tier: &LocalTier,
-        entry_key: &str,
+        found: &Shared,
         version_key: Option<&str>,
         options: &CacheOptions,
         typed: Option<&Typed<S::Stored>>,
     ) -> Option<R> {
-        let found = tier.get(entry_key)?;
+        // A value that does not decode is reported by the full path.
         let (meta, stored) =
             decode_quietly::<S::Stored>(&found.bytes, found.typed.as_ref(), typed)?;
-        if let Some(name) = version_key {
-            if tier.version(name) != Some(meta.version) {
-                return None;
-            }
-        }
-        if !matches!(freshness(&meta, options), Freshness::Fresh) {
+        let current = match &self.inner.backend {
+            Backend::Memory(m) => version_key.map_or(Some(0), |name| Some(m.version(name))),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => match (version_key, self.inner.tier.as_deref()) {
+                (None, _) => Some(0),
+                (Some(name), Some(tier)) => tier.version(name),
+                (Some(_), None) => None,
+            },
+        };
+        if current != Some(meta.version) || !matches!(freshness(&meta, options), Freshness::Fresh) {
             return None;
         }
         let stats = &self.inner.stats;
         Stats::add(&stats.hits, 1);
-        Stats::add(&stats.local_hits, 1);
+        if self.is_redis() {
+            Stats::add(&stats.local_hits, 1);
+        }
         Some(S::join(stored))
     }
 
