@@ -619,6 +619,8 @@ async fn profiles_follow_and_the_feed() {
     assert_eq!(body["articles"][0]["author"]["following"], true);
     // A followed author's new article is in the feed at once; so is its deletion.
     api.create_article(&ada, "Ada Again", &[]).await;
+    let (_, body) = api.get("/articles/feed", Some(&grace)).await;
+    assert_eq!(slugs(&body), ["ada-again", "by-ada"]);
     let (_, body) = api.get("/articles/feed?limit=1", Some(&grace)).await;
     assert_eq!(
         (slugs(&body), body["articlesCount"].as_i64()),
