@@ -717,6 +717,12 @@ async fn comments_add_list_delete() {
             .0,
         404
     );
+    assert_eq!(
+        api.delete("/articles/talk/comments/abc", Some(&grace))
+            .await
+            .0,
+        404
+    );
     assert_eq!(api.delete(&path, Some(&grace)).await.0, 204);
     assert_eq!(api.delete(&path, Some(&grace)).await.0, 404);
     let (_, body) = api.get("/articles/talk/comments", None).await;

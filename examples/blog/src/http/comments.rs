@@ -60,9 +60,10 @@ pub async fn add(
 pub async fn delete(
     State(state): State<AppState>,
     user: AuthUser,
-    Path((slug, id)): Path<(String, i64)>,
+    Path((slug, id)): Path<(String, String)>,
 ) -> Result<StatusCode, AppError> {
     let article = article(&state, &slug).await?;
+    let id: i64 = id.parse().map_err(|_| AppError::NotFound("comment"))?;
     let comment = state
         .comments
         .by_id(id)
