@@ -837,3 +837,77 @@ async fn two_instances_share_redis_and_the_database() {
         1
     );
 }
+
+/// A write whose transaction fails at the commit invalidates nothing: the
+/// invalidations of `Articles::create` are held by `in_transaction` until
+/// the commit, and dropped with the rollback. (The articles table is made
+/// with a deferred foreign key here, so the insert succeeds and the commit
+/// fails.)
+#[tokio::test]
+async fn a_failed_commit_invalidates_nothing() {
+    let database = temp_db();
+    let pool = blog::db::connect(&database).await.unwrap();
+    sqlx::query(
+        "CREATE TABLE articles (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            slug TEXT NOT NULL UNIQUE,
+            title TEXT NOT NULL,
+            description TEXT NOT NULL,
+            body TEXT NOT NULL,
+            author_id INTEGER NOT NULL REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        )",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    let api = Api::start(config(database, None)).await;
+    let ada = api.register("ada").await;
+    api.create_article(&ada, "Kept", &["t"]).await;
+    assert_eq!(api.get("/articles", None).await.1["articlesCount"], 1); // cached now
+    let cached_page = async || {
+        api.state
+            .cache
+            .get::<blog::repo::Page>("articles:all:20:0")
+            .await
+    };
+    assert!(cached_page().await.is_some());
+
+    let before = api.state.cache.stats();
+    let new = blog::repo::NewArticle {
+        title: "Orphan".into(),
+        description: "no such author".into(),
+        body: "fails at the commit".into(),
+        tag_list: vec!["t".into()],
+    };
+    let failed = api.state.articles.create(999_999, &new).await;
+    assert!(failed.is_err(), "the commit fails: {failed:?}");
+    let after = api.state.cache.stats();
+    assert_eq!(
+        after.invalidations, before.invalidations,
+        "nothing was invalidated"
+    );
+    assert!(
+        cached_page().await.is_some(),
+        "the list page is still cached"
+    );
+    assert_eq!(api.get("/articles", None).await.1["articlesCount"], 1);
+    assert_eq!(api.get("/articles/orphan", None).await.0, 404);
+
+    // The same create for a real author commits and invalidates.
+    let (_, me) = api.get("/user", Some(&ada)).await;
+    assert_eq!(me["user"]["username"], "ada");
+    let ada_id = api
+        .state
+        .users
+        .profile_by_username("ada")
+        .await
+        .unwrap()
+        .unwrap()
+        .id;
+    api.state.articles.create(ada_id, &new).await.unwrap();
+    assert!(cached_page().await.is_none());
+    assert_eq!(api.get("/articles", None).await.1["articlesCount"], 2);
+}
