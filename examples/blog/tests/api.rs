@@ -42,8 +42,20 @@ fn config(database_url: String, redis_url: Option<String>) -> Config {
 /// A running instance and a client for it.
 struct Api {
     base: String,
+    database: String,
     state: AppState,
     client: Client<HttpConnector, Full<Bytes>>,
+}
+
+/// Removes the test's SQLite files (unlinking open files is fine on Unix).
+impl Drop for Api {
+    fn drop(&mut self) {
+        if let Some(path) = self.database.strip_prefix("sqlite://") {
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{path}{suffix}"));
+            }
+        }
+    }
 }
 
 impl Api {
@@ -55,6 +67,7 @@ impl Api {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
         Api {
             base: format!("http://{addr}/api"),
+            database: config.database_url.clone(),
             state,
             client: Client::builder(TokioExecutor::new()).build_http(),
         }
