@@ -59,6 +59,12 @@ pub struct Config {
     pub database_url: String,
     /// `REDIS_URL`: Redis with an in-process tier; unset, the in-process store.
     pub redis_url: Option<String>,
+    /// `BLOG_LOCAL_TTL` (seconds, default 30): how long the in-process tier
+    /// in front of Redis keeps entries; `0` turns the tier off. Other
+    /// instances' tiers drop an entry when Redis pub/sub tells them, so
+    /// with a tier a write on one instance reaches the others' reads a
+    /// message's delivery later, not at once.
+    pub local_ttl: Duration,
     /// `JWT_SECRET` (instances sharing users must share it).
     pub jwt_secret: String,
     /// `BLOG_ADDR`, else `127.0.0.1:3000`.
@@ -78,6 +84,11 @@ impl Config {
                 )
             }),
             redis_url: var("REDIS_URL"),
+            local_ttl: Duration::from_secs(
+                var("BLOG_LOCAL_TTL")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(30),
+            ),
             jwt_secret: var("JWT_SECRET").unwrap_or_else(|| "conduit-development-secret".into()),
             addr: var("BLOG_ADDR").unwrap_or_else(|| "127.0.0.1:3000".into()),
             seed: true,
@@ -88,10 +99,14 @@ impl Config {
 /// The cache this configuration asks for.
 pub fn cache_for(config: &Config) -> Result<Cache, cache_runtime::Error> {
     match &config.redis_url {
+        Some(url) if config.local_ttl.is_zero() => Cache::builder()
+            .redis_url(url.clone())
+            .namespace("blog")
+            .build(),
         Some(url) => Cache::builder()
             .redis_url(url.clone())
             .namespace("blog")
-            .local_ttl(Duration::from_secs(30))
+            .local_ttl(config.local_ttl)
             .build(),
         None => Cache::builder().namespace("blog").build(),
     }

@@ -7,11 +7,18 @@ use blog::{Config, app, start};
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     let config = Config::from_env();
+    if std::env::var_os("JWT_SECRET").is_none() {
+        eprintln!("JWT_SECRET is not set: tokens are signed with a development secret");
+    }
     let state = start(&config).await?;
     let listener = tokio::net::TcpListener::bind(&config.addr).await?;
     let addr = listener.local_addr()?;
     let cache = match &config.redis_url {
-        Some(url) => format!("Redis at {url} with an in-process tier"),
+        Some(url) if config.local_ttl.is_zero() => format!("Redis at {url}"),
+        Some(url) => format!(
+            "Redis at {url} with an in-process tier ({}s)",
+            config.local_ttl.as_secs()
+        ),
         None => "in-process store".to_string(),
     };
     println!("Conduit API listening on http://{addr}/api");

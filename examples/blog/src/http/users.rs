@@ -126,6 +126,14 @@ pub async fn update(
         .await?
         .ok_or(AppError::Unauthorized)?;
     let body = body.user;
+    if body.username.is_none()
+        && body.email.is_none()
+        && body.password.is_none()
+        && body.bio.is_none()
+        && body.image.is_none()
+    {
+        return Err(AppError::invalid("user", "at least one field is required"));
+    }
     let blank = |field: &'static str, value: &Option<String>| match value {
         Some(v) if v.trim().is_empty() => Err(AppError::invalid(field, "can't be blank")),
         _ => Ok(()),
