@@ -1,0 +1,48 @@
+//! HTTP: routes, handlers, extractors, errors and response shapes.
+
+use axum::Router;
+use axum::routing::{delete, get, post};
+
+use crate::AppState;
+
+pub mod articles;
+pub mod comments;
+pub mod error;
+pub mod extract;
+pub mod users;
+pub mod views;
+
+pub use error::AppError;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/api/users", post(users::register))
+        .route("/api/users/login", post(users::login))
+        .route("/api/user", get(users::current).put(users::update))
+        .route("/api/profiles/{username}", get(users::profile))
+        .route(
+            "/api/profiles/{username}/follow",
+            post(users::follow).delete(users::unfollow),
+        )
+        .route("/api/articles", get(articles::list).post(articles::create))
+        .route("/api/articles/feed", get(articles::feed))
+        .route(
+            "/api/articles/{slug}",
+            get(articles::get)
+                .put(articles::update)
+                .delete(articles::delete),
+        )
+        .route(
+            "/api/articles/{slug}/favorite",
+            post(articles::favorite).delete(articles::unfavorite),
+        )
+        .route(
+            "/api/articles/{slug}/comments",
+            get(comments::list).post(comments::add),
+        )
+        .route(
+            "/api/articles/{slug}/comments/{id}",
+            delete(comments::delete),
+        )
+        .route("/api/tags", get(articles::tags))
+}

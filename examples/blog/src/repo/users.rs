@@ -1,0 +1,187 @@
+//! Users, profiles and follows.
+
+use cache_runtime::{Cache, cached, invalidates};
+use serde::{Deserialize, Serialize};
+use sqlx::{Row, SqlitePool};
+
+/// The public part of a user: what every viewer sees (without `following`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ProfileRow {
+    pub id: i64,
+    pub username: String,
+    pub bio: String,
+    pub image: String,
+}
+
+/// The whole row, for authentication and the current user (never cached:
+/// it holds the password hash).
+#[derive(Clone, Debug)]
+pub struct Account {
+    pub id: i64,
+    pub username: String,
+    pub email: String,
+    pub password_hash: String,
+    pub bio: String,
+    pub image: String,
+}
+
+/// The fields `PUT /api/user` may change (`None`: unchanged).
+#[derive(Clone, Debug, Default)]
+pub struct UserChanges {
+    pub username: Option<String>,
+    pub email: Option<String>,
+    pub password_hash: Option<String>,
+    pub bio: Option<String>,
+    pub image: Option<String>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Users {
+    pub cache: Cache,
+    pub pool: SqlitePool,
+}
+
+const ACCOUNT: &str = "SELECT id, username, email, password_hash, bio, image FROM users";
+
+fn account(row: &sqlx::sqlite::SqliteRow) -> Account {
+    Account {
+        id: row.get("id"),
+        username: row.get("username"),
+        email: row.get("email"),
+        password_hash: row.get("password_hash"),
+        bio: row.get("bio"),
+        image: row.get("image"),
+    }
+}
+
+fn profile(row: &sqlx::sqlite::SqliteRow) -> ProfileRow {
+    ProfileRow {
+        id: row.get("id"),
+        username: row.get("username"),
+        bio: row.get("bio"),
+        image: row.get("image"),
+    }
+}
+
+impl Users {
+    #[cached(cache = self.cache, key = "user:{id}", ttl = "10m", cache_none = "30s")]
+    pub async fn profile_by_id(&self, id: i64) -> Result<Option<ProfileRow>, sqlx::Error> {
+        let row = sqlx::query("SELECT id, username, bio, image FROM users WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(profile))
+    }
+
+    #[cached(cache = self.cache, key = "profile:{username}", ttl = "10m", cache_none = "30s")]
+    pub async fn profile_by_username(
+        &self,
+        username: &str,
+    ) -> Result<Option<ProfileRow>, sqlx::Error> {
+        let row = sqlx::query("SELECT id, username, bio, image FROM users WHERE username = ?")
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(profile))
+    }
+
+    pub async fn account_by_id(&self, id: i64) -> Result<Option<Account>, sqlx::Error> {
+        let row = sqlx::query(&format!("{ACCOUNT} WHERE id = ?"))
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(account))
+    }
+
+    pub async fn account_by_email(&self, email: &str) -> Result<Option<Account>, sqlx::Error> {
+        let row = sqlx::query(&format!("{ACCOUNT} WHERE email = ?"))
+            .bind(email)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.as_ref().map(account))
+    }
+
+    /// Registers a user. Removes the `None` a lookup of this name may have
+    /// cached.
+    #[invalidates(cache = self.cache, keys = ["profile:{username}", "user:{ret.id}"])]
+    pub async fn create(
+        &self,
+        username: &str,
+        email: &str,
+        password_hash: &str,
+    ) -> Result<Account, sqlx::Error> {
+        let row = sqlx::query(
+            "INSERT INTO users (username, email, password_hash) VALUES (?, ?, ?) \
+             RETURNING id, username, email, password_hash, bio, image",
+        )
+        .bind(username)
+        .bind(email)
+        .bind(password_hash)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(account(&row))
+    }
+
+    /// Updates the current user: their profile by id, under the old name
+    /// and under the new one (which may hold a cached `None`).
+    #[invalidates(
+        cache = self.cache,
+        keys = ["user:{id}", "profile:{old_username}", "profile:{ret.username}"],
+        publish = "user:updated"
+    )]
+    pub async fn update(
+        &self,
+        id: i64,
+        old_username: &str,
+        changes: &UserChanges,
+    ) -> Result<Account, sqlx::Error> {
+        let row = sqlx::query(
+            "UPDATE users SET username = COALESCE(?, username), email = COALESCE(?, email), \
+             password_hash = COALESCE(?, password_hash), bio = COALESCE(?, bio), \
+             image = COALESCE(?, image) WHERE id = ? \
+             RETURNING id, username, email, password_hash, bio, image",
+        )
+        .bind(&changes.username)
+        .bind(&changes.email)
+        .bind(&changes.password_hash)
+        .bind(&changes.bio)
+        .bind(&changes.image)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(account(&row))
+    }
+
+    /// Whether `follower` follows `followee` (cached per pair).
+    #[cached(cache = self.cache, key = "follows:{follower}:{followee}", ttl = "10m")]
+    pub async fn is_following(&self, follower: i64, followee: i64) -> Result<bool, sqlx::Error> {
+        let found: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM follows WHERE follower_id = ? AND followee_id = ?")
+                .bind(follower)
+                .bind(followee)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(found.is_some())
+    }
+
+    /// The pair's flag and the follower's feed change.
+    #[invalidates(cache = self.cache, keys = ["follows:{follower}:{followee}"], tags = ["feed:{follower}"])]
+    pub async fn follow(&self, follower: i64, followee: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("INSERT OR IGNORE INTO follows (follower_id, followee_id) VALUES (?, ?)")
+            .bind(follower)
+            .bind(followee)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    #[invalidates(cache = self.cache, keys = ["follows:{follower}:{followee}"], tags = ["feed:{follower}"])]
+    pub async fn unfollow(&self, follower: i64, followee: i64) -> Result<(), sqlx::Error> {
+        sqlx::query("DELETE FROM follows WHERE follower_id = ? AND followee_id = ?")
+            .bind(follower)
+            .bind(followee)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+}
