@@ -624,6 +624,11 @@ impl Cache {
             .is_some_and(|tier| tier.get(&self.inner.layout.entry(key)).is_some())
     }
 
+    /// Whether `other` is a handle to this same cache.
+    pub(crate) fn same_as(&self, other: &Cache) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+
     /// This cache's namespace.
     pub fn namespace(&self) -> &str {
         self.inner.layout.namespace()

@@ -65,6 +65,29 @@ impl Held {
     }
 }
 
+/// Merges consecutive invalidations of one cache that publish no event
+/// into one (one round trip on Redis instead of one each), keeping the
+/// order of everything else (puts, and invalidations with events).
+fn merge(held: Vec<Held>) -> Vec<Held> {
+    let mut merged: Vec<Held> = Vec::with_capacity(held.len());
+    for next in held {
+        if let (Some(Held::Invalidate(last)), Held::Invalidate(inv)) = (merged.last_mut(), &next) {
+            if last.publish.is_none() && inv.publish.is_none() && last.cache.same_as(&inv.cache) {
+                let Held::Invalidate(inv) = next else {
+                    unreachable!("matched above")
+                };
+                last.keys.extend(inv.keys);
+                last.tags.extend(inv.tags);
+                last.patterns.extend(inv.patterns);
+                last.bumps.extend(inv.bumps);
+                continue;
+            }
+        }
+        merged.push(next);
+    }
+    merged
+}
+
 /// Holds `held` in the current transaction scope; gives it back when there
 /// is none.
 pub(crate) fn hold(held: Held) -> Result<(), Held> {
@@ -140,7 +163,7 @@ where
         .await;
     if result.is_ok() && !held.is_empty() {
         let apply = async move {
-            for held in held {
+            for held in merge(held) {
                 held.apply().await;
             }
         };
