@@ -408,17 +408,7 @@ fn cached(
     };
 
     let name = args.name.as_ref().map(|n| n.value()).unwrap_or(fn_name);
-    let mut setters = Vec::new();
-    match args.ttl {
-        Some(TtlArg::Millis(ms)) => {
-            setters.push(quote!(.ttl(::core::time::Duration::from_millis(#ms))))
-        }
-        Some(TtlArg::Forever) => setters.push(quote!(.forever())),
-        None => {}
-    }
-    if let Some(j) = args.jitter {
-        setters.push(quote!(.jitter(#j)));
-    }
+    let mut setters = lifetime_setters(args.ttl, args.jitter);
     if let Some((ms, _)) = args.cache_none {
         setters.push(quote!(.cache_none(::core::time::Duration::from_millis(#ms))));
     }
@@ -644,6 +634,22 @@ fn invalidates(
     Some(rebuild(func, info, inner))
 }
 
+/// The `CacheOptions` setters for `ttl` and `jitter`.
+fn lifetime_setters(ttl: Option<TtlArg>, jitter: Option<f32>) -> Vec<TokenStream> {
+    let mut setters = Vec::new();
+    match ttl {
+        Some(TtlArg::Millis(ms)) => {
+            setters.push(quote!(.ttl(::core::time::Duration::from_millis(#ms))))
+        }
+        Some(TtlArg::Forever) => setters.push(quote!(.forever())),
+        None => {}
+    }
+    if let Some(j) = jitter {
+        setters.push(quote!(.jitter(#j)));
+    }
+    setters
+}
+
 /// `#[cache_put]`: after the body succeeds, store its value under the key
 /// (write-through), refusing every fill that read before it.
 fn put(func: &ItemFn, info: &FnInfo, args: &PutArgs, errors: &mut Errors) -> Option<TokenStream> {
@@ -687,17 +693,7 @@ fn put(func: &ItemFn, info: &FnInfo, args: &PutArgs, errors: &mut Errors) -> Opt
         .map(|t| build(t, &krate, Some(&mut pre)))
         .collect();
     let pre_lets = pre.lets(&krate);
-    let mut setters = Vec::new();
-    match args.ttl {
-        Some(TtlArg::Millis(ms)) => {
-            setters.push(quote!(.ttl(::core::time::Duration::from_millis(#ms))))
-        }
-        Some(TtlArg::Forever) => setters.push(quote!(.forever())),
-        None => {}
-    }
-    if let Some(j) = args.jitter {
-        setters.push(quote!(.jitter(#j)));
-    }
+    let setters = lifetime_setters(args.ttl, args.jitter);
     let name = func.sig.ident.to_string();
     let options = helper("__CACHE_OPTIONS");
     let annotation = if ret.to_token_stream().to_string().contains("impl") {
