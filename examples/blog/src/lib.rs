@@ -1,4 +1,4 @@
-//! The RealWorld "Conduit" API on axum and sqlx (SQLite), with its
+//! The RealWorld "Conduit" API on axum and sqlx (SQLite or PostgreSQL), with its
 //! repositories cached by `cache-runtime`: see `repo/` for what is cached
 //! and what each write invalidates.
 
@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use axum::Router;
 use cache_runtime::Cache;
-use sqlx::SqlitePool;
+use sqlx::AnyPool;
 
 pub mod auth;
 pub mod db;
@@ -21,7 +21,7 @@ use repo::{Articles, Comments, Users};
 #[derive(Clone, Debug)]
 pub struct AppState {
     pub cache: Cache,
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
     pub users: Users,
     pub articles: Articles,
     pub comments: Comments,
@@ -29,7 +29,7 @@ pub struct AppState {
 }
 
 impl AppState {
-    pub fn new(pool: SqlitePool, cache: Cache, jwt_secret: &[u8]) -> AppState {
+    pub fn new(pool: AnyPool, cache: Cache, jwt_secret: &[u8]) -> AppState {
         AppState {
             users: Users {
                 cache: cache.clone(),
@@ -54,8 +54,9 @@ impl AppState {
 /// defaults for a local run.
 #[derive(Clone, Debug)]
 pub struct Config {
-    /// `DATABASE_URL`, else `sqlite://$BLOG_DB` (`blog.db` in the working
-    /// directory), created on first run.
+    /// `DATABASE_URL` (`postgres://...` or `postgresql://...`: PostgreSQL;
+    /// `sqlite://...`: SQLite), else `sqlite://$BLOG_DB` (`blog.db` in the
+    /// working directory), created on first run.
     pub database_url: String,
     /// `REDIS_URL`: Redis with an in-process tier; unset, the in-process store.
     pub redis_url: Option<String>,

@@ -1,5 +1,6 @@
 //! `cargo run -p blog`: the Conduit API on 127.0.0.1:3000 (`BLOG_ADDR`),
-//! SQLite in `blog.db` (`BLOG_DB`, `DATABASE_URL`), the in-process cache or
+//! SQLite in `blog.db` (`BLOG_DB`) or the database `DATABASE_URL` names
+//! (`sqlite://...`, `postgres://...`), the in-process cache or
 //! Redis with an in-process tier (`REDIS_URL`).
 
 use blog::{Config, app, start};

@@ -1,13 +1,19 @@
 //! The Conduit API over real HTTP: each test starts the application on a
-//! free loopback port with its own SQLite file, and talks to it with a small
-//! hyper client. The last tests run two instances on one SQLite file and one
+//! free loopback port with its own database, and talks to it with a small
+//! hyper client. The last tests run two instances on one database and one
 //! `redis-server`.
+//!
+//! Every scenario runs twice: in `sqlite::` on a SQLite file of its own, and
+//! in `postgres::` in a schema of its own (created, then dropped with
+//! `CASCADE`) on the PostgreSQL server `DATABASE_URL` names; without one the
+//! `postgres::` tests print a notice and pass.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::http::{Method, Request, header};
+use blog::db::Backend;
 use blog::{AppState, Config};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -17,16 +23,73 @@ use serde_json::{Value, json};
 
 static FILES: AtomicU64 = AtomicU64::new(0);
 
-fn temp_db() -> String {
-    let path = std::env::temp_dir().join(format!(
-        "blog-api-{}-{}.db",
-        std::process::id(),
-        FILES.fetch_add(1, Ordering::Relaxed)
-    ));
-    for suffix in ["", "-wal", "-shm"] {
-        let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+/// `DATABASE_URL` when it names a PostgreSQL server.
+fn postgres_url() -> Option<String> {
+    std::env::var("DATABASE_URL")
+        .ok()
+        .filter(|url| Backend::of_url(url) == Backend::Postgres)
+}
+
+/// A fresh database: a new SQLite file, or a new schema on the PostgreSQL
+/// server (the URL sets it as the connections' `search_path`).
+async fn temp_db(backend: Backend) -> String {
+    let n = FILES.fetch_add(1, Ordering::Relaxed);
+    match backend {
+        Backend::Sqlite => {
+            let path = std::env::temp_dir().join(format!("blog-api-{}-{n}.db", std::process::id()));
+            for suffix in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+            }
+            format!("sqlite://{}", path.display())
+        }
+        Backend::Postgres => {
+            use sqlx::Connection;
+            let server = postgres_url().expect("DATABASE_URL names a PostgreSQL server");
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .subsec_nanos();
+            let schema = format!("blog_test_{}_{n}_{nanos}", std::process::id());
+            let mut conn = sqlx::PgConnection::connect(&server).await.unwrap();
+            sqlx::query(&format!("CREATE SCHEMA {schema}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            conn.close().await.unwrap();
+            let separator = if server.contains('?') { '&' } else { '?' };
+            format!("{server}{separator}options=-c%20search_path%3D{schema}")
+        }
     }
-    format!("sqlite://{}", path.display())
+}
+
+/// Removes a database made by [`temp_db`]: the SQLite files (unlinking open
+/// files is fine on Unix), or the schema with everything in it.
+fn drop_db(database: &str) {
+    if let Some(path) = database.strip_prefix("sqlite://") {
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{path}{suffix}"));
+        }
+    } else if let Some((_, schema)) = database.rsplit_once("search_path%3D") {
+        let statement = format!("DROP SCHEMA IF EXISTS {schema} CASCADE");
+        let server = postgres_url().expect("DATABASE_URL names a PostgreSQL server");
+        // Drop runs inside the test's runtime: block a thread of our own.
+        let dropped = std::thread::spawn(move || {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap()
+                .block_on(async {
+                    use sqlx::Connection;
+                    let mut conn = sqlx::PgConnection::connect(&server).await?;
+                    sqlx::query(&statement).execute(&mut conn).await?;
+                    conn.close().await
+                })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(()))) {
+            eprintln!("could not drop the schema {schema}: {dropped:?}");
+        }
+    }
 }
 
 fn config(database_url: String, redis_url: Option<String>) -> Config {
@@ -48,14 +111,10 @@ struct Api {
     client: Client<HttpConnector, Full<Bytes>>,
 }
 
-/// Removes the test's SQLite files (unlinking open files is fine on Unix).
+/// Removes the test's database.
 impl Drop for Api {
     fn drop(&mut self) {
-        if let Some(path) = self.database.strip_prefix("sqlite://") {
-            for suffix in ["", "-wal", "-shm"] {
-                let _ = std::fs::remove_file(format!("{path}{suffix}"));
-            }
-        }
+        drop_db(&self.database);
     }
 }
 
@@ -74,8 +133,8 @@ impl Api {
         }
     }
 
-    async fn new() -> Api {
-        Api::start(config(temp_db(), None)).await
+    async fn new(backend: Backend) -> Api {
+        Api::start(config(temp_db(backend).await, None)).await
     }
 
     async fn call(
@@ -176,9 +235,8 @@ fn is_iso_datetime(text: &str) -> bool {
         && text.ends_with('Z')
 }
 
-#[tokio::test]
-async fn register_login_and_the_current_user() {
-    let api = Api::new().await;
+async fn register_login_and_the_current_user(backend: Backend) {
+    let api = Api::new(backend).await;
     let token = api.register("ada").await;
 
     let (status, body) = api.get("/user", Some(&token)).await;
@@ -306,9 +364,8 @@ async fn register_login_and_the_current_user() {
     );
 }
 
-#[tokio::test]
-async fn articles_create_get_list_filter_page_update_delete() {
-    let api = Api::new().await;
+async fn articles_create_get_list_filter_page_update_delete(backend: Backend) {
+    let api = Api::new(backend).await;
     let ada = api.register("ada").await;
     let grace = api.register("grace").await;
 
@@ -483,9 +540,8 @@ async fn articles_create_get_list_filter_page_update_delete() {
     let _ = (second, third);
 }
 
-#[tokio::test]
-async fn favorites_are_per_viewer_and_counted() {
-    let api = Api::new().await;
+async fn favorites_are_per_viewer_and_counted(backend: Backend) {
+    let api = Api::new(backend).await;
     let ada = api.register("ada").await;
     let grace = api.register("grace").await;
     let linus = api.register("linus").await;
@@ -576,9 +632,8 @@ async fn favorites_are_per_viewer_and_counted() {
     assert_eq!(body["articlesCount"], 0);
 }
 
-#[tokio::test]
-async fn profiles_follow_and_the_feed() {
-    let api = Api::new().await;
+async fn profiles_follow_and_the_feed(backend: Backend) {
+    let api = Api::new(backend).await;
     let ada = api.register("ada").await;
     let grace = api.register("grace").await;
     api.create_article(&ada, "By Ada", &[]).await;
@@ -660,9 +715,8 @@ async fn profiles_follow_and_the_feed() {
     assert_eq!(api.delete("/profiles/ada/follow", None).await.0, 401);
 }
 
-#[tokio::test]
-async fn comments_add_list_delete() {
-    let api = Api::new().await;
+async fn comments_add_list_delete(backend: Backend) {
+    let api = Api::new(backend).await;
     let ada = api.register("ada").await;
     let grace = api.register("grace").await;
     api.create_article(&ada, "Talk", &[]).await;
@@ -746,9 +800,8 @@ async fn comments_add_list_delete() {
     assert_eq!(body["comments"][0]["id"], second_id);
 }
 
-#[tokio::test]
-async fn a_second_read_is_a_cache_hit() {
-    let api = Api::new().await;
+async fn a_second_read_is_a_cache_hit(backend: Backend) {
+    let api = Api::new(backend).await;
     let ada = api.register("ada").await;
     api.create_article(&ada, "Hot", &["x"]).await;
 
@@ -768,9 +821,8 @@ async fn a_second_read_is_a_cache_hit() {
     assert_eq!(after.misses, before.misses, "{before:?} -> {after:?}");
 }
 
-#[tokio::test]
-async fn the_seeded_database_serves_the_api() {
-    let mut config = config(temp_db(), None);
+async fn the_seeded_database_serves_the_api(backend: Backend) {
+    let mut config = config(temp_db(backend).await, None);
     config.seed = true;
     let api = Api::start(config).await;
     let (status, body) = api.get("/articles", None).await;
@@ -803,11 +855,11 @@ async fn visible(tiered: bool, what: &str, mut check: impl AsyncFnMut() -> bool)
     }
 }
 
-/// Two instances on one SQLite file and one `redis-server`.
-async fn two_instances(local_ttl: Duration) {
+/// Two instances on one database and one `redis-server`.
+async fn two_instances(backend: Backend, local_ttl: Duration) {
     let tiered = !local_ttl.is_zero();
     let redis = integration_tests::RedisServer::start();
-    let database = temp_db();
+    let database = temp_db(backend).await;
     let mut shared = config(database, Some(redis.url()));
     shared.local_ttl = local_ttl;
     let a = Api::start(shared.clone()).await;
@@ -891,43 +943,54 @@ async fn two_instances(local_ttl: Duration) {
 
 /// Without in-process tiers, a write on one instance is visible on the
 /// other as soon as it returned.
-#[tokio::test]
-async fn two_instances_on_redis_read_each_others_writes_at_once() {
-    two_instances(Duration::ZERO).await;
+async fn two_instances_on_redis_read_each_others_writes_at_once(backend: Backend) {
+    two_instances(backend, Duration::ZERO).await;
 }
 
 /// With in-process tiers (as `REDIS_URL` configures the application), the
 /// second read is answered from the tier, and another instance's write
 /// reaches it through pub/sub.
-#[tokio::test]
-async fn two_instances_with_tiers_share_redis_and_the_database() {
-    two_instances(Duration::from_secs(30)).await;
+async fn two_instances_with_tiers_share_redis_and_the_database(backend: Backend) {
+    two_instances(backend, Duration::from_secs(30)).await;
 }
 
 /// A write whose transaction fails at the commit invalidates nothing: the
 /// invalidations of `Articles::create` are held by `in_transaction` until
-/// the commit, and dropped with the rollback. (The articles table is made
-/// with a deferred foreign key here, so the insert succeeds and the commit
-/// fails.)
-#[tokio::test]
-async fn a_failed_commit_invalidates_nothing() {
-    let database = temp_db();
+/// the commit, and dropped with the rollback. (The articles table's foreign
+/// key to its author is made deferred here, so the insert succeeds and the
+/// commit fails.)
+async fn a_failed_commit_invalidates_nothing(backend: Backend) {
+    let database = temp_db(backend).await;
     let pool = blog::db::connect(&database).await.unwrap();
-    sqlx::query(
-        "CREATE TABLE articles (
-            id INTEGER PRIMARY KEY AUTOINCREMENT,
-            slug TEXT NOT NULL UNIQUE,
-            title TEXT NOT NULL,
-            description TEXT NOT NULL,
-            body TEXT NOT NULL,
-            author_id INTEGER NOT NULL REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,
-            created_at TEXT NOT NULL,
-            updated_at TEXT NOT NULL
-        )",
-    )
-    .execute(&pool)
-    .await
-    .unwrap();
+    match backend {
+        Backend::Sqlite => {
+            sqlx::query(
+                "CREATE TABLE articles (
+                    id INTEGER PRIMARY KEY AUTOINCREMENT,
+                    slug TEXT NOT NULL UNIQUE,
+                    title TEXT NOT NULL,
+                    description TEXT NOT NULL,
+                    body TEXT NOT NULL,
+                    author_id INTEGER NOT NULL REFERENCES users(id) DEFERRABLE INITIALLY DEFERRED,
+                    created_at TEXT NOT NULL,
+                    updated_at TEXT NOT NULL
+                )",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+        Backend::Postgres => {
+            blog::db::migrate(&pool).await.unwrap();
+            sqlx::query(
+                "ALTER TABLE articles ALTER CONSTRAINT articles_author_id_fkey \
+                 DEFERRABLE INITIALLY DEFERRED",
+            )
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    }
     pool.close().await;
     let api = Api::start(config(database, None)).await;
     let ada = api.register("ada").await;
@@ -977,3 +1040,46 @@ async fn a_failed_commit_invalidates_nothing() {
     assert!(cached_page().await.is_none());
     assert_eq!(api.get("/articles", None).await.1["articlesCount"], 2);
 }
+
+/// Each scenario above as a test on SQLite (`sqlite::`) and on PostgreSQL
+/// (`postgres::`, when `DATABASE_URL` names a server).
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if super::postgres_url().is_none() {
+                        eprintln!(
+                            "skipped: DATABASE_URL names no PostgreSQL server (postgres://...)"
+                        );
+                        return;
+                    }
+                    super::$name(super::Backend::Postgres).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    register_login_and_the_current_user,
+    articles_create_get_list_filter_page_update_delete,
+    favorites_are_per_viewer_and_counted,
+    profiles_follow_and_the_feed,
+    comments_add_list_delete,
+    a_second_read_is_a_cache_hit,
+    the_seeded_database_serves_the_api,
+    two_instances_on_redis_read_each_others_writes_at_once,
+    two_instances_with_tiers_share_redis_and_the_database,
+    a_failed_commit_invalidates_nothing,
+);

@@ -2,7 +2,9 @@
 
 use cache_runtime::{Cache, cached, in_transaction, invalidates};
 use serde::{Deserialize, Serialize};
-use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
+use sqlx::any::AnyArguments;
+use sqlx::query::QueryScalar;
+use sqlx::{Any, AnyConnection, AnyPool, Row};
 
 use crate::db::now_iso;
 
@@ -54,12 +56,12 @@ pub const CACHED_GLOBAL_OFFSETS: i64 = 100;
 #[derive(Clone, Debug)]
 pub struct Articles {
     pub cache: Cache,
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
 }
 
 const COLUMNS: &str = "id, slug, title, description, body, created_at, updated_at, author_id";
 
-fn article(row: &sqlx::sqlite::SqliteRow, tag_list: Vec<String>) -> ArticleRow {
+fn article(row: &sqlx::any::AnyRow, tag_list: Vec<String>) -> ArticleRow {
     ArticleRow {
         id: row.get("id"),
         slug: row.get("slug"),
@@ -73,34 +75,70 @@ fn article(row: &sqlx::sqlite::SqliteRow, tag_list: Vec<String>) -> ArticleRow {
     }
 }
 
-async fn tags_of(conn: &mut SqliteConnection, article_id: i64) -> Result<Vec<String>, sqlx::Error> {
-    sqlx::query_scalar("SELECT tag FROM article_tags WHERE article_id = ? ORDER BY tag")
+async fn tags_of(conn: &mut AnyConnection, article_id: i64) -> Result<Vec<String>, sqlx::Error> {
+    sqlx::query_scalar("SELECT tag FROM article_tags WHERE article_id = $1 ORDER BY tag")
         .bind(article_id)
         .fetch_all(conn)
         .await
 }
 
-fn push_filter(query: &mut QueryBuilder<'_, Sqlite>, filter: &Filter) {
-    query.push(" FROM articles a WHERE 1 = 1");
+/// A value bound to a list query.
+enum Arg {
+    Text(String),
+    Int(i64),
+}
+
+/// `FROM ... WHERE ...` for `filter`, with `$1`-style parameters (the
+/// `Any` driver's `QueryBuilder` writes `?`, which PostgreSQL rejects), and
+/// the values to bind in order.
+fn filter_sql(filter: &Filter) -> (String, Vec<Arg>) {
+    let mut sql = String::from(" FROM articles a WHERE 1 = 1");
+    let mut args = Vec::new();
+    let mut push = |sql: &mut String, before: &str, arg: Arg, after: &str| {
+        args.push(arg);
+        sql.push_str(&format!("{before}${}{after}", args.len()));
+    };
     if let Some(tag) = &filter.tag {
-        query.push(
+        push(
+            &mut sql,
             " AND EXISTS (SELECT 1 FROM article_tags t WHERE t.article_id = a.id AND t.tag = ",
+            Arg::Text(tag.clone()),
+            ")",
         );
-        query.push_bind(tag.clone()).push(")");
     }
     if let Some(author) = filter.author_id {
-        query.push(" AND a.author_id = ").push_bind(author);
+        push(&mut sql, " AND a.author_id = ", Arg::Int(author), "");
     }
     if let Some(user) = filter.favorited_by {
-        query.push(
+        push(
+            &mut sql,
             " AND EXISTS (SELECT 1 FROM favorites f WHERE f.article_id = a.id AND f.user_id = ",
+            Arg::Int(user),
+            ")",
         );
-        query.push_bind(user).push(")");
     }
     if let Some(user) = filter.feed_of {
-        query.push(" AND a.author_id IN (SELECT followee_id FROM follows WHERE follower_id = ");
-        query.push_bind(user).push(")");
+        push(
+            &mut sql,
+            " AND a.author_id IN (SELECT followee_id FROM follows WHERE follower_id = ",
+            Arg::Int(user),
+            ")",
+        );
     }
+    (sql, args)
+}
+
+fn bind_all<'q, O>(
+    mut query: QueryScalar<'q, Any, O, AnyArguments<'q>>,
+    args: &'q [Arg],
+) -> QueryScalar<'q, Any, O, AnyArguments<'q>> {
+    for arg in args {
+        query = match arg {
+            Arg::Text(text) => query.bind(text.as_str()),
+            Arg::Int(int) => query.bind(*int),
+        };
+    }
+    query
 }
 
 /// Turns a title into a slug: lower-case ASCII words joined by `-`.
@@ -129,23 +167,29 @@ impl Articles {
         limit: i64,
         offset: i64,
     ) -> Result<Page, sqlx::Error> {
-        let mut count = QueryBuilder::<Sqlite>::new("SELECT COUNT(*)");
-        push_filter(&mut count, filter);
-        let total: i64 = count.build_query_scalar().fetch_one(&self.pool).await?;
-        let mut page = QueryBuilder::<Sqlite>::new("SELECT a.slug");
-        push_filter(&mut page, filter);
-        page.push(" ORDER BY a.id DESC LIMIT ")
-            .push_bind(limit)
-            .push(" OFFSET ")
-            .push_bind(offset);
-        let slugs = page.build_query_scalar().fetch_all(&self.pool).await?;
+        let (from, args) = filter_sql(filter);
+        let count = format!("SELECT COUNT(*){from}");
+        let total: i64 = bind_all(sqlx::query_scalar(&count), &args)
+            .fetch_one(&self.pool)
+            .await?;
+        let n = args.len();
+        let page = format!(
+            "SELECT a.slug{from} ORDER BY a.id DESC LIMIT ${} OFFSET ${}",
+            n + 1,
+            n + 2
+        );
+        let slugs = bind_all(sqlx::query_scalar(&page), &args)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(&self.pool)
+            .await?;
         Ok(Page { slugs, total })
     }
 
     #[cached(cache = self.cache, key = "article:{slug}", ttl = "10m", cache_none = "30s")]
     pub async fn by_slug(&self, slug: &str) -> Result<Option<ArticleRow>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
-        let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM articles WHERE slug = ?"))
+        let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM articles WHERE slug = $1"))
             .bind(slug)
             .fetch_optional(&mut *conn)
             .await?
@@ -239,7 +283,7 @@ impl Articles {
 
     #[cached(cache = self.cache, key = "favcount:{article_id}", ttl = "10m")]
     pub async fn favorites_count(&self, article_id: i64) -> Result<i64, sqlx::Error> {
-        sqlx::query_scalar("SELECT COUNT(*) FROM favorites WHERE article_id = ?")
+        sqlx::query_scalar("SELECT COUNT(*) FROM favorites WHERE article_id = $1")
             .bind(article_id)
             .fetch_one(&self.pool)
             .await
@@ -249,7 +293,7 @@ impl Articles {
     #[cached(cache = self.cache, key = "fav:{user_id}:{article_id}", ttl = "10m")]
     pub async fn is_favorited(&self, user_id: i64, article_id: i64) -> Result<bool, sqlx::Error> {
         let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM favorites WHERE user_id = ? AND article_id = ?")
+            sqlx::query_scalar("SELECT 1 FROM favorites WHERE user_id = $1 AND article_id = $2")
                 .bind(user_id)
                 .bind(article_id)
                 .fetch_optional(&self.pool)
@@ -263,11 +307,13 @@ impl Articles {
         tags = ["list:favorited:{user_id}"]
     )]
     pub async fn favorite(&self, user_id: i64, article_id: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT OR IGNORE INTO favorites (user_id, article_id) VALUES (?, ?)")
-            .bind(user_id)
-            .bind(article_id)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO favorites (user_id, article_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(user_id)
+        .bind(article_id)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
@@ -277,7 +323,7 @@ impl Articles {
         tags = ["list:favorited:{user_id}"]
     )]
     pub async fn unfavorite(&self, user_id: i64, article_id: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM favorites WHERE user_id = ? AND article_id = ?")
+        sqlx::query("DELETE FROM favorites WHERE user_id = $1 AND article_id = $2")
             .bind(user_id)
             .bind(article_id)
             .execute(&self.pool)
@@ -317,13 +363,13 @@ impl Articles {
     )]
     async fn insert_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut AnyConnection,
         author_id: i64,
         new: &NewArticle,
     ) -> Result<ArticleRow, sqlx::Error> {
         let base = slugify(&new.title);
         let mut slug = base.clone();
-        while sqlx::query_scalar::<_, i64>("SELECT 1 FROM articles WHERE slug = ?")
+        while sqlx::query_scalar::<_, i64>("SELECT 1 FROM articles WHERE slug = $1")
             .bind(&slug)
             .fetch_optional(&mut *tx)
             .await?
@@ -336,7 +382,7 @@ impl Articles {
         let now = now_iso();
         let row = sqlx::query(&format!(
             "INSERT INTO articles (slug, title, description, body, author_id, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}"
         ))
         .bind(&slug)
         .bind(&new.title)
@@ -349,11 +395,13 @@ impl Articles {
         .await?;
         let id: i64 = row.get("id");
         for tag in &new.tag_list {
-            sqlx::query("INSERT OR IGNORE INTO article_tags (article_id, tag) VALUES (?, ?)")
-                .bind(id)
-                .bind(tag)
-                .execute(&mut *tx)
-                .await?;
+            sqlx::query(
+                "INSERT INTO article_tags (article_id, tag) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+            )
+            .bind(id)
+            .bind(tag)
+            .execute(&mut *tx)
+            .await?;
         }
         let tags = tags_of(tx, id).await?;
         Ok(article(&row, tags))
@@ -370,8 +418,8 @@ impl Articles {
         body: Option<&str>,
     ) -> Result<(), sqlx::Error> {
         sqlx::query(
-            "UPDATE articles SET title = COALESCE(?, title), description = COALESCE(?, description), \
-             body = COALESCE(?, body), updated_at = ? WHERE slug = ?",
+            "UPDATE articles SET title = COALESCE($1, title), description = COALESCE($2, description), \
+             body = COALESCE($3, body), updated_at = $4 WHERE slug = $5",
         )
         .bind(title)
         .bind(description)
@@ -389,7 +437,7 @@ impl Articles {
         in_transaction(async {
             let mut tx = self.pool.begin().await?;
             let favoriters: Vec<i64> =
-                sqlx::query_scalar("SELECT user_id FROM favorites WHERE article_id = ?")
+                sqlx::query_scalar("SELECT user_id FROM favorites WHERE article_id = $1")
                     .bind(article.id)
                     .fetch_all(&mut *tx)
                     .await?;
@@ -417,14 +465,14 @@ impl Articles {
     )]
     async fn delete_in(
         &self,
-        tx: &mut SqliteConnection,
+        tx: &mut AnyConnection,
         article: &ArticleRow,
     ) -> Result<(), sqlx::Error> {
         for statement in [
-            "DELETE FROM article_tags WHERE article_id = ?",
-            "DELETE FROM favorites WHERE article_id = ?",
-            "DELETE FROM comments WHERE article_id = ?",
-            "DELETE FROM articles WHERE id = ?",
+            "DELETE FROM article_tags WHERE article_id = $1",
+            "DELETE FROM favorites WHERE article_id = $1",
+            "DELETE FROM comments WHERE article_id = $1",
+            "DELETE FROM articles WHERE id = $1",
         ] {
             sqlx::query(statement)
                 .bind(article.id)
@@ -454,11 +502,8 @@ impl Articles {
     }
 }
 
-async fn followers_of(
-    conn: &mut SqliteConnection,
-    author_id: i64,
-) -> Result<Vec<i64>, sqlx::Error> {
-    sqlx::query_scalar("SELECT follower_id FROM follows WHERE followee_id = ?")
+async fn followers_of(conn: &mut AnyConnection, author_id: i64) -> Result<Vec<i64>, sqlx::Error> {
+    sqlx::query_scalar("SELECT follower_id FROM follows WHERE followee_id = $1")
         .bind(author_id)
         .fetch_all(conn)
         .await

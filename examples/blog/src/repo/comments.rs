@@ -2,7 +2,7 @@
 
 use cache_runtime::{Cache, cached, invalidates};
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 use crate::db::now_iso;
 
@@ -20,12 +20,12 @@ pub struct CommentRow {
 #[derive(Clone, Debug)]
 pub struct Comments {
     pub cache: Cache,
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
 }
 
 const COLUMNS: &str = "id, article_id, author_id, body, created_at, updated_at";
 
-fn comment(row: &sqlx::sqlite::SqliteRow) -> CommentRow {
+fn comment(row: &sqlx::any::AnyRow) -> CommentRow {
     CommentRow {
         id: row.get("id"),
         article_id: row.get("article_id"),
@@ -41,7 +41,7 @@ impl Comments {
     #[cached(cache = self.cache, key = "comments:{article_id}", ttl = "10m")]
     pub async fn list(&self, article_id: i64) -> Result<Vec<CommentRow>, sqlx::Error> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM comments WHERE article_id = ? ORDER BY id DESC"
+            "SELECT {COLUMNS} FROM comments WHERE article_id = $1 ORDER BY id DESC"
         ))
         .bind(article_id)
         .fetch_all(&self.pool)
@@ -50,7 +50,7 @@ impl Comments {
     }
 
     pub async fn by_id(&self, id: i64) -> Result<Option<CommentRow>, sqlx::Error> {
-        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM comments WHERE id = ?"))
+        let row = sqlx::query(&format!("SELECT {COLUMNS} FROM comments WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -67,7 +67,7 @@ impl Comments {
         let now = now_iso();
         let row = sqlx::query(&format!(
             "INSERT INTO comments (article_id, author_id, body, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?) RETURNING {COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5) RETURNING {COLUMNS}"
         ))
         .bind(article_id)
         .bind(author_id)
@@ -81,7 +81,7 @@ impl Comments {
 
     #[invalidates(cache = self.cache, keys = ["comments:{article_id}"])]
     pub async fn delete(&self, article_id: i64, id: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM comments WHERE id = ? AND article_id = ?")
+        sqlx::query("DELETE FROM comments WHERE id = $1 AND article_id = $2")
             .bind(id)
             .bind(article_id)
             .execute(&self.pool)

@@ -13,11 +13,15 @@ pub use comments::{CommentRow, Comments};
 pub use users::{Account, ProfileRow, UserChanges, Users};
 
 /// Whether a database error is a UNIQUE constraint violation, and on which
-/// column (`users.email`, ...).
+/// column: `users.email` (SQLite's message), `users_email` (PostgreSQL's
+/// constraint `users_email_key`), ...
 pub fn unique_violation(error: &sqlx::Error) -> Option<String> {
     let db = error.as_database_error()?;
     if !db.is_unique_violation() {
         return None;
+    }
+    if let Some(constraint) = db.constraint() {
+        return Some(constraint.trim_end_matches("_key").to_string());
     }
     Some(
         db.message()

@@ -2,7 +2,7 @@
 
 use cache_runtime::{Cache, cached, invalidates};
 use serde::{Deserialize, Serialize};
-use sqlx::{Row, SqlitePool};
+use sqlx::{AnyPool, Row};
 
 /// The public part of a user: what every viewer sees (without `following`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -38,12 +38,12 @@ pub struct UserChanges {
 #[derive(Clone, Debug)]
 pub struct Users {
     pub cache: Cache,
-    pub pool: SqlitePool,
+    pub pool: AnyPool,
 }
 
 const ACCOUNT: &str = "SELECT id, username, email, password_hash, bio, image FROM users";
 
-fn account(row: &sqlx::sqlite::SqliteRow) -> Account {
+fn account(row: &sqlx::any::AnyRow) -> Account {
     Account {
         id: row.get("id"),
         username: row.get("username"),
@@ -54,7 +54,7 @@ fn account(row: &sqlx::sqlite::SqliteRow) -> Account {
     }
 }
 
-fn profile(row: &sqlx::sqlite::SqliteRow) -> ProfileRow {
+fn profile(row: &sqlx::any::AnyRow) -> ProfileRow {
     ProfileRow {
         id: row.get("id"),
         username: row.get("username"),
@@ -66,7 +66,7 @@ fn profile(row: &sqlx::sqlite::SqliteRow) -> ProfileRow {
 impl Users {
     #[cached(cache = self.cache, key = "user:{id}", ttl = "10m", cache_none = "30s")]
     pub async fn profile_by_id(&self, id: i64) -> Result<Option<ProfileRow>, sqlx::Error> {
-        let row = sqlx::query("SELECT id, username, bio, image FROM users WHERE id = ?")
+        let row = sqlx::query("SELECT id, username, bio, image FROM users WHERE id = $1")
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -78,7 +78,7 @@ impl Users {
         &self,
         username: &str,
     ) -> Result<Option<ProfileRow>, sqlx::Error> {
-        let row = sqlx::query("SELECT id, username, bio, image FROM users WHERE username = ?")
+        let row = sqlx::query("SELECT id, username, bio, image FROM users WHERE username = $1")
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;
@@ -86,7 +86,7 @@ impl Users {
     }
 
     pub async fn account_by_id(&self, id: i64) -> Result<Option<Account>, sqlx::Error> {
-        let row = sqlx::query(&format!("{ACCOUNT} WHERE id = ?"))
+        let row = sqlx::query(&format!("{ACCOUNT} WHERE id = $1"))
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
@@ -94,7 +94,7 @@ impl Users {
     }
 
     pub async fn account_by_email(&self, email: &str) -> Result<Option<Account>, sqlx::Error> {
-        let row = sqlx::query(&format!("{ACCOUNT} WHERE email = ?"))
+        let row = sqlx::query(&format!("{ACCOUNT} WHERE email = $1"))
             .bind(email)
             .fetch_optional(&self.pool)
             .await?;
@@ -111,7 +111,7 @@ impl Users {
         password_hash: &str,
     ) -> Result<Account, sqlx::Error> {
         let row = sqlx::query(
-            "INSERT INTO users (username, email, password_hash) VALUES (?, ?, ?) \
+            "INSERT INTO users (username, email, password_hash) VALUES ($1, $2, $3) \
              RETURNING id, username, email, password_hash, bio, image",
         )
         .bind(username)
@@ -136,9 +136,9 @@ impl Users {
         changes: &UserChanges,
     ) -> Result<Account, sqlx::Error> {
         let row = sqlx::query(
-            "UPDATE users SET username = COALESCE(?, username), email = COALESCE(?, email), \
-             password_hash = COALESCE(?, password_hash), bio = COALESCE(?, bio), \
-             image = COALESCE(?, image) WHERE id = ? \
+            "UPDATE users SET username = COALESCE($1, username), email = COALESCE($2, email), \
+             password_hash = COALESCE($3, password_hash), bio = COALESCE($4, bio), \
+             image = COALESCE($5, image) WHERE id = $6 \
              RETURNING id, username, email, password_hash, bio, image",
         )
         .bind(&changes.username)
@@ -156,7 +156,7 @@ impl Users {
     #[cached(cache = self.cache, key = "follows:{follower}:{followee}", ttl = "10m")]
     pub async fn is_following(&self, follower: i64, followee: i64) -> Result<bool, sqlx::Error> {
         let found: Option<i64> =
-            sqlx::query_scalar("SELECT 1 FROM follows WHERE follower_id = ? AND followee_id = ?")
+            sqlx::query_scalar("SELECT 1 FROM follows WHERE follower_id = $1 AND followee_id = $2")
                 .bind(follower)
                 .bind(followee)
                 .fetch_optional(&self.pool)
@@ -167,17 +167,19 @@ impl Users {
     /// The pair's flag and the follower's feed change.
     #[invalidates(cache = self.cache, keys = ["follows:{follower}:{followee}"], tags = ["feed:{follower}"])]
     pub async fn follow(&self, follower: i64, followee: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("INSERT OR IGNORE INTO follows (follower_id, followee_id) VALUES (?, ?)")
-            .bind(follower)
-            .bind(followee)
-            .execute(&self.pool)
-            .await?;
+        sqlx::query(
+            "INSERT INTO follows (follower_id, followee_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+        )
+        .bind(follower)
+        .bind(followee)
+        .execute(&self.pool)
+        .await?;
         Ok(())
     }
 
     #[invalidates(cache = self.cache, keys = ["follows:{follower}:{followee}"], tags = ["feed:{follower}"])]
     pub async fn unfollow(&self, follower: i64, followee: i64) -> Result<(), sqlx::Error> {
-        sqlx::query("DELETE FROM follows WHERE follower_id = ? AND followee_id = ?")
+        sqlx::query("DELETE FROM follows WHERE follower_id = $1 AND followee_id = $2")
             .bind(follower)
             .bind(followee)
             .execute(&self.pool)
