@@ -78,6 +78,7 @@ struct Inner {
     fill_window: Duration,
     max_value_size: usize,
     instance: String,
+    families: crate::stats::Families,
     /// Signs coherence messages: random per cache, whatever `instance` says,
     /// so that replicas never mistake each other's messages for echoes.
     coherence_id: String,
@@ -503,6 +504,7 @@ impl CacheBuilder {
                 fill_window: self.fill_window,
                 max_value_size: self.max_value_size,
                 instance,
+                families: crate::stats::Families::default(),
                 coherence_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
                 lock_lease: self.lock_lease,
                 stats: Stats::default(),
@@ -642,6 +644,16 @@ impl Cache {
     /// The counters since the cache was built.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// Invalidations made through this instance, counted by key and tag
+    /// family (the part before the first `:`).
+    pub fn invalidation_counts(&self) -> crate::stats::InvalidationCounts {
+        self.inner.families.snapshot()
+    }
+
+    pub(crate) fn count_families(&self, keys: &[String], tags: &[String]) {
+        self.inner.families.count(keys, tags);
     }
 
     /// Events of the invalidations this instance published, as they happen.

@@ -154,6 +154,7 @@ impl<'c> Invalidation<'c> {
         if let Some(e) = first_error {
             return Err(e);
         }
+        cache.count_families(&self.keys, &self.tags);
         cache.after_invalidation(removed, event);
         Ok(InvalidationReport { removed })
     }

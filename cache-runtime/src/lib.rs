@@ -68,7 +68,7 @@ pub use invalidation::Invalidation;
 pub use key::{KeyBuilder, escape_part_into, glob_escape, glob_match, render_part};
 pub use lock::LockGuard;
 pub use options::{CacheOptions, Ttl};
-pub use stats::StatsSnapshot;
+pub use stats::{InvalidationCounts, StatsSnapshot};
 pub use transaction::in_transaction;
 pub use ttl::parse_duration;
 #[cfg(feature = "redis")]

@@ -85,3 +85,40 @@ impl Stats {
         counter.fetch_add(n, Relaxed);
     }
 }
+
+/// Invalidations counted by family: the part of a key or tag before its
+/// first `:` (`list:tag:rust` is in family `list`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+#[non_exhaustive]
+pub struct InvalidationCounts {
+    /// Keys invalidated, by family.
+    pub keys: std::collections::BTreeMap<String, u64>,
+    /// Tags invalidated, by family.
+    pub tags: std::collections::BTreeMap<String, u64>,
+}
+
+/// The running counts behind [`InvalidationCounts`].
+#[derive(Debug, Default)]
+pub(crate) struct Families {
+    counts: std::sync::Mutex<InvalidationCounts>,
+}
+
+impl Families {
+    pub(crate) fn count(&self, keys: &[String], tags: &[String]) {
+        let family = |name: &str| name.split(':').next().unwrap_or(name).to_owned();
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        for key in keys {
+            *counts.keys.entry(family(key)).or_default() += 1;
+        }
+        for tag in tags {
+            *counts.tags.entry(family(tag)).or_default() += 1;
+        }
+    }
+
+    pub(crate) fn snapshot(&self) -> InvalidationCounts {
+        self.counts
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}

@@ -819,6 +819,21 @@ async fn a_second_read_is_a_cache_hit(backend: Backend) {
     api.get("/articles", None).await;
     let after = api.state.cache.stats();
     assert_eq!(after.misses, before.misses, "{before:?} -> {after:?}");
+
+    // The statistics page shows the same counters, and the creation's
+    // invalidations by family.
+    let (status, page) = api.get("/_cache/stats", None).await;
+    assert_eq!(status, 200);
+    assert!(page["stats"]["hits"].as_u64().unwrap() >= after.hits);
+    assert!(page["stats"]["misses"].as_u64().unwrap() >= after.misses);
+    assert!(
+        page["invalidations"]["tags"]["list"].as_u64().unwrap() >= 2,
+        "list:all and list:author:<id> at least: {page}"
+    );
+    assert!(
+        page["invalidations"]["keys"]["article"].as_u64().unwrap() >= 1,
+        "{page}"
+    );
 }
 
 async fn the_seeded_database_serves_the_api(backend: Backend) {

@@ -45,4 +45,16 @@ pub fn routes() -> Router<AppState> {
             delete(comments::delete),
         )
         .route("/api/tags", get(articles::tags))
+        .route("/api/_cache/stats", get(cache_stats))
+}
+
+/// The cache's counters and its invalidations by key and tag family: what
+/// an operator looks at to see whether the cache helps.
+async fn cache_stats(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(serde_json::json!({
+        "stats": state.cache.stats(),
+        "invalidations": state.cache.invalidation_counts(),
+    }))
 }
