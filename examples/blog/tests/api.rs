@@ -948,6 +948,70 @@ async fn two_instances(backend: Backend, local_ttl: Duration) {
     })
     .await;
 
+    // Unfavorite on A, seen in B's count and B's favorited list.
+    assert_eq!(
+        b.get("/articles?favorited=grace", None).await.1["articlesCount"],
+        1
+    );
+    a.delete("/articles/shared/favorite", Some(&grace)).await;
+    visible(tiered, "A's unfavorite on B", async || {
+        b.get("/articles/shared", None).await.1["article"]["favoritesCount"] == 0
+            && b.get("/articles?favorited=grace", None).await.1["articlesCount"] == 0
+    })
+    .await;
+
+    // Follow on A: B's profile view (for grace) and grace's feed on B.
+    assert_eq!(
+        b.get("/profiles/ada", Some(&grace)).await.1["profile"]["following"],
+        false
+    );
+    assert_eq!(
+        b.get("/articles/feed", Some(&grace)).await.1["articlesCount"],
+        0
+    );
+    a.post("/profiles/ada/follow", Some(&grace), json!({}))
+        .await;
+    visible(tiered, "A's follow on B", async || {
+        b.get("/profiles/ada", Some(&grace)).await.1["profile"]["following"] == true
+            && b.get("/articles/feed", Some(&grace)).await.1["articlesCount"] == 2
+    })
+    .await;
+    a.delete("/profiles/ada/follow", Some(&grace)).await;
+    visible(tiered, "A's unfollow on B", async || {
+        b.get("/profiles/ada", Some(&grace)).await.1["profile"]["following"] == false
+            && b.get("/articles/feed", Some(&grace)).await.1["articlesCount"] == 0
+    })
+    .await;
+
+    // Comments added and deleted on A, seen in B's comment list.
+    assert_eq!(
+        b.get("/articles/shared/comments", None).await.1["comments"]
+            .as_array()
+            .map(Vec::len),
+        Some(0)
+    );
+    let (status, comment) = a
+        .post(
+            "/articles/shared/comments",
+            Some(&grace),
+            json!({"comment": {"body": "from A"}}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    visible(tiered, "A's comment on B", async || {
+        b.get("/articles/shared/comments", None).await.1["comments"][0]["body"] == "from A"
+    })
+    .await;
+    let id = comment["comment"]["id"].clone();
+    a.delete(&format!("/articles/shared/comments/{id}"), Some(&grace))
+        .await;
+    visible(tiered, "A's comment deletion on B", async || {
+        b.get("/articles/shared/comments", None).await.1["comments"]
+            .as_array()
+            .is_some_and(Vec::is_empty)
+    })
+    .await;
+
     a.delete("/articles/shared", Some(&ada)).await;
     visible(tiered, "the deletion on B", async || {
         b.get("/articles/shared", None).await.0 == 404
