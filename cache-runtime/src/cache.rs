@@ -79,6 +79,7 @@ struct Inner {
     max_value_size: usize,
     instance: String,
     families: crate::stats::Families,
+    outbox: crate::outbox::Outbox,
     /// Signs coherence messages: random per cache, whatever `instance` says,
     /// so that replicas never mistake each other's messages for echoes.
     coherence_id: String,
@@ -505,6 +506,7 @@ impl CacheBuilder {
                 max_value_size: self.max_value_size,
                 instance,
                 families: crate::stats::Families::default(),
+                outbox: crate::outbox::Outbox::default(),
                 coherence_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
                 lock_lease: self.lock_lease,
                 stats: Stats::default(),
@@ -650,6 +652,14 @@ impl Cache {
     /// family (the part before the first `:`).
     pub fn invalidation_counts(&self) -> crate::stats::InvalidationCounts {
         self.inner.families.snapshot()
+    }
+
+    pub(crate) fn outbox(&self) -> &crate::outbox::Outbox {
+        &self.inner.outbox
+    }
+
+    pub(crate) fn stats_ref(&self) -> &Stats {
+        &self.inner.stats
     }
 
     pub(crate) fn count_families(&self, keys: &[String], tags: &[String]) {
@@ -923,11 +933,17 @@ impl Cache {
         // name in a reused buffer: no allocation but the key's.
         // Only the lookup runs inside the borrow: decoding and cloning run
         // user code, which may itself read the cache.
-        let found = ENTRY_NAME.with_borrow_mut(|name| {
-            name.clear();
-            inner.layout.entry_into(&read.key, name);
-            self.in_process_entry(name)
-        });
+        // With invalidations waiting to be retried, nothing cached may be
+        // trusted: go the network path, which retries them first.
+        let found = if inner.outbox.is_empty() {
+            ENTRY_NAME.with_borrow_mut(|name| {
+                name.clear();
+                inner.layout.entry_into(&read.key, name);
+                self.in_process_entry(name)
+            })
+        } else {
+            None
+        };
         let in_process = found.and_then(|found| {
             self.in_process_hit::<S, R>(
                 &found,
@@ -961,6 +977,11 @@ impl Cache {
         Fut: Future<Output = R>,
         G: FnOnce(Option<&S::Inner>) -> Links,
     {
+        // Invalidations that failed while the store was unreachable go
+        // first; while they cannot, the cache is not used at all.
+        if !self.inner.outbox.is_empty() && self.drain_outbox().await.is_err() {
+            return load().await;
+        }
         // The fill window runs from before the read: a marker must outlive
         // every fill whose read preceded its invalidation.
         let started = Instant::now();

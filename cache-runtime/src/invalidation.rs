@@ -106,7 +106,32 @@ impl<'c> Invalidation<'c> {
     /// Runs the invalidation. Patterns go first (a `SCAN` each); then keys,
     /// tags and the event in one round trip, so the event is only seen once
     /// everything it names is gone.
+    ///
+    /// If the store fails (Redis unreachable), the invalidation is kept in
+    /// the cache's outbox and retried until it succeeds; until then this
+    /// cache does not serve from Redis (reads go to the loader), so nothing
+    /// it should have removed is served once Redis is back. The error is
+    /// still returned.
     pub async fn run(self) -> Result<InvalidationReport, Error> {
+        let cache = self.cache;
+        let pending = crate::outbox::Pending {
+            keys: self.keys.clone(),
+            tags: self.tags.clone(),
+            patterns: self.patterns.clone(),
+            bumps: self.bumps.clone(),
+            publish: self.publish.clone(),
+        };
+        let result = self.run_once().await;
+        if let Err(e) = &result {
+            if e.kind() != crate::ErrorKind::Codec {
+                cache.outbox_push(pending);
+            }
+        }
+        result
+    }
+
+    /// One attempt, without the outbox.
+    pub(crate) async fn run_once(self) -> Result<InvalidationReport, Error> {
         let cache = self.cache;
         let mut removed = 0;
         // A failed pattern does not stop the rest: the keys, tags and event

@@ -44,6 +44,7 @@ mod invalidation;
 mod key;
 mod lock;
 mod options;
+mod outbox;
 pub mod shape;
 mod stats;
 mod store;

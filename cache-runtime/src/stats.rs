@@ -74,6 +74,12 @@ counters! {
     coherence_applied,
     /// Times the pub/sub subscriber (re)subscribed.
     subscriber_connects,
+    /// Invalidations that failed and were kept in the outbox for retry.
+    outbox_kept,
+    /// Kept invalidations applied on a retry.
+    outbox_retried,
+    /// Kept invalidations dropped because the outbox was full.
+    outbox_dropped,
     /// Invalidation events from other services applied.
     events_applied,
     /// Messages on event channels that are not valid events (ignored).

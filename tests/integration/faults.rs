@@ -123,3 +123,55 @@ async fn a_frozen_server_costs_at_most_the_timeout() {
     server.resume();
     serves_hits_again(&repo).await;
 }
+
+/// A write during a network cut: its invalidation fails, is kept in the
+/// outbox, and is applied once Redis is reachable again, before anything is
+/// served from the old data Redis still holds. Both on the instance that
+/// wrote (at once) and on another instance (once the outbox drained).
+#[tokio::test]
+async fn an_invalidation_lost_to_a_network_cut_is_applied_when_redis_returns() {
+    let server = RedisServer::start();
+    let proxy = integration_tests::CountingProxy::start(server.port()).await;
+    let writer = Repo::new(cache_at(proxy.url(), Duration::from_millis(200)));
+    let other = Repo::new(cache_at(server.url(), Duration::from_millis(200)));
+    assert_eq!(writer.get(1).await.unwrap().title, "post 1");
+    assert_eq!(
+        other.get(1).await.unwrap().title,
+        "post 1",
+        "cached in Redis"
+    );
+
+    proxy.sever();
+    let updated = Post {
+        id: 1,
+        author_id: 7,
+        title: "written during the cut".into(),
+    };
+    assert_eq!(
+        writer.update(updated.clone()).await,
+        Ok(()),
+        "the write's Ok stands"
+    );
+    assert_eq!(
+        writer.cache.stats().outbox_kept,
+        1,
+        "the failed invalidation is kept"
+    );
+    // While it is pending, the writer does not serve what Redis may hold.
+    assert_eq!(writer.get(1).await.unwrap().title, updated.title);
+
+    proxy.restore(); // Redis is back, with the old entry still in it
+    assert_eq!(
+        writer.get(1).await.unwrap().title,
+        updated.title,
+        "the writer's first read after the cut is fresh"
+    );
+    wait_until("the outbox drains", Duration::from_secs(5), async || {
+        writer.cache.stats().outbox_retried == 1
+    })
+    .await;
+    // The other instance read from the same Redis: the old entry is gone.
+    other.rows.lock().unwrap().insert(1, updated.clone());
+    assert_eq!(other.get(1).await.unwrap().title, updated.title);
+    assert_eq!(writer.cache.stats().outbox_dropped, 0);
+}
