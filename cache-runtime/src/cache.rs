@@ -80,6 +80,7 @@ struct Inner {
     instance: String,
     families: crate::stats::Families,
     outbox: crate::outbox::Outbox,
+    breaker: crate::breaker::Breaker,
     /// Signs coherence messages: random per cache, whatever `instance` says,
     /// so that replicas never mistake each other's messages for echoes.
     coherence_id: String,
@@ -507,6 +508,7 @@ impl CacheBuilder {
                 instance,
                 families: crate::stats::Families::default(),
                 outbox: crate::outbox::Outbox::default(),
+                breaker: crate::breaker::Breaker::default(),
                 coherence_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
                 lock_lease: self.lock_lease,
                 stats: Stats::default(),
@@ -1715,10 +1717,29 @@ impl Cache {
         what: &str,
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        match tokio::time::timeout(self.inner.timeout, op).await {
+        let breaker = &self.inner.breaker;
+        if !breaker.allow() {
+            Stats::add(&self.inner.stats.breaker_skipped, 1);
+            return Err(Error::new(
+                ErrorKind::Connection,
+                format!("{what} not tried: the store failed repeatedly (circuit open)"),
+            ));
+        }
+        let result = match tokio::time::timeout(self.inner.timeout, op).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(what, self.inner.timeout)),
+        };
+        match &result {
+            Ok(_) => breaker.success(),
+            Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Connection) => {
+                if breaker.failure() {
+                    Stats::add(&self.inner.stats.breaker_trips, 1);
+                    tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "the store failed repeatedly: calls skip it for a while (circuit open)");
+                }
+            }
+            Err(_) => {}
         }
+        result
     }
 
     pub(crate) fn report(&self, op: &str, error: &Error) {

@@ -33,6 +33,7 @@
 //! each operation in round trips, is in `docs/ARCHITECTURE.md`.
 #![warn(missing_docs)]
 
+mod breaker;
 mod cache;
 mod codec;
 mod entry;

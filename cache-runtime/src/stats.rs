@@ -74,6 +74,10 @@ counters! {
     coherence_applied,
     /// Times the pub/sub subscriber (re)subscribed.
     subscriber_connects,
+    /// Times the circuit breaker opened after repeated store failures.
+    breaker_trips,
+    /// Store calls not made because the breaker was open (failed at once).
+    breaker_skipped,
     /// Invalidations that failed and were kept in the outbox for retry.
     outbox_kept,
     /// Kept invalidations applied on a retry.

@@ -175,3 +175,25 @@ async fn an_invalidation_lost_to_a_network_cut_is_applied_when_redis_returns() {
     assert_eq!(other.get(1).await.unwrap().title, updated.title);
     assert_eq!(writer.cache.stats().outbox_dropped, 0);
 }
+
+/// A frozen server: after a few calls pay the timeout, the circuit breaker
+/// opens and calls stop waiting (they fail over to the body at once); once
+/// the server answers again, a probe closes it and hits come back.
+#[tokio::test]
+async fn the_breaker_stops_paying_the_timeout_and_recovers() {
+    let server = RedisServer::start();
+    let repo = Repo::new(cache_at(server.url(), Duration::from_millis(100)));
+    repo.get(3).await.unwrap();
+    server.pause();
+    for _ in 0..40 {
+        assert_eq!(repo.get(1).await.unwrap().title, "post 1");
+    }
+    let stats = repo.cache.stats();
+    assert!(stats.breaker_trips >= 1, "{stats:?}");
+    assert!(
+        stats.breaker_skipped >= 30,
+        "most calls did not wait on the frozen server: {stats:?}"
+    );
+    server.resume();
+    serves_hits_again(&repo).await;
+}

@@ -1,0 +1,102 @@
+//! A circuit breaker in front of the store: after repeated timeouts or
+//! connection errors, calls stop waiting on a store that is not answering.
+//!
+//! Closed: every call goes to the store. After `THRESHOLD` consecutive
+//! availability failures (timeouts, connection errors; not errors the store
+//! answered with) it opens for `COOL_DOWN`: calls fail at once, without
+//! waiting, and the cache falls back to the loader as for any fault. Then one
+//! call probes: its success closes the breaker, its failure opens it again.
+
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Consecutive failures that open the breaker.
+pub(crate) const THRESHOLD: u32 = 5;
+/// How long it stays open before one call probes the store.
+pub(crate) const COOL_DOWN: Duration = Duration::from_millis(500);
+
+#[derive(Debug)]
+pub(crate) struct Breaker {
+    failures: AtomicU32,
+    /// Until when it is open, in ms since `epoch`, plus one (0: closed).
+    open_until: AtomicU64,
+    probing: AtomicBool,
+    epoch: Instant,
+}
+
+impl Default for Breaker {
+    fn default() -> Self {
+        Breaker {
+            failures: AtomicU32::new(0),
+            open_until: AtomicU64::new(0),
+            probing: AtomicBool::new(false),
+            epoch: Instant::now(),
+        }
+    }
+}
+
+impl Breaker {
+    fn now(&self) -> u64 {
+        u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether a call may go to the store now.
+    pub(crate) fn allow(&self) -> bool {
+        let until = self.open_until.load(Ordering::Acquire);
+        if until == 0 {
+            return true;
+        }
+        if self.now() + 1 < until {
+            return false;
+        }
+        // Cooled down: one caller probes, the others keep failing fast.
+        !self.probing.swap(true, Ordering::AcqRel)
+    }
+
+    pub(crate) fn success(&self) {
+        self.failures.store(0, Ordering::Release);
+        self.open_until.store(0, Ordering::Release);
+        self.probing.store(false, Ordering::Release);
+    }
+
+    /// Records an availability failure; `true` when it opened the breaker.
+    pub(crate) fn failure(&self) -> bool {
+        let was_probing = self.probing.swap(false, Ordering::AcqRel);
+        let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        if was_probing || failures >= THRESHOLD {
+            let closed = self.open_until.load(Ordering::Acquire) == 0;
+            self.open_until.store(
+                self.now() + u64::try_from(COOL_DOWN.as_millis()).unwrap_or(500) + 1,
+                Ordering::Release,
+            );
+            return closed;
+        }
+        false
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opens_after_the_threshold_and_probes_once_cooled_down() {
+        let b = Breaker::default();
+        for _ in 0..THRESHOLD - 1 {
+            assert!(!b.failure());
+            assert!(b.allow());
+        }
+        assert!(b.failure(), "the threshold opens it");
+        assert!(!b.allow(), "open: calls fail fast");
+        // Cool down without sleeping: a deadline of 0 ms has passed.
+        b.open_until.store(1, Ordering::Release);
+        assert!(b.allow(), "one probe");
+        assert!(!b.allow(), "only one");
+        b.success();
+        assert!(b.allow() && b.allow(), "closed again");
+        b.open_until.store(1, Ordering::Release);
+        assert!(b.allow(), "a probe");
+        b.failure();
+        assert!(!b.allow(), "a failed probe opens it again at once");
+    }
+}
