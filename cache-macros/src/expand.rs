@@ -86,6 +86,14 @@ struct Scope<'a> {
 }
 
 impl Scope<'_> {
+    /// Checks every tag and dependency (each error reported; `false` if any).
+    fn check_links(&self, tags: &[Template], deps: &[Template], errors: &mut Errors) -> bool {
+        let tags = tags.iter().map(|t| (t, "tag"));
+        let deps = deps.iter().map(|t| (t, "dependency"));
+        tags.chain(deps)
+            .fold(true, |ok, (t, what)| self.check(t, what, errors) && ok)
+    }
+
     fn check(&self, t: &Template, what: &str, errors: &mut Errors) -> bool {
         let mut ok = true;
         for place in t.places() {
@@ -341,12 +349,7 @@ fn cached(
     if let Some(version) = &args.version {
         ok &= scope.check(version, "version", errors);
     }
-    for tag in &args.tags {
-        ok &= tag_scope.check(tag, "tag", errors);
-    }
-    for dep in &args.depends_on {
-        ok &= tag_scope.check(dep, "dependency", errors);
-    }
+    ok &= tag_scope.check_links(&args.tags, &args.depends_on, errors);
     if !ok {
         return None;
     }
@@ -671,12 +674,7 @@ fn put(func: &ItemFn, info: &FnInfo, args: &PutArgs, errors: &mut Errors) -> Opt
         ret_allowed: true,
     };
     let mut ok = scope.check(key, "key", errors);
-    for tag in &args.tags {
-        ok &= scope.check(tag, "tag", errors);
-    }
-    for dep in &args.depends_on {
-        ok &= scope.check(dep, "dependency", errors);
-    }
+    ok &= scope.check_links(&args.tags, &args.depends_on, errors);
     if !ok {
         return None;
     }

@@ -1659,22 +1659,19 @@ impl Cache {
                         .bounded("invalidate", r.invalidate(&self.inner.seq_key, plan))
                         .await;
                 };
-                // The nonce lets this instance tell its own echo (ignored
-                // once the reply is applied) from a lost reply (then the
-                // echo, naming everything removed, is applied).
-                let nonce = format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..));
-                let plan = InvalidationPlan {
-                    nonce: nonce.clone(),
-                    ..plan.clone()
-                };
-                tier.sending(&nonce);
+                // The nonce (set by `plan()`) lets this instance tell its
+                // own echo (ignored once the reply is applied) from a lost
+                // reply (then the echo, naming everything removed, is
+                // applied).
+                let nonce = &plan.nonce;
+                tier.sending(nonce);
                 let applied = self
-                    .bounded("invalidate", r.invalidate(&self.inner.seq_key, &plan))
+                    .bounded("invalidate", r.invalidate(&self.inner.seq_key, plan))
                     .await;
                 match &applied {
                     Ok(applied) => {
                         tier.apply(&applied.entries, &applied.versions);
-                        tier.replied(&nonce);
+                        tier.replied(nonce);
                     }
                     Err(_) => {
                         // Whether it ran is unknown: drop what the plan names
@@ -1683,7 +1680,7 @@ impl Cache {
                             &plan.keys.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
                             &[],
                         );
-                        tier.reply_lost(&nonce);
+                        tier.reply_lost(nonce);
                     }
                 }
                 applied
@@ -1698,6 +1695,12 @@ impl Cache {
             marker_ttl: self.marker_ttl(),
             prefixes: self.inner.layout.prefixes(),
             coherence: self.coherence(),
+            // Only a cache with a tier reads its echoes.
+            nonce: if self.inner.tier.is_some() {
+                format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..))
+            } else {
+                String::new()
+            },
             ..InvalidationPlan::default()
         }
     }
