@@ -66,6 +66,17 @@ pub(crate) enum Backend {
     Redis(crate::store::redis::RedisStore),
 }
 
+impl Backend {
+    /// Whether names must share one hash slot (a Redis Cluster).
+    fn is_cluster(&self) -> bool {
+        match self {
+            Backend::Memory(_) => false,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.is_cluster(),
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Inner {
     backend: Backend,
@@ -288,6 +299,8 @@ enum StoreChoice {
     RedisUrl(String),
     #[cfg(feature = "redis")]
     RedisClient(redis::Client),
+    #[cfg(feature = "redis")]
+    RedisCluster(Vec<String>),
 }
 
 impl Default for CacheBuilder {
@@ -328,10 +341,29 @@ impl CacheBuilder {
         self
     }
 
-    /// Keep entries in Redis through an existing client.
+    /// Keep entries in Redis through an existing client (for example one
+    /// built with `redis::Client::build_with_tls` to trust a private CA).
     #[cfg(feature = "redis")]
     pub fn redis_client(mut self, client: redis::Client) -> Self {
         self.store = StoreChoice::RedisClient(client);
+        self
+    }
+
+    /// Keep entries in a Redis Cluster reached through `nodes` (URLs of one
+    /// or more of its nodes, `redis://` or `rediss://`, with user and
+    /// password if needed; the others are discovered).
+    ///
+    /// All names of the namespace carry the hash tag `{namespace}`, so they
+    /// share one slot and every step keeps its single round trip; spread the
+    /// load over the cluster's masters with one namespace per service or per
+    /// entity family. See ARCHITECTURE.md, "Redis Cluster".
+    #[cfg(feature = "redis")]
+    pub fn redis_cluster<I, S>(mut self, nodes: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.store = StoreChoice::RedisCluster(nodes.into_iter().map(Into::into).collect());
         self
     }
 
@@ -480,8 +512,18 @@ impl CacheBuilder {
             StoreChoice::RedisClient(client) => {
                 Backend::Redis(crate::store::redis::RedisStore::new(client, self.timeout)?)
             }
+            #[cfg(feature = "redis")]
+            StoreChoice::RedisCluster(nodes) => {
+                if nodes.is_empty() {
+                    return Err(Error::config("a Redis Cluster needs at least one node URL"));
+                }
+                Backend::Redis(crate::store::redis::RedisStore::cluster(
+                    nodes,
+                    self.timeout,
+                )?)
+            }
         };
-        let layout = Layout::new(&self.namespace);
+        let layout = Layout::new(&self.namespace, backend.is_cluster());
         let instance = self.instance.unwrap_or_else(default_instance_name);
         let marker_ttl = self.fill_window + self.timeout * 2;
         let tier = match (&backend, self.local_ttl) {
@@ -1449,7 +1491,7 @@ impl Cache {
         Some(self.inner.subscriber.get_or_init(|| {
             let layout = &self.inner.layout;
             crate::subscriber::Subscriber::start(
-                r.client().clone(),
+                r.pubsub_clients().to_vec(),
                 crate::subscriber::Channels {
                     landed: layout.landed_channel(),
                     coherence: layout.coherence_channel(),
@@ -1513,6 +1555,10 @@ impl Cache {
         &self.inner.backend
     }
 
+    pub(crate) fn layout(&self) -> &Layout {
+        &self.inner.layout
+    }
+
     pub(crate) fn user_lock_name(&self, name: &str) -> String {
         self.inner.layout.user_lock(name)
     }
@@ -1545,7 +1591,11 @@ impl Cache {
             typed: None,
             ttl,
             token,
-            depends_on: links.depends_on,
+            depends_on: links
+                .depends_on
+                .into_iter()
+                .map(|k| crate::key::bound_key(&k).into_owned())
+                .collect(),
             prefixes: layout.prefixes(),
             marker_ttl: self.marker_ttl(),
             release: None,

@@ -216,14 +216,67 @@ fn match_class(mut p: &[u8], c: u8) -> Option<(bool, &[u8])> {
 #[derive(Debug, Clone)]
 pub(crate) struct Layout {
     namespace: String,
+    /// What every stored name starts with: the namespace, or on a Redis
+    /// Cluster `{namespace}`, a hash tag that puts all of the namespace's
+    /// names in one slot so that each script's keys live on one node.
+    keys: String,
     entry_prefix: String,
 }
 
+/// Keys longer than this (in bytes, after escaping) are stored under a
+/// bounded name: see [`bound_key`].
+pub const MAX_KEY_LEN: usize = 256;
+
+/// How much of a long key is kept readable in front of its hash, so that
+/// pattern deletes anchored on the start of a key still match it.
+const KEPT_PREFIX: usize = 128;
+
+/// A key as it is stored: itself if at most [`MAX_KEY_LEN`] bytes, else its
+/// first 128 bytes followed by `#sha256:` and the SHA-256 of the whole key
+/// (200 bytes in all, so bounding is idempotent). A placeholder value can
+/// never produce `#` (it is escaped), so a bounded key cannot collide with a
+/// key built from values; two long keys collide only if SHA-256 does.
+///
+/// ```
+/// use cache_runtime::bound_key;
+/// let long = format!("search:{}", "x".repeat(1000));
+/// let stored = bound_key(&long);
+/// assert_eq!(stored.len(), 200);
+/// assert!(stored.starts_with("search:xxx"));
+/// assert_eq!(bound_key(&stored), stored);
+/// assert_eq!(bound_key("post:1"), "post:1");
+/// ```
+pub fn bound_key(key: &str) -> std::borrow::Cow<'_, str> {
+    use sha2::Digest as _;
+    if key.len() <= MAX_KEY_LEN {
+        return std::borrow::Cow::Borrowed(key);
+    }
+    let mut cut = KEPT_PREFIX;
+    while !key.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let digest = sha2::Sha256::digest(key.as_bytes());
+    let mut out = String::with_capacity(cut + 8 + 64);
+    out.push_str(&key[..cut]);
+    out.push_str("#sha256:");
+    for b in digest {
+        let _ = write!(out, "{b:02x}");
+    }
+    std::borrow::Cow::Owned(out)
+}
+
 impl Layout {
-    pub(crate) fn new(namespace: &str) -> Self {
+    /// The names of `namespace`; `cluster` wraps it in a hash tag.
+    pub(crate) fn new(namespace: &str, cluster: bool) -> Self {
+        let keys = if cluster {
+            format!("{{{namespace}}}")
+        } else {
+            namespace.to_owned()
+        };
         Layout {
             namespace: namespace.to_owned(),
-            entry_prefix: format!("{namespace}:"),
+            entry_prefix: format!("{keys}:"),
+            keys,
         }
     }
 
@@ -232,33 +285,38 @@ impl Layout {
     }
 
     pub(crate) fn entry(&self, key: &str) -> String {
+        let key = bound_key(key);
         let mut k = String::with_capacity(self.entry_prefix.len() + key.len());
         k.push_str(&self.entry_prefix);
-        k.push_str(key);
+        k.push_str(&key);
         k
     }
 
     /// Appends the entry name of `key` to `out`.
     pub(crate) fn entry_into(&self, key: &str, out: &mut String) {
         out.push_str(&self.entry_prefix);
-        out.push_str(key);
+        out.push_str(&bound_key(key));
     }
 
     pub(crate) fn entry_pattern(&self, pattern: &str) -> String {
         format!("{}{}", glob_escape(&self.entry_prefix), pattern)
     }
 
+    fn name(&self, kind: &str, key: &str) -> String {
+        format!("{}{kind}{}", self.keys, bound_key(key))
+    }
+
     pub(crate) fn tag(&self, tag: &str) -> String {
-        format!("{}#tag:{tag}", self.namespace)
+        self.name("#tag:", tag)
     }
 
     pub(crate) fn key_marker(&self, key: &str) -> String {
-        format!("{}#inv:k:{key}", self.namespace)
+        self.name("#inv:k:", key)
     }
 
     /// The set of entries that depend on the entry under `key`.
     pub(crate) fn dependents(&self, key: &str) -> String {
-        format!("{}#dep:{key}", self.namespace)
+        self.name("#dep:", key)
     }
 
     /// The prefixes a store needs to walk dependency cascades: from an entry
@@ -268,26 +326,32 @@ impl Layout {
             entry: self.entry_prefix.clone(),
             key_marker: self.key_marker(""),
             dependents: self.dependents(""),
-            depends_of: format!("{}#depsof:", self.namespace),
+            depends_of: format!("{}#depsof:", self.keys),
         }
     }
 
     pub(crate) fn tag_marker(&self, tag: &str) -> String {
-        format!("{}#inv:t:{tag}", self.namespace)
+        self.name("#inv:t:", tag)
     }
 
     /// The lock of a `lock = "distributed"` loader of the entry `key`.
     pub(crate) fn lock(&self, key: &str) -> String {
-        format!("{}#lock:{key}", self.namespace)
+        self.name("#lock:", key)
     }
 
     /// A lock taken with `Cache::try_lock` (apart from loaders' locks).
     pub(crate) fn user_lock(&self, name: &str) -> String {
-        format!("{}#ulock:{name}", self.namespace)
+        self.name("#ulock:", name)
+    }
+
+    /// The stream of the write-behind queue `name` (and, with suffixes, its
+    /// companions: all in the namespace's slot).
+    pub(crate) fn write_behind(&self, name: &str) -> String {
+        self.name("#wb:", name)
     }
 
     /// The channel on which a loader holding a distributed lock announces
-    /// that its entry landed.
+    /// that its entry landed. Channels are not keys: no hash tag.
     pub(crate) fn landed_channel(&self) -> String {
         format!("{}#landed", self.namespace)
     }
@@ -315,18 +379,18 @@ impl Layout {
         };
         format!(
             "{}#evt:{:016x}{:016x}",
-            self.namespace,
+            self.keys,
             fnv(0xcbf2_9ce4_8422_2325),
             fnv(0x6c62_272e_07bb_0142)
         )
     }
 
     pub(crate) fn version(&self, name: &str) -> String {
-        format!("{}#ver:{name}", self.namespace)
+        self.name("#ver:", name)
     }
 
     pub(crate) fn seq(&self) -> String {
-        format!("{}#seq", self.namespace)
+        format!("{}#seq", self.keys)
     }
 }
 

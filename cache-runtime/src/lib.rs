@@ -67,7 +67,9 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::InvalidationEvent;
 pub use global::{default_cache, install_default};
 pub use invalidation::Invalidation;
-pub use key::{KeyBuilder, escape_part_into, glob_escape, glob_match, render_part};
+pub use key::{
+    KeyBuilder, MAX_KEY_LEN, bound_key, escape_part_into, glob_escape, glob_match, render_part,
+};
 pub use lock::LockGuard;
 pub use options::{CacheOptions, Ttl};
 pub use stats::{InvalidationCounts, StatsSnapshot};

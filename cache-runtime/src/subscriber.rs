@@ -101,7 +101,8 @@ impl Drop for Subscriber {
 }
 
 struct Run {
-    client: redis::Client,
+    /// The server, or the nodes of a cluster, tried in turn.
+    clients: Vec<redis::Client>,
     channels: Channels,
     instance: String,
     hooks: Arc<dyn Hooks>,
@@ -114,7 +115,7 @@ struct Run {
 impl Subscriber {
     /// Starts listening (on the current Tokio runtime).
     pub(crate) fn start(
-        client: redis::Client,
+        clients: Vec<redis::Client>,
         channels: Channels,
         instance: String,
         hooks: Arc<dyn Hooks>,
@@ -124,7 +125,7 @@ impl Subscriber {
         let (landings, _) = broadcast::channel(1024);
         let (ready_tx, ready) = watch::channel(false);
         let run = Run {
-            client,
+            clients,
             channels,
             instance,
             hooks,
@@ -170,8 +171,10 @@ impl Run {
         // cache must stop trusting what it heard.
         let _down = Down(&self);
         let mut backoff = Duration::from_millis(50);
+        let mut node = 0;
         loop {
-            match tokio::time::timeout(self.timeout * 2, self.connect()).await {
+            let client = &self.clients[node % self.clients.len()];
+            match tokio::time::timeout(self.timeout * 2, self.connect(client)).await {
                 Ok(Ok((sink, stream))) => {
                     backoff = Duration::from_millis(50);
                     self.ready.send_replace(true);
@@ -187,6 +190,8 @@ impl Run {
                     tracing::debug!(target: "cache_runtime", "subscriber connection timed out")
                 }
             }
+            // The next node of a cluster may answer where this one did not.
+            node += 1;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(Duration::from_secs(2));
         }
@@ -194,8 +199,9 @@ impl Run {
 
     async fn connect(
         &self,
+        client: &redis::Client,
     ) -> redis::RedisResult<(redis::aio::PubSubSink, redis::aio::PubSubStream)> {
-        let pubsub = self.client.get_async_pubsub().await?;
+        let pubsub = client.get_async_pubsub().await?;
         let (mut sink, stream) = pubsub.split();
         sink.subscribe(&[&self.channels.landed, &self.channels.coherence])
             .await?;

@@ -115,7 +115,7 @@ impl<T: Serialize + DeserializeOwned> WriteBehind<T> {
         let Backend::Redis(r) = cache.backend() else {
             return Err(redis_only());
         };
-        let stream = format!("{}#wb:{name}", cache.namespace());
+        let stream = cache.layout().write_behind(name);
         let created: Result<(), Error> = cache
             .bounded("write-behind setup", async {
                 let mut conn = r.connection();

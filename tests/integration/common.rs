@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cache_runtime::{Cache, cached, invalidates};
-use integration_tests::RedisServer;
+use integration_tests::{RedisCluster, RedisServer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -20,6 +20,8 @@ pub struct Fixture {
     pub cache: Cache,
     /// Keeps the test's redis-server alive as long as the fixture.
     pub _server: Option<RedisServer>,
+    /// The node URLs when the store is a Redis Cluster (which the test owns).
+    pub cluster: Option<Vec<String>>,
 }
 
 impl Fixture {
@@ -31,6 +33,7 @@ impl Fixture {
                 .build()
                 .unwrap(),
             _server: None,
+            cluster: None,
         }
     }
 
@@ -45,6 +48,23 @@ impl Fixture {
         Fixture {
             cache,
             _server: Some(server),
+            cluster: None,
+        }
+    }
+
+    /// A cache in its own `namespace` on a three-master cluster that the
+    /// caller keeps alive (one cluster serves a whole list of cases).
+    pub fn cluster(cluster: &RedisCluster, namespace: &str) -> Fixture {
+        let cache = Cache::builder()
+            .redis_cluster(cluster.urls())
+            .namespace(namespace)
+            .jitter(0.0)
+            .build()
+            .unwrap();
+        Fixture {
+            cache,
+            _server: None,
+            cluster: Some(cluster.urls()),
         }
     }
 

@@ -5,6 +5,7 @@
 //! trybuild UI tests.
 
 mod cascades;
+mod cluster;
 mod common;
 mod consistency;
 mod faults;

@@ -39,6 +39,21 @@ macro_rules! strategies_suite {
                 }
             )*
         }
+        /// Every case, one after another, on one three-master cluster.
+        mod cluster {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn every_case() {
+                let cluster = integration_tests::RedisCluster::start();
+                $(
+                    eprintln!("cluster case: {}", stringify!($case));
+                    super::bounded(super::$case(crate::common::Fixture::cluster(
+                        &cluster,
+                        stringify!($case),
+                    )))
+                    .await;
+                )*
+            }
+        }
     };
 }
 
@@ -352,9 +367,10 @@ impl GetCounter {
 /// Another cache on the fixture's store, configured by `configure`.
 fn same_store(fx: &Fixture, configure: impl FnOnce(CacheBuilder) -> CacheBuilder) -> Cache {
     let builder = Cache::builder().namespace("other").jitter(0.0);
-    let builder = match &fx._server {
-        Some(server) => builder.redis_url(server.url()),
-        None => builder,
+    let builder = match (&fx._server, &fx.cluster) {
+        (Some(server), _) => builder.redis_url(server.url()),
+        (None, Some(nodes)) => builder.redis_cluster(nodes.clone()),
+        (None, None) => builder,
     };
     configure(builder).build().unwrap()
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cache_runtime::{Cache, CacheOptions};
+use cache_runtime::{Cache, CacheOptions, Links};
 use integration_tests::wait_until;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -17,6 +17,19 @@ macro_rules! suite {
         }
         mod redis {
             $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
+        }
+        /// Every case, one after another, on one three-master cluster (each
+        /// in its own namespace): starting a cluster per case would cost more
+        /// than the cases.
+        mod cluster {
+            #[tokio::test]
+            async fn every_case() {
+                let cluster = integration_tests::RedisCluster::start();
+                $(
+                    eprintln!("cluster case: {}", stringify!($case));
+                    super::$case(crate::common::Fixture::cluster(&cluster, stringify!($case))).await;
+                )*
+            }
         }
     };
 }
@@ -36,6 +49,7 @@ suite!(
     a_value_that_does_not_decode_is_a_miss_and_is_replaced,
     the_plain_api_matches_the_macros,
     published_events_follow_the_schema,
+    long_keys_and_tags_are_bounded_and_stay_apart,
 );
 
 async fn a_hit_does_not_run_the_body(fx: Fixture) {
@@ -324,7 +338,7 @@ async fn published_events_follow_the_schema(fx: Fixture) {
     let post = repo.create(7, "hello").await.unwrap();
     let event = events.recv().await.unwrap();
     assert_eq!(event.v, 1);
-    assert_eq!(event.namespace, "test");
+    assert_eq!(event.namespace, fx.cache.namespace());
     assert_eq!(event.event, "post:created");
     assert_eq!(event.entity, "post");
     assert_eq!(event.tags, vec![format!("author:{}", post.author_id)]);
@@ -343,5 +357,67 @@ async fn published_events_follow_the_schema(fx: Fixture) {
         "instance",
     ] {
         assert!(json.get(field).is_some(), "missing {field} in {json}");
+    }
+}
+
+async fn long_keys_and_tags_are_bounded_and_stay_apart(fx: Fixture) {
+    let opts = CacheOptions::new("long");
+    let body = "x".repeat(10_000);
+    // Two keys that differ only past the kept prefix, and a short one.
+    let (a, b) = (format!("search:{body}a"), format!("search:{body}b"));
+    let tag = format!("query:{body}");
+    let load = async |key: &str, value: u32| -> u32 {
+        fx.cache
+            .get_or_load_tagged(
+                key,
+                &opts,
+                |_| Links::new().tag(tag.clone()),
+                || async move { value },
+            )
+            .await
+    };
+    assert_eq!(load(&a, 1).await, 1);
+    assert_eq!(load(&b, 2).await, 2);
+    assert_eq!(load(&a, 99).await, 1, "a hit, and not b's value");
+    assert_eq!(load(&b, 99).await, 2, "a hit, and not a's value");
+    assert_eq!(fx.cache.stats().hits, 2);
+
+    fx.cache.invalidate().key(a.clone()).await.unwrap();
+    assert_eq!(
+        fx.cache.get::<u32>(&a).await,
+        None,
+        "invalidated by its key"
+    );
+    assert_eq!(fx.cache.get::<u32>(&b).await, Some(2), "b stays");
+
+    assert_eq!(load(&a, 3).await, 3);
+    fx.cache.invalidate().tag(tag.clone()).await.unwrap();
+    assert_eq!(
+        fx.cache.get::<u32>(&a).await,
+        None,
+        "invalidated by its tag"
+    );
+    assert_eq!(
+        fx.cache.get::<u32>(&b).await,
+        None,
+        "invalidated by its tag"
+    );
+
+    // A pattern on the start of the key still matches a bounded key.
+    assert_eq!(load(&a, 4).await, 4);
+    assert_eq!(fx.cache.delete_pattern("search:xxx*").await.unwrap(), 1);
+    assert_eq!(fx.cache.get::<u32>(&a).await, None);
+
+    // What Redis holds: no name longer than the namespace and the bound.
+    if let Some(server) = &fx._server {
+        let mut conn = server.conn();
+        let names: Vec<String> = ::redis::Commands::scan::<String>(&mut conn)
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!names.is_empty());
+        for name in names {
+            assert!(name.len() < 250, "{} bytes: {name:.80}", name.len());
+        }
     }
 }

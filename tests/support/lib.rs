@@ -15,6 +15,8 @@ pub struct RedisServer {
     child: Option<Child>,
     port: u16,
     dir: PathBuf,
+    /// Arguments beyond the defaults (cluster mode, TLS, ACL users).
+    extra: Vec<String>,
 }
 
 fn free_port() -> u16 {
@@ -27,6 +29,12 @@ fn free_port() -> u16 {
 impl RedisServer {
     /// Starts a server on a free loopback port and waits until it answers.
     pub fn start() -> RedisServer {
+        RedisServer::start_with(|_, _| Vec::new())
+    }
+
+    /// Starts a server with more arguments, made from its port and its own
+    /// directory (for files such as a cluster's `nodes.conf`).
+    pub fn start_with(extra: impl Fn(u16, &std::path::Path) -> Vec<String>) -> RedisServer {
         for _ in 0..5 {
             let port = free_port();
             let dir = std::env::temp_dir()
@@ -35,6 +43,7 @@ impl RedisServer {
             let mut server = RedisServer {
                 child: None,
                 port,
+                extra: extra(port, &dir),
                 dir,
             };
             if server.spawn() {
@@ -63,6 +72,7 @@ impl RedisServer {
                 "--logfile",
                 log.to_str().expect("utf-8 temp dir"),
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -172,6 +182,90 @@ impl Drop for RedisServer {
         }
         self.kill();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A Redis Cluster of three masters (no replicas) on loopback ports, made
+/// with `redis-cli --cluster create`; every node is killed when dropped.
+#[derive(Debug)]
+pub struct RedisCluster {
+    nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts three cluster-enabled servers, joins them and waits until the
+    /// cluster reports `cluster_state:ok` on every node.
+    pub fn start() -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                RedisServer::start_with(|_, dir| {
+                    vec![
+                        "--cluster-enabled".into(),
+                        "yes".into(),
+                        "--cluster-config-file".into(),
+                        dir.join("nodes.conf").to_string_lossy().into_owned(),
+                        "--cluster-port".into(),
+                        free_port().to_string(),
+                        "--cluster-node-timeout".into(),
+                        "2000".into(),
+                    ]
+                })
+            })
+            .collect();
+        let mut create = Command::new("redis-cli");
+        create.arg("--cluster").arg("create");
+        for node in &nodes {
+            create.arg(format!("127.0.0.1:{}", node.port));
+        }
+        let out = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let cluster = RedisCluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !cluster.nodes.iter().all(|n| {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut n.conn())
+                .is_ok_and(|info| info.contains("cluster_state:ok"))
+        }) {
+            assert!(Instant::now() < deadline, "the cluster did not become ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        cluster
+    }
+
+    /// `redis://127.0.0.1:<port>/` of every node.
+    pub fn urls(&self) -> Vec<String> {
+        self.nodes.iter().map(RedisServer::url).collect()
+    }
+
+    /// The nodes, for raw commands (`conn()`) on each.
+    pub fn nodes(&self) -> &[RedisServer] {
+        &self.nodes
+    }
+
+    /// Kills the master that owns `key`'s slot: the node that answers a
+    /// command on it instead of redirecting with `MOVED`.
+    pub fn kill_owner_of(&mut self, key: &str) {
+        let owner = self
+            .nodes
+            .iter()
+            .position(|n| {
+                redis::cmd("EXISTS")
+                    .arg(key)
+                    .query::<i64>(&mut n.conn())
+                    .is_ok()
+            })
+            .expect("a node owns every slot");
+        self.nodes[owner].kill();
     }
 }
 

@@ -9,12 +9,18 @@
 //! | pattern delete | `SCAN MATCH COUNT`, then `EVALSHA invalidate` on the batch | 2 per batch |
 //!
 //! `KEYS` is never issued.
+//!
+//! On a Redis Cluster every name of a namespace carries the hash tag
+//! `{namespace}` (see `key::Layout`), so all of them live in one slot: each
+//! script's keys are on one node, and each step above stays one round trip.
+//! Pattern scans go to the master that owns that slot.
 
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::Script;
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionLike, ConnectionManager};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
 use super::{Applied, FillRequest, InvalidationPlan, Lookup};
 use crate::error::Error;
@@ -209,9 +215,47 @@ end
 return {removed, names, vnames, vvalues, seq}
 "#;
 
+/// The shared connection: one server (reconnecting by itself), or a
+/// cluster (routing by slot, following `MOVED`/`ASK`, refreshing its map).
+#[derive(Clone)]
+pub(crate) enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Conn {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Conn::Single(c) => c.req_packed_command(cmd),
+            Conn::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Conn::Single(c) => c.req_packed_commands(cmd, offset, count),
+            Conn::Cluster(c) => c.req_packed_commands(cmd, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Conn::Single(c) => c.get_db(),
+            Conn::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
 pub(crate) struct RedisStore {
-    client: redis::Client,
-    conn: ConnectionManager,
+    /// Where the subscriber connects: the server, or each cluster node in
+    /// turn (a classic `PUBLISH` reaches every node of a cluster).
+    pubsub: Vec<redis::Client>,
+    conn: Conn,
     fill: Script,
     invalidate: Script,
     unlock: Script,
@@ -241,25 +285,55 @@ impl RedisStore {
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(RedisStore {
-            client,
+        Ok(RedisStore::with(Conn::Single(conn), vec![client]))
+    }
+
+    /// A store on the Redis Cluster reached through `nodes` (any of its
+    /// nodes; the rest are discovered). Connects in the background.
+    pub(crate) fn cluster(nodes: Vec<String>, timeout: Duration) -> Result<Self, Error> {
+        let bad = |e| Error::with_source(crate::ErrorKind::Config, "bad Redis Cluster URL", e);
+        let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
+            .retries(1)
+            .connection_timeout(timeout)
+            .response_timeout(timeout)
+            .build()
+            .map_err(bad)?;
+        let pubsub = nodes
+            .iter()
+            .map(|url| redis::Client::open(url.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(bad)?;
+        let config = redis::cluster::ClusterConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let conn = client.get_pending_async_connection_with_config(config);
+        Ok(RedisStore::with(Conn::Cluster(conn), pubsub))
+    }
+
+    fn with(conn: Conn, pubsub: Vec<redis::Client>) -> Self {
+        RedisStore {
+            pubsub,
             conn,
             fill: Script::new(FILL),
             invalidate: Script::new(INVALIDATE),
             unlock: Script::new(UNLOCK),
             renew: Script::new(RENEW),
             lock: Script::new(LOCK),
-        })
+        }
+    }
+
+    pub(crate) fn is_cluster(&self) -> bool {
+        matches!(self.conn, Conn::Cluster(_))
     }
 
     /// The shared connection (cheap to clone).
-    pub(crate) fn connection(&self) -> ConnectionManager {
+    pub(crate) fn connection(&self) -> Conn {
         self.conn.clone()
     }
 
-    /// The client, for connections of their own (the subscriber).
-    pub(crate) fn client(&self) -> &redis::Client {
-        &self.client
+    /// The clients the subscriber connects with, tried in turn.
+    pub(crate) fn pubsub_clients(&self) -> &[redis::Client] {
+        &self.pubsub
     }
 
     pub(crate) async fn lookup(
@@ -472,14 +546,28 @@ impl RedisStore {
         pattern: &str,
         cursor: u64,
     ) -> Result<(u64, Vec<String>), Error> {
-        let mut conn = self.conn.clone();
-        Ok(redis::cmd("SCAN")
-            .arg(cursor)
+        let mut scan = redis::cmd("SCAN");
+        scan.arg(cursor)
             .arg("MATCH")
             .arg(pattern)
             .arg("COUNT")
-            .arg(512)
-            .query_async(&mut conn)
-            .await?)
+            .arg(512);
+        match &self.conn {
+            Conn::Single(conn) => Ok(scan.query_async(&mut conn.clone()).await?),
+            Conn::Cluster(conn) => {
+                // The pattern starts with the namespace's hash tag: every
+                // name it can match lives on the master of that slot.
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(pattern, SlotAddr::Master);
+                let reply = conn
+                    .clone()
+                    .route_command(
+                        scan,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                Ok(redis::from_redis_value(reply).map_err(redis::RedisError::from)?)
+            }
+        }
     }
 }
