@@ -11,6 +11,7 @@ mod consistency;
 mod faults;
 mod locks;
 mod redis_only;
+mod security;
 mod shapes;
 mod strategies;
 mod suite;

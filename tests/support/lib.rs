@@ -109,6 +109,11 @@ impl RedisServer {
             .is_ok()
     }
 
+    /// The server's own directory (its log, and files a test made there).
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
     /// The server's port.
     pub fn port(&self) -> u16 {
         self.port
