@@ -1704,38 +1704,69 @@ impl Cache {
             }
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
-                let Some(tier) = &self.inner.tier else {
-                    return self
-                        .bounded("invalidate", r.invalidate(&self.inner.seq_key, plan))
-                        .await;
-                };
-                // The nonce (set by `plan()`) lets this instance tell its
-                // own echo (ignored once the reply is applied) from a lost
-                // reply (then the echo, naming everything removed, is
-                // applied).
-                let nonce = &plan.nonce;
-                tier.sending(nonce);
-                let applied = self
-                    .bounded("invalidate", r.invalidate(&self.inner.seq_key, plan))
-                    .await;
-                match &applied {
-                    Ok(applied) => {
-                        tier.apply(&applied.entries, &applied.versions);
-                        tier.replied(nonce);
+                // Big invalidations run in steps (each bounded by the
+                // timeout); a failed step fails the whole, which the outbox
+                // then retries from the start.
+                let mut total = Applied::default();
+                let mut from = None;
+                for step in 0u32.. {
+                    let (applied, next) = self.invalidation_step(r, plan, from, step).await?;
+                    if step == 0 {
+                        total.seq = applied.seq;
                     }
-                    Err(_) => {
-                        // Whether it ran is unknown: drop what the plan names
-                        // now, and what it removed when its echo arrives.
-                        tier.apply(
-                            &plan.keys.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
-                            &[],
-                        );
-                        tier.reply_lost(nonce);
+                    total.removed += applied.removed;
+                    total.entries.extend(applied.entries);
+                    total.versions.extend(applied.versions);
+                    match next {
+                        Some(next) => from = Some(next),
+                        None => break,
                     }
                 }
-                applied
+                Ok(total)
             }
         }
+    }
+
+    /// One step of an invalidation on Redis, keeping the tier coherent.
+    #[cfg(feature = "redis")]
+    async fn invalidation_step(
+        &self,
+        r: &crate::store::redis::RedisStore,
+        plan: &InvalidationPlan,
+        from: Option<crate::store::redis::Continuation>,
+        step: u32,
+    ) -> Result<(Applied, Option<crate::store::redis::Continuation>), Error> {
+        let seq_key = &self.inner.seq_key;
+        let Some(tier) = &self.inner.tier else {
+            let run = r.invalidate_step(seq_key, plan, from.as_ref(), "");
+            return self.bounded("invalidate", run).await;
+        };
+        // The nonce (set by `plan()`, one per step) lets this instance tell
+        // its own echo (ignored once the reply is applied) from a lost reply
+        // (then the echo, naming everything removed, is applied).
+        let nonce = match step {
+            0 => plan.nonce.clone(),
+            n => format!("{}.{n}", plan.nonce),
+        };
+        tier.sending(&nonce);
+        let run = r.invalidate_step(seq_key, plan, from.as_ref(), &nonce);
+        let result = self.bounded("invalidate", run).await;
+        match &result {
+            Ok((applied, _)) => {
+                tier.apply(&applied.entries, &applied.versions);
+                tier.replied(&nonce);
+            }
+            Err(_) => {
+                // Whether it ran is unknown: drop what the plan names now,
+                // and what it removed when its echo arrives.
+                tier.apply(
+                    &plan.keys.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
+                    &[],
+                );
+                tier.reply_lost(&nonce);
+            }
+        }
+        result
     }
 
     /// A plan with this cache's prefixes, marker lifetime and coherence

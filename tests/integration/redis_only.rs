@@ -181,3 +181,68 @@ async fn namespaces_sharing_a_server_do_not_touch_each_other() {
     b.get(1).await.unwrap();
     assert_eq!(b.loads(), 2);
 }
+
+/// Writes `n` entries `big:<name>:<i>` filed in the set `set`, raw (one
+/// pipeline), as fills would have.
+fn file_entries(server: &RedisServer, set: &str, name: &str, n: usize) {
+    let mut pipe = redis::pipe();
+    for i in 0..n {
+        let entry = format!("big:{name}:{i}");
+        pipe.cmd("SET").arg(&entry).arg("x").ignore();
+        pipe.cmd("SADD").arg(set).arg(&entry).ignore();
+    }
+    pipe.query::<()>(&mut server.conn()).unwrap();
+}
+
+fn count_matching(server: &RedisServer, pattern: &str) -> usize {
+    let mut conn = server.conn();
+    redis::Commands::scan_match::<_, String>(&mut conn, pattern)
+        .unwrap()
+        .count()
+}
+
+#[tokio::test]
+async fn big_invalidations_run_in_bounded_steps() {
+    let server = RedisServer::start();
+    let proxy = CountingProxy::start(server.port()).await;
+    let cache = Cache::builder()
+        .redis_url(proxy.url())
+        .namespace("big")
+        // No subscriber: its pings would go through the proxy too.
+        .apply_events(false)
+        .build()
+        .unwrap();
+    cache.invalidate().tag("warm-up").await.unwrap();
+    file_entries(&server, "big#tag:small", "small", 10_000);
+    file_entries(&server, "big#tag:large", "large", 25_000);
+    file_entries(&server, "big#dep:root", "dependent", 15_000);
+
+    let before = proxy.requests();
+    let report = cache.invalidate().tag("small").await.unwrap();
+    assert_eq!(report.removed, 10_000);
+    assert_eq!(proxy.requests() - before, 1, "10,000 entries: one call");
+
+    let before = proxy.requests();
+    let report = cache.invalidate().tag("large").await.unwrap();
+    assert_eq!(report.removed, 25_000);
+    assert_eq!(
+        proxy.requests() - before,
+        3,
+        "25,000 entries: three calls of at most 10,000"
+    );
+    assert_eq!(count_matching(&server, "big:large:*"), 0);
+
+    // A cascade that outgrows one call goes on in the next.
+    redis::cmd("SET")
+        .arg("big:root")
+        .arg("x")
+        .query::<()>(&mut server.conn())
+        .unwrap();
+    let before = proxy.requests();
+    let report = cache.invalidate().key("root").await.unwrap();
+    assert_eq!(report.removed, 15_001);
+    assert_eq!(proxy.requests() - before, 2);
+    assert_eq!(count_matching(&server, "big:dependent:*"), 0);
+    // Every removed dependent got its marker, so no older fill lands.
+    assert_eq!(count_matching(&server, "big#inv:k:dependent:*"), 15_000);
+}

@@ -5,7 +5,7 @@
 //! |---|---|---|
 //! | read | pipeline `GET entry`, `GET seq` | 1 |
 //! | fill after a miss | `EVALSHA fill` (check markers, `SET PX`, `SADD` tags) | 1 |
-//! | invalidate keys + tags + cascades + publish | `EVALSHA invalidate` | 1 |
+//! | invalidate keys + tags + cascades + publish | `EVALSHA invalidate` | 1 per 10,000 entries removed |
 //! | pattern delete | `SCAN MATCH COUNT`, then `EVALSHA invalidate` on the batch | 2 per batch |
 //!
 //! `KEYS` is never issued.
@@ -146,25 +146,31 @@ return 0
 "#;
 
 /// KEYS: seq, entries (k), entry markers (k), tag sets (t), tag markers (t),
-/// versions (v).
+/// versions (v), sets left to drain by an earlier step (s).
 /// ARGV: k, t, marker ttl ms, channel ('' = none), payload, v, entry prefix,
 /// key marker prefix, dependents prefix, coherence channel ('' = none),
-/// instance, nonce (names this invalidation in its coherence message).
+/// instance, nonce (names this step in its coherence message), budget,
+/// seq ('' = a new invalidation: take the next number), s.
 ///
-/// Members are removed in batches of 512 (`SPOP`) so no argument list grows
-/// with a set's size. Every removed entry gets a marker and its dependents
-/// are removed in turn (breadth first, each entry once, so a cycle ends).
-/// The names of the removed entries and the bumped versions are published
-/// for the in-process tiers and returned (so the reply does grow with what
-/// was removed): `{removed, names, version names, version values, seq}`.
+/// Members are removed in batches (`SPOP`), and at most `budget` of them per
+/// call, so that no call holds the server for long whatever a tag's size:
+/// the sets not yet empty are returned, and the caller drains them in
+/// further calls under the same sequence number. Markers of the keys and
+/// tags are set in the first call, so no fill can slip in meanwhile. Every
+/// removed entry gets a marker and its dependents are removed in turn
+/// (breadth first, each entry once, so a cycle ends). The names of the
+/// removed entries and the bumped versions are published for the
+/// in-process tiers and returned:
+/// `{removed, names, version names, version values, seq, sets left}`.
 const INVALIDATE: &str = r#"
-local k = tonumber(ARGV[1])
-local t = tonumber(ARGV[2])
+local k, t, v, s = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[6]), tonumber(ARGV[15])
 local mttl = ARGV[3]
 local eprefix, mprefix, dprefix = ARGV[7], ARGV[8], ARGV[9]
-local seq = redis.call('INCR', KEYS[1])
-local removed = 0
-local queue, seen, names = {}, {}, {}
+local budget = tonumber(ARGV[13])
+local seq
+if ARGV[14] == '' then seq = redis.call('INCR', KEYS[1]) else seq = tonumber(ARGV[14]) end
+local removed, popped = 0, 0
+local queue, seen, names, left = {}, {}, {}, {}
 local function gone(entry)
   if eprefix == '' or string.sub(entry, 1, #eprefix) ~= eprefix then
     names[#names + 1] = entry
@@ -178,12 +184,14 @@ local function gone(entry)
   queue[#queue + 1] = key
 end
 local function drain(set)
-  while true do
-    local members = redis.call('SPOP', set, 512)
-    if #members == 0 then break end
+  while popped < budget do
+    local members = redis.call('SPOP', set, math.min(512, budget - popped))
+    if #members == 0 then return end
+    popped = popped + #members
     removed = removed + redis.call('UNLINK', unpack(members))
     for _, m in ipairs(members) do gone(m) end
   end
+  if redis.call('SCARD', set) > 0 then left[#left + 1] = set end
 end
 for i = 2, k + 1 do
   removed = removed + redis.call('UNLINK', KEYS[i])
@@ -192,19 +200,22 @@ for i = 2, k + 1 do
 end
 local base = 2 + 2 * k
 for i = base, base + t - 1 do
-  drain(KEYS[i])
   redis.call('SET', KEYS[i + t], seq, 'PX', mttl)
+  drain(KEYS[i])
+end
+local vnames, vvalues = {}, {}
+local vbase = base + 2 * t
+for i = vbase, vbase + v - 1 do
+  vnames[#vnames + 1] = KEYS[i]
+  vvalues[#vvalues + 1] = redis.call('INCR', KEYS[i])
+end
+for i = vbase + v, vbase + v + s - 1 do
+  drain(KEYS[i])
 end
 local head = 1
 while head <= #queue do
   drain(dprefix .. queue[head])
   head = head + 1
-end
-local vnames, vvalues = {}, {}
-local vbase = 2 + 2 * k + 2 * t
-for i = vbase, vbase + tonumber(ARGV[6]) - 1 do
-  vnames[#vnames + 1] = KEYS[i]
-  vvalues[#vvalues + 1] = redis.call('INCR', KEYS[i])
 end
 if ARGV[10] ~= '' and (#names > 0 or #vnames > 0) then
   redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], n = ARGV[12], k = names, vn = vnames, vv = vvalues}))
@@ -212,8 +223,21 @@ end
 if ARGV[4] ~= '' then
   redis.call('PUBLISH', ARGV[4], ARGV[5])
 end
-return {removed, names, vnames, vvalues, seq}
+return {removed, names, vnames, vvalues, seq, left}
 "#;
+
+/// The most members one invalidation call removes (tags, cascades): about
+/// 0.1 s of server time. Bigger invalidations take several calls.
+pub(crate) const INVALIDATION_BUDGET: usize = 10_000;
+
+/// Where a step of an invalidation starts: the first step runs the whole
+/// plan; later ones only drain the sets the previous step left.
+#[derive(Debug, Default)]
+pub(crate) struct Continuation {
+    /// The invalidation's sequence number (markers of later steps).
+    pub(crate) seq: u64,
+    pub(crate) sets: Vec<String>,
+}
 
 /// The shared connection: one server (reconnecting by itself), or a
 /// cluster (routing by slot, following `MOVED`/`ASK`, refreshing its map).
@@ -408,53 +432,75 @@ impl RedisStore {
         Ok(stored == 1)
     }
 
-    pub(crate) async fn invalidate(
+    /// One step of an invalidation: the whole plan (`from` = `None`), or
+    /// the sets an earlier step left. Returns what it did and what is left.
+    pub(crate) async fn invalidate_step(
         &self,
         seq: &str,
         plan: &InvalidationPlan,
-    ) -> Result<Applied, Error> {
+        from: Option<&Continuation>,
+        nonce: &str,
+    ) -> Result<(Applied, Option<Continuation>), Error> {
         let mut inv = self.invalidate.prepare_invoke();
         inv.key(seq);
-        for (entry, _) in &plan.keys {
+        let first = from.is_none();
+        let (keys, tags, bumps) = if first {
+            (&plan.keys[..], &plan.tags[..], &plan.bumps[..])
+        } else {
+            (&[][..], &[][..], &[][..])
+        };
+        for (entry, _) in keys {
             inv.key(entry);
         }
-        for (_, marker) in &plan.keys {
+        for (_, marker) in keys {
             inv.key(marker);
         }
-        for tag in &plan.tags {
+        for tag in tags {
             inv.key(&tag.set);
         }
-        for tag in &plan.tags {
+        for tag in tags {
             inv.key(&tag.marker);
         }
-        for version in &plan.bumps {
+        for version in bumps {
             inv.key(version);
         }
-        let (channel, payload) = plan
-            .publish
-            .as_ref()
-            .map_or(("", ""), |(c, p)| (c.as_str(), p.as_str()));
-        inv.arg(plan.keys.len())
-            .arg(plan.tags.len())
+        let sets = from.map_or(&[][..], |c| &c.sets[..]);
+        for set in sets {
+            inv.key(set);
+        }
+        let (channel, payload) = match (&plan.publish, first) {
+            (Some((c, p)), true) => (c.as_str(), p.as_str()),
+            _ => ("", ""),
+        };
+        inv.arg(keys.len())
+            .arg(tags.len())
             .arg(millis(plan.marker_ttl))
             .arg(channel)
             .arg(payload)
-            .arg(plan.bumps.len())
+            .arg(bumps.len())
             .arg(&plan.prefixes.entry)
             .arg(&plan.prefixes.key_marker)
             .arg(&plan.prefixes.dependents);
         inv.arg(&plan.coherence.channel)
             .arg(&plan.coherence.instance)
-            .arg(&plan.nonce);
+            .arg(nonce)
+            .arg(INVALIDATION_BUDGET)
+            .arg(from.map_or(String::new(), |c| c.seq.to_string()))
+            .arg(sets.len());
         let mut conn = self.conn.clone();
-        let (removed, entries, names, values, seq): (u64, Vec<String>, Vec<String>, Vec<u64>, u64) =
+        type Reply = (u64, Vec<String>, Vec<String>, Vec<u64>, u64, Vec<String>);
+        let (removed, entries, names, values, seq, left): Reply =
             inv.invoke_async(&mut conn).await?;
-        Ok(Applied {
-            removed,
-            entries,
-            versions: names.into_iter().zip(values).collect(),
-            seq,
-        })
+        let next = (!left.is_empty()).then(|| Continuation { seq, sets: left });
+        Ok((
+            Applied {
+                removed,
+                entries,
+                versions: names.into_iter().zip(values).collect(),
+                seq,
+            },
+            next,
+        ))
     }
 
     /// `SET NX PX`: takes the lock unless someone holds it or `entry` is
