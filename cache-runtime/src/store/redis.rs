@@ -491,7 +491,7 @@ impl RedisStore {
         type Reply = (u64, Vec<String>, Vec<String>, Vec<u64>, u64, Vec<String>);
         let (removed, entries, names, values, seq, left): Reply =
             inv.invoke_async(&mut conn).await?;
-        let next = (!left.is_empty()).then(|| Continuation { seq, sets: left });
+        let next = (!left.is_empty()).then_some(Continuation { seq, sets: left });
         Ok((
             Applied {
                 removed,
