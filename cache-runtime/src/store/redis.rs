@@ -209,6 +209,15 @@ end
 return {removed, names, vnames, vvalues, seq}
 "#;
 
+/// The invalidate script's reply: `{removed, names, version names, version
+/// values, seq}` (parsed by redis-rs: a reply of another shape is an error).
+pub(crate) type InvalidateReply = (u64, Vec<String>, Vec<String>, Vec<u64>, u64);
+
+/// A read's pipelined reply: the entry's bytes, the fill token, and the
+/// version (only when the read has a version namespace).
+pub(crate) type LookupReply = (Option<Vec<u8>>, Option<u64>, Option<u64>);
+pub(crate) type UnversionedLookupReply = (Option<Vec<u8>>, Option<u64>);
+
 pub(crate) struct RedisStore {
     client: redis::Client,
     conn: ConnectionManager,
@@ -273,8 +282,7 @@ impl RedisStore {
         pipe.cmd("GET").arg(entry).cmd("GET").arg(seq);
         if let Some(version) = version {
             pipe.cmd("GET").arg(version);
-            let (value, token, version): (Option<Vec<u8>>, Option<u64>, Option<u64>) =
-                pipe.query_async(&mut conn).await?;
+            let (value, token, version): LookupReply = pipe.query_async(&mut conn).await?;
             return Ok(Lookup {
                 value: value.map(Bytes::from),
                 typed: None,
@@ -282,7 +290,7 @@ impl RedisStore {
                 version: version.unwrap_or(0),
             });
         }
-        let (value, token): (Option<Vec<u8>>, Option<u64>) = pipe.query_async(&mut conn).await?;
+        let (value, token): UnversionedLookupReply = pipe.query_async(&mut conn).await?;
         Ok(Lookup {
             value: value.map(Bytes::from),
             typed: None,
@@ -373,7 +381,7 @@ impl RedisStore {
             .arg(&plan.coherence.instance)
             .arg(&plan.nonce);
         let mut conn = self.conn.clone();
-        let (removed, entries, names, values, seq): (u64, Vec<String>, Vec<String>, Vec<u64>, u64) =
+        let (removed, entries, names, values, seq): InvalidateReply =
             inv.invoke_async(&mut conn).await?;
         Ok(Applied {
             removed,
