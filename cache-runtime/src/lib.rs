@@ -40,6 +40,8 @@ mod entry;
 mod error;
 pub mod events;
 mod flight;
+#[cfg(test)]
+mod fuzz_tests;
 mod global;
 mod invalidation;
 mod key;
