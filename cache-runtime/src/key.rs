@@ -5,9 +5,12 @@
 //! parts and placeholders; at run time a [`KeyBuilder`] appends the literals
 //! as they are and each placeholder's value [escaped](escape_part_into):
 //! characters that separate key segments (`:`, `#`, whitespace) or have a
-//! meaning in a Redis glob (`* ? [ ] \`) are percent-encoded. So a value can
-//! never make two entities' keys collide (`a:b` + `c` against `a` + `b:c`),
-//! and a value interpolated into a pattern can never widen it.
+//! meaning in a Redis glob (`* ? [ ] \`), hash tags (`{ }`) and `~` are
+//! percent-encoded. So a value can never make two entities' keys collide
+//! (`a:b` + `c` against `a` + `b:c`), and a value interpolated into a pattern
+//! can never widen it. A long value is replaced by a prefix, `~` and its
+//! SHA-256 (the same in keys and patterns), and a long key by a prefix and
+//! its SHA-256 ([`bound_key`]), so names stay bounded.
 
 use std::fmt::{self, Write as _};
 
@@ -44,12 +47,22 @@ impl KeyBuilder {
         self
     }
 
-    /// Appends a value through its `Display` form, escaped.
+    /// Appends a value through its `Display` form, escaped; an escaped
+    /// value longer than [`MAX_PART_LEN`] is replaced by its first 32 bytes,
+    /// `~` and its SHA-256 (a value can never contain `~` itself: it is
+    /// escaped), so that a key stays short and a pattern built from the same
+    /// value still matches it.
     pub fn part<T: fmt::Display + ?Sized>(&mut self, value: &T) -> &mut Self {
+        let start = self.buf.len();
         let mut w = EscapingWriter { out: &mut self.buf };
         // Writing into a String cannot fail; a Display impl that errors
         // leaves what it wrote so far.
         let _ = write!(w, "{value}");
+        if self.buf.len() - start > MAX_PART_LEN {
+            let hashed = bound_part(&self.buf[start..]);
+            self.buf.truncate(start);
+            self.buf.push_str(&hashed);
+        }
         self
     }
 
@@ -87,7 +100,7 @@ impl fmt::Write for EscapingWriter<'_> {
 fn needs_escape(c: char) -> bool {
     matches!(
         c,
-        '%' | ':' | '#' | '*' | '?' | '[' | ']' | '\\' | '{' | '}'
+        '%' | ':' | '#' | '*' | '?' | '[' | ']' | '\\' | '{' | '}' | '~'
     ) || c.is_whitespace()
         || c.is_control()
 }
@@ -221,6 +234,33 @@ pub(crate) struct Layout {
     /// names in one slot so that each script's keys live on one node.
     keys: String,
     entry_prefix: String,
+}
+
+/// Escaped placeholder values longer than this (in bytes) are stored as a
+/// prefix and a hash: see [`KeyBuilder::part`].
+pub const MAX_PART_LEN: usize = 128;
+
+/// The first 32 bytes of an escaped value (never cut inside a `%XX`), `~`,
+/// and the SHA-256 of the whole escaped value.
+fn bound_part(escaped: &str) -> String {
+    use sha2::Digest as _;
+    let mut cut = 32.min(escaped.len());
+    while !escaped.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    // Do not split a %XX escape.
+    if let Some(p) = escaped[..cut].rfind('%') {
+        if cut - p < 3 {
+            cut = p;
+        }
+    }
+    let mut out = String::with_capacity(cut + 1 + 64);
+    out.push_str(&escaped[..cut]);
+    out.push('~');
+    for b in sha2::Sha256::digest(escaped.as_bytes()) {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
 }
 
 /// Keys longer than this (in bytes, after escaping) are stored under a

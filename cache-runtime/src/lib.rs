@@ -40,6 +40,8 @@ mod entry;
 mod error;
 pub mod events;
 mod flight;
+#[cfg(test)]
+mod fuzz_tests;
 mod global;
 mod invalidation;
 mod key;
@@ -68,7 +70,8 @@ pub use events::InvalidationEvent;
 pub use global::{default_cache, install_default};
 pub use invalidation::Invalidation;
 pub use key::{
-    KeyBuilder, MAX_KEY_LEN, bound_key, escape_part_into, glob_escape, glob_match, render_part,
+    KeyBuilder, MAX_KEY_LEN, MAX_PART_LEN, bound_key, escape_part_into, glob_escape, glob_match,
+    render_part,
 };
 pub use lock::LockGuard;
 pub use options::{CacheOptions, Ttl};

@@ -256,3 +256,177 @@ impl Run {
         }
     }
 }
+
+/// The routing of raw pub/sub messages, fuzzed (see `fuzz_tests` for the
+/// payload parsers on their own).
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use proptest::collection::vec;
+    use proptest::prelude::*;
+    use redis::Value;
+
+    use super::*;
+    use crate::fuzz_tests::{config, mutate, mutation, redis_value, short_hostile};
+
+    /// What the hooks were told.
+    #[derive(Debug, Default)]
+    struct Heard {
+        /// (echo, instance) of each coherence message.
+        coherence: Vec<(bool, String)>,
+        /// (channel, parsed) of each event.
+        events: Vec<(String, bool)>,
+        connections: usize,
+    }
+
+    #[derive(Default)]
+    struct Recorder(Mutex<Heard>);
+
+    impl Recorder {
+        fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
+            self.0.lock().unwrap()
+        }
+    }
+
+    impl Hooks for Recorder {
+        fn connected(&self) {
+            self.heard().connections += 1;
+        }
+        fn disconnected(&self) {
+            self.heard().connections += 1;
+        }
+        fn coherence(&self, message: Coherence) {
+            self.heard().coherence.push((false, message.instance));
+        }
+        fn echo(&self, message: Coherence) {
+            self.heard().coherence.push((true, message.instance));
+        }
+        fn event(&self, channel: &str, event: Result<InvalidationEvent, serde_json::Error>) {
+            self.heard()
+                .events
+                .push((channel.to_owned(), event.is_ok()));
+        }
+    }
+
+    fn run(hooks: Arc<Recorder>) -> (Run, broadcast::Receiver<String>) {
+        let (landings, heard) = broadcast::channel(16);
+        let run = Run {
+            clients: vec![redis::Client::open("redis://127.0.0.1:1/").unwrap()],
+            channels: Channels {
+                landed: "ns#landed".into(),
+                coherence: "ns#inv".into(),
+                events: "ns:*".into(),
+            },
+            instance: "me".into(),
+            hooks,
+            landings,
+            ready: watch::channel(false).0,
+            timeout: Duration::from_secs(1),
+            ping: Duration::from_secs(1),
+        };
+        (run, heard)
+    }
+
+    fn bulk(bytes: impl Into<Vec<u8>>) -> Value {
+        Value::BulkString(bytes.into())
+    }
+
+    /// A payload: valid coherence or event JSON (damaged or not), any
+    /// bytes, or a reply that is not a string at all.
+    fn payload() -> impl Strategy<Value = Value> {
+        let coherence = (
+            prop_oneof![Just("me".to_owned()), short_hostile()],
+            vec(short_hostile(), 0..3),
+        )
+            .prop_map(|(i, k)| {
+                serde_json::to_vec(
+                    &serde_json::json!({"i": i, "n": "1", "k": k, "vn": {}, "vv": {}}),
+                )
+                .unwrap()
+            });
+        let event = (short_hostile(), any::<bool>()).prop_map(|(key, applied)| {
+            serde_json::to_vec(&serde_json::json!({
+                "v": 1, "namespace": "ns", "event": "post:updated",
+                "keys": [key], "applied": applied,
+            }))
+            .unwrap()
+        });
+        prop_oneof![
+            3 => (prop_oneof![coherence, event], vec(mutation(), 0..3))
+                .prop_map(|(bytes, m)| bulk(mutate(bytes, &m))),
+            2 => vec(any::<u8>(), 0..32).prop_map(bulk),
+            1 => short_hostile().prop_map(bulk),
+            1 => redis_value(),
+        ]
+    }
+
+    fn channel() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(bulk("ns#landed")),
+            Just(bulk("ns#inv")),
+            Just(bulk("ns:post:updated")),
+            short_hostile().prop_map(|s| bulk(format!("ns:{s}"))),
+            vec(any::<u8>(), 0..12).prop_map(bulk),
+            redis_value(),
+        ]
+    }
+
+    /// A message as redis-rs hands it over (RESP2 array or RESP3 push), or
+    /// any reply at all.
+    fn message() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            4 => (channel(), payload()).prop_map(|(c, p)| Value::Array(vec![bulk("message"), c, p])),
+            2 => (channel(), payload()).prop_map(|(c, p)| {
+                Value::Array(vec![bulk("pmessage"), bulk("ns:*"), c, p])
+            }),
+            1 => (channel(), payload()).prop_map(|(c, p)| Value::Push {
+                kind: redis::PushKind::Message,
+                data: vec![c, p],
+            }),
+            1 => redis_value(),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config(2000))]
+
+        /// Whatever arrives, each message goes to exactly one place, parsed
+        /// as the parsers alone parse it, and nothing panics.
+        #[test]
+        fn every_message_is_routed_or_dropped(value in message()) {
+            let Some(msg) = redis::Msg::from_value(&value) else {
+                return Ok(());
+            };
+            let hooks = Arc::new(Recorder::default());
+            let (run, mut landings) = run(hooks.clone());
+            run.handle(&msg);
+            let channel = msg.get_channel_name();
+            let payload = msg.get_payload_bytes();
+            let heard = hooks.heard();
+            let landed = landings.try_recv().ok();
+            prop_assert_eq!(heard.connections, 0);
+            match channel {
+                "ns#landed" => {
+                    prop_assert_eq!(landed, std::str::from_utf8(payload).ok().map(str::to_owned));
+                    prop_assert!(heard.coherence.is_empty() && heard.events.is_empty());
+                }
+                "ns#inv" => {
+                    prop_assert_eq!(landed, None);
+                    prop_assert!(heard.events.is_empty());
+                    let want = serde_json::from_slice::<Coherence>(payload)
+                        .ok()
+                        .map(|c| (c.instance == "me", c.instance));
+                    prop_assert_eq!(heard.coherence.first().cloned(), want);
+                    prop_assert!(heard.coherence.len() <= 1);
+                }
+                _ => {
+                    prop_assert_eq!(landed, None);
+                    prop_assert!(heard.coherence.is_empty());
+                    let parsed = serde_json::from_slice::<InvalidationEvent>(payload).is_ok();
+                    prop_assert_eq!(&heard.events[..], &[(channel.to_owned(), parsed)][..]);
+                }
+            }
+        }
+    }
+}

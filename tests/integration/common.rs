@@ -152,6 +152,12 @@ impl Repo {
         vec![u64::from(page), term.len() as u64]
     }
 
+    #[cached(cache = self.cache, key = "pair:{a}:{b}", ttl = 60)]
+    pub async fn pair(&self, a: &str, b: &str) -> String {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        format!("{a}|{b}")
+    }
+
     #[invalidates(cache = self.cache, keys = ["post:{post.id}", "find:{post.id}"], tags = ["author:{post.author_id}"])]
     pub async fn update(&self, post: Post) -> Result<(), String> {
         self.rows.lock().unwrap().insert(post.id, post);

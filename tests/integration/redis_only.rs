@@ -132,22 +132,122 @@ async fn foreign_bytes_under_a_key_are_a_miss_and_are_replaced() {
         .build()
         .unwrap();
     let repo = Repo::new(cache.clone());
-    for garbage in [
-        &b"not an entry"[..],
-        b"",
-        &[0xCA, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'{', b'"'],
-        &[0xFF; 64],
-    ] {
+    let mut redis = server.conn();
+    let raw = || -> Vec<u8> {
+        redis::cmd("GET")
+            .arg("corrupt:post:1")
+            .query(&mut server.conn())
+            .unwrap()
+    };
+    repo.get(1).await.unwrap();
+    let good = raw();
+    assert_eq!(good[..3], [0xCA, 1, 1], "the cache's own envelope");
+    let (header, _) = good.split_at(24);
+    let with = |at: usize, bytes: &[u8]| {
+        let mut b = good.clone();
+        b[at..at + bytes.len()].copy_from_slice(bytes);
+        b
+    };
+    // (what, bytes, whether the read counts it as undecodable)
+    let cases: Vec<(&str, Vec<u8>, bool)> = vec![
+        ("text", b"not an entry".to_vec(), true),
+        ("nothing", Vec::new(), true),
+        (
+            "a header cut short",
+            vec![0xCA, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'{', b'"'],
+            true,
+        ),
+        ("0xFF bytes", vec![0xFF; 64], true),
+        ("a header and no value", header.to_vec(), true),
+        ("an entry cut short", good[..good.len() - 5].to_vec(), true),
+        (
+            "an entry with bytes after it",
+            [&good[..], b"garbage"].concat(),
+            true,
+        ),
+        ("an unknown envelope version", with(1, &[2]), true),
+        ("an unknown codec", with(2, &[9]), true),
+        (
+            "a value of another type",
+            [header, br#""a string, not a post""#].concat(),
+            true,
+        ),
+        (
+            "a value that is not UTF-8",
+            [header, b"{\"id\":1,\"author_id\":7,\"title\":\"\xff\xfe\"}"].concat(),
+            true,
+        ),
+        (
+            "100,000 opening brackets",
+            [header, "[".repeat(100_000).as_bytes()].concat(),
+            true,
+        ),
+        // Decodes, but was stamped by another version of the data: a miss
+        // that is no decode error.
+        (
+            "a version stamp of u64::MAX",
+            with(12, &u64::MAX.to_le_bytes()),
+            false,
+        ),
+    ];
+    for (what, bytes, undecodable) in cases {
         let _: () = redis::cmd("SET")
             .arg("corrupt:post:1")
-            .arg(garbage)
-            .query(&mut server.conn())
+            .arg(&bytes)
+            .query(&mut redis)
             .unwrap();
-        assert_eq!(repo.get(1).await.unwrap().title, "post 1");
+        let (loads, decode_errors) = (repo.loads(), cache.stats().decode_errors);
+        assert_eq!(repo.get(1).await.unwrap().title, "post 1", "{what}");
+        assert_eq!(repo.loads(), loads + 1, "{what}: a miss, the body ran");
+        assert_eq!(
+            cache.stats().decode_errors,
+            decode_errors + u64::from(undecodable),
+            "{what}"
+        );
+        let stored = raw();
+        assert_eq!(stored[..3], [0xCA, 1, 1], "{what}: replaced by an entry");
+        assert_eq!(stored[12..20], [0; 8], "{what}: of version 0");
+        assert_eq!(stored[24..], good[24..], "{what}: holding the loaded value");
+        assert_eq!(repo.get(1).await.unwrap().title, "post 1", "{what}");
+        assert_eq!(repo.loads(), loads + 1, "{what}: the next call is a hit");
     }
-    assert_eq!(cache.stats().decode_errors, 4);
+    assert_eq!(cache.stats().store_errors, 0);
+
+    // The header has no length field: its numbers are stamps, and extreme
+    // ones over a good value are read as they are (a hit), without overflow.
+    let mut extreme = with(4, &u64::MAX.to_le_bytes());
+    extreme[20..24].copy_from_slice(&u32::MAX.to_le_bytes());
+    let _: () = redis::cmd("SET")
+        .arg("corrupt:post:1")
+        .arg(&extreme)
+        .query(&mut redis)
+        .unwrap();
+    let loads = repo.loads();
+    assert_eq!(repo.get(1).await.unwrap().title, "post 1");
+    assert_eq!(repo.loads(), loads, "fresh until the end of time: a hit");
+
+    // Not a string at all: `GET` fails with WRONGTYPE. The call goes on
+    // without the cache (a store error, not a breaker trip); nothing can be
+    // stored over it without a read token, so it stays until invalidated.
+    let _: () = redis::cmd("DEL")
+        .arg("corrupt:post:1")
+        .query(&mut redis)
+        .unwrap();
+    let _: () = redis::cmd("RPUSH")
+        .arg("corrupt:post:1")
+        .arg("x")
+        .query(&mut redis)
+        .unwrap();
+    let loads = repo.loads();
+    assert_eq!(repo.get(1).await.unwrap().title, "post 1");
+    assert_eq!(repo.get(1).await.unwrap().title, "post 1");
+    assert_eq!(repo.loads(), loads + 2, "each call ran the body");
+    let stats = cache.stats();
+    assert_eq!((stats.store_errors, stats.breaker_trips), (2, 0));
+    cache.invalidate().key("post:1").await.unwrap();
     repo.get(1).await.unwrap();
-    assert_eq!(repo.loads(), 4, "the last fill replaced the garbage");
+    repo.get(1).await.unwrap();
+    assert_eq!(repo.loads(), loads + 3, "cached again once invalidated");
 }
 
 #[tokio::test]

@@ -44,6 +44,7 @@ suite!(
     an_invalidation_from_the_returned_value,
     pattern_delete_removes_only_what_matches,
     hostile_values_cannot_widen_a_pattern,
+    hostile_values_cannot_collide_two_keys,
     entries_expire_after_their_ttl,
     a_fill_that_read_before_an_invalidation_is_refused,
     a_value_that_does_not_decode_is_a_miss_and_is_replaced,
@@ -173,31 +174,102 @@ async fn pattern_delete_removes_only_what_matches(fx: Fixture) {
 
 async fn hostile_values_cannot_widen_a_pattern(fx: Fixture) {
     let repo = fx.repo();
-    for term in ["rust", "go", "a:b", "*", "?", "[a-z]", "\\", "x\ny"] {
+    let long_stars = "*".repeat(10_000);
+    let long_mix = "*?[\\\n".repeat(2_000);
+    let long_plain = "a".repeat(10_000);
+    // Terms a hostile pattern would reach if its value were not escaped.
+    let others = [
+        "rust",
+        "go",
+        "a:b",
+        "x",
+        "x\nz",
+        "\n\n",
+        long_plain.as_str(),
+    ];
+    let hostile = [
+        "*",
+        "?",
+        "[a-z]",
+        "\\",
+        "\\*",
+        "*:*",
+        "x*",
+        "\n",
+        "x\ny",
+        "\r\n*",
+        long_stars.as_str(),
+        long_mix.as_str(),
+    ];
+    for term in others.iter().chain(&hostile) {
         repo.search(term, 1).await;
     }
-    assert_eq!(repo.loads(), 8);
-    for hostile in ["*", "?", "[a-z]", "\\", "*:*"] {
-        repo.forget_search(hostile).await.unwrap();
+    let loaded = repo.loads();
+    assert_eq!(loaded as usize, others.len() + hostile.len());
+    for term in hostile {
+        repo.forget_search(term).await.unwrap();
     }
-    for term in ["rust", "go", "a:b", "x\ny"] {
+    for term in others {
         repo.search(term, 1).await;
     }
     assert_eq!(
         repo.loads(),
-        8,
+        loaded,
         "a hostile term deleted entries of other terms"
     );
-    for term in ["*", "?", "[a-z]", "\\"] {
+    for term in hostile {
         repo.search(term, 1).await;
     }
     assert_eq!(
-        repo.loads(),
-        12,
+        repo.loads() as usize,
+        loaded as usize + hostile.len(),
         "each hostile term deleted its own entries"
     );
-    // Keys with separators in their values stay distinct.
-    assert_ne!(cache_runtime::render_part("a:b"), "a:b");
+}
+
+async fn hostile_values_cannot_collide_two_keys(fx: Fixture) {
+    let repo = fx.repo();
+    let long = "x".repeat(10_000);
+    // Pairs whose keys would be the same if values were not escaped
+    // (`pair:{a}:{b}`), or if the escaping were not reversible.
+    let pairs: Vec<(String, String)> = [
+        ("a:b", "c"),
+        ("a", "b:c"),
+        ("a:", "b"),
+        ("a", ":b"),
+        ("%3A", "x"),
+        (":", "x"),
+        ("a\n", "b"),
+        ("a", "\nb"),
+        ("a\\", ":b"),
+        ("a\\:", "b"),
+        ("*", "x"),
+        ("?", "x"),
+        ("[*]", "x"),
+        ("", "x"),
+        ("x", ""),
+    ]
+    .into_iter()
+    .map(|(a, b)| (a.to_owned(), b.to_owned()))
+    .chain([
+        (format!("{long}:y"), "z".to_owned()),
+        (long.clone(), "y:z".to_owned()),
+        (format!("{long}\n"), "y".to_owned()),
+        (long.clone(), "\ny".to_owned()),
+    ])
+    .collect();
+    for (a, b) in &pairs {
+        assert_eq!(repo.pair(a, b).await, format!("{a}|{b}"), "{a:?} {b:?}");
+    }
+    assert_eq!(
+        repo.loads() as usize,
+        pairs.len(),
+        "every pair is a key of its own"
+    );
+    for (a, b) in &pairs {
+        assert_eq!(repo.pair(a, b).await, format!("{a}|{b}"), "{a:?} {b:?}");
+    }
+    assert_eq!(repo.loads() as usize, pairs.len(), "and each is a hit");
 }
 
 async fn entries_expire_after_their_ttl(fx: Fixture) {

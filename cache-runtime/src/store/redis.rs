@@ -274,6 +274,15 @@ impl ConnectionLike for Conn {
         }
     }
 }
+/// The invalidate script's reply: `{removed, names, version names, version
+/// values, seq, sets left}` (parsed by redis-rs: a reply of another shape is
+/// an error).
+pub(crate) type InvalidateReply = (u64, Vec<String>, Vec<String>, Vec<u64>, u64, Vec<String>);
+
+/// A read's pipelined reply: the entry's bytes, the fill token, and the
+/// version (only when the read has a version namespace).
+pub(crate) type LookupReply = (Option<Vec<u8>>, Option<u64>, Option<u64>);
+pub(crate) type UnversionedLookupReply = (Option<Vec<u8>>, Option<u64>);
 
 pub(crate) struct RedisStore {
     /// Where the subscriber connects: the server, or each cluster node in
@@ -371,8 +380,7 @@ impl RedisStore {
         pipe.cmd("GET").arg(entry).cmd("GET").arg(seq);
         if let Some(version) = version {
             pipe.cmd("GET").arg(version);
-            let (value, token, version): (Option<Vec<u8>>, Option<u64>, Option<u64>) =
-                pipe.query_async(&mut conn).await?;
+            let (value, token, version): LookupReply = pipe.query_async(&mut conn).await?;
             return Ok(Lookup {
                 value: value.map(Bytes::from),
                 typed: None,
@@ -380,7 +388,7 @@ impl RedisStore {
                 version: version.unwrap_or(0),
             });
         }
-        let (value, token): (Option<Vec<u8>>, Option<u64>) = pipe.query_async(&mut conn).await?;
+        let (value, token): UnversionedLookupReply = pipe.query_async(&mut conn).await?;
         Ok(Lookup {
             value: value.map(Bytes::from),
             typed: None,
@@ -488,8 +496,7 @@ impl RedisStore {
             .arg(from.map_or(String::new(), |c| c.seq.to_string()))
             .arg(sets.len());
         let mut conn = self.conn.clone();
-        type Reply = (u64, Vec<String>, Vec<String>, Vec<u64>, u64, Vec<String>);
-        let (removed, entries, names, values, seq, left): Reply =
+        let (removed, entries, names, values, seq, left): InvalidateReply =
             inv.invoke_async(&mut conn).await?;
         let next = (!left.is_empty()).then_some(Continuation { seq, sets: left });
         Ok((
