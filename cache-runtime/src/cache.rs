@@ -525,17 +525,19 @@ impl CacheBuilder {
         };
         let layout = Layout::new(&self.namespace, backend.is_cluster());
         let instance = self.instance.unwrap_or_else(default_instance_name);
-        let marker_ttl = self.fill_window + self.timeout * 2;
+        // Only a Redis cache has a tier in front of it.
+        #[cfg(feature = "redis")]
         let tier = match (&backend, self.local_ttl) {
-            (Backend::Memory(_), _) | (_, None) => None,
-            #[cfg(feature = "redis")]
             (Backend::Redis(_), Some(ttl)) => Some(Arc::new(LocalTier::new(
                 self.local_capacity,
                 ttl,
                 self.local_grace,
-                marker_ttl,
+                self.fill_window + self.timeout * 2,
             ))),
+            _ => None,
         };
+        #[cfg(not(feature = "redis"))]
+        let tier = None;
         let cache = Cache {
             inner: Arc::new(Inner {
                 backend,
@@ -1518,6 +1520,7 @@ impl Cache {
     /// Applies an invalidation event heard on pub/sub: one published by
     /// another service (not already applied) is applied to the store, once
     /// for all instances (deduplicated on Redis), and so reaches every tier.
+    #[cfg(feature = "redis")]
     async fn apply_event(&self, event: InvalidationEvent) {
         if event.namespace != self.namespace() {
             return;

@@ -129,6 +129,7 @@ impl Drop for LockGuard {
     }
 }
 
+#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
 async fn unlock(
     cache: &Cache,
     name: &str,
