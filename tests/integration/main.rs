@@ -1,8 +1,9 @@
-//! One integration-test binary: the behaviour suite against both stores,
-//! the supported function shapes, Redis-specific properties (round trips,
-//! events, SCAN), the read-side strategies (single-flight, stale and early
-//! refresh, negative caching, size limit, versions), faults, and the
-//! trybuild UI tests.
+//! One integration-test binary: the behaviour, strategy and cascade suites
+//! against the in-process store, a `redis-server` and a three-master Redis
+//! Cluster; the supported function shapes; Redis-specific properties (round
+//! trips, events, SCAN, big invalidations); locks, tiers, transactions,
+//! write-through and write-behind; faults; security (ACL, TLS, namespaces);
+//! consistency under concurrent writes; and the trybuild UI tests.
 
 mod cascades;
 mod cluster;

@@ -1,5 +1,6 @@
 //! Properties only Redis has: round trips, pub/sub, SCAN, foreign bytes, and
-//! namespaces sharing one server.
+//! invalidations too big for one call. (Namespaces sharing one server:
+//! `security.rs`.)
 
 use std::time::Duration;
 
@@ -248,38 +249,6 @@ async fn foreign_bytes_under_a_key_are_a_miss_and_are_replaced() {
     repo.get(1).await.unwrap();
     repo.get(1).await.unwrap();
     assert_eq!(repo.loads(), loads + 3, "cached again once invalidated");
-}
-
-#[tokio::test]
-async fn namespaces_sharing_a_server_do_not_touch_each_other() {
-    let server = RedisServer::start();
-    let a = Repo::new(
-        Cache::builder()
-            .redis_url(server.url())
-            .namespace("app-a")
-            .build()
-            .unwrap(),
-    );
-    let b = Repo::new(
-        Cache::builder()
-            .redis_url(server.url())
-            .namespace("app-b")
-            .build()
-            .unwrap(),
-    );
-    a.get(1).await.unwrap();
-    b.get(1).await.unwrap();
-    b.cache
-        .invalidate()
-        .key("post:1")
-        .tag("author:7")
-        .pattern("*")
-        .await
-        .unwrap();
-    a.get(1).await.unwrap();
-    assert_eq!(a.loads(), 1, "app-b's invalidation reached app-a");
-    b.get(1).await.unwrap();
-    assert_eq!(b.loads(), 2);
 }
 
 /// Writes `n` entries `big:<name>:<i>` filed in the set `set`, raw (one

@@ -1,5 +1,6 @@
-//! The behaviour suite: every case runs against the in-process store and a
-//! real `redis-server`, and must behave the same on both.
+//! The behaviour suite: every case runs against the in-process store, a
+//! real `redis-server` and a three-master Redis Cluster, and must behave the
+//! same on all three.
 
 use std::time::Duration;
 
