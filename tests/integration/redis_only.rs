@@ -315,3 +315,52 @@ async fn big_invalidations_run_in_bounded_steps() {
     // Every removed dependent got its marker, so no older fill lands.
     assert_eq!(count_matching(&server, "big#inv:k:dependent:*"), 15_000);
 }
+
+#[tokio::test]
+async fn postcard_entries_are_compact_and_a_codec_change_reads_older_entries() {
+    let server = RedisServer::start();
+    let with = |codec| {
+        Cache::builder()
+            .redis_url(server.url())
+            .namespace("codec")
+            .codec(codec)
+            .build()
+            .unwrap()
+    };
+    let (json, compact) = (
+        with(cache_runtime::Codec::Json),
+        with(cache_runtime::Codec::Postcard),
+    );
+    let post = |id| Post {
+        id,
+        author_id: 7,
+        title: "a title of some length".into(),
+    };
+    let opts = cache_runtime::CacheOptions::new("codec");
+    let load = async |cache: &Cache, key: &str, id: u64| -> Result<Post, String> {
+        cache
+            .get_or_load(key, &opts, || async move { Ok(post(id)) })
+            .await
+    };
+    load(&json, "json", 1).await.unwrap();
+    load(&compact, "compact", 2).await.unwrap();
+    let size = |key: &str| -> usize {
+        redis::cmd("STRLEN")
+            .arg(format!("codec:{key}"))
+            .query(&mut server.conn())
+            .unwrap()
+    };
+    // Both behind the envelope's 24-byte header.
+    assert!(
+        (size("compact") - 24) * 2 < size("json") - 24,
+        "postcard {} bytes, JSON {} bytes",
+        size("compact"),
+        size("json")
+    );
+    // Each entry names its codec: either cache reads both.
+    let hits = compact.stats().hits;
+    assert_eq!(load(&compact, "json", 99).await.unwrap(), post(1));
+    assert_eq!(load(&json, "compact", 99).await.unwrap(), post(2));
+    assert_eq!(compact.stats().hits, hits + 1);
+    assert_eq!(json.stats().hits, 1);
+}
