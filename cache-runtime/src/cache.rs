@@ -980,8 +980,14 @@ impl Cache {
         G: FnOnce(Option<&S::Inner>) -> Links,
     {
         // Invalidations that failed while the store was unreachable go
-        // first; while they cannot, the cache is not used at all.
-        if !self.inner.outbox.is_empty() && self.drain_outbox().await.is_err() {
+        // first; while they cannot, the cache is not used at all. The retry
+        // is bounded as a whole (one timeout), not per invalidation: a long
+        // outbox would otherwise hold this read for one round trip each.
+        if !self.inner.outbox.is_empty()
+            && !tokio::time::timeout(self.inner.timeout, self.drain_outbox())
+                .await
+                .unwrap_or(false)
+        {
             return load().await;
         }
         // The fill window runs from before the read: a marker must outlive

@@ -197,3 +197,74 @@ async fn the_breaker_stops_paying_the_timeout_and_recovers() {
     server.resume();
     serves_hits_again(&repo).await;
 }
+
+/// Many invalidations kept during a network cut, and many readers once it
+/// ends: each read retries the outbox first, concurrently with the others
+/// and the background task. Every kept invalidation is applied (none is
+/// taken off the outbox by a caller that did not apply it), so another
+/// instance reads no entry a write should have removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_after_a_cut_apply_every_kept_invalidation() {
+    const POSTS: u64 = 64;
+    let post = |id: u64, title: &str| Post {
+        id,
+        author_id: 1000 + id, // a tag of its own: no invalidation covers another's
+        title: title.into(),
+    };
+    let server = RedisServer::start();
+    let proxy = integration_tests::CountingProxy::start(server.port()).await;
+    let writer = std::sync::Arc::new(Repo::new(cache_at(proxy.url(), Duration::from_millis(200))));
+    writer
+        .rows
+        .lock()
+        .unwrap()
+        .extend((1..=POSTS).map(|id| (id, post(id, "old"))));
+    for id in 1..=POSTS {
+        writer.get(id).await.unwrap();
+    }
+
+    proxy.sever();
+    for id in 1..=POSTS {
+        assert_eq!(writer.update(post(id, "new")).await, Ok(()));
+    }
+    assert_eq!(writer.cache.stats().outbox_kept, POSTS);
+    proxy.restore();
+    // Readers until the writer serves hits again (its outbox is empty).
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while writer.cache.stats().hits == 0 {
+                    assert!(std::time::Instant::now() < deadline, "no hits again");
+                    let id = fastrand::u64(1..=POSTS);
+                    assert_eq!(writer.get(id).await.unwrap().title, "new");
+                    // This body never waits: let the runtime's other tasks run.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let stats = writer.cache.stats();
+    assert_eq!(
+        (stats.outbox_retried, stats.outbox_dropped),
+        (POSTS, 0),
+        "each kept invalidation applied and taken off once: {stats:?}"
+    );
+    let other = Repo::new(cache_at(server.url(), Duration::from_millis(200)));
+    other
+        .rows
+        .lock()
+        .unwrap()
+        .extend((1..=POSTS).map(|id| (id, post(id, "new"))));
+    let mut stale = Vec::new();
+    for id in 1..=POSTS {
+        if other.get(id).await.unwrap().title != "new" {
+            stale.push(id);
+        }
+    }
+    assert!(stale.is_empty(), "Redis still held the old posts {stale:?}");
+}
