@@ -8,8 +8,11 @@
 //! loader runs without the cache. A background task drains it too (every
 //! 100 ms, backing off to 2 s), so other instances see the change shortly
 //! after Redis returns. One caller drains at a time; the others go on
-//! without the cache meanwhile. Past the bound the oldest invalidation is
-//! dropped, counted in `outbox_dropped`, and logged.
+//! without the cache meanwhile. Invalidations that only name keys, tags and
+//! versions are retried together, up to `BATCH` in one round trip, so that
+//! the outbox of a long outage drains in a few round trips. Past the bound
+//! the oldest invalidation is dropped, counted in `outbox_dropped`, and
+//! logged.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -20,6 +23,8 @@ use crate::cache::Cache;
 
 /// The most invalidations kept.
 pub(crate) const OUTBOX_BOUND: usize = 10_000;
+/// The most kept invalidations retried in one round trip.
+const BATCH: usize = 256;
 
 /// A failed invalidation, as written.
 #[derive(Debug, Clone)]
@@ -31,9 +36,33 @@ pub(crate) struct Pending {
     pub(crate) publish: Option<String>,
 }
 
+impl Pending {
+    /// Whether it can be retried together with others: the script applies
+    /// any number of keys, tags and versions at once, but patterns take
+    /// scans of their own and an event names its own invalidation.
+    fn merges(&self) -> bool {
+        self.patterns.is_empty() && self.publish.is_none()
+    }
+
+    /// Adds what `other` names (each name once).
+    fn absorb(&mut self, other: &Pending) {
+        for (mine, theirs) in [
+            (&mut self.keys, &other.keys),
+            (&mut self.tags, &other.tags),
+            (&mut self.bumps, &other.bumps),
+        ] {
+            for name in theirs {
+                if !mine.contains(name) {
+                    mine.push(name.clone());
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    /// Each kept invalidation with a number of its own (see `pop`).
+    /// Each kept invalidation with a number of its own (see `pop_through`).
     queue: Mutex<Queue>,
     len: AtomicUsize,
     /// Whether the background task is running.
@@ -71,18 +100,33 @@ impl Outbox {
         dropped
     }
 
-    fn front(&self) -> Option<(u64, Pending)> {
-        self.queue().items.front().cloned()
+    /// What to retry next: the oldest invalidations that merge (up to
+    /// `BATCH`) as one, or else the oldest alone; with the number of the
+    /// last one it covers.
+    fn next_batch(&self) -> Option<(u64, Pending)> {
+        let queue = self.queue();
+        let mut items = queue.items.iter();
+        let (first_id, first) = items.next()?;
+        let (mut last, mut batch) = (*first_id, first.clone());
+        if first.merges() {
+            for (id, pending) in items.take(BATCH - 1).take_while(|(_, p)| p.merges()) {
+                batch.absorb(pending);
+                last = *id;
+            }
+        }
+        Some((last, batch))
     }
 
-    /// Takes off the invalidation numbered `id` if it is still the oldest
-    /// (a full outbox may have dropped it while it was being applied: then
-    /// the new oldest was not applied and stays); whether it did.
-    fn pop(&self, id: u64) -> bool {
+    /// Takes off the invalidations numbered up to `last`, which were
+    /// applied; how many. Only those still there: a full outbox may have
+    /// dropped some while they were being applied, and the ones kept since
+    /// (numbered after `last`) were not applied and stay.
+    fn pop_through(&self, last: u64) -> u64 {
         let mut queue = self.queue();
-        let popped = queue.items.front().is_some_and(|(front, _)| *front == id);
-        if popped {
+        let mut popped = 0;
+        while queue.items.front().is_some_and(|(id, _)| *id <= last) {
             queue.items.pop_front();
+            popped += 1;
         }
         self.len.store(queue.items.len(), Ordering::Release);
         popped
@@ -127,14 +171,15 @@ impl Cache {
         }
     }
 
-    /// Retries the kept invalidations in order, until one fails; whether
-    /// the outbox is empty now. `false` at once if another caller is at it.
+    /// Retries the kept invalidations in order (in batches), until one
+    /// fails; whether the outbox is empty now. `false` at once if another
+    /// caller is at it.
     pub(crate) async fn drain_outbox(&self) -> bool {
         let outbox = self.outbox();
         let Ok(_turn) = outbox.turn.try_lock() else {
             return false;
         };
-        while let Some((id, pending)) = outbox.front() {
+        while let Some((last, pending)) = outbox.next_batch() {
             let mut inv = self
                 .invalidate()
                 .keys(pending.keys)
@@ -147,9 +192,8 @@ impl Cache {
             if inv.run_once().await.is_err() {
                 return false;
             }
-            if outbox.pop(id) {
-                crate::stats::Stats::add(&self.stats_ref().outbox_retried, 1);
-            }
+            let popped = outbox.pop_through(last);
+            crate::stats::Stats::add(&self.stats_ref().outbox_retried, popped);
         }
         true
     }
@@ -169,30 +213,70 @@ mod tests {
         }
     }
 
+    fn publishing(key: &str) -> Pending {
+        Pending {
+            publish: Some("post:updated".to_owned()),
+            ..pending(key)
+        }
+    }
+
     #[test]
-    fn only_the_applied_invalidation_is_taken_off() {
+    fn invalidations_of_keys_and_tags_are_retried_together() {
         let outbox = Outbox::default();
         outbox.push(pending("a"));
         outbox.push(pending("b"));
-        let (id, _) = outbox.front().unwrap();
-        assert!(outbox.pop(id));
-        assert!(
-            !outbox.pop(id),
+        outbox.push(pending("a"));
+        outbox.push(publishing("c"));
+        outbox.push(pending("d"));
+        let (last, batch) = outbox.next_batch().unwrap();
+        assert_eq!(batch.keys, ["a", "b"], "merged, each name once");
+        assert_eq!(outbox.pop_through(last), 3);
+        let (last, batch) = outbox.next_batch().unwrap();
+        assert_eq!(
+            (batch.keys, batch.publish.is_some()),
+            (vec!["c".to_owned()], true),
+            "an event goes alone"
+        );
+        assert_eq!(outbox.pop_through(last), 1);
+        assert_eq!(outbox.next_batch().unwrap().1.keys, ["d"]);
+    }
+
+    #[test]
+    fn only_the_applied_invalidations_are_taken_off() {
+        let outbox = Outbox::default();
+        outbox.push(pending("a"));
+        let (last, _) = outbox.next_batch().unwrap();
+        outbox.push(pending("b")); // kept while `a` was being applied
+        assert_eq!(outbox.pop_through(last), 1);
+        assert_eq!(
+            outbox.pop_through(last),
+            0,
             "a second caller that applied `a` does not take `b` off"
         );
-        assert_eq!(outbox.front().unwrap().1.keys, ["b"]);
+        assert_eq!(outbox.next_batch().unwrap().1.keys, ["b"]);
     }
 
     #[test]
     fn an_invalidation_dropped_while_applied_takes_nothing_else_off() {
         let outbox = Outbox::default();
-        for i in 0..OUTBOX_BOUND {
+        outbox.push(publishing("first")); // retried alone
+        for i in 1..OUTBOX_BOUND {
             assert!(!outbox.push(pending(&i.to_string())));
         }
-        let (applying, _) = outbox.front().unwrap();
+        let (applying, _) = outbox.next_batch().unwrap();
         assert!(outbox.push(pending("new")), "full: the oldest is dropped");
-        assert!(!outbox.pop(applying));
-        assert_eq!(outbox.front().unwrap().1.keys, ["1"], "not applied: kept");
+        assert_eq!(outbox.pop_through(applying), 0);
+        assert_eq!(
+            outbox
+                .next_batch()
+                .unwrap()
+                .1
+                .keys
+                .first()
+                .map(String::as_str),
+            Some("1"),
+            "not applied: kept"
+        );
         assert!(!outbox.is_empty());
     }
 }
