@@ -1641,7 +1641,7 @@ impl Cache {
         match &self.inner.backend {
             Backend::Memory(m) => Ok(m.fill(req)),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => self.bounded("fill", r.fill(req)).await,
+            Backend::Redis(r) => self.bounded("fill", r.fill(&self.inner.seq_key, req)).await,
         }
     }
 

@@ -268,3 +268,58 @@ async fn concurrent_reads_after_a_cut_apply_every_kept_invalidation() {
     }
     assert!(stale.is_empty(), "Redis still held the old posts {stale:?}");
 }
+
+/// A read that looked Redis up before a restart and fills after it. The
+/// restarted server lost the markers of the invalidations made before, and
+/// its sequence number starts again from zero: the read's fill token, from
+/// the old server, must not let it store a value it loaded before a write
+/// that was invalidated in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_read_before_a_restart_is_refused_after_it() {
+    use std::sync::{Arc, Mutex};
+    let mut server = RedisServer::start();
+    let cache = cache_at(server.url(), Duration::from_millis(300));
+    // The old server's sequence number is past zero.
+    for _ in 0..3 {
+        cache.invalidate().key("other").await.unwrap();
+    }
+    let row = Arc::new(Mutex::new("old"));
+    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
+    let (go, may_fill) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn({
+        let (cache, row) = (cache.clone(), row.clone());
+        async move {
+            let options = cache_runtime::CacheOptions::new("row");
+            cache
+                .get_or_load::<String, (), _, _>("row:1", &options, || async move {
+                    let value = *row.lock().unwrap();
+                    loaded.send(()).unwrap();
+                    may_fill.await.unwrap();
+                    Ok(value.to_owned())
+                })
+                .await
+        }
+    });
+    has_loaded.await.unwrap(); // looked up on the old server, loaded "old"
+    *row.lock().unwrap() = "new";
+    cache.invalidate().key("row:1").await.unwrap();
+    server.restart();
+    wait_until(
+        "the cache reaches the new server",
+        Duration::from_secs(10),
+        async || cache.invalidate().key("other").await.is_ok(),
+    )
+    .await;
+    go.send(()).unwrap();
+    assert_eq!(
+        reader.await.unwrap().unwrap(),
+        "old",
+        "its caller gets what it loaded"
+    );
+    let other = cache_at(server.url(), Duration::from_millis(300));
+    assert_ne!(
+        other.get::<String>("row:1").await.as_deref(),
+        Some("old"),
+        "a value loaded before the write was stored after its invalidation"
+    );
+}
