@@ -1726,27 +1726,27 @@ impl Cache {
         what: &str,
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let breaker = &self.inner.breaker;
-        if !breaker.allow() {
+        let Some(permit) = self.inner.breaker.allow() else {
             Stats::add(&self.inner.stats.breaker_skipped, 1);
             return Err(Error::new(
                 ErrorKind::Connection,
                 format!("{what} not tried: the store failed repeatedly (circuit open)"),
             ));
-        }
+        };
         let result = match tokio::time::timeout(self.inner.timeout, op).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(what, self.inner.timeout)),
         };
         match &result {
-            Ok(_) => breaker.success(),
             Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Connection) => {
-                if breaker.failure() {
+                if permit.failure() {
                     Stats::add(&self.inner.stats.breaker_trips, 1);
                     tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "the store failed repeatedly: calls skip it for a while (circuit open)");
                 }
             }
-            Err(_) => {}
+            // An error the store answered with: it is reachable. (Left
+            // unreported, a probe would keep the breaker open for good.)
+            Ok(_) | Err(_) => permit.success(),
         }
         result
     }

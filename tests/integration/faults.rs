@@ -323,3 +323,29 @@ async fn a_fill_that_read_before_a_restart_is_refused_after_it() {
         "a value loaded before the write was stored after its invalidation"
     );
 }
+
+/// Callers that give up (a timeout of their own around the call, shorter
+/// than the cache's) while Redis is frozen: the breaker's probe is among the
+/// calls cancelled. It counts as a failed probe, so the breaker probes again
+/// later, and hits come back once Redis answers (instead of the breaker
+/// waiting forever for the cancelled probe's outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_probe_does_not_keep_the_breaker_open() {
+    let server = RedisServer::start();
+    let repo = Repo::new(cache_at(server.url(), Duration::from_millis(100)));
+    repo.get(3).await.unwrap();
+    server.pause();
+    for _ in 0..10 {
+        repo.get(1).await.unwrap(); // the first ones time out: it opens
+    }
+    // Past two cool-downs (500 ms each) of callers giving up after 20 ms: a
+    // probe is cancelled. Holding the fault for a while is the point here.
+    let until = std::time::Instant::now() + Duration::from_millis(1200);
+    while std::time::Instant::now() < until {
+        let _ = tokio::time::timeout(Duration::from_millis(20), repo.get(1)).await;
+    }
+    let stats = repo.cache.stats();
+    assert!(stats.breaker_trips >= 1, "{stats:?}");
+    server.resume();
+    serves_hits_again(&repo).await;
+}
