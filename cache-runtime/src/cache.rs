@@ -980,14 +980,10 @@ impl Cache {
         G: FnOnce(Option<&S::Inner>) -> Links,
     {
         // Invalidations that failed while the store was unreachable go
-        // first; while they cannot, the cache is not used at all. The retry
-        // is bounded as a whole (one timeout), not per invalidation: a long
-        // outbox would otherwise hold this read for one round trip each.
-        if !self.inner.outbox.is_empty()
-            && !tokio::time::timeout(self.inner.timeout, self.drain_outbox())
-                .await
-                .unwrap_or(false)
-        {
+        // first; while they cannot, the cache is not used at all. A read
+        // retries one batch (one store call, bounded by the timeout), so a
+        // long outbox does not hold it for a round trip per batch.
+        if !self.inner.outbox.is_empty() && !self.drain_outbox(1).await {
             return load().await;
         }
         // The fill window runs from before the read: a marker must outlive

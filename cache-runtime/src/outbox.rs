@@ -3,9 +3,9 @@
 //! a write should have removed is never served once Redis is back.
 //!
 //! While the outbox holds anything, this cache reads past Redis: the
-//! in-process fast path is skipped, and a read first tries to drain the
-//! outbox (for at most the store timeout); if that does not empty it, the
-//! loader runs without the cache. A background task drains it too (every
+//! in-process fast path is skipped, and a read first retries one batch of
+//! it (one store call); if that does not empty it, the loader runs without
+//! the cache. A background task drains it too (every
 //! 100 ms, backing off to 2 s), so other instances see the change shortly
 //! after Redis returns. One caller drains at a time; the others go on
 //! without the cache meanwhile. Invalidations that only name keys, tags and
@@ -156,7 +156,7 @@ impl Cache {
         let mut pause = Duration::from_millis(100);
         loop {
             tokio::time::sleep(pause).await;
-            if self.drain_outbox().await {
+            if self.drain_outbox(usize::MAX).await {
                 let outbox = self.outbox();
                 outbox.draining.store(false, Ordering::Release);
                 // A push may have come after the last look but before the
@@ -171,15 +171,19 @@ impl Cache {
         }
     }
 
-    /// Retries the kept invalidations in order (in batches), until one
-    /// fails; whether the outbox is empty now. `false` at once if another
-    /// caller is at it.
-    pub(crate) async fn drain_outbox(&self) -> bool {
+    /// Retries the kept invalidations in order, up to `batches` batches,
+    /// until one fails; whether the outbox is empty now. `false` at once if
+    /// another caller is at it.
+    pub(crate) async fn drain_outbox(&self, mut batches: usize) -> bool {
         let outbox = self.outbox();
         let Ok(_turn) = outbox.turn.try_lock() else {
             return false;
         };
         while let Some((last, pending)) = outbox.next_batch() {
+            if batches == 0 {
+                return false;
+            }
+            batches -= 1;
             let mut inv = self
                 .invalidate()
                 .keys(pending.keys)
