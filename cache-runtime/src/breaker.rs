@@ -6,6 +6,9 @@
 //! answered with) it opens for `COOL_DOWN`: calls fail at once, without
 //! waiting, and the cache falls back to the loader as for any fault. Then one
 //! call probes: its success closes the breaker, its failure opens it again.
+//! A probe whose caller is cancelled before the answer (a timeout or
+//! `select!` around the cached call) counts as failed: otherwise the breaker
+//! would wait for it forever, and never let a call through again.
 
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -40,27 +43,34 @@ impl Breaker {
         u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// Whether a call may go to the store now.
-    pub(crate) fn allow(&self) -> bool {
+    /// Whether a call may go to the store now: a permit to report the
+    /// outcome with.
+    pub(crate) fn allow(&self) -> Option<Permit<'_>> {
         let until = self.open_until.load(Ordering::Acquire);
         if until == 0 {
-            return true;
+            return Some(Permit {
+                breaker: self,
+                probe: false,
+            });
         }
         if self.now() + 1 < until {
-            return false;
+            return None;
         }
         // Cooled down: one caller probes, the others keep failing fast.
-        !self.probing.swap(true, Ordering::AcqRel)
+        (!self.probing.swap(true, Ordering::AcqRel)).then_some(Permit {
+            breaker: self,
+            probe: true,
+        })
     }
 
-    pub(crate) fn success(&self) {
+    fn success(&self) {
         self.failures.store(0, Ordering::Release);
         self.open_until.store(0, Ordering::Release);
         self.probing.store(false, Ordering::Release);
     }
 
     /// Records an availability failure; `true` when it opened the breaker.
-    pub(crate) fn failure(&self) -> bool {
+    fn failure(&self) -> bool {
         let was_probing = self.probing.swap(false, Ordering::AcqRel);
         let failures = self.failures.fetch_add(1, Ordering::AcqRel) + 1;
         if was_probing || failures >= THRESHOLD {
@@ -75,6 +85,37 @@ impl Breaker {
     }
 }
 
+/// One call let through to the store. Report its outcome with
+/// [`success`](Self::success) or [`failure`](Self::failure); a probe dropped
+/// without either (its caller was cancelled) counts as a failure.
+#[derive(Debug)]
+pub(crate) struct Permit<'a> {
+    breaker: &'a Breaker,
+    probe: bool,
+}
+
+impl Permit<'_> {
+    /// The store answered (even with an error of its own).
+    pub(crate) fn success(mut self) {
+        self.probe = false;
+        self.breaker.success();
+    }
+
+    /// A timeout or connection error; `true` when it opened the breaker.
+    pub(crate) fn failure(mut self) -> bool {
+        self.probe = false;
+        self.breaker.failure()
+    }
+}
+
+impl Drop for Permit<'_> {
+    fn drop(&mut self) {
+        if self.probe {
+            self.breaker.failure();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,20 +124,31 @@ mod tests {
     fn opens_after_the_threshold_and_probes_once_cooled_down() {
         let b = Breaker::default();
         for _ in 0..THRESHOLD - 1 {
-            assert!(!b.failure());
-            assert!(b.allow());
+            assert!(!b.allow().unwrap().failure());
         }
-        assert!(b.failure(), "the threshold opens it");
-        assert!(!b.allow(), "open: calls fail fast");
+        assert!(b.allow().unwrap().failure(), "the threshold opens it");
+        assert!(b.allow().is_none(), "open: calls fail fast");
         // Cool down without sleeping: a deadline of 0 ms has passed.
         b.open_until.store(1, Ordering::Release);
-        assert!(b.allow(), "one probe");
-        assert!(!b.allow(), "only one");
-        b.success();
-        assert!(b.allow() && b.allow(), "closed again");
+        let probe = b.allow().expect("one probe");
+        assert!(b.allow().is_none(), "only one");
+        probe.success();
+        assert!(b.allow().is_some() && b.allow().is_some(), "closed again");
         b.open_until.store(1, Ordering::Release);
-        assert!(b.allow(), "a probe");
-        b.failure();
-        assert!(!b.allow(), "a failed probe opens it again at once");
+        b.allow().expect("a probe").failure();
+        assert!(b.allow().is_none(), "a failed probe opens it again at once");
+    }
+
+    #[test]
+    fn a_probe_dropped_without_an_answer_counts_as_failed() {
+        let b = Breaker::default();
+        for _ in 0..THRESHOLD {
+            b.allow().unwrap().failure();
+        }
+        b.open_until.store(1, Ordering::Release);
+        drop(b.allow().expect("a probe")); // its caller was cancelled
+        assert!(b.allow().is_none(), "open again, not waiting for it");
+        b.open_until.store(1, Ordering::Release);
+        assert!(b.allow().is_some(), "the next cool-down ends in a probe");
     }
 }

@@ -1024,8 +1024,10 @@ impl Cache {
         G: FnOnce(Option<&S::Inner>) -> Links,
     {
         // Invalidations that failed while the store was unreachable go
-        // first; while they cannot, the cache is not used at all.
-        if !self.inner.outbox.is_empty() && self.drain_outbox().await.is_err() {
+        // first; while they cannot, the cache is not used at all. A read
+        // retries one batch (one store call, bounded by the timeout), so a
+        // long outbox does not hold it for a round trip per batch.
+        if !self.inner.outbox.is_empty() && !self.drain_outbox(1).await {
             return load().await;
         }
         // The fill window runs from before the read: a marker must outlive
@@ -1688,7 +1690,7 @@ impl Cache {
         match &self.inner.backend {
             Backend::Memory(m) => Ok(m.fill(req)),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => self.bounded("fill", r.fill(req)).await,
+            Backend::Redis(r) => self.bounded("fill", r.fill(&self.inner.seq_key, req)).await,
         }
     }
 
@@ -1804,27 +1806,27 @@ impl Cache {
         what: &str,
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let breaker = &self.inner.breaker;
-        if !breaker.allow() {
+        let Some(permit) = self.inner.breaker.allow() else {
             Stats::add(&self.inner.stats.breaker_skipped, 1);
             return Err(Error::new(
                 ErrorKind::Connection,
                 format!("{what} not tried: the store failed repeatedly (circuit open)"),
             ));
-        }
+        };
         let result = match tokio::time::timeout(self.inner.timeout, op).await {
             Ok(result) => result,
             Err(_) => Err(Error::timeout(what, self.inner.timeout)),
         };
         match &result {
-            Ok(_) => breaker.success(),
             Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Connection) => {
-                if breaker.failure() {
+                if permit.failure() {
                     Stats::add(&self.inner.stats.breaker_trips, 1);
                     tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "the store failed repeatedly: calls skip it for a while (circuit open)");
                 }
             }
-            Err(_) => {}
+            // An error the store answered with: it is reachable. (Left
+            // unreported, a probe would keep the breaker open for good.)
+            Ok(_) | Err(_) => permit.success(),
         }
         result
     }

@@ -3,11 +3,16 @@
 //! a write should have removed is never served once Redis is back.
 //!
 //! While the outbox holds anything, this cache reads past Redis: the
-//! in-process fast path is skipped, and a read first tries to drain the
-//! outbox; if that fails the loader runs without the cache. A background
-//! task drains it too (every 100 ms, backing off to 2 s), so other
-//! instances see the change shortly after Redis returns. Past the bound the
-//! oldest invalidation is dropped, counted in `outbox_dropped`, and logged.
+//! in-process fast path is skipped, and a read first retries one batch of
+//! it (one store call); if that does not empty it, the loader runs without
+//! the cache. A background task drains it too (every
+//! 100 ms, backing off to 2 s), so other instances see the change shortly
+//! after Redis returns. One caller drains at a time; the others go on
+//! without the cache meanwhile. Invalidations that only name keys, tags and
+//! versions are retried together, up to `BATCH` in one round trip, so that
+//! the outbox of a long outage drains in a few round trips. Past the bound
+//! the oldest invalidation is dropped, counted in `outbox_dropped`, and
+//! logged.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -15,10 +20,11 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::cache::Cache;
-use crate::error::Error;
 
 /// The most invalidations kept.
 pub(crate) const OUTBOX_BOUND: usize = 10_000;
+/// The most kept invalidations retried in one round trip.
+const BATCH: usize = 256;
 
 /// A failed invalidation, as written.
 #[derive(Debug, Clone)]
@@ -30,15 +36,51 @@ pub(crate) struct Pending {
     pub(crate) publish: Option<String>,
 }
 
+impl Pending {
+    /// Whether it can be retried together with others: the script applies
+    /// any number of keys, tags and versions at once, but patterns take
+    /// scans of their own and an event names its own invalidation.
+    fn merges(&self) -> bool {
+        self.patterns.is_empty() && self.publish.is_none()
+    }
+
+    /// Adds what `other` names (each name once).
+    fn absorb(&mut self, other: &Pending) {
+        for (mine, theirs) in [
+            (&mut self.keys, &other.keys),
+            (&mut self.tags, &other.tags),
+            (&mut self.bumps, &other.bumps),
+        ] {
+            for name in theirs {
+                if !mine.contains(name) {
+                    mine.push(name.clone());
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
-    queue: Mutex<VecDeque<Pending>>,
+    /// Each kept invalidation with a number of its own (see `pop_through`).
+    queue: Mutex<Queue>,
     len: AtomicUsize,
+    /// Whether the background task is running.
     draining: AtomicBool,
+    /// Held by the one caller retrying the kept invalidations: two callers
+    /// retrying the same front would each take one off, so the second would
+    /// take off one that nobody applied.
+    turn: tokio::sync::Mutex<()>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<(u64, Pending)>,
+    next: u64,
 }
 
 impl Outbox {
-    fn queue(&self) -> std::sync::MutexGuard<'_, VecDeque<Pending>> {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queue> {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -50,20 +92,44 @@ impl Outbox {
     /// Keeps `pending`; returns whether an older one was dropped.
     fn push(&self, pending: Pending) -> bool {
         let mut queue = self.queue();
-        let dropped = queue.len() >= OUTBOX_BOUND && queue.pop_front().is_some();
-        queue.push_back(pending);
-        self.len.store(queue.len(), Ordering::Release);
+        let dropped = queue.items.len() >= OUTBOX_BOUND && queue.items.pop_front().is_some();
+        let id = queue.next;
+        queue.next += 1;
+        queue.items.push_back((id, pending));
+        self.len.store(queue.items.len(), Ordering::Release);
         dropped
     }
 
-    fn front(&self) -> Option<Pending> {
-        self.queue().front().cloned()
+    /// What to retry next: the oldest invalidations that merge (up to
+    /// `BATCH`) as one, or else the oldest alone; with the number of the
+    /// last one it covers.
+    fn next_batch(&self) -> Option<(u64, Pending)> {
+        let queue = self.queue();
+        let mut items = queue.items.iter();
+        let (first_id, first) = items.next()?;
+        let (mut last, mut batch) = (*first_id, first.clone());
+        if first.merges() {
+            for (id, pending) in items.take(BATCH - 1).take_while(|(_, p)| p.merges()) {
+                batch.absorb(pending);
+                last = *id;
+            }
+        }
+        Some((last, batch))
     }
 
-    fn pop(&self) {
+    /// Takes off the invalidations numbered up to `last`, which were
+    /// applied; how many. Only those still there: a full outbox may have
+    /// dropped some while they were being applied, and the ones kept since
+    /// (numbered after `last`) were not applied and stay.
+    fn pop_through(&self, last: u64) -> u64 {
         let mut queue = self.queue();
-        queue.pop_front();
-        self.len.store(queue.len(), Ordering::Release);
+        let mut popped = 0;
+        while queue.items.front().is_some_and(|(id, _)| *id <= last) {
+            queue.items.pop_front();
+            popped += 1;
+        }
+        self.len.store(queue.items.len(), Ordering::Release);
+        popped
     }
 }
 
@@ -90,7 +156,7 @@ impl Cache {
         let mut pause = Duration::from_millis(100);
         loop {
             tokio::time::sleep(pause).await;
-            if self.drain_outbox().await.is_ok() {
+            if self.drain_outbox(usize::MAX).await {
                 let outbox = self.outbox();
                 outbox.draining.store(false, Ordering::Release);
                 // A push may have come after the last look but before the
@@ -105,10 +171,19 @@ impl Cache {
         }
     }
 
-    /// Retries the kept invalidations in order, until one fails.
-    pub(crate) async fn drain_outbox(&self) -> Result<(), Error> {
+    /// Retries the kept invalidations in order, up to `batches` batches,
+    /// until one fails; whether the outbox is empty now. `false` at once if
+    /// another caller is at it.
+    pub(crate) async fn drain_outbox(&self, mut batches: usize) -> bool {
         let outbox = self.outbox();
-        while let Some(pending) = outbox.front() {
+        let Ok(_turn) = outbox.turn.try_lock() else {
+            return false;
+        };
+        while let Some((last, pending)) = outbox.next_batch() {
+            if batches == 0 {
+                return false;
+            }
+            batches -= 1;
             let mut inv = self
                 .invalidate()
                 .keys(pending.keys)
@@ -118,10 +193,94 @@ impl Cache {
             if let Some(event) = pending.publish {
                 inv = inv.publish(event);
             }
-            inv.run_once().await?;
-            outbox.pop();
-            crate::stats::Stats::add(&self.stats_ref().outbox_retried, 1);
+            if inv.run_once().await.is_err() {
+                return false;
+            }
+            let popped = outbox.pop_through(last);
+            crate::stats::Stats::add(&self.stats_ref().outbox_retried, popped);
         }
-        Ok(())
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(key: &str) -> Pending {
+        Pending {
+            keys: vec![key.to_owned()],
+            tags: Vec::new(),
+            patterns: Vec::new(),
+            bumps: Vec::new(),
+            publish: None,
+        }
+    }
+
+    fn publishing(key: &str) -> Pending {
+        Pending {
+            publish: Some("post:updated".to_owned()),
+            ..pending(key)
+        }
+    }
+
+    #[test]
+    fn invalidations_of_keys_and_tags_are_retried_together() {
+        let outbox = Outbox::default();
+        outbox.push(pending("a"));
+        outbox.push(pending("b"));
+        outbox.push(pending("a"));
+        outbox.push(publishing("c"));
+        outbox.push(pending("d"));
+        let (last, batch) = outbox.next_batch().unwrap();
+        assert_eq!(batch.keys, ["a", "b"], "merged, each name once");
+        assert_eq!(outbox.pop_through(last), 3);
+        let (last, batch) = outbox.next_batch().unwrap();
+        assert_eq!(
+            (batch.keys, batch.publish.is_some()),
+            (vec!["c".to_owned()], true),
+            "an event goes alone"
+        );
+        assert_eq!(outbox.pop_through(last), 1);
+        assert_eq!(outbox.next_batch().unwrap().1.keys, ["d"]);
+    }
+
+    #[test]
+    fn only_the_applied_invalidations_are_taken_off() {
+        let outbox = Outbox::default();
+        outbox.push(pending("a"));
+        let (last, _) = outbox.next_batch().unwrap();
+        outbox.push(pending("b")); // kept while `a` was being applied
+        assert_eq!(outbox.pop_through(last), 1);
+        assert_eq!(
+            outbox.pop_through(last),
+            0,
+            "a second caller that applied `a` does not take `b` off"
+        );
+        assert_eq!(outbox.next_batch().unwrap().1.keys, ["b"]);
+    }
+
+    #[test]
+    fn an_invalidation_dropped_while_applied_takes_nothing_else_off() {
+        let outbox = Outbox::default();
+        outbox.push(publishing("first")); // retried alone
+        for i in 1..OUTBOX_BOUND {
+            assert!(!outbox.push(pending(&i.to_string())));
+        }
+        let (applying, _) = outbox.next_batch().unwrap();
+        assert!(outbox.push(pending("new")), "full: the oldest is dropped");
+        assert_eq!(outbox.pop_through(applying), 0);
+        assert_eq!(
+            outbox
+                .next_batch()
+                .unwrap()
+                .1
+                .keys
+                .first()
+                .map(String::as_str),
+            Some("1"),
+            "not applied: kept"
+        );
+        assert!(!outbox.is_empty());
     }
 }

@@ -192,3 +192,12 @@ impl Repo {
         let _ = id;
     }
 }
+
+/// Load tests (the consistency checks, the reliability run) count what they
+/// got done in a given time, or bound latencies, on a machine they share with
+/// the rest of the suite: they hold this so that at least two of them never
+/// run at the same time.
+pub async fn one_load_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOAD.lock().await
+}

@@ -85,6 +85,7 @@ struct Checked {
 }
 
 async fn run(name: &str, cache: Cache) {
+    let _alone = crate::common::one_load_at_a_time().await;
     let (pool, path) = table().await;
     let rows = Arc::new(Rows { cache, pool });
     // The newest version whose write has returned, per row.

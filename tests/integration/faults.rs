@@ -197,3 +197,155 @@ async fn the_breaker_stops_paying_the_timeout_and_recovers() {
     server.resume();
     serves_hits_again(&repo).await;
 }
+
+/// Many invalidations kept during a network cut, and many readers once it
+/// ends: each read retries the outbox first, concurrently with the others
+/// and the background task. Every kept invalidation is applied (none is
+/// taken off the outbox by a caller that did not apply it), so another
+/// instance reads no entry a write should have removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_reads_after_a_cut_apply_every_kept_invalidation() {
+    const POSTS: u64 = 64;
+    let post = |id: u64, title: &str| Post {
+        id,
+        author_id: 1000 + id, // a tag of its own: no invalidation covers another's
+        title: title.into(),
+    };
+    let server = RedisServer::start();
+    let proxy = integration_tests::CountingProxy::start(server.port()).await;
+    let writer = std::sync::Arc::new(Repo::new(cache_at(proxy.url(), Duration::from_millis(200))));
+    writer
+        .rows
+        .lock()
+        .unwrap()
+        .extend((1..=POSTS).map(|id| (id, post(id, "old"))));
+    for id in 1..=POSTS {
+        writer.get(id).await.unwrap();
+    }
+
+    proxy.sever();
+    for id in 1..=POSTS {
+        assert_eq!(writer.update(post(id, "new")).await, Ok(()));
+    }
+    assert_eq!(writer.cache.stats().outbox_kept, POSTS);
+    proxy.restore();
+    // Readers until the writer serves hits again (its outbox is empty).
+    let readers: Vec<_> = (0..16)
+        .map(|_| {
+            let writer = writer.clone();
+            tokio::spawn(async move {
+                let deadline = std::time::Instant::now() + Duration::from_secs(10);
+                while writer.cache.stats().hits == 0 {
+                    assert!(std::time::Instant::now() < deadline, "no hits again");
+                    let id = fastrand::u64(1..=POSTS);
+                    assert_eq!(writer.get(id).await.unwrap().title, "new");
+                    // This body never waits: let the runtime's other tasks run.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    for reader in readers {
+        reader.await.unwrap();
+    }
+    let stats = writer.cache.stats();
+    assert_eq!(
+        (stats.outbox_retried, stats.outbox_dropped),
+        (POSTS, 0),
+        "each kept invalidation applied and taken off once: {stats:?}"
+    );
+    let other = Repo::new(cache_at(server.url(), Duration::from_millis(200)));
+    other
+        .rows
+        .lock()
+        .unwrap()
+        .extend((1..=POSTS).map(|id| (id, post(id, "new"))));
+    let mut stale = Vec::new();
+    for id in 1..=POSTS {
+        if other.get(id).await.unwrap().title != "new" {
+            stale.push(id);
+        }
+    }
+    assert!(stale.is_empty(), "Redis still held the old posts {stale:?}");
+}
+
+/// A read that looked Redis up before a restart and fills after it. The
+/// restarted server lost the markers of the invalidations made before, and
+/// its sequence number starts again from zero: the read's fill token, from
+/// the old server, must not let it store a value it loaded before a write
+/// that was invalidated in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_read_before_a_restart_is_refused_after_it() {
+    use std::sync::{Arc, Mutex};
+    let mut server = RedisServer::start();
+    let cache = cache_at(server.url(), Duration::from_millis(300));
+    // The old server's sequence number is past zero.
+    for _ in 0..3 {
+        cache.invalidate().key("other").await.unwrap();
+    }
+    let row = Arc::new(Mutex::new("old"));
+    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
+    let (go, may_fill) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn({
+        let (cache, row) = (cache.clone(), row.clone());
+        async move {
+            let options = cache_runtime::CacheOptions::new("row");
+            cache
+                .get_or_load::<String, (), _, _>("row:1", &options, || async move {
+                    let value = *row.lock().unwrap();
+                    loaded.send(()).unwrap();
+                    may_fill.await.unwrap();
+                    Ok(value.to_owned())
+                })
+                .await
+        }
+    });
+    has_loaded.await.unwrap(); // looked up on the old server, loaded "old"
+    *row.lock().unwrap() = "new";
+    cache.invalidate().key("row:1").await.unwrap();
+    server.restart();
+    wait_until(
+        "the cache reaches the new server",
+        Duration::from_secs(10),
+        async || cache.invalidate().key("other").await.is_ok(),
+    )
+    .await;
+    go.send(()).unwrap();
+    assert_eq!(
+        reader.await.unwrap().unwrap(),
+        "old",
+        "its caller gets what it loaded"
+    );
+    let other = cache_at(server.url(), Duration::from_millis(300));
+    assert_ne!(
+        other.get::<String>("row:1").await.as_deref(),
+        Some("old"),
+        "a value loaded before the write was stored after its invalidation"
+    );
+}
+
+/// Callers that give up (a timeout of their own around the call, shorter
+/// than the cache's) while Redis is frozen: the breaker's probe is among the
+/// calls cancelled. It counts as a failed probe, so the breaker probes again
+/// later, and hits come back once Redis answers (instead of the breaker
+/// waiting forever for the cancelled probe's outcome).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_probe_does_not_keep_the_breaker_open() {
+    let server = RedisServer::start();
+    let repo = Repo::new(cache_at(server.url(), Duration::from_millis(100)));
+    repo.get(3).await.unwrap();
+    server.pause();
+    for _ in 0..10 {
+        repo.get(1).await.unwrap(); // the first ones time out: it opens
+    }
+    // Past two cool-downs (500 ms each) of callers giving up after 20 ms: a
+    // probe is cancelled. Holding the fault for a while is the point here.
+    let until = std::time::Instant::now() + Duration::from_millis(1200);
+    while std::time::Instant::now() < until {
+        let _ = tokio::time::timeout(Duration::from_millis(20), repo.get(1)).await;
+    }
+    let stats = repo.cache.stats();
+    assert!(stats.breaker_trips >= 1, "{stats:?}");
+    server.resume();
+    serves_hits_again(&repo).await;
+}

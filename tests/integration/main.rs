@@ -2,8 +2,9 @@
 //! against the in-process store, a `redis-server` and a three-master Redis
 //! Cluster; the supported function shapes; Redis-specific properties (round
 //! trips, events, SCAN, big invalidations); locks, tiers, transactions,
-//! write-through and write-behind; faults; security (ACL, TLS, namespaces);
-//! consistency under concurrent writes; and the trybuild UI tests.
+//! write-through and write-behind; faults, and a load test under repeated
+//! faults (`reliability`); security (ACL, TLS, namespaces); consistency under
+//! concurrent writes; and the trybuild UI tests.
 
 mod cascades;
 mod cluster;
@@ -12,6 +13,7 @@ mod consistency;
 mod faults;
 mod locks;
 mod redis_only;
+mod reliability;
 mod security;
 mod shapes;
 mod strategies;

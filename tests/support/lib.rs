@@ -4,8 +4,8 @@
 use std::net::{Ipv4Addr, TcpListener};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A `redis-server` started for one test and killed (by its own pid) when
@@ -66,6 +66,13 @@ impl RedisServer {
                 "--appendonly",
                 "no",
             ])
+            // Redis 7 refuses `DEBUG` unless allowed; older servers have no
+            // such option (and would refuse to start with it).
+            .args(if major_version() >= 7 {
+                &["--enable-debug-command", "local"][..]
+            } else {
+                &[]
+            })
             .args([
                 "--dir",
                 self.dir.to_str().expect("utf-8 temp dir"),
@@ -162,6 +169,36 @@ impl RedisServer {
     pub fn resume(&self) {
         signal("-CONT", self.pid());
     }
+
+    /// Freezes the server from the inside for `duration` (`DEBUG SLEEP`, sent
+    /// on a connection of its own): it accepts connections but answers
+    /// nothing until then. Blocks until the server answers again.
+    pub fn debug_sleep(&self, duration: Duration) {
+        let mut conn = self.conn();
+        redis::cmd("DEBUG")
+            .arg("SLEEP")
+            .arg(duration.as_secs_f64())
+            .query::<()>(&mut conn)
+            .expect("DEBUG SLEEP (redis-server 7 needs --enable-debug-command)");
+    }
+}
+
+/// The installed `redis-server`'s major version (0 if unknown).
+fn major_version() -> u32 {
+    static MAJOR: OnceLock<u32> = OnceLock::new();
+    *MAJOR.get_or_init(|| {
+        let out = Command::new("redis-server")
+            .arg("--version")
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        // "Redis server v=7.0.15 sha=..."
+        out.split("v=")
+            .nth(1)
+            .and_then(|v| v.split('.').next())
+            .and_then(|major| major.parse().ok())
+            .unwrap_or(0)
+    })
 }
 
 fn signal(sig: &str, pid: u32) {

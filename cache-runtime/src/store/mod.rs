@@ -10,7 +10,10 @@
 //! (markers live for the fill window). A read that misses returns the
 //! sequence number it saw (the fill token); a fill is accepted only if no
 //! marker on its key or tags is newer than its token. So a value loaded
-//! before an invalidation can never be stored after it.
+//! before an invalidation can never be stored after it. On Redis the number
+//! also carries an epoch, drawn when the number is created: a server that
+//! lost its data (and with it the markers) refuses fills whose token is from
+//! before (`redis::new_epoch`).
 //!
 //! Dependency cascades: an entry that depends on the entry under key `K` is
 //! a member of `K`'s *dependents* set (`ns#dep:K`), filed exactly like a tag

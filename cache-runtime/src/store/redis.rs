@@ -22,29 +22,32 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
-use super::{Applied, FillRequest, InvalidationPlan, Lookup};
+use super::{Applied, FillRequest, InvalidationPlan, Lookup, UNCONDITIONAL};
 use crate::error::Error;
 
-/// KEYS: entry, tag sets (n), entry marker, tag markers (n), lock.
+/// KEYS: entry, tag sets (n), entry marker, tag markers (n), seq, lock.
 /// ARGV: token, value, ttl ms (0 = none), n, lock token ('' = no lock),
 /// landing channel, coherence channel ('' = none: an overwrite publishes
 /// the entry's name so that in-process tiers drop their copies), instance,
 /// marker ttl ms, key marker prefix, dependents prefix, depends-of prefix,
-/// the entry's own depends-of set, d, dependency keys (d).
+/// the entry's own depends-of set, d, a new epoch (`new_epoch`; '' for a
+/// store that nothing refuses), dependency keys (d).
 ///
-/// A fill is refused if a marker on the entry, a tag, a dependency or
-/// anything a dependency depends on (transitively, from their depends-of
-/// sets) is newer than the token; a refused fill marks its own entry. A held
-/// lock is released by compare-and-delete and the landing announced, whether
-/// the value was stored or refused.
+/// A fill is refused if its token is of another epoch than the sequence
+/// number (see `new_epoch`), or if a marker on the entry, a tag, a
+/// dependency or anything a dependency depends on (transitively, from their
+/// depends-of sets) is newer than the token; a fill refused for a marker
+/// marks its own entry. A held lock is released by compare-and-delete and
+/// the landing announced, whether the value was stored or refused.
 const FILL: &str = r#"
 local n = tonumber(ARGV[4])
 local token = tonumber(ARGV[1])
 local mttl, mprefix, dprefix, oprefix, own = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
 local d = tonumber(ARGV[14])
+local seq = KEYS[2 * n + 3]
 local function release()
   if ARGV[5] == '' then return end
-  local lock = KEYS[2 * n + 3]
+  local lock = KEYS[2 * n + 4]
   if redis.call('GET', lock) == ARGV[5] then redis.call('DEL', lock) end
   redis.pcall('PUBLISH', ARGV[6], KEYS[1])
 end
@@ -56,13 +59,22 @@ local function refuse(m)
   release()
   return 0
 end
+if ARGV[15] ~= '' then
+  local cur = redis.call('GET', seq)
+  if not cur then redis.call('SET', seq, ARGV[15]) end
+  -- A token of 0 (the read found no number) has no epoch to compare.
+  if token ~= 0 and (not cur or math.floor(tonumber(cur) / 4294967296) ~= math.floor(token / 4294967296)) then
+    release()
+    return 0
+  end
+end
 for i = n + 2, 2 * n + 2 do
   local m = redis.call('GET', KEYS[i])
   if m and tonumber(m) > token then return refuse(m) end
 end
 local deps, seen = {}, {}
 for i = 1, d do
-  local key = ARGV[14 + i]
+  local key = ARGV[15 + i]
   if not seen[key] then
     seen[key] = true
     deps[#deps + 1] = key
@@ -150,7 +162,8 @@ return 0
 /// ARGV: k, t, marker ttl ms, channel ('' = none), payload, v, entry prefix,
 /// key marker prefix, dependents prefix, coherence channel ('' = none),
 /// instance, nonce (names this step in its coherence message), budget,
-/// seq ('' = a new invalidation: take the next number), s.
+/// seq ('' = a new invalidation: take the next number), s, a new epoch
+/// (`new_epoch`: the sequence number's start if it is missing).
 ///
 /// Members are removed in batches (`SPOP`), and at most `budget` of them per
 /// call, so that no call holds the server for long whatever a tag's size:
@@ -168,7 +181,12 @@ local mttl = ARGV[3]
 local eprefix, mprefix, dprefix = ARGV[7], ARGV[8], ARGV[9]
 local budget = tonumber(ARGV[13])
 local seq
-if ARGV[14] == '' then seq = redis.call('INCR', KEYS[1]) else seq = tonumber(ARGV[14]) end
+if ARGV[14] == '' then
+  if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[16]) end
+  seq = redis.call('INCR', KEYS[1])
+else
+  seq = tonumber(ARGV[14])
+end
 local removed, popped = 0, 0
 local queue, seen, names, left = {}, {}, {}, {}
 local function gone(entry)
@@ -302,6 +320,25 @@ impl std::fmt::Debug for RedisStore {
     }
 }
 
+/// The first number of a new epoch of the sequence number, for a server
+/// that has none (it started empty, lost its data, or was flushed): a random
+/// epoch in the high bits (under 2^53, exact in Lua), the count of
+/// invalidations in the low 32.
+///
+/// Fill tokens are sequence numbers, checked against markers that only the
+/// server's data holds. A read that looked up before Redis lost its data and
+/// fills after has a token of the old epoch: its fill is refused, where it
+/// would otherwise be stored (the markers of the invalidations in between
+/// are gone, and the new count starts below the token), and serve a value
+/// older than a write that had returned. The first fill or invalidation on
+/// a server creates its number. A token of 0 (the read found no number yet)
+/// has no epoch and is checked against markers only: the case left open is
+/// a read among the first on a server (before it had a number) whose fill
+/// lands on a successor that lost the data.
+fn new_epoch() -> u64 {
+    fastrand::u64(1..1 << 20) << 32
+}
+
 /// Milliseconds for `PX`: at least 1, and at most a century (Redis refuses
 /// expiries past the range of its clock).
 fn millis(d: Duration) -> u64 {
@@ -397,7 +434,7 @@ impl RedisStore {
         })
     }
 
-    pub(crate) async fn fill(&self, req: FillRequest) -> Result<bool, Error> {
+    pub(crate) async fn fill(&self, seq: &str, req: FillRequest) -> Result<bool, Error> {
         let mut inv = self.fill.prepare_invoke();
         inv.key(&req.entry);
         for tag in &req.tags {
@@ -407,6 +444,7 @@ impl RedisStore {
         for tag in &req.tags {
             inv.key(&tag.marker);
         }
+        inv.key(seq);
         let (lock, lock_token, channel) = req.release.as_ref().map_or(("", "", ""), |r| {
             (r.lock.as_str(), r.token.as_str(), r.channel.as_str())
         });
@@ -432,6 +470,11 @@ impl RedisStore {
             _ => String::new(),
         };
         inv.arg(own).arg(req.depends_on.len());
+        if req.token == UNCONDITIONAL {
+            inv.arg("");
+        } else {
+            inv.arg(new_epoch());
+        }
         for key in &req.depends_on {
             inv.arg(key);
         }
@@ -494,7 +537,8 @@ impl RedisStore {
             .arg(nonce)
             .arg(INVALIDATION_BUDGET)
             .arg(from.map_or(String::new(), |c| c.seq.to_string()))
-            .arg(sets.len());
+            .arg(sets.len())
+            .arg(new_epoch());
         let mut conn = self.conn.clone();
         let (removed, entries, names, values, seq, left): InvalidateReply =
             inv.invoke_async(&mut conn).await?;
