@@ -95,10 +95,12 @@ pub(crate) struct Permit<'a> {
 }
 
 impl Permit<'_> {
-    /// The store answered (even with an error of its own).
-    pub(crate) fn success(mut self) {
-        self.probe = false;
+    /// The store answered (even with an error of its own); `true` when this
+    /// was the probe that closed an open breaker.
+    pub(crate) fn success(mut self) -> bool {
+        let closed_it = std::mem::take(&mut self.probe);
         self.breaker.success();
+        closed_it
     }
 
     /// A timeout or connection error; `true` when it opened the breaker.

@@ -20,6 +20,7 @@ use crate::flight::{self, Flights, Landed, Role, Sharer};
 use crate::invalidation::Invalidation;
 use crate::key::{Layout, validate_namespace};
 use crate::lock::{Attempt, LockGuard};
+use crate::observe::Source;
 use crate::options::{CacheOptions, Ttl};
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::{Stats, StatsSnapshot};
@@ -107,6 +108,8 @@ struct Inner {
     /// on the first distributed-lock wait.
     #[cfg(feature = "redis")]
     subscriber: std::sync::OnceLock<crate::subscriber::Subscriber>,
+    /// Labels and handles of the metrics (feature `metrics`).
+    metrics: crate::observe::Metrics,
 }
 
 /// One cached read: the key, its options, the version namespace it belongs
@@ -553,6 +556,7 @@ impl CacheBuilder {
                 families: crate::stats::Families::default(),
                 outbox: crate::outbox::Outbox::default(),
                 breaker: crate::breaker::Breaker::default(),
+                metrics: crate::observe::Metrics::new(&self.namespace),
                 coherence_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
                 lock_lease: self.lock_lease,
                 stats: Stats::default(),
@@ -876,6 +880,7 @@ impl Cache {
             Stats::add(&self.inner.stats.puts, 1);
         } else {
             Stats::add(&self.inner.stats.fills_rejected, 1);
+            self.inner.metrics.fill_rejected();
         }
         Ok(())
     }
@@ -1000,12 +1005,21 @@ impl Cache {
         });
         match in_process {
             Some(hit) => ReadThrough::Hit(Some(hit)),
-            None => ReadThrough::Miss(Box::pin(self.read_network::<S, R, L, Fut, G>(
-                read,
-                version_key,
-                tags,
-                load,
-            ))),
+            None => {
+                use tracing::Instrument as _;
+                let span = tracing::debug_span!(
+                    target: "cache_runtime",
+                    "cache.read",
+                    cache = self.namespace(),
+                    name = read.options.name(),
+                    key = %read.key,
+                    outcome = tracing::field::Empty,
+                    store_ms = tracing::field::Empty,
+                    load_ms = tracing::field::Empty,
+                );
+                let network = self.read_network::<S, R, L, Fut, G>(read, version_key, tags, load);
+                ReadThrough::Miss(Box::pin(network.instrument(span)))
+            }
         }
     }
 
@@ -1065,7 +1079,8 @@ impl Cache {
                         match freshness(&meta, options) {
                             Freshness::Fresh => {
                                 Stats::add(&inner.stats.hits, 1);
-                                tracing::trace!(target: "cache_runtime", name = options.name(), key, "hit");
+                                inner.metrics.hit(options.name(), Source::Redis);
+                                tracing::Span::current().record("outcome", "hit");
                                 if let (Some(tier), Some(local_token)) = (tier, local_token) {
                                     if let Some(name) = &version_key {
                                         tier.saw_version(name, *current);
@@ -1107,7 +1122,7 @@ impl Cache {
                     // Someone else is refreshing: serve what is cached, now.
                     Role::Waiter(_) if stale.is_some() => {
                         let (stored, past_ttl) = stale.expect("checked");
-                        return self.serve_stale::<S, R>(stored, past_ttl);
+                        return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
                     }
                     Role::Waiter(rx) => {
                         match flight::wait(rx).await {
@@ -1161,19 +1176,22 @@ impl Cache {
                 Step::ReadAgain => {
                     if let Some((stored, past_ttl)) = stale {
                         // Another process is refreshing it.
-                        return self.serve_stale::<S, R>(stored, past_ttl);
+                        return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
                     }
                 }
             }
             found = self.lookup(&entry_key, version_key.as_deref()).await;
         };
-        if refreshing.is_some() {
+        let outcome = if refreshing.is_some() {
             Stats::add(&inner.stats.refreshes, 1);
-            tracing::trace!(target: "cache_runtime", name = options.name(), key, "refresh");
+            inner.metrics.refresh(options.name());
+            "refresh"
         } else {
             Stats::add(&inner.stats.misses, 1);
-            tracing::trace!(target: "cache_runtime", name = options.name(), key, "miss");
-        }
+            inner.metrics.miss(options.name());
+            "miss"
+        };
+        tracing::Span::current().record("outcome", outcome);
         let loading = Instant::now();
         let load = load();
         let value = match &lock {
@@ -1189,6 +1207,8 @@ impl Cache {
             None => load.await,
         };
         let cost = loading.elapsed();
+        inner.metrics.load(options.name(), cost);
+        tracing::Span::current().record("load_ms", cost.as_secs_f64() * 1e3);
         let token = found.as_ref().map(|l| (l.token, l.version));
         let landed = self
             .fill_after_load::<S, R, G>(
@@ -1214,7 +1234,7 @@ impl Cache {
                 // cached (until the entry's stale window ends).
                 Stats::add(&inner.stats.refresh_failures, 1);
                 tracing::warn!(target: "cache_runtime", name = options.name(), key, "refresh failed; serving the cached value");
-                return self.serve_stale::<S, R>(stored, past_ttl);
+                return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
             }
         }
         value
@@ -1303,6 +1323,7 @@ impl Cache {
         }
         if started.elapsed() >= inner.fill_window {
             Stats::add(&inner.stats.fills_rejected, 1);
+            inner.metrics.fill_rejected();
             return Landed::Retry;
         }
         // A value stale past `ttl` is kept for the stale window too.
@@ -1339,6 +1360,8 @@ impl Cache {
             }
             Ok(false) => {
                 Stats::add(&inner.stats.fills_rejected, 1);
+                inner.metrics.fill_rejected();
+                inner.metrics.fill_rejected();
                 tracing::debug!(target: "cache_runtime", key, "fill refused: invalidated since the read");
                 Landed::Retry
             }
@@ -1392,14 +1415,24 @@ impl Cache {
         if self.is_redis() {
             Stats::add(&stats.local_hits, 1);
         }
+        self.inner.metrics.hit(options.name(), Source::Process);
+        tracing::debug!(target: "cache_runtime", name = options.name(), outcome = "hit", source = "process");
         Some(S::join(stored))
     }
 
-    fn serve_stale<S: Shape<R>, R>(&self, stored: S::Stored, past_ttl: bool) -> R {
+    fn serve_stale<S: Shape<R>, R>(
+        &self,
+        name: &'static str,
+        stored: S::Stored,
+        past_ttl: bool,
+    ) -> R {
         Stats::add(&self.inner.stats.hits, 1);
+        self.inner.metrics.hit(name, Source::Redis);
         if past_ttl {
             Stats::add(&self.inner.stats.stale_served, 1);
+            self.inner.metrics.stale_served(name);
         }
+        tracing::Span::current().record("outcome", if past_ttl { "stale" } else { "early" });
         S::join(stored)
     }
 
@@ -1665,24 +1698,28 @@ impl Cache {
         match &self.inner.backend {
             Backend::Memory(m) => Some(m.lookup(entry_key, version_key)),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => match self
-                .bounded(
+            Backend::Redis(r) => {
+                let started = Instant::now();
+                let read = self.bounded(
                     "read",
                     r.lookup(entry_key, &self.inner.seq_key, version_key),
-                )
-                .await
-            {
-                Ok(l) => {
-                    if let (Some(tier), Some(name)) = (&self.inner.tier, version_key) {
-                        tier.saw_version(name, l.version);
+                );
+                let result = read.await;
+                // The store's latency, on the call's span (the first read's).
+                tracing::Span::current().record("store_ms", started.elapsed().as_secs_f64() * 1e3);
+                match result {
+                    Ok(l) => {
+                        if let (Some(tier), Some(name)) = (&self.inner.tier, version_key) {
+                            tier.saw_version(name, l.version);
+                        }
+                        Some(l)
                     }
-                    Some(l)
+                    Err(e) => {
+                        self.report("read", &e);
+                        None
+                    }
                 }
-                Err(e) => {
-                    self.report("read", &e);
-                    None
-                }
-            },
+            }
         }
     }
 
@@ -1791,7 +1828,13 @@ impl Cache {
         }
     }
 
-    pub(crate) fn after_invalidation(&self, removed: u64, event: Option<InvalidationEvent>) {
+    pub(crate) fn after_invalidation(
+        &self,
+        removed: u64,
+        took: Duration,
+        event: Option<InvalidationEvent>,
+    ) {
+        self.inner.metrics.invalidation(removed, took);
         Stats::add(&self.inner.stats.invalidations, 1);
         Stats::add(&self.inner.stats.entries_removed, removed);
         if let Some(event) = event {
@@ -1821,18 +1864,25 @@ impl Cache {
             Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Connection) => {
                 if permit.failure() {
                     Stats::add(&self.inner.stats.breaker_trips, 1);
+                    self.inner.metrics.circuit(true);
                     tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "the store failed repeatedly: calls skip it for a while (circuit open)");
                 }
             }
             // An error the store answered with: it is reachable. (Left
             // unreported, a probe would keep the breaker open for good.)
-            Ok(_) | Err(_) => permit.success(),
+            Ok(_) | Err(_) => {
+                if permit.success() {
+                    self.inner.metrics.circuit(false);
+                    tracing::info!(target: "cache_runtime", namespace = self.namespace(), "the store answers again (circuit closed)");
+                }
+            }
         }
         result
     }
 
     pub(crate) fn report(&self, op: &str, error: &Error) {
         Stats::add(&self.inner.stats.store_errors, 1);
+        self.inner.metrics.store_error(op);
         tracing::warn!(target: "cache_runtime", op, namespace = self.namespace(), error = %error, "cache store failed; the call goes on without the cache");
     }
 }

@@ -132,6 +132,32 @@ impl<'c> Invalidation<'c> {
 
     /// One attempt, without the outbox.
     pub(crate) async fn run_once(self) -> Result<InvalidationReport, Error> {
+        use tracing::Instrument as _;
+        let span = tracing::debug_span!(
+            target: "cache_runtime",
+            "cache.invalidate",
+            cache = self.cache.namespace(),
+            keys = self.keys.len(),
+            tags = self.tags.len(),
+            patterns = self.patterns.len(),
+            bumps = self.bumps.len(),
+            removed = tracing::field::Empty,
+            store_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self.apply(started).instrument(span.clone()).await;
+        span.record("store_ms", started.elapsed().as_secs_f64() * 1e3);
+        match &result {
+            Ok(report) => span
+                .record("removed", report.removed)
+                .record("outcome", "ok"),
+            Err(_) => span.record("outcome", "failed"),
+        };
+        result
+    }
+
+    async fn apply(self, started: std::time::Instant) -> Result<InvalidationReport, Error> {
         let cache = self.cache;
         let mut removed = 0;
         // A failed pattern does not stop the rest: the keys, tags and event
@@ -180,7 +206,7 @@ impl<'c> Invalidation<'c> {
             return Err(e);
         }
         cache.count_families(&self.keys, &self.tags);
-        cache.after_invalidation(removed, event);
+        cache.after_invalidation(removed, started.elapsed(), event);
         Ok(InvalidationReport { removed })
     }
 

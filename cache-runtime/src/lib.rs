@@ -49,6 +49,7 @@ mod global;
 mod invalidation;
 mod key;
 mod lock;
+mod observe;
 mod options;
 mod outbox;
 pub mod shape;

@@ -2,7 +2,7 @@
 //! against the in-process store, a `redis-server` and a three-master Redis
 //! Cluster; the supported function shapes; Redis-specific properties (round
 //! trips, events, SCAN, big invalidations); locks, tiers, transactions,
-//! write-through and write-behind; faults, and a load test under repeated
+//! write-through and write-behind; metrics and spans; faults, and a load test under repeated
 //! faults (`reliability`); security (ACL, TLS, namespaces); consistency under
 //! concurrent writes; and the trybuild UI tests.
 
@@ -12,6 +12,7 @@ mod common;
 mod consistency;
 mod faults;
 mod locks;
+mod observability;
 mod redis_only;
 mod reliability;
 mod security;
