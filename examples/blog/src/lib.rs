@@ -115,6 +115,8 @@ pub fn cache_for(config: &Config) -> Result<Cache, cache_runtime::Error> {
 
 /// Connects, migrates, builds the cache and seeds an empty database.
 pub async fn start(config: &Config) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
+    // Before any cache records anything.
+    metrics();
     let pool = db::connect(&config.database_url).await?;
     db::migrate(&pool).await?;
     let state = AppState::new(pool, cache_for(config)?, config.jwt_secret.as_bytes());
@@ -127,4 +129,19 @@ pub async fn start(config: &Config) -> Result<AppState, Box<dyn std::error::Erro
 /// The API's routes.
 pub fn app(state: AppState) -> Router {
     http::routes().with_state(state)
+}
+
+/// The process's Prometheus recorder (installed on first use), whose text
+/// `GET /metrics` serves: the cache's counters and histograms by function.
+/// If another recorder was installed first, this one is not global and
+/// stays empty.
+pub fn metrics() -> &'static metrics_exporter_prometheus::PrometheusHandle {
+    static HANDLE: std::sync::OnceLock<metrics_exporter_prometheus::PrometheusHandle> =
+        std::sync::OnceLock::new();
+    HANDLE.get_or_init(|| {
+        let builder = metrics_exporter_prometheus::PrometheusBuilder::new;
+        builder()
+            .install_recorder()
+            .unwrap_or_else(|_| builder().build_recorder().handle())
+    })
 }

@@ -173,6 +173,19 @@ impl Api {
         (status, value)
     }
 
+    /// A page outside `/api`, as text.
+    async fn text(&self, path: &str) -> String {
+        let uri = format!("{}{path}", self.base.trim_end_matches("/api"));
+        let response = self
+            .client
+            .request(Request::get(uri).body(Full::new(Bytes::new())).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status().as_u16(), 200);
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        String::from_utf8(bytes.to_vec()).unwrap()
+    }
+
     async fn get(&self, path: &str, token: Option<&str>) -> (u16, Value) {
         self.call(Method::GET, path, token, None).await
     }
@@ -834,6 +847,22 @@ async fn a_second_read_is_a_cache_hit(backend: Backend) {
         page["invalidations"]["keys"]["article"].as_u64().unwrap() >= 1,
         "{page}"
     );
+
+    // Prometheus text at /metrics, by function (other tests of this process
+    // count into the same recorder, so only growth is asserted).
+    let hits = async || -> f64 {
+        let text = api.text("/metrics").await;
+        text.lines()
+            .filter(|l| l.starts_with("cache_hits_total{") && l.contains(r#"name="by_slug""#))
+            .filter_map(|l| l.rsplit_once(' ')?.1.parse::<f64>().ok())
+            .sum()
+    };
+    let before = hits().await;
+    api.get("/articles/hot", None).await;
+    assert!(hits().await > before, "{}", api.text("/metrics").await);
+    let text = api.text("/metrics").await;
+    assert!(text.contains("# TYPE cache_load_seconds summary"), "{text}");
+    assert!(text.contains("cache_invalidations_total{"), "{text}");
 }
 
 async fn the_seeded_database_serves_the_api(backend: Backend) {

@@ -46,6 +46,19 @@ pub fn routes() -> Router<AppState> {
         )
         .route("/api/tags", get(articles::tags))
         .route("/api/_cache/stats", get(cache_stats))
+        .route("/metrics", get(prometheus))
+}
+
+/// The cache's metrics in Prometheus's text format (`cache_hits_total`,
+/// `cache_load_seconds`, ... labelled by cache and function).
+async fn prometheus() -> ([(axum::http::HeaderName, &'static str); 1], String) {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4",
+        )],
+        crate::metrics().render(),
+    )
 }
 
 /// The cache's counters and its invalidations by key and tag family: what
