@@ -24,12 +24,14 @@ use crate::observe::Source;
 use crate::options::{CacheOptions, Ttl};
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::{Stats, StatsSnapshot};
+use crate::status::CacheStatus;
 use crate::store::memory::MemoryStore;
 use crate::store::memory::Shared;
 use crate::store::{
     AnyValue, Applied, CoherenceChannel, FillRequest, InvalidationPlan, Lookup, TagNames,
     UNCONDITIONAL,
 };
+use crate::switch::Mode;
 use crate::tier::LocalTier;
 use crate::ttl::with_jitter;
 
@@ -110,6 +112,8 @@ struct Inner {
     subscriber: std::sync::OnceLock<crate::subscriber::Subscriber>,
     /// Labels and handles of the metrics (feature `metrics`).
     metrics: crate::observe::Metrics,
+    /// `Cache::set_enabled`: off, reads bypass the cache.
+    enabled: std::sync::atomic::AtomicBool,
 }
 
 /// One cached read: the key, its options, the version namespace it belongs
@@ -566,6 +570,7 @@ impl CacheBuilder {
                 apply_events: self.apply_events,
                 #[cfg(feature = "redis")]
                 subscriber: std::sync::OnceLock::new(),
+                enabled: std::sync::atomic::AtomicBool::new(true),
             }),
         };
         #[cfg(feature = "redis")]
@@ -691,6 +696,38 @@ impl Cache {
     /// The name this instance signs its events with.
     pub fn instance(&self) -> &str {
         &self.inner.instance
+    }
+
+    /// Turns this cache's reads on or off. Off, every read-through call
+    /// (`#[cached]`, `get_or_load*`) runs its loader directly: nothing is
+    /// read and nothing is stored. Invalidations and puts still run, so
+    /// turning it back on never serves an entry that a write made stale
+    /// while it was off. See also [`set_enabled`](crate::set_enabled) for
+    /// the whole process.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use cache_runtime::{Cache, CacheOptions};
+    /// let cache = Cache::in_memory();
+    /// cache.set_enabled(false);
+    /// let opts = CacheOptions::new("n");
+    /// let _: Result<u32, ()> = cache.get_or_load("n", &opts, || async { Ok(1) }).await;
+    /// let _: Result<u32, ()> = cache.get_or_load("n", &opts, || async { Ok(2) }).await;
+    /// assert_eq!((cache.stats().hits, cache.stats().bypassed), (0, 2));
+    /// # }
+    /// ```
+    pub fn set_enabled(&self, on: bool) {
+        self.inner
+            .enabled
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Whether this cache's reads are on (its own switch; the process-wide
+    /// one is [`enabled`](crate::enabled)).
+    pub fn enabled(&self) -> bool {
+        self.inner
+            .enabled
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// The counters since the cache was built.
@@ -979,6 +1016,7 @@ impl Cache {
         G: FnOnce(Option<&S::Inner>) -> Links + 'a,
     {
         let inner = &*self.inner;
+        let mode = crate::switch::mode(&inner.enabled);
         let version_key = read.version.as_deref().map(|v| inner.layout.version(v));
         // An in-process hit (tier, or the in-process store) builds the entry
         // name in a reused buffer: no allocation but the key's.
@@ -986,7 +1024,7 @@ impl Cache {
         // user code, which may itself read the cache.
         // With invalidations waiting to be retried, nothing cached may be
         // trusted: go the network path, which retries them first.
-        let found = if inner.outbox.is_empty() {
+        let found = if mode == Mode::Normal && inner.outbox.is_empty() {
             ENTRY_NAME.with_borrow_mut(|name| {
                 name.clear();
                 inner.layout.entry_into(&read.key, name);
@@ -1017,7 +1055,8 @@ impl Cache {
                     store_ms = tracing::field::Empty,
                     load_ms = tracing::field::Empty,
                 );
-                let network = self.read_network::<S, R, L, Fut, G>(read, version_key, tags, load);
+                let network =
+                    self.read_network::<S, R, L, Fut, G>(read, version_key, tags, load, mode);
                 ReadThrough::Miss(Box::pin(network.instrument(span)))
             }
         }
@@ -1030,6 +1069,7 @@ impl Cache {
         version_key: Option<String>,
         tags: G,
         load: L,
+        mode: Mode,
     ) -> R
     where
         S: Shape<R>,
@@ -1037,12 +1077,21 @@ impl Cache {
         Fut: Future<Output = R>,
         G: FnOnce(Option<&S::Inner>) -> Links,
     {
+        if mode == Mode::Bypass {
+            return self.bypass(load).await;
+        }
         // Invalidations that failed while the store was unreachable go
         // first; while they cannot, the cache is not used at all. A read
         // retries one batch (one store call, bounded by the timeout), so a
         // long outbox does not hold it for a round trip per batch.
         if !self.inner.outbox.is_empty() && !self.drain_outbox(1).await {
+            crate::status::record(CacheStatus::Bypass);
             return load().await;
+        }
+        if mode == Mode::Refresh {
+            return self
+                .reload::<S, R, L, Fut, G>(&read.key, read.options, tags, load)
+                .await;
         }
         // The fill window runs from before the read: a marker must outlive
         // every fill whose read preceded its invalidation.
@@ -1080,6 +1129,7 @@ impl Cache {
                             Freshness::Fresh => {
                                 Stats::add(&inner.stats.hits, 1);
                                 inner.metrics.hit(options.name(), Source::Redis);
+                                crate::status::record(CacheStatus::Hit);
                                 tracing::Span::current().record("outcome", "hit");
                                 if let (Some(tier), Some(local_token)) = (tier, local_token) {
                                     if let Some(name) = &version_key {
@@ -1133,6 +1183,7 @@ impl Cache {
                                     self.decode_entry::<S::Stored>(key, &bytes)
                                 {
                                     Stats::add(&inner.stats.coalesced, 1);
+                                    crate::status::record(CacheStatus::Miss);
                                     return S::join(stored);
                                 }
                             }
@@ -1140,6 +1191,7 @@ impl Cache {
                                 if let Some(value) = share.as_ref().and_then(|s| (s.unpack)(&*any))
                                 {
                                     Stats::add(&inner.stats.coalesced, 1);
+                                    crate::status::record(CacheStatus::Miss);
                                     return value;
                                 }
                             }
@@ -1192,6 +1244,7 @@ impl Cache {
             "miss"
         };
         tracing::Span::current().record("outcome", outcome);
+        crate::status::record(CacheStatus::Miss);
         let loading = Instant::now();
         let load = load();
         let value = match &lock {
@@ -1416,6 +1469,7 @@ impl Cache {
             Stats::add(&stats.local_hits, 1);
         }
         self.inner.metrics.hit(options.name(), Source::Process);
+        crate::status::record(CacheStatus::Hit);
         tracing::debug!(target: "cache_runtime", name = options.name(), outcome = "hit", source = "process");
         Some(S::join(stored))
     }
@@ -1432,6 +1486,11 @@ impl Cache {
             Stats::add(&self.inner.stats.stale_served, 1);
             self.inner.metrics.stale_served(name);
         }
+        crate::status::record(if past_ttl {
+            CacheStatus::Stale
+        } else {
+            CacheStatus::Hit
+        });
         tracing::Span::current().record("outcome", if past_ttl { "stale" } else { "early" });
         S::join(stored)
     }

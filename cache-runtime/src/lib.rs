@@ -54,9 +54,11 @@ mod options;
 mod outbox;
 pub mod shape;
 mod stats;
+mod status;
 mod store;
 #[cfg(feature = "redis")]
 mod subscriber;
+mod switch;
 mod tier;
 mod transaction;
 mod ttl;
@@ -80,6 +82,8 @@ pub use key::{
 pub use lock::LockGuard;
 pub use options::{CacheOptions, Ttl};
 pub use stats::{InvalidationCounts, StatsSnapshot};
+pub use status::{CacheStatus, with_cache_status};
+pub use switch::{enabled, refreshing, set_enabled};
 pub use transaction::in_transaction;
 pub use ttl::parse_duration;
 #[cfg(feature = "redis")]

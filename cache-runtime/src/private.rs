@@ -318,7 +318,10 @@ where
             };
             Cached::Read(cache.read_through::<S, R, L, Fut, G>(read, tags, load))
         }
-        None => Cached::Uncached(Box::pin(load())),
+        None => {
+            crate::status::record(crate::status::CacheStatus::Bypass);
+            Cached::Uncached(Box::pin(load()))
+        }
     }
 }
 

@@ -58,6 +58,12 @@ counters! {
     oversized,
     /// Values that could not be encoded (not stored).
     encode_errors,
+    /// Reads that ran the loader without the cache: the cache or the
+    /// process switched off (`set_enabled(false)`), or a `condition` false.
+    bypassed,
+    /// Reads inside [`refreshing`](crate::refreshing) that reloaded and
+    /// stored whatever was cached.
+    forced_refreshes,
     /// Misses that found another process's loader holding the distributed
     /// lock, and waited for it.
     lock_waits,

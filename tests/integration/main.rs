@@ -19,6 +19,7 @@ mod security;
 mod shapes;
 mod strategies;
 mod suite;
+mod switches;
 mod tiers;
 mod transactions;
 mod ui;

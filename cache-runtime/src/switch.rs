@@ -1,0 +1,203 @@
+//! Turning caching off without touching code: a switch per [`Cache`]
+//! ([`Cache::set_enabled`]), one for the whole process ([`set_enabled`]),
+//! and a per-call scope that reloads and stores ([`refreshing`]).
+//!
+//! Off, a read-through call runs its loader directly: nothing is read and
+//! nothing is stored (counted as `bypassed`). Invalidations and puts still
+//! run, so a cache turned back on never serves an entry that a write made
+//! stale while it was off.
+//!
+//! The hit path pays one relaxed load of the cache's switch and one of
+//! [`STATE`] (the process switch and the count of live scopes); the
+//! task-locals are only looked at while some scope is alive.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
+
+use crate::cache::{Cache, Links};
+use crate::options::CacheOptions;
+use crate::shape::{Fill, Shape};
+use crate::stats::Stats;
+use crate::status::CacheStatus;
+
+/// Bit 0: caching is off process-wide. The rest: twice the number of live
+/// [`refreshing`] and [`with_cache_status`](crate::with_cache_status) scopes.
+static STATE: AtomicUsize = AtomicUsize::new(0);
+const OFF: usize = 1;
+const SCOPE: usize = 2;
+
+tokio::task_local! {
+    static REFRESH: ();
+}
+
+/// What a read does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Mode {
+    /// Through the cache.
+    Normal,
+    /// The loader alone: the cache is off.
+    Bypass,
+    /// The loader, and its value stored whatever was cached.
+    Refresh,
+}
+
+/// The mode of a read on a cache whose own switch is `enabled`.
+#[inline(always)]
+pub(crate) fn mode(enabled: &AtomicBool) -> Mode {
+    let state = STATE.load(Relaxed);
+    if enabled.load(Relaxed) && state == 0 {
+        return Mode::Normal;
+    }
+    slow_mode(enabled.load(Relaxed), state)
+}
+
+#[cold]
+fn slow_mode(enabled: bool, state: usize) -> Mode {
+    if !enabled || state & OFF != 0 {
+        Mode::Bypass
+    } else if REFRESH.try_with(|_| ()).is_ok() {
+        Mode::Refresh
+    } else {
+        Mode::Normal
+    }
+}
+
+/// Whether some scope is alive in the process (so task-locals are worth
+/// looking at).
+#[inline(always)]
+pub(crate) fn scopes_alive() -> bool {
+    STATE.load(Relaxed) >= SCOPE
+}
+
+/// Counts a scope as alive while it lives.
+pub(crate) struct ScopeGuard(());
+
+impl ScopeGuard {
+    pub(crate) fn enter() -> ScopeGuard {
+        STATE.fetch_add(SCOPE, Relaxed);
+        ScopeGuard(())
+    }
+}
+
+impl Drop for ScopeGuard {
+    fn drop(&mut self) {
+        STATE.fetch_sub(SCOPE, Relaxed);
+    }
+}
+
+/// Turns caching on or off for every [`Cache`] of the process (each cache
+/// also has its own switch, [`Cache::set_enabled`]; a read uses the cache
+/// only when both are on). Off, annotated functions run their bodies
+/// directly; invalidations and puts still run.
+///
+/// (A doctest of its own process: the switch would disturb the others.)
+///
+/// ```standalone_crate
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use cache_runtime::{Cache, cached};
+/// #[cached(cache = cache, key = "n")]
+/// async fn n(cache: &Cache) -> u32 { 7 }
+/// let cache = Cache::in_memory();
+/// cache_runtime::set_enabled(false); // e.g. from a CACHE_ENABLED=false setting
+/// n(&cache).await;
+/// n(&cache).await;
+/// assert_eq!(cache.stats().hits, 0);
+/// cache_runtime::set_enabled(true);
+/// # }
+/// ```
+pub fn set_enabled(on: bool) {
+    if on {
+        STATE.fetch_and(!OFF, Relaxed);
+    } else {
+        STATE.fetch_or(OFF, Relaxed);
+    }
+}
+
+/// Whether caching is on process-wide (see [`set_enabled`]).
+pub fn enabled() -> bool {
+    STATE.load(Relaxed) & OFF == 0
+}
+
+/// Runs `work` with every cached read inside it (the `#[cached]` functions
+/// and `get_or_load*` calls it makes, at any depth) reloading its value and
+/// storing it, whatever is cached: a force-refresh for one call, as
+/// `cashews`' `invalidate_further` or a `Cache-Control: no-cache` request
+/// would ask for. The store is a write-through (as [`Cache::put`]): a fill
+/// that read the old value before it cannot overwrite it. A value that is
+/// not stored (an `Err`) leaves the entry as it was; a `None` removes it.
+///
+/// The scope is a Tokio task-local: it covers this future, not tasks it
+/// spawns.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use std::sync::atomic::{AtomicU32, Ordering};
+/// use cache_runtime::{Cache, cached, refreshing};
+/// static LOADS: AtomicU32 = AtomicU32::new(0);
+/// #[cached(cache = cache, key = "n")]
+/// async fn n(cache: &Cache) -> u32 { LOADS.fetch_add(1, Ordering::SeqCst) }
+/// let cache = Cache::in_memory();
+/// assert_eq!(n(&cache).await, 0);
+/// assert_eq!(n(&cache).await, 0);              // a hit
+/// assert_eq!(refreshing(n(&cache)).await, 1);  // reloaded and stored
+/// assert_eq!(n(&cache).await, 1);              // a hit of the new value
+/// # }
+/// ```
+pub async fn refreshing<F: Future>(work: F) -> F::Output {
+    let _alive = ScopeGuard::enter();
+    REFRESH.scope((), work).await
+}
+
+impl Cache {
+    /// A read in bypass mode: the loader alone.
+    pub(crate) async fn bypass<R, L, Fut>(&self, load: L) -> R
+    where
+        L: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+    {
+        Stats::add(&self.stats_ref().bypassed, 1);
+        crate::status::record(CacheStatus::Bypass);
+        tracing::Span::current().record("outcome", "bypass");
+        load().await
+    }
+
+    /// A read inside [`refreshing`]: the loader, then its value stored as a
+    /// put (refusing older fills), or the entry removed for an absent value.
+    pub(crate) async fn reload<S, R, L, Fut, G>(
+        &self,
+        key: &str,
+        options: &CacheOptions,
+        tags: G,
+        load: L,
+    ) -> R
+    where
+        S: Shape<R>,
+        L: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+        G: FnOnce(Option<&S::Inner>) -> Links,
+    {
+        Stats::add(&self.stats_ref().forced_refreshes, 1);
+        crate::status::record(CacheStatus::Refresh);
+        tracing::Span::current().record("outcome", "forced");
+        let value = load().await;
+        match S::split(&value) {
+            Fill::Value { stored, inner } => {
+                let links = tags(Some(inner));
+                let put = self.encode_put(key.to_owned(), stored, options, links);
+                match put {
+                    Ok(put) => {
+                        if let Err(e) = self.apply_put(put).await {
+                            self.report("refresh", &e);
+                        }
+                    }
+                    Err(e) => self.report("refresh", &e),
+                }
+            }
+            Fill::Absent(_) => {
+                self.invalidate().key(key).run_reported().await;
+            }
+            Fill::Skip => {}
+        }
+        value
+    }
+}
