@@ -5,6 +5,8 @@
 //! (`tests/process_switch.rs`): flipping it here would disturb every other
 //! test running in this process.
 
+use std::time::Duration;
+
 use cache_runtime::{CacheOptions, CacheStatus, refreshing, with_cache_status};
 
 use crate::common::{Fixture, Post};
@@ -36,6 +38,8 @@ switches_suite!(
     the_plain_api_follows_the_switch,
     refreshing_reloads_and_stores_whatever_is_cached,
     refreshing_an_absent_value_removes_the_entry,
+    the_status_says_whether_the_value_came_from_the_cache,
+    the_status_of_a_stale_value_is_stale,
 );
 
 fn edit(fx_rows: &std::sync::Mutex<std::collections::HashMap<u64, Post>>, id: u64, title: &str) {
@@ -147,4 +151,65 @@ async fn refreshing_an_absent_value_removes_the_entry(fx: Fixture) {
     assert_eq!(fx.cache.get::<Option<Post>>("find:1").await, None);
     assert_eq!(repo.find(1).await, None);
     assert_eq!(repo.loads(), 3);
+}
+
+async fn the_status_says_whether_the_value_came_from_the_cache(fx: Fixture) {
+    let repo = fx.repo();
+    let (post, status) = with_cache_status(repo.get(1)).await;
+    assert_eq!((post.unwrap().id, status), (1, Some(CacheStatus::Miss)));
+    let (_, status) = with_cache_status(repo.get(1)).await;
+    assert_eq!(status, Some(CacheStatus::Hit));
+    assert!(status.unwrap().from_cache());
+    assert_eq!(status.unwrap().to_string(), "hit");
+    // An error is a miss (the body ran).
+    let (post, status) = with_cache_status(repo.get(404)).await;
+    assert!(post.is_err());
+    assert_eq!(status, Some(CacheStatus::Miss));
+    // No cached read inside: no status.
+    let ((), status) = with_cache_status(async {}).await;
+    assert_eq!(status, None);
+    // Several reads: the last one counts; a nested scope sees its own.
+    let ((inner, _), outer) = with_cache_status(async {
+        repo.get(1).await.unwrap();
+        let inner = with_cache_status(repo.get(2)).await;
+        (inner, repo.get(3).await)
+    })
+    .await;
+    assert_eq!(inner.1, Some(CacheStatus::Miss));
+    assert_eq!(outer, Some(CacheStatus::Miss), "post 3 was the last read");
+    let ((), status) = with_cache_status(async {
+        repo.get(3).await.unwrap();
+        repo.get(2).await.unwrap();
+    })
+    .await;
+    assert_eq!(status, Some(CacheStatus::Hit));
+    // Outside any scope nothing is recorded (and nothing breaks).
+    repo.get(1).await.unwrap();
+    fx.cache.set_enabled(false);
+    let (_, status) = with_cache_status(repo.get(1)).await;
+    assert_eq!(status, Some(CacheStatus::Bypass));
+    fx.cache.set_enabled(true);
+}
+
+async fn the_status_of_a_stale_value_is_stale(fx: Fixture) {
+    const STALE: CacheOptions = CacheOptions::new("stale")
+        .ttl(Duration::from_millis(200))
+        .jitter(0.0)
+        .stale(Duration::from_secs(60));
+    let (v, status) = with_cache_status(
+        fx.cache
+            .get_or_load("s", &STALE, || async { Ok::<u32, String>(1) }),
+    )
+    .await;
+    assert_eq!((v, status), (Ok(1), Some(CacheStatus::Miss)));
+    // Past the TTL (an expiry, not a race: nothing else runs), the refresh
+    // fails, and the stale value answers.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (v, status) = with_cache_status(
+        fx.cache
+            .get_or_load("s", &STALE, || async { Err::<u32, String>("down".into()) }),
+    )
+    .await;
+    assert_eq!((v, status), (Ok(1), Some(CacheStatus::Stale)));
+    assert!(!CacheStatus::Miss.from_cache() && CacheStatus::Stale.from_cache());
 }

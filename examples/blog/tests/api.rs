@@ -144,6 +144,17 @@ impl Api {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (u16, Value) {
+        let (status, _, value) = self.call_with_headers(method, path, token, body).await;
+        (status, value)
+    }
+
+    async fn call_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> (u16, axum::http::HeaderMap, Value) {
         let mut request = Request::builder()
             .method(method)
             .uri(format!("{}{path}", self.base));
@@ -163,6 +174,7 @@ impl Api {
             .await
             .unwrap();
         let status = response.status().as_u16();
+        let headers = response.headers().clone();
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         let value = if bytes.is_empty() {
             Value::Null
@@ -170,7 +182,7 @@ impl Api {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&bytes)))
         };
-        (status, value)
+        (status, headers, value)
     }
 
     /// A page outside `/api`, as text.
@@ -818,10 +830,16 @@ async fn a_second_read_is_a_cache_hit(backend: Backend) {
     let ada = api.register("ada").await;
     api.create_article(&ada, "Hot", &["x"]).await;
 
-    api.get("/articles/hot", None).await; // warms the entries
+    let x_cache = async || {
+        let (status, headers, _) = api
+            .call_with_headers(Method::GET, "/articles/hot", None, None)
+            .await;
+        assert_eq!(status, 200);
+        headers["x-cache"].to_str().unwrap().to_owned()
+    };
+    assert_eq!(x_cache().await, "miss", "the first read warms the entries");
     let before = api.state.cache.stats();
-    let (status, _) = api.get("/articles/hot", None).await;
-    assert_eq!(status, 200);
+    assert_eq!(x_cache().await, "hit");
     let after = api.state.cache.stats();
     // article, author profile, favorites count: all hits, no database read.
     assert_eq!(after.misses, before.misses, "{before:?} -> {after:?}");

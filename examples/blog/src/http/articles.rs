@@ -2,7 +2,8 @@
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderName, StatusCode};
+use cache_runtime::CacheStatus;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -156,13 +157,18 @@ async fn single(
     Ok(Json(json!({ "article": view })))
 }
 
+/// `X-Cache: hit` when the article's row came from the cache (`stale` when
+/// served within its stale window), `miss` when it was read from the
+/// database, `bypass` when the cache was not used.
 pub async fn get(
     State(state): State<AppState>,
     viewer: MaybeUser,
     Path(slug): Path<String>,
-) -> Result<Json<Value>, AppError> {
-    let row = find(&state, &slug).await?;
-    single(&state, viewer.id(), row).await
+) -> Result<([(HeaderName, &'static str); 1], Json<Value>), AppError> {
+    let (row, status) = cache_runtime::with_cache_status(find(&state, &slug)).await;
+    let x_cache = status.map_or("bypass", CacheStatus::as_str);
+    let body = single(&state, viewer.id(), row?).await?;
+    Ok(([(HeaderName::from_static("x-cache"), x_cache)], body))
 }
 
 pub async fn create(
