@@ -64,6 +64,10 @@ pub(crate) struct CachedArgs {
     /// (wait bound ms, span of the argument)
     pub(crate) lock_wait: Option<(u64, Span)>,
     pub(crate) local_ttl: Option<u64>,
+    /// `condition = <bool expr over the arguments>`: use the cache at all.
+    pub(crate) condition: Option<Expr>,
+    /// `unless = <bool expr over ret, or a closure>`: do not store this value.
+    pub(crate) unless: Option<Expr>,
     /// The span of `ttl`, for conflicts with it.
     pub(crate) ttl_span: Option<Span>,
     /// The span of `single_flight`, for conflicts with it.
@@ -78,6 +82,8 @@ pub(crate) struct InvalidatesArgs {
     pub(crate) patterns: Vec<Template>,
     pub(crate) bump: Vec<Template>,
     pub(crate) publish: Option<LitStr>,
+    /// `condition = <bool expr over the arguments and ret>`: invalidate at all.
+    pub(crate) condition: Option<Expr>,
     pub(crate) cache: Option<Expr>,
     pub(crate) krate: Option<Path>,
     /// The span of the whole attribute, for "nothing to invalidate".
@@ -124,11 +130,20 @@ const CACHED_ARGS: &[&str] = &[
     "lock",
     "lock_wait",
     "local_ttl",
+    "condition",
+    "unless",
     "name",
     "crate",
 ];
 const INVALIDATES_ARGS: &[&str] = &[
-    "keys", "tags", "patterns", "bump", "publish", "cache", "crate",
+    "keys",
+    "tags",
+    "patterns",
+    "bump",
+    "publish",
+    "condition",
+    "cache",
+    "crate",
 ];
 
 /// Collects errors, so that every problem is reported in one build.
@@ -411,6 +426,14 @@ impl CachedArgs {
                         args.lock_wait = Some((ms, name.span()));
                     }
                 }),
+                "condition" => bool_expr(value, "condition", "`condition = id > 0`")
+                    .map(|e| args.condition = Some(e)),
+                "unless" => bool_expr(
+                    value,
+                    "unless",
+                    "`unless = ret.draft` or `unless = |post: &Post| post.draft`",
+                )
+                .map(|e| args.unless = Some(e)),
                 "name" => lit_str(&value, "name", "\"posts.by_id\"").map(|n| args.name = Some(n)),
                 "crate" => krate(&value).map(|k| args.krate = Some(k)),
                 _ => {
@@ -428,6 +451,21 @@ impl CachedArgs {
             }
         }
         args
+    }
+}
+
+/// A Rust expression whose value decides something (its type, `bool`, is
+/// checked by the compiler at the expression). A string is refused: the
+/// code would lose its spans.
+fn bool_expr(value: Expr, what: &str, example: &str) -> syn::Result<Expr> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Str(s), ..
+        }) => Err(syn::Error::new(
+            s.span(),
+            format!("`{what}` takes a Rust expression, not a string: write {example}"),
+        )),
+        other => Ok(other),
     }
 }
 
@@ -593,6 +631,12 @@ impl InvalidatesArgs {
                         Ok(())
                     }
                 }),
+                "condition" => bool_expr(
+                    value,
+                    "condition",
+                    "`condition = ret.published` or `condition = id > 0`",
+                )
+                .map(|e| args.condition = Some(e)),
                 "cache" => {
                     args.cache = Some(value);
                     Ok(())
@@ -601,6 +645,9 @@ impl InvalidatesArgs {
                 _ => {
                     let hint = match name.to_string().as_str() {
                         "key" => Some("#[invalidates] takes a list: write `keys = [\"...\"]`"),
+                        "unless" => Some(
+                            "`unless` decides whether #[cached] stores a value; here write `condition = ...` (it may name `ret`)",
+                        ),
                         "tag" => Some("write `tags = [\"...\"]`"),
                         "pattern" => Some("write `patterns = [\"...\"]`"),
                         "ttl" | "cache_none" | "jitter" => Some("this belongs to #[cached]"),

@@ -329,6 +329,9 @@ fn cached(
         errors.at(span, "`cache_none` caches `None`, but this function does not return an `Option` (or `Result<Option<_>, _>`); remove it");
     }
     check_combinations(args, errors);
+    if let Some(cond) = args.condition.as_ref().filter(|c| names_ret(c)) {
+        errors.at(cond.span(), "`condition` is decided before the body runs, so it cannot name the returned value `ret`; to decide from the value whether to store it, write `unless = ...`");
+    }
     let scope = Scope {
         info,
         ret_allowed: false,
@@ -402,11 +405,25 @@ fn cached(
         quote!(if let ::core::option::Option::Some(#ret_ident) = #ret_arg { #(#ret_pushes)* })
     };
     let (tags_var, deps_var) = (helper("__tags"), helper("__depends_on"));
+    let links_var = helper("__links");
+    let unless_code = args.unless.as_ref().map(|unless| {
+        let test = decision(unless, &krate, Some(&ret_ident));
+        quote! {
+            if let ::core::option::Option::Some(#ret_ident) = #ret_arg {
+                if #test {
+                    #links_var = #links_var.store(false);
+                }
+            }
+        }
+    });
     let tags_closure = quote! {
         move |#ret_arg: ::core::option::Option<&_>| -> #krate::Links {
             #(#link_lists)*
             #ret_branch
-            #krate::Links::of(#tags_var, #deps_var)
+            #[allow(unused_mut)]
+            let mut #links_var = #krate::Links::of(#tags_var, #deps_var);
+            #unless_code
+            #links_var
         }
     };
 
@@ -461,6 +478,19 @@ fn cached(
     let shape_at_ret = Ident::new("__cache_shape", Span::mixed_site().located_at(ret.span()));
     let assert = quote_spanned!(ret.span()=> #krate::__private::assert_cacheable(&#shape_at_ret, ::core::marker::PhantomData::<#ret>););
     let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
+    // `condition`: decided before the body is made (it may move the
+    // arguments); false reads and stores nothing.
+    let cond_var = helper("__cache_condition");
+    let (cond_let, cache_use) = match &args.condition {
+        Some(cond) => {
+            let test = decision(cond, &krate, None);
+            (
+                quote!(let #cond_var: ::core::primitive::bool = #test;),
+                quote!(#krate::__private::when(#cache_use, #cond_var)),
+            )
+        }
+        None => (quote!(), cache_use),
+    };
     let key_var = helper("__cache_key");
     let version_var = helper("__cache_version");
     let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
@@ -474,6 +504,7 @@ fn cached(
         const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #(#setters)*;
         #cache_let
         #(#prefix)*
+        #cond_let
         let #key_var: ::std::string::String = #key_code;
         let #version_var: ::core::option::Option<::std::string::String> = #version_code;
         #pre_lets
@@ -490,6 +521,39 @@ fn cached(
         ).await
     };
     Some(rebuild(func, info, inner))
+}
+
+/// The code of a `condition` or `unless`: a closure is called with `arg`
+/// (the value), any other expression is used as it is; either must be a
+/// `bool`, which the compiler reports at the user's expression.
+fn decision(expr: &Expr, krate: &Path, arg: Option<&Ident>) -> TokenStream {
+    match (expr, arg) {
+        (Expr::Closure(_), Some(arg)) => {
+            quote_spanned!(expr.span()=> #krate::__private::unless(#arg, #expr))
+        }
+        _ => {
+            let var = Ident::new(
+                "__cache_decision",
+                Span::mixed_site().located_at(expr.span()),
+            );
+            quote_spanned!(expr.span()=> {
+                let #var: ::core::primitive::bool = #expr;
+                #var
+            })
+        }
+    }
+}
+
+/// Whether an expression names `ret` (as an identifier anywhere in it).
+fn names_ret(expr: &Expr) -> bool {
+    fn walk(tokens: TokenStream) -> bool {
+        tokens.into_iter().any(|t| match t {
+            proc_macro2::TokenTree::Ident(i) => i == "ret",
+            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
+            _ => false,
+        })
+    }
+    walk(expr.to_token_stream())
 }
 
 /// `module::function@types:arg1:arg2` (or `Type::method@types:...` for
@@ -605,10 +669,34 @@ fn invalidates(
     let ok_var = helper("__cache_ok");
     let lists_vars = ["__keys", "__tags", "__patterns", "__bumps"].map(helper);
     let ret_ident = Ident::new("ret", Span::call_site());
+    // `condition`: over the arguments, decided before the body (which may
+    // move them); naming `ret`, decided after it, on the `Ok` value.
+    let cond_var = helper("__cache_condition");
+    let (cond_before, cond_after) = match &args.condition {
+        Some(cond) if names_ret(cond) => {
+            if info.ret.is_none() {
+                errors.at(
+                    cond.span(),
+                    "`ret` names the returned value, but this function returns nothing",
+                );
+                return None;
+            }
+            (quote!(), decision(cond, &krate, None))
+        }
+        Some(cond) => {
+            let test = decision(cond, &krate, None);
+            (
+                quote!(let #cond_var: ::core::primitive::bool = #test;),
+                quote!(#cond_var),
+            )
+        }
+        None => (quote!(), quote!(true)),
+    };
     let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
     let inner = quote! {
         #cache_let
         #(#prefix)*
+        #cond_before
         #pre_lets
         let #result #annotation = async move { #(#stmts)* }.await;
         // Render everything before awaiting, so no borrow of the result is
@@ -617,7 +705,11 @@ fn invalidates(
             use #krate::__private::{OutcomeOfResult as _, OutcomeOfValue as _};
             (&#krate::__private::OutcomeProbe(&#result)).success()
         } {
-            ::core::option::Option::Some(#ok_var) => {
+            ::core::option::Option::Some(#ok_var) if {
+                #[allow(unused_variables)]
+                let #ret_ident = #ok_var;
+                #cond_after
+            } => {
                 #[allow(unused_variables)]
                 let #ret_ident = #ok_var;
                 ::core::option::Option::Some((
@@ -627,7 +719,7 @@ fn invalidates(
                     ::std::vec![#(#bumps),*],
                 ))
             }
-            ::core::option::Option::None => ::core::option::Option::None,
+            _ => ::core::option::Option::None,
         };
         if let ::core::option::Option::Some((#(#lists_vars),*)) = #plan {
             #krate::__private::invalidate(#cache_use, #(#lists_vars),*, #publish).await;

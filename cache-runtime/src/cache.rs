@@ -595,6 +595,8 @@ fn default_instance_name() -> String {
 pub struct Links {
     pub(crate) tags: Vec<String>,
     pub(crate) depends_on: Vec<String>,
+    /// `store(false)`: the value is returned but not stored.
+    pub(crate) not_stored: bool,
 }
 
 impl Links {
@@ -617,7 +619,20 @@ impl Links {
 
     /// Tags and dependencies already rendered (what `#[cached]` builds).
     pub fn of(tags: Vec<String>, depends_on: Vec<String>) -> Self {
-        Links { tags, depends_on }
+        Links {
+            tags,
+            depends_on,
+            not_stored: false,
+        }
+    }
+
+    /// `false`: do not store this value (it is still returned, and handed
+    /// to coalesced callers); what `#[cached(unless = ...)]` does. Decided
+    /// from the loaded value in `get_or_load_tagged`'s links closure:
+    /// `|post| Links::new().store(!post.is_some_and(|p| p.draft))`.
+    pub fn store(mut self, on: bool) -> Self {
+        self.not_stored = !on;
+        self
     }
 }
 
@@ -626,6 +641,7 @@ impl From<Vec<String>> for Links {
         Links {
             tags,
             depends_on: Vec::new(),
+            not_stored: false,
         }
     }
 }
@@ -1382,6 +1398,13 @@ impl Cache {
         // A value stale past `ttl` is kept for the stale window too.
         let keep = ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default()));
         let links = tags(inner_value);
+        if links.not_stored {
+            // `unless`: returned (and shared with waiters), not stored.
+            return Landed::Value {
+                bytes: shared,
+                token,
+            };
+        }
         let mut req = self.fill_request(key, shared.to_vec(), keep, links, token);
         req.release = lock.as_ref().map(LockGuard::release_parts);
         // Kept decoded in process: by the in-process store, or by the tier.

@@ -27,6 +27,26 @@ impl<T: AsRef<Cache> + ?Sized> CacheHandle for T {
     }
 }
 
+/// `condition = <expr>` of `#[cached]`: the cache when the condition
+/// holds; otherwise none, and the read is counted as bypassed.
+#[inline]
+pub fn when(cache: Option<&Cache>, condition: bool) -> Option<&Cache> {
+    if condition {
+        return cache;
+    }
+    if let Some(cache) = cache {
+        crate::stats::Stats::add(&cache.stats_ref().bypassed, 1);
+    }
+    None
+}
+
+/// `unless = <closure>` of `#[cached]`, called with the loaded value (the
+/// closure's argument type is inferred from here).
+#[inline(always)]
+pub fn unless<T: ?Sized, F: FnOnce(&T) -> bool>(value: &T, unless: F) -> bool {
+    unless(value)
+}
+
 /// An owned handle to the cache named by `cache = <expr>`, for bodies that
 /// take `self` by value or mutably.
 #[inline]

@@ -183,6 +183,11 @@ impl Cache {
         match S::split(&value) {
             Fill::Value { stored, inner } => {
                 let links = tags(Some(inner));
+                if links.not_stored {
+                    // Not to be cached: what was cached is stale now.
+                    self.invalidate().key(key).run_reported().await;
+                    return value;
+                }
                 let put = self.encode_put(key.to_owned(), stored, options, links);
                 match put {
                     Ok(put) => {

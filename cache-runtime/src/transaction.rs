@@ -90,6 +90,9 @@ fn merge(held: Vec<Held>) -> Vec<Held> {
 
 /// Holds `held` in the current transaction scope; gives it back when there
 /// is none.
+// The `Err` hands the value back to the caller, which applies it: boxing it
+// would cost an allocation per invalidation outside transactions.
+#[allow(clippy::result_large_err)]
 pub(crate) fn hold(held: Held) -> Result<(), Held> {
     let mut slot = Some(held);
     let in_scope = SCOPE

@@ -9,6 +9,7 @@
 mod cascades;
 mod cluster;
 mod common;
+mod conditions;
 mod consistency;
 mod faults;
 mod locks;
