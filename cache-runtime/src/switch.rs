@@ -7,9 +7,10 @@
 //! run, so a cache turned back on never serves an entry that a write made
 //! stale while it was off.
 //!
-//! The hit path pays one relaxed load of the cache's switch and one of
-//! [`STATE`] (the process switch and the count of live scopes); the
-//! task-locals are only looked at while some scope is alive.
+//! The hit path pays relaxed loads of the cache's switch and of [`STATE`]
+//! (the process switch and the count of live scopes; read again when the
+//! outcome is recorded for `with_cache_status`); the task-locals are only
+//! looked at while some scope is alive.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
@@ -128,6 +129,11 @@ pub fn enabled() -> bool {
 ///
 /// The scope is a Tokio task-local: it covers this future, not tasks it
 /// spawns.
+///
+/// Limits: the value is stored as a put, so with the read's `ttl` and tags
+/// but not its `stale` window (the entry expires at its TTL), nor its
+/// `version` (a versioned read loads once more after a refresh), nor its
+/// `max_size` check.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
