@@ -912,9 +912,16 @@ impl Cache {
         Ok(Put {
             key,
             bytes: entry::encode(self.inner.codec, meta, value)?,
-            ttl,
+            // A value stale past `ttl` is kept for the stale window too.
+            ttl: ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default())),
             links,
         })
+    }
+
+    /// Whether an encoded put is over the size limit of `options` (or of
+    /// the cache).
+    pub(crate) fn oversized(&self, put: &Put, options: &CacheOptions) -> bool {
+        put.bytes.len() > options.size_limit().unwrap_or(self.inner.max_value_size)
     }
 
     /// Marks the key (so fills that read before now are refused, and

@@ -130,10 +130,10 @@ pub fn enabled() -> bool {
 /// The scope is a Tokio task-local: it covers this future, not tasks it
 /// spawns.
 ///
-/// Limits: the value is stored as a put, so with the read's `ttl` and tags
-/// but not its `stale` window (the entry expires at its TTL), nor its
-/// `version` (a versioned read loads once more after a refresh), nor its
-/// `max_size` check.
+/// The value is stored as a put, with the read's `ttl`, `stale` window and
+/// tags; a value over `max_size` is not stored and removes the entry. One
+/// limit: the put does not record the read's `version`, so a versioned read
+/// loads once more after a refresh.
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -196,6 +196,11 @@ impl Cache {
                 }
                 let put = self.encode_put(key.to_owned(), stored, options, links);
                 match put {
+                    Ok(put) if self.oversized(&put, options) => {
+                        Stats::add(&self.stats_ref().oversized, 1);
+                        // Not stored; what was cached is stale now.
+                        self.invalidate().key(key).run_reported().await;
+                    }
                     Ok(put) => {
                         if let Err(e) = self.apply_put(put).await {
                             self.report("refresh", &e);

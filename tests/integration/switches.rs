@@ -40,6 +40,7 @@ switches_suite!(
     refreshing_an_absent_value_removes_the_entry,
     the_status_says_whether_the_value_came_from_the_cache,
     the_status_of_a_stale_value_is_stale,
+    a_refresh_keeps_the_stale_window_and_the_size_limit,
 );
 
 fn edit(fx_rows: &std::sync::Mutex<std::collections::HashMap<u64, Post>>, id: u64, title: &str) {
@@ -212,4 +213,40 @@ async fn the_status_of_a_stale_value_is_stale(fx: Fixture) {
     .await;
     assert_eq!((v, status), (Ok(1), Some(CacheStatus::Stale)));
     assert!(!CacheStatus::Miss.from_cache() && CacheStatus::Stale.from_cache());
+}
+
+async fn a_refresh_keeps_the_stale_window_and_the_size_limit(fx: Fixture) {
+    const SMALL: CacheOptions = CacheOptions::new("small").max_size(64);
+    let load = |v: String| move || async move { Ok::<String, String>(v) };
+    assert_eq!(
+        fx.cache
+            .get_or_load("small", &SMALL, load("a".into()))
+            .await,
+        Ok("a".into())
+    );
+    let big = "b".repeat(200);
+    assert_eq!(
+        refreshing(fx.cache.get_or_load("small", &SMALL, load(big.clone()))).await,
+        Ok(big)
+    );
+    assert_eq!(
+        fx.cache.get::<String>("small").await,
+        None,
+        "over max_size: removed, not stored"
+    );
+    assert_eq!(fx.cache.stats().oversized, 1);
+
+    const STALE: CacheOptions = CacheOptions::new("stale")
+        .ttl(Duration::from_millis(200))
+        .jitter(0.0)
+        .stale(Duration::from_secs(60));
+    let refreshed = refreshing(fx.cache.get_or_load("s", &STALE, load("fresh".into()))).await;
+    assert_eq!(refreshed, Ok("fresh".into()));
+    // Past the TTL, the refreshed entry is still there for the stale window.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (v, status) = with_cache_status(fx.cache.get_or_load("s", &STALE, || async {
+        Err::<String, String>("down".into())
+    }))
+    .await;
+    assert_eq!((v, status), (Ok("fresh".into()), Some(CacheStatus::Stale)));
 }
