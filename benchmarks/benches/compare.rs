@@ -144,10 +144,10 @@ impl Articles {
 async fn hand_written(redis: &MultiplexedConnection, id: u64) -> Result<Article, io::Error> {
     let mut conn = redis.clone();
     let key = format!("hand:article:{id}");
-    if let Ok(Some(bytes)) = conn.get::<_, Option<Vec<u8>>>(&key).await {
-        if let Ok(article) = serde_json::from_slice(&bytes) {
-            return Ok(article);
-        }
+    if let Ok(Some(bytes)) = conn.get::<_, Option<Vec<u8>>>(&key).await
+        && let Ok(article) = serde_json::from_slice(&bytes)
+    {
+        return Ok(article);
     }
     let article = load(id).await?;
     if let Ok(json) = serde_json::to_vec(&article) {
