@@ -160,12 +160,12 @@ fn glob_match_bytes(mut p: &[u8], mut t: &[u8]) -> bool {
                     continue;
                 }
                 b'[' if !t.is_empty() => {
-                    if let Some((matched, rest)) = match_class(prest, t[0]) {
-                        if matched {
-                            p = rest;
-                            t = &t[1..];
-                            continue;
-                        }
+                    if let Some((matched, rest)) = match_class(prest, t[0])
+                        && matched
+                    {
+                        p = rest;
+                        t = &t[1..];
+                        continue;
                     }
                 }
                 b'\\' if !prest.is_empty() && !t.is_empty() && prest[0] == t[0] => {
@@ -249,10 +249,10 @@ fn bound_part(escaped: &str) -> String {
         cut -= 1;
     }
     // Do not split a %XX escape.
-    if let Some(p) = escaped[..cut].rfind('%') {
-        if cut - p < 3 {
-            cut = p;
-        }
+    if let Some(p) = escaped[..cut].rfind('%')
+        && cut - p < 3
+    {
+        cut = p;
     }
     let mut out = String::with_capacity(cut + 1 + 64);
     out.push_str(&escaped[..cut]);
