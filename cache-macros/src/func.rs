@@ -90,12 +90,10 @@ impl FnInfo {
     /// the arguments (`let id = id;`), so that the key is built from the
     /// rebound names and they count as used.
     pub(crate) fn body_stmts(func: &ItemFn, async_trait: bool) -> (Vec<Stmt>, Vec<Stmt>) {
-        if async_trait {
-            if let Some(Expr::Async(block)) = boxed_async(func) {
-                let stmts = &block.block.stmts;
-                let split = stmts.iter().position(is_ret_binding).unwrap_or(0);
-                return (stmts[..split].to_vec(), stmts[split..].to_vec());
-            }
+        if async_trait && let Some(Expr::Async(block)) = boxed_async(func) {
+            let stmts = &block.block.stmts;
+            let split = stmts.iter().position(is_ret_binding).unwrap_or(0);
+            return (stmts[..split].to_vec(), stmts[split..].to_vec());
         }
         (Vec::new(), func.block.stmts.clone())
     }

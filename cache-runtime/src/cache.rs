@@ -236,10 +236,10 @@ fn decode_quietly<T: DeserializeOwned>(
     typed: Option<&Typed<T>>,
 ) -> Option<(Meta, T)> {
     let env = entry::decode(bytes).ok()?;
-    if let (Some(kept), Some(typed)) = (kept, typed) {
-        if let Some(value) = (typed.unpack)(&**kept) {
-            return Some((env.meta, value));
-        }
+    if let (Some(kept), Some(typed)) = (kept, typed)
+        && let Some(value) = (typed.unpack)(&**kept)
+    {
+        return Some((env.meta, value));
     }
     env.codec
         .decode::<T>(env.payload)
@@ -1304,14 +1304,14 @@ impl Cache {
         if let Some(leader) = leader {
             leader.land(landed);
         }
-        if let Some((stored, past_ttl)) = refreshing {
-            if matches!(S::split(&value), Fill::Skip) {
-                // Stale-if-error: a failed refresh keeps serving what is
-                // cached (until the entry's stale window ends).
-                Stats::add(&inner.stats.refresh_failures, 1);
-                tracing::warn!(target: "cache_runtime", name = options.name(), key, "refresh failed; serving the cached value");
-                return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
-            }
+        if let Some((stored, past_ttl)) = refreshing
+            && matches!(S::split(&value), Fill::Skip)
+        {
+            // Stale-if-error: a failed refresh keeps serving what is
+            // cached (until the entry's stale window ends).
+            Stats::add(&inner.stats.refresh_failures, 1);
+            tracing::warn!(target: "cache_runtime", name = options.name(), key, "refresh failed; serving the cached value");
+            return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
         }
         value
     }
@@ -1545,10 +1545,11 @@ impl Cache {
         let deadline = *waiting.deadline.get_or_insert(now + bound);
         // Listen before trying, so a landing right after the try is heard.
         #[cfg(feature = "redis")]
-        if !has_stale && waiting.landings.is_none() {
-            if let Some(subscriber) = self.subscriber() {
-                waiting.landings = Some(subscriber.landings());
-            }
+        if !has_stale
+            && waiting.landings.is_none()
+            && let Some(subscriber) = self.subscriber()
+        {
+            waiting.landings = Some(subscriber.landings());
         }
         // Ask whether the entry is there only once: a value that does not
         // decode must not send this caller round in circles.
@@ -2014,34 +2015,33 @@ impl crate::subscriber::Hooks for CacheHooks {
     }
 
     fn coherence(&self, message: crate::subscriber::Coherence) {
-        if let Some(inner) = self.inner.upgrade() {
-            if let Some(tier) = &inner.tier {
-                for pattern in &message.patterns {
-                    tier.apply_pattern(pattern);
-                }
-                let versions: Vec<(String, u64)> = message
-                    .version_names
-                    .into_iter()
-                    .zip(message.version_values)
-                    .collect();
-                tier.apply(&message.entries, &versions);
-                Stats::add(&inner.stats.coherence_applied, 1);
+        if let Some(inner) = self.inner.upgrade()
+            && let Some(tier) = &inner.tier
+        {
+            for pattern in &message.patterns {
+                tier.apply_pattern(pattern);
             }
+            let versions: Vec<(String, u64)> = message
+                .version_names
+                .into_iter()
+                .zip(message.version_values)
+                .collect();
+            tier.apply(&message.entries, &versions);
+            Stats::add(&inner.stats.coherence_applied, 1);
         }
     }
 
     fn echo(&self, message: crate::subscriber::Coherence) {
-        if let Some(inner) = self.inner.upgrade() {
-            if let Some(tier) = &inner.tier {
-                if !message.nonce.is_empty() {
-                    let versions = message
-                        .version_names
-                        .into_iter()
-                        .zip(message.version_values)
-                        .collect();
-                    tier.echo(&message.nonce, message.entries, versions);
-                }
-            }
+        if let Some(inner) = self.inner.upgrade()
+            && let Some(tier) = &inner.tier
+            && !message.nonce.is_empty()
+        {
+            let versions = message
+                .version_names
+                .into_iter()
+                .zip(message.version_values)
+                .collect();
+            tier.echo(&message.nonce, message.entries, versions);
         }
     }
 

@@ -347,11 +347,10 @@ mod entries {
         ) {
             let good = entry::encode(Codec::Json, meta, &value).unwrap();
             let bad = mutate(good.clone(), &mutations);
-            if let Some((_, read)) = check(&bad) {
-                if bad.get(24..) == good.get(24..) {
+            if let Some((_, read)) = check(&bad)
+                && bad.get(24..) == good.get(24..) {
                     prop_assert_eq!(read, value, "the payload is intact");
                 }
-            }
         }
     }
 
@@ -472,10 +471,10 @@ mod entries {
                     if policy == 1 {
                         // Stale-while-revalidate: reloaded exactly when past its TTL.
                         let past = meta.fresh_until_ms != 0 && meta.fresh_until_ms <= now_ms();
-                        if let Some((m, _)) = &usable {
-                            if m.fresh_until_ms == meta.fresh_until_ms {
-                                prop_assert_eq!(ran, past);
-                            }
+                        if let Some((m, _)) = &usable
+                            && m.fresh_until_ms == meta.fresh_until_ms
+                        {
+                            prop_assert_eq!(ran, past);
                         }
                     }
                     Ok(())

@@ -122,10 +122,10 @@ impl<'c> Invalidation<'c> {
             publish: self.publish.clone(),
         };
         let result = self.run_once().await;
-        if let Err(e) = &result {
-            if e.kind() != crate::ErrorKind::Codec {
-                cache.outbox_push(pending);
-            }
+        if let Err(e) = &result
+            && e.kind() != crate::ErrorKind::Codec
+        {
+            cache.outbox_push(pending);
         }
         result
     }

@@ -116,7 +116,10 @@ pub fn escape_part_into(value: &str, out: &mut String) {
         if needs_escape(c) {
             let mut bytes = [0u8; 4];
             for b in c.encode_utf8(&mut bytes).bytes() {
-                let _ = write!(out, "%{b:02X}");
+                const HEX: &[u8; 16] = b"0123456789ABCDEF";
+                out.push('%');
+                out.push(char::from(HEX[usize::from(b >> 4)]));
+                out.push(char::from(HEX[usize::from(b & 0xf)]));
             }
         } else {
             out.push(c);
@@ -160,12 +163,12 @@ fn glob_match_bytes(mut p: &[u8], mut t: &[u8]) -> bool {
                     continue;
                 }
                 b'[' if !t.is_empty() => {
-                    if let Some((matched, rest)) = match_class(prest, t[0]) {
-                        if matched {
-                            p = rest;
-                            t = &t[1..];
-                            continue;
-                        }
+                    if let Some((matched, rest)) = match_class(prest, t[0])
+                        && matched
+                    {
+                        p = rest;
+                        t = &t[1..];
+                        continue;
                     }
                 }
                 b'\\' if !prest.is_empty() && !t.is_empty() && prest[0] == t[0] => {
@@ -249,10 +252,10 @@ fn bound_part(escaped: &str) -> String {
         cut -= 1;
     }
     // Do not split a %XX escape.
-    if let Some(p) = escaped[..cut].rfind('%') {
-        if cut - p < 3 {
-            cut = p;
-        }
+    if let Some(p) = escaped[..cut].rfind('%')
+        && cut - p < 3
+    {
+        cut = p;
     }
     let mut out = String::with_capacity(cut + 1 + 64);
     out.push_str(&escaped[..cut]);

@@ -71,17 +71,19 @@ impl Held {
 fn merge(held: Vec<Held>) -> Vec<Held> {
     let mut merged: Vec<Held> = Vec::with_capacity(held.len());
     for next in held {
-        if let (Some(Held::Invalidate(last)), Held::Invalidate(inv)) = (merged.last_mut(), &next) {
-            if last.publish.is_none() && inv.publish.is_none() && last.cache.same_as(&inv.cache) {
-                let Held::Invalidate(inv) = next else {
-                    unreachable!("matched above")
-                };
-                last.keys.extend(inv.keys);
-                last.tags.extend(inv.tags);
-                last.patterns.extend(inv.patterns);
-                last.bumps.extend(inv.bumps);
-                continue;
-            }
+        if let (Some(Held::Invalidate(last)), Held::Invalidate(inv)) = (merged.last_mut(), &next)
+            && last.publish.is_none()
+            && inv.publish.is_none()
+            && last.cache.same_as(&inv.cache)
+        {
+            let Held::Invalidate(inv) = next else {
+                unreachable!("matched above")
+            };
+            last.keys.extend(inv.keys);
+            last.tags.extend(inv.tags);
+            last.patterns.extend(inv.patterns);
+            last.bumps.extend(inv.bumps);
+            continue;
         }
         merged.push(next);
     }

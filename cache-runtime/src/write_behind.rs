@@ -130,10 +130,10 @@ impl<T: Serialize + DeserializeOwned> WriteBehind<T> {
                     .map_err(Error::from)
             })
             .await;
-        if let Err(e) = created {
-            if !e.to_string().contains("BUSYGROUP") {
-                return Err(e);
-            }
+        if let Err(e) = created
+            && !e.to_string().contains("BUSYGROUP")
+        {
+            return Err(e);
         }
         Ok(WriteBehind {
             cache: cache.clone(),

@@ -15,6 +15,25 @@ pub struct Post {
     pub title: String,
 }
 
+/// `mod cluster` with one test that runs every `async fn case(fx: Fixture)`,
+/// one after another, on one three-master cluster (each case in its own
+/// namespace): starting a cluster per case would cost more than the cases.
+macro_rules! on_one_cluster {
+    ($($case:ident),* $(,)?) => {
+        mod cluster {
+            #[tokio::test]
+            async fn every_case() {
+                let cluster = integration_tests::RedisCluster::start();
+                $(
+                    eprintln!("cluster case: {}", stringify!($case));
+                    super::$case(crate::common::Fixture::cluster(&cluster, stringify!($case))).await;
+                )*
+            }
+        }
+    };
+}
+pub(crate) use on_one_cluster;
+
 /// Which store a test runs on; the server lives as long as the fixture.
 pub struct Fixture {
     pub cache: Cache,

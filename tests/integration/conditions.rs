@@ -28,7 +28,7 @@ impl Docs {
         self.loads.fetch_add(1, Ordering::SeqCst);
         Doc {
             id,
-            draft: id % 2 == 0,
+            draft: id.is_multiple_of(2),
         }
     }
 

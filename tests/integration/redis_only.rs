@@ -277,6 +277,9 @@ async fn big_invalidations_run_in_bounded_steps() {
     let cache = Cache::builder()
         .redis_url(proxy.url())
         .namespace("big")
+        // Counted here are calls, not time: a loaded machine must not turn a
+        // 10,000-entry step into a timeout (and a retry).
+        .timeout(Duration::from_secs(4))
         // No subscriber: its pings would go through the proxy too.
         .apply_events(false)
         .build()

@@ -19,19 +19,7 @@ macro_rules! suite {
         mod redis {
             $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
         }
-        /// Every case, one after another, on one three-master cluster (each
-        /// in its own namespace): starting a cluster per case would cost more
-        /// than the cases.
-        mod cluster {
-            #[tokio::test]
-            async fn every_case() {
-                let cluster = integration_tests::RedisCluster::start();
-                $(
-                    eprintln!("cluster case: {}", stringify!($case));
-                    super::$case(crate::common::Fixture::cluster(&cluster, stringify!($case))).await;
-                )*
-            }
-        }
+        crate::common::on_one_cluster!($($case),*);
     };
 }
 

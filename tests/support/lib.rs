@@ -211,10 +211,10 @@ fn signal(sig: &str, pid: u32) {
 
 impl Drop for RedisServer {
     fn drop(&mut self) {
-        if std::thread::panicking() {
-            if let Ok(log) = std::fs::read_to_string(self.dir.join("redis.log")) {
-                eprintln!("--- redis-server log (port {}) ---\n{log}", self.port);
-            }
+        if std::thread::panicking()
+            && let Ok(log) = std::fs::read_to_string(self.dir.join("redis.log"))
+        {
+            eprintln!("--- redis-server log (port {}) ---\n{log}", self.port);
         }
         if self.child.is_some() {
             // A paused server must be thawed to die cleanly.

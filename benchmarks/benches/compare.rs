@@ -1,0 +1,765 @@
+//! The comparison of issue 8: one `redis-server`, one run, five ways to read
+//! the same 1 KB value through Redis:
+//!
+//! - `raw GET + decode` (the floor): a `redis` crate `GET` of the value's
+//!   JSON and `serde_json` decoding it, nothing else;
+//! - `hand-written cache-aside`: what one writes without a library: render
+//!   the key, `GET`, decode, on a miss load and `SET EX`;
+//! - `cached` crate: `#[concurrent_cached(redis = true, ..)]` of the `cached`
+//!   crate (version 4) over its `AsyncRedisCache` (MessagePack values);
+//! - this crate's `#[cached]` over Redis (one pipelined round trip per hit:
+//!   `GET` entry + `GET` sequence number, a 24-byte header before the JSON);
+//! - the same `#[cached]` over two tiers (`CacheBuilder::local_ttl`): hits
+//!   served from process memory;
+//!
+//! and, as a reference row, this crate's hit round trip written by hand
+//! (the same pipeline, header skipped, JSON decoded), which tells the cost
+//! of the protocol from the cost of the runtime's code.
+//!
+//! For each: p50/p99 latency of warm hits with one task, throughput (and
+//! this process's CPU time per hit) with 16 and 64 concurrent tasks, and the
+//! loader invocations when 1,000 tasks hit one cold key at once. Then a tag
+//! covering 10,000 entries invalidated in one call, against deleting the
+//! same keys with a pipeline of `DEL`s or `UNLINK`s, with the server's own
+//! time for each. Contenders alternate in rounds so drift hits them alike.
+//!
+//! Run: `cargo bench -p benchmarks --bench compare` (under a minute once
+//! built; prints markdown tables; the figures are in docs/BENCHMARKS.md).
+//! `COMPARE_ONLY=<contender>` runs one contender's throughput alone, for a
+//! profiler (see [`only_one`]).
+
+use std::collections::BTreeMap;
+use std::hint::black_box;
+use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use cache_runtime::{Cache, CacheOptions, Links, cached};
+use cached::macros::concurrent_cached;
+use integration_tests::RedisServer;
+use redis::AsyncCommands;
+use redis::aio::MultiplexedConnection;
+use serde::{Deserialize, Serialize};
+
+/// Warm hits timed per contender, with one task.
+const LATENCY_SAMPLES: usize = 20_000;
+/// Rounds the latency samples are taken in (contenders alternate).
+const LATENCY_ROUNDS: usize = 10;
+/// How long each contender runs per throughput round, and the rounds.
+const THROUGHPUT_SLICE: Duration = Duration::from_millis(400);
+const THROUGHPUT_ROUNDS: usize = 6;
+/// Tasks calling one cold key at once.
+const STAMPEDE_TASKS: usize = 1_000;
+/// How long the "database" takes to load a row.
+const LOAD_TIME: Duration = Duration::from_millis(20);
+/// Entries under the one tag invalidated at once.
+const TAG_ENTRIES: usize = 10_000;
+const TAG_ROUNDS: usize = 5;
+
+/// A row whose JSON is about 1 KB.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+struct Article {
+    id: u64,
+    author_id: u64,
+    title: String,
+    slug: String,
+    description: String,
+    body: String,
+    tags: Vec<String>,
+    created_at: String,
+    updated_at: String,
+    favorites_count: u32,
+}
+
+/// Bytes of the article body that make the JSON 1,024 bytes long.
+const BODY_LEN: usize = 684;
+
+impl Article {
+    fn sample(id: u64) -> Article {
+        let text = "Caching a read is easy; keeping it right after a write is the hard part. ";
+        Article {
+            id,
+            author_id: id % 97,
+            title: format!("How to cache article number {id} without going stale"),
+            slug: format!("how-to-cache-article-{id}"),
+            description: "Cache-aside reads, post-commit invalidation, and what goes wrong".into(),
+            body: text.repeat(BODY_LEN / text.len() + 1)[..BODY_LEN].to_owned(),
+            tags: vec!["rust".into(), "redis".into(), "caching".into()],
+            created_at: "2026-11-23T10:00:00.000Z".into(),
+            updated_at: "2026-11-23T11:30:00.000Z".into(),
+            favorites_count: 42,
+        }
+    }
+}
+
+/// Loader invocations (one counter: the stampedes run one after another).
+static LOADS: AtomicU64 = AtomicU64::new(0);
+
+/// The "database": counts its calls, takes [`LOAD_TIME`].
+async fn load(id: u64) -> Result<Article, io::Error> {
+    LOADS.fetch_add(1, Ordering::Relaxed);
+    tokio::time::sleep(LOAD_TIME).await;
+    Ok(Article::sample(id))
+}
+
+/// The bench's server, for the `cached` crate's store (its macro builds the
+/// store in a `static`, the first time the function is called).
+static URL: OnceLock<String> = OnceLock::new();
+
+/// The `cached` crate's Redis-backed macro, as its documentation shows it
+/// (`ty` and `create` only to give it this run's server and a TTL).
+#[concurrent_cached(
+    redis = true,
+    ty = "cached::AsyncRedisCache<u64, Article>",
+    create = {
+        cached::AsyncRedisCache::builder("cmp-cached")
+            .ttl(Duration::from_secs(600))
+            .connection_string(URL.get().expect("set before the first call"))
+            .build()
+            .await
+            .expect("the cached crate's store")
+    },
+    map_error = |e| io::Error::other(format!("{e:?}"))
+)]
+async fn cached_crate_article(id: u64) -> Result<Article, io::Error> {
+    load(id).await
+}
+
+/// This crate's macro, on a repository method.
+#[derive(Debug)]
+struct Articles {
+    cache: Cache,
+}
+
+impl Articles {
+    #[cached(cache = self.cache, key = "article:{id}", ttl = "10m")]
+    async fn get(&self, id: u64) -> Result<Article, io::Error> {
+        load(id).await
+    }
+}
+
+/// Cache-aside written by hand over the same client: a fault of the cache
+/// is a miss, a failed store is ignored.
+async fn hand_written(redis: &MultiplexedConnection, id: u64) -> Result<Article, io::Error> {
+    let mut conn = redis.clone();
+    let key = format!("hand:article:{id}");
+    if let Ok(Some(bytes)) = conn.get::<_, Option<Vec<u8>>>(&key).await
+        && let Ok(article) = serde_json::from_slice(&bytes)
+    {
+        return Ok(article);
+    }
+    let article = load(id).await?;
+    if let Ok(json) = serde_json::to_vec(&article) {
+        let _: redis::RedisResult<()> = conn.set_ex(&key, json, 600).await;
+    }
+    Ok(article)
+}
+
+/// The floor: one `GET` of the JSON and its decoding.
+async fn floor(conn: &mut MultiplexedConnection, key: &str) -> Article {
+    let bytes: Vec<u8> = conn.get(key).await.expect("GET");
+    serde_json::from_slice(&bytes).expect("JSON")
+}
+
+/// Not a contender: this crate's Redis round trip for a hit written by hand
+/// (one pipeline, `GET` of the entry and of the namespace's sequence
+/// number; the JSON after the 24-byte header decoded), to tell the cost of
+/// the protocol from the cost of the runtime's code.
+async fn ours_by_hand(conn: &mut MultiplexedConnection) -> Article {
+    let (bytes, _seq): (Vec<u8>, Option<u64>) = redis::pipe()
+        .get("ours:article:1")
+        .get("ours#seq")
+        .query_async(conn)
+        .await
+        .expect("GET, GET");
+    serde_json::from_slice(&bytes[24..]).expect("JSON")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Contender {
+    Floor,
+    OursByHand,
+    Hand,
+    CachedCrate,
+    Ours,
+    TwoTiers,
+}
+
+const CONTENDERS: [Contender; 6] = [
+    Contender::Floor,
+    Contender::OursByHand,
+    Contender::Hand,
+    Contender::CachedCrate,
+    Contender::Ours,
+    Contender::TwoTiers,
+];
+
+impl Contender {
+    /// The name `COMPARE_ONLY` takes.
+    fn short(self) -> &'static str {
+        match self {
+            Contender::Floor => "floor",
+            Contender::OursByHand => "by-hand",
+            Contender::Hand => "hand",
+            Contender::CachedCrate => "cached",
+            Contender::Ours => "ours",
+            Contender::TwoTiers => "two-tiers",
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            Contender::Floor => "raw `GET` + decode (floor)",
+            Contender::OursByHand => {
+                "(reference: raw pipeline `GET` entry + `GET` seq, skip header, decode)"
+            }
+            Contender::Hand => "hand-written cache-aside",
+            Contender::CachedCrate => "`cached` 4.1 `#[concurrent_cached(redis = true)]`",
+            Contender::Ours => "`#[cached]`, Redis",
+            Contender::TwoTiers => "`#[cached]`, two tiers (`local_ttl`)",
+        }
+    }
+}
+
+/// What every contender reads through.
+#[derive(Debug)]
+struct Bench {
+    redis: MultiplexedConnection,
+    ours: Articles,
+    two_tiers: Articles,
+}
+
+const FLOOR_KEY: &str = "floor:article:1";
+const WARM_ID: u64 = 1;
+
+impl Bench {
+    /// One read of the warm key (or of `id`), through `who`; `conn` is the
+    /// calling task's own connection handle, for the floor.
+    async fn read(&self, who: Contender, conn: &mut MultiplexedConnection, id: u64) -> Article {
+        match who {
+            Contender::Floor => floor(conn, FLOOR_KEY).await,
+            Contender::OursByHand => ours_by_hand(conn).await,
+            Contender::Hand => hand_written(&self.redis, id).await.unwrap(),
+            Contender::CachedCrate => cached_crate_article(id).await.unwrap(),
+            Contender::Ours => self.ours.get(id).await.unwrap(),
+            Contender::TwoTiers => self.two_tiers.get(id).await.unwrap(),
+        }
+    }
+}
+
+async fn redis_cache(url: &str, namespace: &str, local_ttl: Option<Duration>) -> Cache {
+    let mut builder = Cache::builder().redis_url(url).namespace(namespace);
+    if let Some(ttl) = local_ttl {
+        builder = builder.local_ttl(ttl);
+    }
+    let cache = builder.build().unwrap();
+    if local_ttl.is_some() {
+        while !cache.listening() {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    cache
+}
+
+fn quantile(sorted: &[Duration], q: f64) -> Duration {
+    sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// Single-task latency of warm hits: `LATENCY_ROUNDS` rounds, each timing
+/// every contender in turn (the order rotating) on one spawned task.
+async fn latency(bench: Arc<Bench>) -> Vec<Vec<Duration>> {
+    tokio::spawn(async move {
+        let mut conn = bench.redis.clone();
+        let mut samples = vec![Vec::with_capacity(LATENCY_SAMPLES); CONTENDERS.len()];
+        for who in CONTENDERS {
+            for _ in 0..1_000 {
+                black_box(bench.read(who, &mut conn, WARM_ID).await);
+            }
+        }
+        let per_round = LATENCY_SAMPLES / LATENCY_ROUNDS;
+        for round in 0..LATENCY_ROUNDS {
+            for k in 0..CONTENDERS.len() {
+                let i = (k + round) % CONTENDERS.len();
+                let who = CONTENDERS[i];
+                for _ in 0..per_round {
+                    let start = Instant::now();
+                    black_box(bench.read(who, &mut conn, black_box(WARM_ID)).await);
+                    samples[i].push(start.elapsed());
+                }
+            }
+        }
+        for s in &mut samples {
+            s.sort();
+        }
+        samples
+    })
+    .await
+    .unwrap()
+}
+
+/// Hits per second of `who` with `tasks` concurrent tasks for one slice.
+/// CPU time this process has used (user + system; the server is another
+/// process), from `/proc/self/stat` in clock ticks of 10 ms; zero where
+/// there is no `/proc`.
+fn process_cpu() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/self/stat") else {
+        return Duration::ZERO;
+    };
+    // After the command name in parentheses: state, ppid, ..., the 12th and
+    // 13th fields are utime and stime.
+    let rest = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let ticks: u64 = rest
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .map(|f| f.parse::<u64>().unwrap_or(0))
+        .sum();
+    Duration::from_millis(ticks * 10)
+}
+
+/// Hits of `who` with `tasks` concurrent tasks for one slice: how many, in
+/// what time, with how much CPU time of this process.
+async fn throughput_slice(
+    bench: &Arc<Bench>,
+    who: Contender,
+    tasks: usize,
+) -> (u64, Duration, Duration) {
+    let cpu = process_cpu();
+    let start = Instant::now();
+    let deadline = start + THROUGHPUT_SLICE;
+    let handles: Vec<_> = (0..tasks)
+        .map(|_| {
+            let bench = bench.clone();
+            tokio::spawn(async move {
+                let mut conn = bench.redis.clone();
+                let mut ops = 0u64;
+                loop {
+                    for _ in 0..16 {
+                        black_box(bench.read(who, &mut conn, WARM_ID).await);
+                    }
+                    ops += 16;
+                    if Instant::now() >= deadline {
+                        return ops;
+                    }
+                    // A two-tier hit never waits: let the other tasks run.
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    let mut ops = 0;
+    for h in handles {
+        ops += h.await.unwrap();
+    }
+    (ops, start.elapsed(), process_cpu() - cpu)
+}
+
+/// Per contender with `tasks` tasks, over the rounds: hits per second, and
+/// this process's CPU time per hit in µs.
+async fn throughput(bench: &Arc<Bench>, tasks: usize) -> Vec<(f64, f64)> {
+    let mut totals = vec![(0u64, Duration::ZERO, Duration::ZERO); CONTENDERS.len()];
+    for round in 0..THROUGHPUT_ROUNDS {
+        for k in 0..CONTENDERS.len() {
+            let i = (k + round * 2) % CONTENDERS.len();
+            let (ops, took, cpu) = throughput_slice(bench, CONTENDERS[i], tasks).await;
+            totals[i].0 += ops;
+            totals[i].1 += took;
+            totals[i].2 += cpu;
+        }
+    }
+    totals
+        .iter()
+        .map(|(ops, took, cpu)| {
+            (
+                *ops as f64 / took.as_secs_f64(),
+                cpu.as_secs_f64() * 1e6 / *ops as f64,
+            )
+        })
+        .collect()
+}
+
+/// Loader invocations, and the time until every task had its value, when
+/// `STAMPEDE_TASKS` tasks read one cold key through `who` at once.
+async fn stampede(bench: &Arc<Bench>, who: Contender, id: u64) -> (u64, Duration) {
+    LOADS.store(0, Ordering::SeqCst);
+    let barrier = Arc::new(tokio::sync::Barrier::new(STAMPEDE_TASKS + 1));
+    let handles: Vec<_> = (0..STAMPEDE_TASKS)
+        .map(|_| {
+            let bench = bench.clone();
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                let mut conn = bench.redis.clone();
+                barrier.wait().await;
+                bench.read(who, &mut conn, id).await
+            })
+        })
+        .collect();
+    barrier.wait().await;
+    let start = Instant::now();
+    for h in handles {
+        assert_eq!(h.await.unwrap(), Article::sample(id));
+    }
+    (LOADS.load(Ordering::SeqCst), start.elapsed())
+}
+
+/// Fills `TAG_ENTRIES` entries under the tag `big` through `cache`, 64 at a
+/// time.
+async fn fill_tagged(cache: &Cache, value: &Article) {
+    const OPTS: CacheOptions = CacheOptions::new("big");
+    let cache = Arc::new(cache.clone());
+    let handles: Vec<_> = (0..64)
+        .map(|t| {
+            let cache = cache.clone();
+            let value = value.clone();
+            tokio::spawn(async move {
+                for i in (t..TAG_ENTRIES).step_by(64) {
+                    let _: Article = cache
+                        .get_or_load_tagged(
+                            &format!("item:{i}"),
+                            &OPTS,
+                            |_| Links::new().tag("big"),
+                            || async { value.clone() },
+                        )
+                        .await;
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.await.unwrap();
+    }
+}
+
+async fn existing(conn: &mut MultiplexedConnection, keys: &[String]) -> usize {
+    redis::cmd("EXISTS")
+        .arg(keys)
+        .query_async(conn)
+        .await
+        .unwrap()
+}
+
+/// Calls and microseconds per command the server has counted (`INFO
+/// commandstats`; commands a script calls are counted too).
+async fn command_stats(conn: &mut MultiplexedConnection) -> BTreeMap<String, (u64, u64)> {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .unwrap();
+    let field = |l: &str, name: &str| {
+        l.split(',')
+            .find_map(|f| f.strip_prefix(name))
+            .map_or(0, |n| n.parse().unwrap())
+    };
+    info.lines()
+        .filter_map(|l| l.strip_prefix("cmdstat_"))
+        .filter_map(|l| l.split_once(':'))
+        .map(|(name, l)| (name.to_owned(), (field(l, "calls="), field(l, "usec="))))
+        .collect()
+}
+
+/// What the server did between two [`command_stats`]: calls and µs per
+/// command, most time first.
+fn stats_delta(
+    before: &BTreeMap<String, (u64, u64)>,
+    after: &BTreeMap<String, (u64, u64)>,
+) -> Vec<(String, u64, u64)> {
+    let mut delta: Vec<_> = after
+        .iter()
+        .map(|(name, (calls, usec))| {
+            let (c0, u0) = before.get(name).copied().unwrap_or_default();
+            (name.clone(), calls - c0, usec - u0)
+        })
+        .filter(|(name, calls, _)| *calls > 0 && name != "info")
+        .collect();
+    delta.sort_by_key(|(_, _, usec)| std::cmp::Reverse(*usec));
+    delta
+}
+
+/// One way of removing the entries, timed.
+#[derive(Debug, Default)]
+struct Removal {
+    /// As seen by the caller.
+    client: Duration,
+    /// Server time of the call (the script, or the pipeline's commands).
+    server: Duration,
+    /// Calls and µs per command inside the server.
+    commands: Vec<(String, u64, u64)>,
+}
+
+/// Removing `TAG_ENTRIES` entries: one tag invalidation; a pipeline of one
+/// `DEL` per entry; a pipeline of one `UNLINK` per entry (the same entries,
+/// refilled before each), `TAG_ROUNDS` times each.
+async fn invalidation(url: &str, conn: &mut MultiplexedConnection) -> [Vec<Removal>; 3] {
+    let cache = redis_cache(url, "inv", None).await;
+    let value = Article::sample(7);
+    // Entry names: the namespace, `:`, the key (known up front).
+    let keys: Vec<String> = (0..TAG_ENTRIES).map(|i| format!("inv:item:{i}")).collect();
+    let mut times: [Vec<Removal>; 3] = Default::default();
+    for _ in 0..TAG_ROUNDS {
+        for (way, took) in times.iter_mut().enumerate() {
+            fill_tagged(&cache, &value).await;
+            assert_eq!(existing(conn, &keys).await, TAG_ENTRIES, "all filled");
+            let before = command_stats(conn).await;
+            let start = Instant::now();
+            if way == 0 {
+                let report = cache.invalidate().tag("big").await.unwrap();
+                let client = start.elapsed();
+                assert_eq!(report.removed, TAG_ENTRIES as u64);
+                let commands = stats_delta(&before, &command_stats(conn).await);
+                took.push(Removal {
+                    client,
+                    server: Duration::from_micros(
+                        commands
+                            .iter()
+                            .find(|(name, _, _)| name == "evalsha")
+                            .map_or(0, |c| c.2),
+                    ),
+                    commands,
+                });
+            } else {
+                let mut pipe = redis::pipe();
+                for key in &keys {
+                    pipe.cmd(if way == 1 { "DEL" } else { "UNLINK" })
+                        .arg(key)
+                        .ignore();
+                }
+                let () = pipe.query_async(conn).await.unwrap();
+                let client = start.elapsed();
+                let commands = stats_delta(&before, &command_stats(conn).await);
+                took.push(Removal {
+                    client,
+                    server: Duration::from_micros(commands.iter().map(|c| c.2).sum()),
+                    commands,
+                });
+                // Leave no tag members behind for the next fill.
+                let _: () = conn.del("inv#tag:big").await.unwrap();
+            }
+            assert_eq!(existing(conn, &keys).await, 0, "all gone");
+        }
+    }
+    times
+}
+
+async fn value_sizes(conn: &mut MultiplexedConnection) -> Vec<(String, usize)> {
+    let mut sizes = Vec::new();
+    let (_, names): (u64, Vec<String>) = redis::cmd("SCAN")
+        .arg(0)
+        .arg("COUNT")
+        .arg(1000)
+        .query_async(conn)
+        .await
+        .unwrap();
+    let mut names = names;
+    names.sort();
+    for name in names {
+        if name.contains('#') {
+            continue;
+        }
+        let len: usize = conn.strlen(&name).await.unwrap();
+        sizes.push((name, len));
+    }
+    sizes
+}
+
+/// For profiling one contender (`perf`, `valgrind --tool=callgrind`):
+/// `COMPARE_ONLY=ours` runs only its throughput, with `COMPARE_TASKS` tasks
+/// (64) for `COMPARE_SLICES` slices of 0.4 s (15), and prints the hits. Two
+/// callgrind runs with different slice counts give instructions per hit:
+/// the difference of the totals over the difference of the hits.
+async fn only_one(bench: &Arc<Bench>, only: &str) {
+    let who = CONTENDERS
+        .into_iter()
+        .find(|c| c.short() == only)
+        .unwrap_or_else(|| {
+            let names: Vec<_> = CONTENDERS.iter().map(|c| c.short()).collect();
+            panic!("COMPARE_ONLY is one of {names:?}")
+        });
+    let var = |name: &str, default: usize| {
+        std::env::var(name).map_or(default, |v| v.parse().expect("a number"))
+    };
+    let (tasks, slices) = (var("COMPARE_TASKS", 64), var("COMPARE_SLICES", 15));
+    let (mut hits, mut took, mut cpu) = (0, Duration::ZERO, Duration::ZERO);
+    for _ in 0..slices {
+        let (h, t, c) = throughput_slice(bench, who, tasks).await;
+        (hits, took, cpu) = (hits + h, took + t, cpu + c);
+    }
+    println!(
+        "{}: {hits} hits with {tasks} tasks, {:.0} hits/s, {:.1} µs of CPU per hit",
+        who.name(),
+        hits as f64 / took.as_secs_f64(),
+        cpu.as_secs_f64() * 1e6 / hits as f64
+    );
+}
+
+fn main() {
+    // `cargo test` runs bench targets without `--bench`: only measure when
+    // asked to.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let server = RedisServer::start();
+    let url = server.url();
+    URL.set(url.clone()).unwrap();
+    rt.block_on(async {
+        let redis = redis::Client::open(url.as_str())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let bench = Arc::new(Bench {
+            redis: redis.clone(),
+            ours: Articles {
+                cache: redis_cache(&url, "ours", None).await,
+            },
+            two_tiers: Articles {
+                cache: redis_cache(&url, "two", Some(Duration::from_secs(600))).await,
+            },
+        });
+        let mut conn = redis.clone();
+        let json = serde_json::to_vec(&Article::sample(WARM_ID)).unwrap();
+        let _: () = conn.set(FLOOR_KEY, &json).await.unwrap();
+        // Warm every contender's entry; each must load exactly once.
+        // (The reference row reads the entry `#[cached]` fills: last.)
+        for who in CONTENDERS.into_iter().rev() {
+            LOADS.store(0, Ordering::SeqCst);
+            for _ in 0..3 {
+                assert_eq!(
+                    bench.read(who, &mut conn, WARM_ID).await,
+                    Article::sample(WARM_ID)
+                );
+            }
+            assert!(LOADS.load(Ordering::SeqCst) <= 1, "{} is warm", who.name());
+        }
+
+        println!("value: `Article` as JSON, {} bytes", json.len());
+        println!();
+        println!("| stored under | bytes |");
+        println!("|---|---|");
+        for (name, len) in value_sizes(&mut conn).await {
+            println!("| `{name}` | {len} |");
+        }
+        println!();
+
+        if let Ok(only) = std::env::var("COMPARE_ONLY") {
+            return only_one(&bench, &only).await;
+        }
+        let lat = latency(bench.clone()).await;
+        let t16 = throughput(&bench, 16).await;
+        let t64 = throughput(&bench, 64).await;
+        let mut storms = Vec::new();
+        for (i, &who) in CONTENDERS.iter().enumerate() {
+            storms.push(match who {
+                Contender::Floor | Contender::OursByHand => None,
+                _ => Some(stampede(&bench, who, 1_000 + i as u64).await),
+            });
+        }
+        let stats = [bench.ours.cache.stats(), bench.two_tiers.cache.stats()];
+
+        println!(
+            "| contender | p50 µs | p99 µs | hits/s, 16 tasks | hits/s, 64 tasks | client CPU µs per hit, 16 / 64 tasks | loader runs, {STAMPEDE_TASKS} tasks on a cold key | until all {STAMPEDE_TASKS} had the value |"
+        );
+        println!("|---|---|---|---|---|---|---|---|");
+        let p50 = |i: usize| quantile(&lat[i], 0.5).as_secs_f64();
+        let p99 = |i: usize| quantile(&lat[i], 0.99).as_secs_f64();
+        for (i, who) in CONTENDERS.iter().enumerate() {
+            let storm = storms[i].map_or("n/a".to_owned(), |(n, _)| n.to_string());
+            let storm_time = storms[i].map_or("n/a".to_owned(), |(_, t)| {
+                format!("{:.0} ms", t.as_secs_f64() * 1e3)
+            });
+            println!(
+                "| {} | {:.1} | {:.1} | {:.0} | {:.0} | {:.1} / {:.1} | {} | {} |",
+                who.name(),
+                p50(i) * 1e6,
+                p99(i) * 1e6,
+                t16[i].0,
+                t64[i].0,
+                t16[i].1,
+                t64[i].1,
+                storm,
+                storm_time,
+            );
+        }
+        println!();
+        // Ratios: latency and CPU, contender / reference (above 1: slower);
+        // throughput, contender / reference (below 1: slower).
+        for (reference, label) in [(0, "the floor"), (2, "the hand-written cache-aside")] {
+            println!(
+                "| vs {label} | p50 | p99 | hits/s, 16 tasks | hits/s, 64 tasks | CPU per hit, 16 / 64 tasks |"
+            );
+            println!("|---|---|---|---|---|---|");
+            for (i, who) in CONTENDERS.iter().enumerate() {
+                if i == reference {
+                    continue;
+                }
+                println!(
+                    "| {} | {:.2}x | {:.2}x | {:.2}x | {:.2}x | {:.2}x / {:.2}x |",
+                    who.name(),
+                    p50(i) / p50(reference),
+                    p99(i) / p99(reference),
+                    t16[i].0 / t16[reference].0,
+                    t64[i].0 / t64[reference].0,
+                    t16[i].1 / t16[reference].1,
+                    t64[i].1 / t64[reference].1,
+                );
+            }
+            println!();
+        }
+        for (name, s) in ["Redis", "two tiers"].iter().zip(&stats) {
+            println!(
+                "`#[cached]`, {name}: hits {}, local hits {}, misses {}, coalesced {}, store errors {}",
+                s.hits, s.local_hits, s.misses, s.coalesced, s.store_errors
+            );
+        }
+        println!();
+
+        let [tag, del, unlink] = invalidation(&url, &mut conn).await;
+        println!(
+            "Removing {TAG_ENTRIES} entries of 1 KB ({TAG_ROUNDS} rounds each, refilled between):"
+        );
+        println!();
+        println!(
+            "| how | each round, ms | median ms | vs the tag | server time, median ms | server vs the tag |"
+        );
+        println!("|---|---|---|---|---|---|");
+        let median = |t: &[Removal], server: bool| {
+            let mut t: Vec<Duration> = t
+                .iter()
+                .map(|r| if server { r.server } else { r.client })
+                .collect();
+            t.sort();
+            t[t.len() / 2]
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1e3;
+        let (tag_client, tag_server) = (median(&tag, false), median(&tag, true));
+        for (name, t) in [
+            ("`cache.invalidate().tag(\"big\")` (one script call)", &tag),
+            ("pipeline of 10,000 `DEL`", &del),
+            ("pipeline of 10,000 `UNLINK`", &unlink),
+        ] {
+            let each: Vec<String> = t.iter().map(|r| format!("{:.1}", ms(r.client))).collect();
+            println!(
+                "| {name} | {} | {:.1} | {:.2}x | {:.1} | {:.2}x |",
+                each.join(", "),
+                ms(median(t, false)),
+                ms(median(t, false)) / ms(tag_client),
+                ms(median(t, true)),
+                ms(median(t, true)) / ms(tag_server),
+            );
+        }
+        println!();
+        println!("Inside the server, the tag invalidation's last round (commands the script called):");
+        println!();
+        println!("| command | calls | ms |");
+        println!("|---|---|---|");
+        for (name, calls, usec) in &tag[tag.len() - 1].commands {
+            println!("| `{name}` | {calls} | {:.1} |", *usec as f64 / 1e3);
+        }
+    });
+}
