@@ -89,6 +89,14 @@ pub async fn with_cache_status<F: Future>(work: F) -> (F::Output, Option<CacheSt
 #[inline(always)]
 pub(crate) fn record(status: CacheStatus) {
     if scopes_alive() {
-        let _ = STATUS.try_with(|cell| cell.set(Some(status)));
+        record_in_scope(status);
     }
+}
+
+// Out of line, so the task-local access is not inlined at every outcome
+// point of the read path (see the hit_path figures in the branch's report).
+#[cold]
+#[inline(never)]
+fn record_in_scope(status: CacheStatus) {
+    let _ = STATUS.try_with(|cell| cell.set(Some(status)));
 }

@@ -53,6 +53,7 @@ pub(crate) fn mode(enabled: &AtomicBool) -> Mode {
 }
 
 #[cold]
+#[inline(never)]
 fn slow_mode(enabled: bool, state: usize) -> Mode {
     if !enabled || state & OFF != 0 {
         Mode::Bypass
