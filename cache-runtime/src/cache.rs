@@ -1444,7 +1444,6 @@ impl Cache {
             Ok(false) => {
                 Stats::add(&inner.stats.fills_rejected, 1);
                 inner.metrics.fill_rejected();
-                inner.metrics.fill_rejected();
                 tracing::debug!(target: "cache_runtime", key, "fill refused: invalidated since the read");
                 Landed::Retry
             }
