@@ -270,7 +270,11 @@ mod entries {
     /// What `entry::decode` must make of `bytes`, from the documented
     /// layout (see `entry.rs`): `None` means rejected.
     fn expected(bytes: &[u8]) -> Option<Meta> {
-        if bytes.len() < 24 || bytes[0] != 0xCA || bytes[1] != 1 || bytes[2] != 1 {
+        // Codec ids: 1 JSON; 2 postcard, with its feature.
+        let codec_known = bytes
+            .get(2)
+            .is_some_and(|&id| id == 1 || (id == 2 && cfg!(feature = "postcard")));
+        if bytes.len() < 24 || bytes[0] != 0xCA || bytes[1] != 1 || !codec_known {
             return None;
         }
         let u64_at = |at: usize| {
@@ -293,7 +297,7 @@ mod entries {
         match (entry::decode(bytes), want) {
             (Ok(env), Some(meta)) => {
                 assert_eq!(env.meta, meta);
-                assert_eq!(env.codec, Codec::Json);
+                assert_eq!(Some(env.codec), Codec::from_id(bytes[2]));
                 assert_eq!(env.payload, &bytes[24..]);
                 // Any payload: a value or an error, never a panic.
                 let _ = env.codec.decode::<serde_json::Value>(env.payload);
