@@ -10,19 +10,7 @@ use tokio::sync::oneshot;
 
 use crate::common::Fixture;
 
-macro_rules! cascade_suite {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
-        }
-        mod redis {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
-        }
-        crate::common::on_one_cluster!($($case),*);
-    };
-}
-
-cascade_suite!(
+crate::common::on_every_store!(
     a_dependent_goes_with_its_dependency,
     cascades_are_transitive,
     a_cycle_ends,

@@ -34,6 +34,21 @@ macro_rules! on_one_cluster {
 }
 pub(crate) use on_one_cluster;
 
+/// Runs every `async fn case(fx: Fixture)` on the in-process store, on a
+/// `redis-server` of its own (a test per case), and on one cluster.
+macro_rules! on_every_store {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
+        }
+        crate::common::on_one_cluster!($($case),*);
+    };
+}
+pub(crate) use on_every_store;
+
 /// Which store a test runs on; the server lives as long as the fixture.
 pub struct Fixture {
     pub cache: Cache,

@@ -61,28 +61,7 @@ impl Docs {
     }
 }
 
-macro_rules! conditions_suite {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
-        }
-        mod redis {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
-        }
-        mod cluster {
-            #[tokio::test]
-            async fn every_case() {
-                let cluster = integration_tests::RedisCluster::start();
-                $(
-                    eprintln!("cluster case: {}", stringify!($case));
-                    super::$case(crate::common::Fixture::cluster(&cluster, stringify!($case))).await;
-                )*
-            }
-        }
-    };
-}
-
-conditions_suite!(
+crate::common::on_every_store!(
     a_false_condition_reads_and_stores_nothing,
     unless_keeps_a_value_out_of_the_cache,
     an_invalidation_condition_can_read_ret_and_the_arguments,

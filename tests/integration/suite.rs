@@ -11,19 +11,7 @@ use tokio::task::JoinHandle;
 
 use crate::common::{Fixture, Post};
 
-macro_rules! suite {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
-        }
-        mod redis {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
-        }
-        crate::common::on_one_cluster!($($case),*);
-    };
-}
-
-suite!(
+crate::common::on_every_store!(
     a_hit_does_not_run_the_body,
     errors_are_returned_and_not_cached,
     none_is_cached_only_when_asked,

@@ -11,28 +11,7 @@ use cache_runtime::{CacheOptions, CacheStatus, refreshing, with_cache_status};
 
 use crate::common::{Fixture, Post};
 
-macro_rules! switches_suite {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
-        }
-        mod redis {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
-        }
-        mod cluster {
-            #[tokio::test]
-            async fn every_case() {
-                let cluster = integration_tests::RedisCluster::start();
-                $(
-                    eprintln!("cluster case: {}", stringify!($case));
-                    super::$case(crate::common::Fixture::cluster(&cluster, stringify!($case))).await;
-                )*
-            }
-        }
-    };
-}
-
-switches_suite!(
+crate::common::on_every_store!(
     a_disabled_cache_runs_the_body_and_reads_and_stores_nothing,
     writes_while_disabled_still_invalidate,
     the_plain_api_follows_the_switch,
