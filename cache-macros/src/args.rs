@@ -70,6 +70,8 @@ pub(crate) struct CachedArgs {
     pub(crate) unless: Option<Expr>,
     /// The span of `ttl`, for conflicts with it.
     pub(crate) ttl_span: Option<Span>,
+    /// `idle`: (time-to-idle ms, span of the argument).
+    pub(crate) idle: Option<(u64, Span)>,
     /// The span of `single_flight`, for conflicts with it.
     pub(crate) single_flight_span: Option<Span>,
 }
@@ -96,6 +98,8 @@ pub(crate) struct PutArgs {
     pub(crate) key: Option<Template>,
     pub(crate) ttl: Option<TtlArg>,
     pub(crate) jitter: Option<f32>,
+    /// `idle`: (time-to-idle ms, span of the argument).
+    pub(crate) idle: Option<(u64, Span)>,
     pub(crate) tags: Vec<Template>,
     pub(crate) depends_on: Vec<Template>,
     pub(crate) cache: Option<Expr>,
@@ -107,6 +111,7 @@ pub(crate) struct PutArgs {
 const PUT_ARGS: &[&str] = &[
     "key",
     "ttl",
+    "idle",
     "jitter",
     "tags",
     "depends_on",
@@ -117,6 +122,7 @@ const PUT_ARGS: &[&str] = &[
 const CACHED_ARGS: &[&str] = &[
     "key",
     "ttl",
+    "idle",
     "jitter",
     "tags",
     "cache",
@@ -162,8 +168,9 @@ impl Errors {
         self.push(syn::Error::new(span, msg));
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.0.is_none()
+    /// How many errors so far.
+    pub(crate) fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |e| e.clone().into_iter().count())
     }
 
     pub(crate) fn finish(self) -> Option<syn::Error> {
@@ -319,6 +326,17 @@ fn duration_ms(value: &Expr, what: &str, allow_forever: bool) -> syn::Result<Ttl
     Ok(TtlArg::Millis(ms))
 }
 
+/// A time-to-idle, in milliseconds (never "forever", never zero).
+fn idle_ms(value: &Expr) -> syn::Result<u64> {
+    match duration_ms(value, "idle", false)? {
+        TtlArg::Millis(ms) => Ok(ms),
+        TtlArg::Forever => Err(syn::Error::new(
+            value.span(),
+            "`idle` cannot be \"forever\"; leave it out",
+        )),
+    }
+}
+
 /// The compile-time twin of `cache_runtime::parse_duration`, in milliseconds.
 fn parse_duration_ms(text: &str) -> Result<u64, String> {
     let mut total: u64 = 0;
@@ -382,6 +400,7 @@ impl CachedArgs {
                     args.ttl = Some(t);
                     args.ttl_span = Some(name.span());
                 }),
+                "idle" => idle_ms(&value).map(|ms| args.idle = Some((ms, name.span()))),
                 "jitter" => parse_jitter(&value).map(|j| args.jitter = Some(j)),
                 "tags" => {
                     args.tags = templates(&value, "tags", "\"author:{author_id}\"", errors);
@@ -675,6 +694,7 @@ impl PutArgs {
             let result: syn::Result<()> = match name.to_string().as_str() {
                 "key" => template(&value, "key", "\"post:{ret.id}\"").map(|t| args.key = Some(t)),
                 "ttl" => duration_ms(&value, "ttl", true).map(|t| args.ttl = Some(t)),
+                "idle" => idle_ms(&value).map(|ms| args.idle = Some((ms, name.span()))),
                 "jitter" => parse_jitter(&value).map(|j| args.jitter = Some(j)),
                 "tags" => {
                     args.tags = templates(&value, "tags", "\"author:{ret.author_id}\"", errors);

@@ -40,34 +40,116 @@ pub(crate) fn entry(kind: Kind, args: TokenStream, item: TokenStream) -> TokenSt
             return quote!(#err #item);
         }
     };
+    if is_sibling_marker(&args) {
+        return func.into_token_stream();
+    }
     let mut errors = Errors::default();
+    let mut func = func;
+    let siblings = take_siblings(kind, &mut func, &mut errors);
     let expanded = match kind {
         Kind::Cached => {
             let args = CachedArgs::parse(args, &mut errors);
             FnInfo::analyze(&func, "cached", &mut errors)
                 .and_then(|info| cached(&func, &info, &args, &mut errors))
         }
-        Kind::Invalidates => {
-            let args = InvalidatesArgs::parse(args, &mut errors);
-            FnInfo::analyze(&func, "invalidates", &mut errors)
-                .and_then(|info| invalidates(&func, &info, &args, &mut errors))
-        }
-        Kind::Put => {
-            let args = PutArgs::parse(args, &mut errors);
-            FnInfo::analyze(&func, "cache_put", &mut errors)
-                .and_then(|info| put(&func, &info, &args, &mut errors))
+        Kind::Invalidates | Kind::Put => {
+            let mut ops = vec![Op::parse(kind, args, None, &mut errors)];
+            ops.extend(
+                siblings
+                    .into_iter()
+                    .map(|(kind, args, span)| Op::parse(kind, args, Some(span), &mut errors)),
+            );
+            FnInfo::analyze(&func, kind.name(), &mut errors)
+                .and_then(|info| writes(&func, &info, &ops, &mut errors))
         }
     };
     match (errors.finish(), expanded) {
         (None, Some(tokens)) => tokens,
         (Some(e), _) => {
-            // Keep the function as it was next to the error, so that one
-            // mistake in the attribute does not cascade into errors at every
-            // caller.
+            // Keep the function as it was next to the error (less the write
+            // attributes this expansion took), so that one mistake in the
+            // attribute does not cascade into errors at every caller.
             let err = e.to_compile_error();
-            quote!(#err #item)
+            quote!(#err #func)
         }
-        (None, None) => item,
+        (None, None) => func.into_token_stream(),
+    }
+}
+
+/// What a sibling attribute's arguments become once the first attribute
+/// has taken them: it stays on the function (so its import counts as used)
+/// and expands to the function unchanged.
+const SIBLING_MARKER: &str = "__cache_applied_by_the_first_attribute";
+
+fn is_sibling_marker(args: &TokenStream) -> bool {
+    let mut tokens = args.clone().into_iter();
+    matches!((tokens.next(), tokens.next()), (Some(proc_macro2::TokenTree::Ident(i)), None) if i == SIBLING_MARKER)
+}
+
+/// Takes the arguments of this crate's other attributes on the function:
+/// the write attributes after this one (`#[invalidates]`, `#[cache_put]`),
+/// which this expansion applies together with its own, in the order
+/// written. A `#[cached]` beside a write attribute (or a second
+/// `#[cached]`) is an error. Attributes are recognised by their last path
+/// segment.
+fn take_siblings(
+    kind: Kind,
+    func: &mut ItemFn,
+    errors: &mut Errors,
+) -> Vec<(Kind, TokenStream, Span)> {
+    let mut siblings = Vec::new();
+    for attr in &mut func.attrs {
+        let Some(name) = attr.path().segments.last().map(|s| s.ident.to_string()) else {
+            continue;
+        };
+        let sibling = match name.as_str() {
+            "cached" => Kind::Cached,
+            "invalidates" => Kind::Invalidates,
+            "cache_put" => Kind::Put,
+            _ => continue,
+        };
+        match (kind, sibling) {
+            (Kind::Cached, Kind::Cached) => {
+                errors.at(
+                    attr.path().span(),
+                    "#[cached] is given twice on this function; keep one",
+                );
+            }
+            (Kind::Cached, _) | (_, Kind::Cached) => {
+                errors.at(attr.path().span(), "a function either reads through the cache (#[cached]) or writes (#[invalidates], #[cache_put]), not both; put the read and the write on two functions");
+            }
+            _ => {
+                let args = match &attr.meta {
+                    syn::Meta::List(list) => list.tokens.clone(),
+                    _ => TokenStream::new(),
+                };
+                siblings.push((sibling, args, attr.path().span()));
+            }
+        }
+        let path = attr.path().clone();
+        let marker = Ident::new(SIBLING_MARKER, Span::call_site());
+        attr.meta = syn::parse_quote!(#path(#marker));
+    }
+    siblings
+}
+
+impl Op {
+    /// A write attribute's arguments; `span` is the attribute's, for a
+    /// sibling (whose empty arguments have no span of their own).
+    fn parse(kind: Kind, args: TokenStream, span: Option<Span>, errors: &mut Errors) -> Op {
+        match kind {
+            Kind::Put => {
+                let mut args = PutArgs::parse(args, errors);
+                args.span = args.span.or(span);
+                Op::Put(args)
+            }
+            _ => {
+                let before = errors.len();
+                let mut args = InvalidatesArgs::parse(args, errors);
+                args.span = args.span.or(span);
+                Op::Invalidates(args, errors.len() == before)
+            }
+        }
     }
 }
 
@@ -229,8 +311,12 @@ fn build(t: &Template, krate: &Path, mut pre: Option<&mut Prerendered>) -> Token
 /// The cache handle: borrowed where that cannot conflict with the body (a
 /// field of `&self`, or the default), cloned (one `Arc`) where the body may
 /// take what the handle comes from (`&mut self`, `self`, an argument).
-fn cache_handle(cache: Option<&Expr>, info: &FnInfo, krate: &Path) -> (TokenStream, TokenStream) {
-    let var = helper("__cache");
+fn cache_handle(
+    cache: Option<&Expr>,
+    info: &FnInfo,
+    krate: &Path,
+    var: &Ident,
+) -> (TokenStream, TokenStream) {
     match cache {
         Some(expr) => {
             let root = expr_root(expr);
@@ -301,6 +387,12 @@ fn check_combinations(args: &CachedArgs, errors: &mut Errors) {
     if let (false, Some((_, span))) = (distributed, args.lock_wait) {
         errors.at(span, "`lock_wait` bounds how long a caller waits for another process's loader; it needs `lock = \"distributed\"`");
     }
+    if let Some((_, span)) = args.idle
+        && (args.stale.is_some() || args.early.is_some())
+    {
+        errors.at(span, "`idle` expires an entry that is not read, while `stale` and `early` refresh it by its TTL; choose one");
+    }
+    check_idle(args.idle, args.ttl, errors);
     if let Some(TtlArg::Forever) = args.ttl {
         let span = args.ttl_span.unwrap_or_else(Span::call_site);
         if args.stale.is_some() || args.early.is_some() {
@@ -428,7 +520,7 @@ fn cached(
     };
 
     let name = args.name.as_ref().map(|n| n.value()).unwrap_or(fn_name);
-    let mut setters = lifetime_setters(args.ttl, args.jitter);
+    let mut setters = lifetime_setters(args.ttl, args.jitter, args.idle);
     if let Some((ms, _)) = args.cache_none {
         setters.push(quote!(.cache_none(::core::time::Duration::from_millis(#ms))));
     }
@@ -477,7 +569,8 @@ fn cached(
     // stored is reported there.
     let shape_at_ret = Ident::new("__cache_shape", Span::mixed_site().located_at(ret.span()));
     let assert = quote_spanned!(ret.span()=> #krate::__private::assert_cacheable(&#shape_at_ret, ::core::marker::PhantomData::<#ret>););
-    let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
+    let (cache_let, cache_use) =
+        cache_handle(args.cache.as_ref(), info, &krate, &helper("__cache"));
     // `condition`: decided before the body is made (it may move the
     // arguments); false reads and stores nothing.
     let cond_var = helper("__cache_condition");
@@ -605,29 +698,193 @@ fn expr_root(expr: &Expr) -> Option<Ident> {
     }
 }
 
-fn invalidates(
-    func: &ItemFn,
-    info: &FnInfo,
+/// One write attribute of a function: `#[invalidates]` or `#[cache_put]`.
+pub(crate) enum Op {
+    /// With whether its arguments parsed without error.
+    Invalidates(InvalidatesArgs, bool),
+    Put(PutArgs),
+}
+
+/// `#[invalidates]` and `#[cache_put]`, however many are on the function:
+/// the body runs, and once it has succeeded every invalidation and every
+/// put is handed to the runtime together, which applies each cache's share
+/// in one step (invalidations first, then puts; see `Cache::change`).
+fn writes(func: &ItemFn, info: &FnInfo, ops: &[Op], errors: &mut Errors) -> Option<TokenStream> {
+    let krate = ops
+        .iter()
+        .find_map(|op| match op {
+            Op::Invalidates(a, _) => a.krate.clone(),
+            Op::Put(a) => a.krate.clone(),
+        })
+        .unwrap_or_else(default_crate);
+    let scope = Scope {
+        info,
+        ret_allowed: true,
+    };
+    let mut ok = true;
+    for op in ops {
+        ok &= match op {
+            Op::Invalidates(args, parsed) => check_invalidates(args, *parsed, &scope, errors),
+            Op::Put(args) => check_put(func, args, &scope, errors),
+        };
+    }
+    if !ok {
+        return None;
+    }
+    let mut pre = Prerendered::default();
+    let changes = helper("__cache_changes");
+    let ok_var = helper("__cache_ok");
+    let mut cache_lets = Vec::new();
+    let mut consts = Vec::new();
+    let mut before = Vec::new();
+    let mut after = Vec::new();
+    for (i, op) in ops.iter().enumerate() {
+        let cache_var = helper(&format!("__cache{i}"));
+        match op {
+            Op::Invalidates(args, _) => {
+                let (cache_let, cache_use) =
+                    cache_handle(args.cache.as_ref(), info, &krate, &cache_var);
+                cache_lets.push(cache_let);
+                let mut lists = [&args.keys, &args.tags, &args.patterns, &args.bump]
+                    .map(|list| {
+                        list.iter()
+                            .map(|t| build(t, &krate, Some(&mut pre)))
+                            .collect::<Vec<TokenStream>>()
+                    })
+                    .into_iter();
+                let (keys, tags, patterns, bumps) =
+                    (lists.next()?, lists.next()?, lists.next()?, lists.next()?);
+                let publish = match &args.publish {
+                    Some(p) => quote!(::core::option::Option::Some(#p)),
+                    None => quote!(::core::option::Option::None),
+                };
+                // `condition`: over the arguments, decided before the body
+                // (which may move them); naming `ret`, decided after it, on
+                // the `Ok` value.
+                let cond_var = helper(&format!("__cache_condition{i}"));
+                let cond_after = match &args.condition {
+                    Some(cond) if names_ret(cond) => {
+                        if info.ret.is_none() {
+                            errors.at(
+                                cond.span(),
+                                "`ret` names the returned value, but this function returns nothing",
+                            );
+                            return None;
+                        }
+                        decision(cond, &krate, None)
+                    }
+                    Some(cond) => {
+                        let test = decision(cond, &krate, None);
+                        before.push(quote!(let #cond_var: ::core::primitive::bool = #test;));
+                        quote!(#cond_var)
+                    }
+                    None => quote!(true),
+                };
+                after.push(quote! {
+                    if #cond_after {
+                        #changes.invalidate(
+                            #cache_use,
+                            ::std::vec![#(#keys),*],
+                            ::std::vec![#(#tags),*],
+                            ::std::vec![#(#patterns),*],
+                            ::std::vec![#(#bumps),*],
+                            #publish,
+                        );
+                    }
+                });
+            }
+            Op::Put(args) => {
+                let (cache_let, cache_use) =
+                    cache_handle(args.cache.as_ref(), info, &krate, &cache_var);
+                cache_lets.push(cache_let);
+                let key = args.key.as_ref()?;
+                let key_code = build(key, &krate, Some(&mut pre));
+                let [tags, deps] = [&args.tags, &args.depends_on].map(|list| {
+                    list.iter()
+                        .map(|t| build(t, &krate, Some(&mut pre)))
+                        .collect::<Vec<TokenStream>>()
+                });
+                let setters = lifetime_setters(args.ttl, args.jitter, args.idle);
+                let name = func.sig.ident.to_string();
+                let options = helper(&format!("__CACHE_OPTIONS{i}"));
+                consts.push(quote!(const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #(#setters)*;));
+                after.push(quote! {
+                    #changes.put(
+                        #cache_use,
+                        #krate::__private::encode_put(
+                            #cache_use,
+                            #key_code,
+                            #ok_var,
+                            &#options,
+                            #krate::Links::of(::std::vec![#(#tags),*], ::std::vec![#(#deps),*]),
+                        ),
+                    );
+                });
+            }
+        }
+    }
+    let pre_lets = pre.lets(&krate);
+    // `impl Trait` cannot be named in a `let`; such a body needs no hint.
+    let annotation = match &info.ret {
+        Some(ret) if !ret.to_token_stream().to_string().contains("impl") => quote!(: #ret),
+        Some(_) => quote!(),
+        None => quote!(: ()),
+    };
+    let result = helper("__cache_result");
+    let plan = helper("__cache_plan");
+    let ret_ident = Ident::new("ret", Span::call_site());
+    let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
+    let inner = quote! {
+        #(#consts)*
+        #(#cache_lets)*
+        #(#prefix)*
+        #(#before)*
+        #pre_lets
+        let #result #annotation = async move { #(#stmts)* }.await;
+        // Render and encode everything before awaiting, so no borrow of the
+        // result is held across the await (the future stays `Send` whatever
+        // `T` is).
+        let #plan = match {
+            use #krate::__private::{OutcomeOfResult as _, OutcomeOfValue as _};
+            (&#krate::__private::OutcomeProbe(&#result)).success()
+        } {
+            ::core::option::Option::Some(#ok_var) => {
+                #[allow(unused_variables)]
+                let #ret_ident = #ok_var;
+                let mut #changes = #krate::__private::Changes::new();
+                #(#after)*
+                ::core::option::Option::Some(#changes)
+            }
+            ::core::option::Option::None => ::core::option::Option::None,
+        };
+        if let ::core::option::Option::Some(#plan) = #plan {
+            #plan.apply().await;
+        }
+        #result
+    };
+    Some(rebuild(func, info, inner))
+}
+
+/// Checks one `#[invalidates]` (each error reported; `false` if any).
+fn check_invalidates(
     args: &InvalidatesArgs,
+    parsed: bool,
+    scope: &Scope<'_>,
     errors: &mut Errors,
-) -> Option<TokenStream> {
-    let krate = args.krate.clone().unwrap_or_else(default_crate);
-    // Only worth saying when nothing else was wrong with the arguments.
-    if errors.is_empty()
-        && args.keys.is_empty()
+) -> bool {
+    if args.keys.is_empty()
         && args.tags.is_empty()
         && args.patterns.is_empty()
         && args.bump.is_empty()
         && args.publish.is_none()
     {
-        let span = args.span.unwrap_or_else(Span::call_site);
-        errors.at(span, "#[invalidates] has nothing to do; give it `keys = [...]`, `tags = [...]`, `patterns = [...]`, `bump = [...]` or `publish = \"...\"`");
-        return None;
+        // Only worth saying when nothing else was wrong with its arguments.
+        if parsed {
+            let span = args.span.unwrap_or_else(Span::call_site);
+            errors.at(span, "#[invalidates] has nothing to do; give it `keys = [...]`, `tags = [...]`, `patterns = [...]`, `bump = [...]` or `publish = \"...\"`");
+        }
+        return false;
     }
-    let scope = Scope {
-        info,
-        ret_allowed: true,
-    };
     let mut ok = true;
     for (list, what) in [
         (&args.keys, "key"),
@@ -639,98 +896,43 @@ fn invalidates(
             ok &= scope.check(t, what, errors);
         }
     }
-    if !ok {
-        return None;
-    }
-    let mut pre = Prerendered::default();
-    let mut lists = [&args.keys, &args.tags, &args.patterns, &args.bump]
-        .map(|list| {
-            list.iter()
-                .map(|t| build(t, &krate, Some(&mut pre)))
-                .collect::<Vec<TokenStream>>()
-        })
-        .into_iter();
-    let (keys, tags, patterns, bumps) =
-        (lists.next()?, lists.next()?, lists.next()?, lists.next()?);
-    let pre_lets = pre.lets(&krate);
-    let publish = match &args.publish {
-        Some(p) => quote!(::core::option::Option::Some(#p)),
-        None => quote!(::core::option::Option::None),
-    };
-    // `impl Trait` cannot be named in a `let`; such a body needs no hint.
-    let annotation = match &info.ret {
-        Some(ret) if !ret.to_token_stream().to_string().contains("impl") => quote!(: #ret),
-        Some(_) => quote!(),
-        None => quote!(: ()),
-    };
-    let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
-    let result = helper("__cache_result");
-    let plan = helper("__cache_plan");
-    let ok_var = helper("__cache_ok");
-    let lists_vars = ["__keys", "__tags", "__patterns", "__bumps"].map(helper);
-    let ret_ident = Ident::new("ret", Span::call_site());
-    // `condition`: over the arguments, decided before the body (which may
-    // move them); naming `ret`, decided after it, on the `Ok` value.
-    let cond_var = helper("__cache_condition");
-    let (cond_before, cond_after) = match &args.condition {
-        Some(cond) if names_ret(cond) => {
-            if info.ret.is_none() {
-                errors.at(
-                    cond.span(),
-                    "`ret` names the returned value, but this function returns nothing",
-                );
-                return None;
-            }
-            (quote!(), decision(cond, &krate, None))
-        }
-        Some(cond) => {
-            let test = decision(cond, &krate, None);
-            (
-                quote!(let #cond_var: ::core::primitive::bool = #test;),
-                quote!(#cond_var),
-            )
-        }
-        None => (quote!(), quote!(true)),
-    };
-    let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
-    let inner = quote! {
-        #cache_let
-        #(#prefix)*
-        #cond_before
-        #pre_lets
-        let #result #annotation = async move { #(#stmts)* }.await;
-        // Render everything before awaiting, so no borrow of the result is
-        // held across the await (the future stays `Send` whatever `T` is).
-        let #plan = match {
-            use #krate::__private::{OutcomeOfResult as _, OutcomeOfValue as _};
-            (&#krate::__private::OutcomeProbe(&#result)).success()
-        } {
-            ::core::option::Option::Some(#ok_var) if {
-                #[allow(unused_variables)]
-                let #ret_ident = #ok_var;
-                #cond_after
-            } => {
-                #[allow(unused_variables)]
-                let #ret_ident = #ok_var;
-                ::core::option::Option::Some((
-                    ::std::vec![#(#keys),*],
-                    ::std::vec![#(#tags),*],
-                    ::std::vec![#(#patterns),*],
-                    ::std::vec![#(#bumps),*],
-                ))
-            }
-            _ => ::core::option::Option::None,
-        };
-        if let ::core::option::Option::Some((#(#lists_vars),*)) = #plan {
-            #krate::__private::invalidate(#cache_use, #(#lists_vars),*, #publish).await;
-        }
-        #result
-    };
-    Some(rebuild(func, info, inner))
+    ok
 }
 
-/// The `CacheOptions` setters for `ttl` and `jitter`.
-fn lifetime_setters(ttl: Option<TtlArg>, jitter: Option<f32>) -> Vec<TokenStream> {
+/// Checks one `#[cache_put]` (each error reported; `false` if any).
+fn check_put(func: &ItemFn, args: &PutArgs, scope: &Scope<'_>, errors: &mut Errors) -> bool {
+    if scope.info.ret.is_none() {
+        errors.at(
+            func.sig.fn_token.span,
+            "#[cache_put] stores the returned value; this function returns `()`",
+        );
+        return false;
+    }
+    check_idle(args.idle, args.ttl, errors);
+    let Some(key) = &args.key else {
+        let span = args.span.unwrap_or_else(Span::call_site);
+        errors.at(span, "#[cache_put] needs the key to store under: `key = \"post:{ret.id}\"` (it may name the arguments and `ret`, the value)");
+        return false;
+    };
+    let ok = scope.check(key, "key", errors);
+    scope.check_links(&args.tags, &args.depends_on, errors) && ok
+}
+
+/// A time-to-idle at least as long as the TTL would never act.
+fn check_idle(idle: Option<(u64, Span)>, ttl: Option<TtlArg>, errors: &mut Errors) {
+    if let (Some((idle, span)), Some(TtlArg::Millis(ttl))) = (idle, ttl)
+        && idle >= ttl
+    {
+        errors.at(span, format!("`idle` ({idle} ms) is not shorter than `ttl` ({ttl} ms), so it would never expire anything; make it shorter, or leave it out"));
+    }
+}
+
+/// The `CacheOptions` setters for `ttl`, `jitter` and `idle`.
+fn lifetime_setters(
+    ttl: Option<TtlArg>,
+    jitter: Option<f32>,
+    idle: Option<(u64, Span)>,
+) -> Vec<TokenStream> {
     let mut setters = Vec::new();
     match ttl {
         Some(TtlArg::Millis(ms)) => {
@@ -742,92 +944,8 @@ fn lifetime_setters(ttl: Option<TtlArg>, jitter: Option<f32>) -> Vec<TokenStream
     if let Some(j) = jitter {
         setters.push(quote!(.jitter(#j)));
     }
-    setters
-}
-
-/// `#[cache_put]`: after the body succeeds, store its value under the key
-/// (write-through), refusing every fill that read before it.
-fn put(func: &ItemFn, info: &FnInfo, args: &PutArgs, errors: &mut Errors) -> Option<TokenStream> {
-    let krate = args.krate.clone().unwrap_or_else(default_crate);
-    let Some(ret) = &info.ret else {
-        errors.at(
-            func.sig.fn_token.span,
-            "#[cache_put] stores the returned value; this function returns `()`",
-        );
-        return None;
-    };
-    let Some(key) = &args.key else {
-        let span = args.span.unwrap_or_else(Span::call_site);
-        errors.at(span, "#[cache_put] needs the key to store under: `key = \"post:{ret.id}\"` (it may name the arguments and `ret`, the value)");
-        return None;
-    };
-    let scope = Scope {
-        info,
-        ret_allowed: true,
-    };
-    let mut ok = scope.check(key, "key", errors);
-    ok &= scope.check_links(&args.tags, &args.depends_on, errors);
-    if !ok {
-        return None;
+    if let Some((ms, _)) = idle {
+        setters.push(quote!(.idle(::core::time::Duration::from_millis(#ms))));
     }
-    let mut pre = Prerendered::default();
-    let key_code = build(key, &krate, Some(&mut pre));
-    let tags: Vec<TokenStream> = args
-        .tags
-        .iter()
-        .map(|t| build(t, &krate, Some(&mut pre)))
-        .collect();
-    let deps: Vec<TokenStream> = args
-        .depends_on
-        .iter()
-        .map(|t| build(t, &krate, Some(&mut pre)))
-        .collect();
-    let pre_lets = pre.lets(&krate);
-    let setters = lifetime_setters(args.ttl, args.jitter);
-    let name = func.sig.ident.to_string();
-    let options = helper("__CACHE_OPTIONS");
-    let annotation = if ret.to_token_stream().to_string().contains("impl") {
-        quote!()
-    } else {
-        quote!(: #ret)
-    };
-    let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, &krate);
-    let result = helper("__cache_result");
-    let plan = helper("__cache_plan");
-    let ok_var = helper("__cache_ok");
-    let put_cache = helper("__cache_put");
-    let ret_ident = Ident::new("ret", Span::call_site());
-    let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
-    let inner = quote! {
-        const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #(#setters)*;
-        #cache_let
-        #(#prefix)*
-        #pre_lets
-        let #result #annotation = async move { #(#stmts)* }.await;
-        let #put_cache: ::core::option::Option<&#krate::Cache> = #cache_use;
-        // Encoded before awaiting: no borrow of the result is held across
-        // the await.
-        let #plan = match {
-            use #krate::__private::{OutcomeOfResult as _, OutcomeOfValue as _};
-            (&#krate::__private::OutcomeProbe(&#result)).success()
-        } {
-            ::core::option::Option::Some(#ok_var) => {
-                #[allow(unused_variables)]
-                let #ret_ident = #ok_var;
-                #krate::__private::encode_put(
-                    #put_cache,
-                    #key_code,
-                    #ok_var,
-                    &#options,
-                    #krate::Links::of(::std::vec![#(#tags),*], ::std::vec![#(#deps),*]),
-                )
-            }
-            ::core::option::Option::None => ::core::option::Option::None,
-        };
-        if let ::core::option::Option::Some(#plan) = #plan {
-            #krate::__private::put(#put_cache, #plan).await;
-        }
-        #result
-    };
-    Some(rebuild(func, info, inner))
+    setters
 }

@@ -254,12 +254,16 @@ fn fresh_for(meta: &Meta) -> Option<Duration> {
 }
 
 /// How long the in-process tier may keep an entry: while it is fresh, and
-/// no longer than the read's `local_ttl` (the tier caps it at its own).
+/// no longer than the read's `local_ttl` (the tier caps it at its own) or
+/// its time-to-idle (so a hot entry is read from Redis, which extends it,
+/// at least once per `idle`).
 fn local_for(meta: &Meta, options: &CacheOptions) -> Option<Duration> {
-    match (fresh_for(meta), options.local_ttl_choice()) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    [options.local_ttl_choice(), options.idle_choice()]
+        .into_iter()
+        .flatten()
+        .fold(fresh_for(meta), |bound, d| {
+            Some(bound.map_or(d, |b| b.min(d)))
+        })
 }
 
 pub(crate) fn millis(d: Duration) -> u64 {
@@ -653,7 +657,17 @@ pub struct Put {
     key: String,
     bytes: Vec<u8>,
     ttl: Option<Duration>,
+    idle: Option<Duration>,
     links: Links,
+    /// Over the size limit: the key is marked (what it held is stale) but
+    /// nothing is stored.
+    oversized: bool,
+}
+
+impl Put {
+    pub(crate) fn key(&self) -> &str {
+        &self.key
+    }
 }
 
 /// What an invalidation did.
@@ -838,7 +852,9 @@ impl Cache {
     /// The cached value under `key`, if there is one that decodes as `T`.
     /// It is read as stored: freshness and versions are not checked.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
-        let lookup = self.lookup(&self.inner.layout.entry(key), None).await?;
+        let lookup = self
+            .lookup(&self.inner.layout.entry(key), None, None)
+            .await?;
         self.decode::<T>(key, &lookup.value?)
     }
 
@@ -909,40 +925,66 @@ impl Cache {
             fresh_until_ms: ttl.map_or(0, |t| now_ms().saturating_add(millis(t))),
             ..Meta::default()
         };
+        let bytes = entry::encode(self.inner.codec, meta, value)?;
         Ok(Put {
             key,
-            bytes: entry::encode(self.inner.codec, meta, value)?,
+            oversized: bytes.len() > options.size_limit().unwrap_or(self.inner.max_value_size),
+            bytes,
             // A value stale past `ttl` is kept for the stale window too.
             ttl: ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default())),
+            idle: options.idle_choice(),
             links,
         })
     }
 
-    /// Whether an encoded put is over the size limit of `options` (or of
-    /// the cache).
-    pub(crate) fn oversized(&self, put: &Put, options: &CacheOptions) -> bool {
-        put.bytes.len() > options.size_limit().unwrap_or(self.inner.max_value_size)
-    }
-
     /// Marks the key (so fills that read before now are refused, and
     /// dependents and other tiers let go), then stores the value
-    /// unconditionally.
+    /// unconditionally (see [`change`](Cache::change)).
     pub(crate) async fn apply_put(&self, put: Put) -> Result<(), Error> {
-        let plan = InvalidationPlan {
-            keys: vec![self.entry_names(&put.key)],
-            ..self.plan()
-        };
-        let marked = self.apply(&plan).await?;
-        // Filled with the marking's own number: a later invalidation or put
-        // of the key (a greater number) refuses it, an earlier read too.
-        let req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, marked.seq);
-        if self.store_fill(req).await? {
-            Stats::add(&self.inner.stats.puts, 1);
-        } else {
-            Stats::add(&self.inner.stats.fills_rejected, 1);
-            self.inner.metrics.fill_rejected();
+        self.change(Vec::new(), vec![put], true).await.map(drop)
+    }
+
+    /// Stores puts whose keys an invalidation numbered `seq` has just
+    /// marked, all sent at once. Filled with the marking's own number: a
+    /// later invalidation or put of the key (a greater number) refuses
+    /// them, an earlier read too. The first failure, if any.
+    pub(crate) async fn store_puts(&self, puts: Vec<Put>, seq: u64) -> Option<Error> {
+        let mut reqs = Vec::with_capacity(puts.len());
+        for put in puts {
+            if put.oversized {
+                Stats::add(&self.inner.stats.oversized, 1);
+            } else {
+                let mut req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, seq);
+                req.idle = put.idle;
+                reqs.push(req);
+            }
         }
-        Ok(())
+        let results: Vec<Result<bool, Error>> = match &self.inner.backend {
+            Backend::Memory(m) => reqs.into_iter().map(|req| Ok(m.fill(req))).collect(),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                let seq_key = &self.inner.seq_key;
+                futures_util::future::join_all(
+                    reqs.into_iter()
+                        .map(|req| self.bounded("fill", r.fill(seq_key, req))),
+                )
+                .await
+            }
+        };
+        let mut first_error = None;
+        for result in results {
+            match result {
+                Ok(true) => Stats::add(&self.inner.stats.puts, 1),
+                Ok(false) => {
+                    Stats::add(&self.inner.stats.fills_rejected, 1);
+                    self.inner.metrics.fill_rejected();
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error
     }
 
     /// Starts an invalidation: add keys, tags, patterns and an event to
@@ -1134,7 +1176,9 @@ impl Cache {
         // Taken before the Redis read: a tier fill from it is refused if an
         // invalidation of the entry arrives in between.
         let local_token = tier.map(LocalTier::token);
-        let mut found = self.lookup(&entry_key, version_key.as_deref()).await;
+        let mut found = self
+            .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+            .await;
         let mut leader: Option<flight::Leader<'_>> = None;
         let mut waiting = LockWait::default();
         let (lock, refreshing) = loop {
@@ -1222,7 +1266,9 @@ impl Cache {
                             // caller saw, or it had nothing to share: read again.
                             Landed::Value { .. } | Landed::Retry => {}
                         }
-                        found = self.lookup(&entry_key, version_key.as_deref()).await;
+                        found = self
+                            .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+                            .await;
                         continue;
                     }
                 }
@@ -1255,7 +1301,9 @@ impl Cache {
                     }
                 }
             }
-            found = self.lookup(&entry_key, version_key.as_deref()).await;
+            found = self
+                .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+                .await;
         };
         let outcome = if refreshing.is_some() {
             Stats::add(&inner.stats.refreshes, 1);
@@ -1413,6 +1461,7 @@ impl Cache {
             };
         }
         let mut req = self.fill_request(key, shared.to_vec(), keep, links, token);
+        req.idle = options.idle_choice();
         req.release = lock.as_ref().map(LockGuard::release_parts);
         // Kept decoded in process: by the in-process store, or by the tier.
         let kept = match typed {
@@ -1717,6 +1766,7 @@ impl Cache {
             value,
             typed: None,
             ttl,
+            idle: None,
             token,
             depends_on: links
                 .depends_on
@@ -1783,7 +1833,17 @@ impl Cache {
         }
     }
 
-    async fn lookup(&self, entry_key: &str, version_key: Option<&str>) -> Option<Lookup> {
+    /// One read of the store: the entry, the fill token and the version.
+    /// With `idle`, a hit on Redis also extends the entry's life (same round
+    /// trip); the in-process store extends it on any read by the entry's own
+    /// `idle`.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    async fn lookup(
+        &self,
+        entry_key: &str,
+        version_key: Option<&str>,
+        idle: Option<Duration>,
+    ) -> Option<Lookup> {
         match &self.inner.backend {
             Backend::Memory(m) => Some(m.lookup(entry_key, version_key)),
             #[cfg(feature = "redis")]
@@ -1791,7 +1851,7 @@ impl Cache {
                 let started = Instant::now();
                 let read = self.bounded(
                     "read",
-                    r.lookup(entry_key, &self.inner.seq_key, version_key),
+                    r.lookup(entry_key, &self.inner.seq_key, version_key, idle),
                 );
                 let result = read.await;
                 // The store's latency, on the call's span (the first read's).
@@ -1921,12 +1981,12 @@ impl Cache {
         &self,
         removed: u64,
         took: Duration,
-        event: Option<InvalidationEvent>,
+        events: Vec<InvalidationEvent>,
     ) {
         self.inner.metrics.invalidation(removed, took);
         Stats::add(&self.inner.stats.invalidations, 1);
         Stats::add(&self.inner.stats.entries_removed, removed);
-        if let Some(event) = event {
+        for event in events {
             // No receiver is not an error: nobody in-process is listening.
             let _ = self.inner.events.send(event);
         }

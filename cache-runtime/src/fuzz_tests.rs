@@ -426,6 +426,7 @@ mod entries {
                         value: bytes.clone(),
                         typed: None,
                         ttl: None,
+                        idle: None,
                         token: store.token(),
                         depends_on: Vec::new(),
                         prefixes: crate::key::Prefixes::default(),

@@ -4,7 +4,7 @@
 use std::future::{Future, IntoFuture};
 use std::pin::Pin;
 
-use crate::cache::{Cache, InvalidationReport};
+use crate::cache::{Cache, InvalidationReport, Put};
 use crate::error::Error;
 use crate::events::{EVENT_SCHEMA_VERSION, InvalidationEvent, entity_of, now_ms};
 use crate::store::InvalidationPlan;
@@ -25,59 +25,84 @@ use crate::store::InvalidationPlan;
 #[must_use = "an invalidation does nothing until it is awaited"]
 pub struct Invalidation<'c> {
     cache: &'c Cache,
-    keys: Vec<String>,
-    tags: Vec<String>,
-    patterns: Vec<String>,
-    bumps: Vec<String>,
-    publish: Option<String>,
+    spec: Spec,
+}
+
+/// One invalidation as written: an `#[invalidates]` attribute, or the
+/// lists of an [`Invalidation`].
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Spec {
+    pub(crate) keys: Vec<String>,
+    pub(crate) tags: Vec<String>,
+    pub(crate) patterns: Vec<String>,
+    pub(crate) bumps: Vec<String>,
+    pub(crate) publish: Option<String>,
+}
+
+impl Spec {
+    /// The event it publishes, naming what it invalidates.
+    fn event(&self, cache: &Cache) -> Option<InvalidationEvent> {
+        let name = self.publish.as_ref()?;
+        Some(InvalidationEvent {
+            v: EVENT_SCHEMA_VERSION,
+            namespace: cache.namespace().to_owned(),
+            event: name.clone(),
+            entity: entity_of(name).to_owned(),
+            keys: self.keys.clone(),
+            tags: self.tags.clone(),
+            patterns: self.patterns.clone(),
+            bumps: self.bumps.clone(),
+            ts: now_ms(),
+            instance: cache.instance().to_owned(),
+            applied: true,
+        })
+    }
 }
 
 impl<'c> Invalidation<'c> {
     pub(crate) fn new(cache: &'c Cache) -> Self {
         Invalidation {
             cache,
-            keys: Vec::new(),
-            tags: Vec::new(),
-            patterns: Vec::new(),
-            bumps: Vec::new(),
-            publish: None,
+            spec: Spec::default(),
         }
     }
 
     /// Delete the entry under `key`.
     pub fn key(mut self, key: impl Into<String>) -> Self {
-        self.keys.push(key.into());
+        self.spec.keys.push(key.into());
         self
     }
 
     /// Delete the entries under `keys`.
     pub fn keys<I: IntoIterator<Item = S>, S: Into<String>>(mut self, keys: I) -> Self {
-        self.keys.extend(keys.into_iter().map(Into::into));
+        self.spec.keys.extend(keys.into_iter().map(Into::into));
         self
     }
 
     /// Delete every entry tagged `tag`.
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
-        self.tags.push(tag.into());
+        self.spec.tags.push(tag.into());
         self
     }
 
     /// Delete every entry tagged with any of `tags`.
     pub fn tags<I: IntoIterator<Item = S>, S: Into<String>>(mut self, tags: I) -> Self {
-        self.tags.extend(tags.into_iter().map(Into::into));
+        self.spec.tags.extend(tags.into_iter().map(Into::into));
         self
     }
 
     /// Delete every entry whose key matches the glob `pattern` (with `SCAN`,
     /// never `KEYS`).
     pub fn pattern(mut self, pattern: impl Into<String>) -> Self {
-        self.patterns.push(pattern.into());
+        self.spec.patterns.push(pattern.into());
         self
     }
 
     /// Delete every entry matching any of `patterns`.
     pub fn patterns<I: IntoIterator<Item = S>, S: Into<String>>(mut self, patterns: I) -> Self {
-        self.patterns.extend(patterns.into_iter().map(Into::into));
+        self.spec
+            .patterns
+            .extend(patterns.into_iter().map(Into::into));
         self
     }
 
@@ -85,13 +110,13 @@ impl<'c> Invalidation<'c> {
     /// (`#[cached(version = "...")]`) is a miss from now on and expires by
     /// its TTL.
     pub fn bump(mut self, name: impl Into<String>) -> Self {
-        self.bumps.push(name.into());
+        self.spec.bumps.push(name.into());
         self
     }
 
     /// Increment each of the versions `names`.
     pub fn bumps<I: IntoIterator<Item = S>, S: Into<String>>(mut self, names: I) -> Self {
-        self.bumps.extend(names.into_iter().map(Into::into));
+        self.spec.bumps.extend(names.into_iter().map(Into::into));
         self
     }
 
@@ -99,7 +124,7 @@ impl<'c> Invalidation<'c> {
     /// `post:updated`) on the channel `<namespace>:<event>` once the entries
     /// are gone.
     pub fn publish(mut self, event: impl Into<String>) -> Self {
-        self.publish = Some(event.into());
+        self.spec.publish = Some(event.into());
         self
     }
 
@@ -113,101 +138,7 @@ impl<'c> Invalidation<'c> {
     /// it should have removed is served once Redis is back. The error is
     /// still returned.
     pub async fn run(self) -> Result<InvalidationReport, Error> {
-        let cache = self.cache;
-        let pending = crate::outbox::Pending {
-            keys: self.keys.clone(),
-            tags: self.tags.clone(),
-            patterns: self.patterns.clone(),
-            bumps: self.bumps.clone(),
-            publish: self.publish.clone(),
-        };
-        let result = self.run_once().await;
-        if let Err(e) = &result
-            && e.kind() != crate::ErrorKind::Codec
-        {
-            cache.outbox_push(pending);
-        }
-        result
-    }
-
-    /// One attempt, without the outbox.
-    pub(crate) async fn run_once(self) -> Result<InvalidationReport, Error> {
-        use tracing::Instrument as _;
-        let span = tracing::debug_span!(
-            target: "cache_runtime",
-            "cache.invalidate",
-            cache = self.cache.namespace(),
-            keys = self.keys.len(),
-            tags = self.tags.len(),
-            patterns = self.patterns.len(),
-            bumps = self.bumps.len(),
-            removed = tracing::field::Empty,
-            store_ms = tracing::field::Empty,
-            outcome = tracing::field::Empty,
-        );
-        let started = std::time::Instant::now();
-        let result = self.apply(started).instrument(span.clone()).await;
-        span.record("store_ms", started.elapsed().as_secs_f64() * 1e3);
-        match &result {
-            Ok(report) => span
-                .record("removed", report.removed)
-                .record("outcome", "ok"),
-            Err(_) => span.record("outcome", "failed"),
-        };
-        result
-    }
-
-    async fn apply(self, started: std::time::Instant) -> Result<InvalidationReport, Error> {
-        let cache = self.cache;
-        let mut removed = 0;
-        // A failed pattern does not stop the rest: the keys, tags and event
-        // still go; the first error is returned at the end.
-        let mut first_error = None;
-        for pattern in &self.patterns {
-            match cache.delete_pattern(pattern).await {
-                Ok(n) => removed += n,
-                Err(e) => {
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
-        let event = self.publish.as_ref().map(|name| InvalidationEvent {
-            v: EVENT_SCHEMA_VERSION,
-            namespace: cache.namespace().to_owned(),
-            event: name.clone(),
-            entity: entity_of(name).to_owned(),
-            keys: self.keys.clone(),
-            tags: self.tags.clone(),
-            patterns: self.patterns.clone(),
-            bumps: self.bumps.clone(),
-            ts: now_ms(),
-            instance: cache.instance().to_owned(),
-            applied: true,
-        });
-        let plan = InvalidationPlan {
-            keys: self.keys.iter().map(|k| cache.entry_names(k)).collect(),
-            tags: self.tags.iter().map(|t| cache.tag_names(t)).collect(),
-            bumps: self.bumps.iter().map(|v| cache.version_name(v)).collect(),
-            publish: match &event {
-                Some(e) => Some((
-                    e.channel(),
-                    serde_json::to_string(e).map_err(|e| {
-                        Error::with_source(crate::ErrorKind::Codec, "encoding an event", e)
-                    })?,
-                )),
-                None => None,
-            },
-            ..cache.plan()
-        };
-        if !plan.is_empty() {
-            removed += cache.apply(&plan).await?.removed;
-        }
-        if let Some(e) = first_error {
-            return Err(e);
-        }
-        cache.count_families(&self.keys, &self.tags);
-        cache.after_invalidation(removed, started.elapsed(), event);
-        Ok(InvalidationReport { removed })
+        self.cache.change(vec![self.spec], Vec::new(), true).await
     }
 
     /// Runs the invalidation and reports a failure through `tracing` and the
@@ -223,6 +154,166 @@ impl<'c> Invalidation<'c> {
             }
         }
     }
+}
+
+impl Cache {
+    /// Applies invalidations and write-through puts together, in this
+    /// order: every pattern delete (a `SCAN` each); then one step (one
+    /// round trip on Redis, per 10,000 entries removed) that removes every
+    /// key and tag, bumps the versions, marks the keys of the puts (so no
+    /// fill that read before now can land) and publishes each event, in
+    /// the order given; then the puts, sent together, each stored with the
+    /// step's sequence number (the last put of a key wins). So a put is
+    /// never removed by the invalidations it is applied with.
+    ///
+    /// With `keep`, a failure of the step keeps the invalidations and the
+    /// puts' keys in the outbox (an entry a committed write made stale must
+    /// not outlive the outage); a failed pattern keeps the invalidations.
+    /// The first error is returned; the rest of the work is still done.
+    pub(crate) async fn change(
+        &self,
+        specs: Vec<Spec>,
+        puts: Vec<Put>,
+        keep: bool,
+    ) -> Result<InvalidationReport, Error> {
+        use tracing::Instrument as _;
+        let count = |f: fn(&Spec) -> usize| specs.iter().map(f).sum::<usize>();
+        let span = tracing::debug_span!(
+            target: "cache_runtime",
+            "cache.invalidate",
+            cache = self.namespace(),
+            keys = count(|s| s.keys.len()),
+            tags = count(|s| s.tags.len()),
+            patterns = count(|s| s.patterns.len()),
+            bumps = count(|s| s.bumps.len()),
+            puts = puts.len(),
+            removed = tracing::field::Empty,
+            store_ms = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        let started = std::time::Instant::now();
+        let result = self
+            .change_once(&specs, puts, keep)
+            .instrument(span.clone())
+            .await;
+        span.record("store_ms", started.elapsed().as_secs_f64() * 1e3);
+        match &result {
+            Ok(report) => span
+                .record("removed", report.removed)
+                .record("outcome", "ok"),
+            Err(_) => span.record("outcome", "failed"),
+        };
+        result
+    }
+
+    async fn change_once(
+        &self,
+        specs: &[Spec],
+        puts: Vec<Put>,
+        keep: bool,
+    ) -> Result<InvalidationReport, Error> {
+        let started = std::time::Instant::now();
+        let mut removed = 0;
+        // A failed pattern does not stop the rest: the keys, tags, events
+        // and puts still go; the first error is returned at the end.
+        let mut first_error = None;
+        for pattern in specs.iter().flat_map(|s| &s.patterns) {
+            match self.delete_pattern(pattern).await {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        let events: Vec<InvalidationEvent> = specs.iter().filter_map(|s| s.event(self)).collect();
+        let publish = events
+            .iter()
+            .map(|e| {
+                serde_json::to_string(e)
+                    .map(|payload| (e.channel(), payload))
+                    .map_err(|e| {
+                        Error::with_source(crate::ErrorKind::Codec, "encoding an event", e)
+                    })
+            })
+            .collect::<Result<Vec<_>, Error>>()?;
+        let puts = last_per_key(puts);
+        let plan = InvalidationPlan {
+            keys: specs
+                .iter()
+                .flat_map(|s| s.keys.iter().map(String::as_str))
+                .chain(puts.iter().map(Put::key))
+                .map(|k| self.entry_names(k))
+                .collect(),
+            tags: specs
+                .iter()
+                .flat_map(|s| &s.tags)
+                .map(|t| self.tag_names(t))
+                .collect(),
+            bumps: specs
+                .iter()
+                .flat_map(|s| &s.bumps)
+                .map(|v| self.version_name(v))
+                .collect(),
+            publish,
+            ..self.plan()
+        };
+        let kept = |puts: &[Put]| {
+            let put_keys = Spec {
+                keys: puts.iter().map(|p| p.key().to_owned()).collect(),
+                ..Spec::default()
+            };
+            specs
+                .iter()
+                .cloned()
+                .chain((!put_keys.keys.is_empty()).then_some(put_keys))
+        };
+        if !plan.is_empty() {
+            match self.apply(&plan).await {
+                Ok(applied) => {
+                    removed += applied.removed;
+                    if let Some(e) = self.store_puts(puts, applied.seq).await {
+                        first_error.get_or_insert(e);
+                    }
+                }
+                Err(e) => {
+                    if keep && e.kind() != crate::ErrorKind::Codec {
+                        for spec in kept(&puts) {
+                            self.outbox_push(spec);
+                        }
+                    }
+                    return Err(e);
+                }
+            }
+        }
+        if !specs.is_empty() {
+            for spec in specs {
+                self.count_families(&spec.keys, &spec.tags);
+            }
+            self.after_invalidation(removed, started.elapsed(), events);
+        }
+        match first_error {
+            Some(e) => {
+                if keep && specs.iter().any(|s| !s.patterns.is_empty()) {
+                    for spec in kept(&[]) {
+                        self.outbox_push(spec);
+                    }
+                }
+                Err(e)
+            }
+            None => Ok(InvalidationReport { removed }),
+        }
+    }
+}
+
+/// The puts in order, each key's last one only.
+fn last_per_key(mut puts: Vec<Put>) -> Vec<Put> {
+    if puts.len() > 1 {
+        let mut seen = std::collections::HashSet::new();
+        puts.reverse();
+        puts.retain(|p| seen.insert(p.key().to_owned()));
+        puts.reverse();
+    }
+    puts
 }
 
 impl<'c> IntoFuture for Invalidation<'c> {

@@ -40,6 +40,7 @@ pub struct CacheOptions {
     distributed: bool,
     lock_wait: Option<Duration>,
     local_ttl: Option<Duration>,
+    idle: Option<Duration>,
 }
 
 impl Default for CacheOptions {
@@ -63,6 +64,7 @@ impl CacheOptions {
             distributed: false,
             lock_wait: None,
             local_ttl: None,
+            idle: None,
         }
     }
 
@@ -150,6 +152,21 @@ impl CacheOptions {
         self
     }
 
+    /// Time-to-idle (sliding expiry): an entry not read for `idle` expires;
+    /// each hit extends it by `idle` again, in the same round trip as the
+    /// read, but never past its TTL (the hard bound; with
+    /// [`forever`](Self::forever), none). Not combined with `stale` or
+    /// `early`, which refresh by the TTL.
+    pub const fn idle(mut self, idle: Duration) -> Self {
+        // Below a millisecond the store could not express it: no idle.
+        self.idle = if idle.as_millis() == 0 {
+            None
+        } else {
+            Some(idle)
+        };
+        self
+    }
+
     /// The name statistics and traces report this read under.
     pub const fn name(&self) -> &'static str {
         self.name
@@ -181,6 +198,10 @@ impl CacheOptions {
 
     pub(crate) fn coalesce(&self) -> bool {
         self.single_flight || self.distributed
+    }
+
+    pub(crate) fn idle_choice(&self) -> Option<Duration> {
+        self.idle
     }
 
     pub(crate) fn local_ttl_choice(&self) -> Option<Duration> {

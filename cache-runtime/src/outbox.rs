@@ -8,8 +8,8 @@
 //! the cache. A background task drains it too (every
 //! 100 ms, backing off to 2 s), so other instances see the change shortly
 //! after Redis returns. One caller drains at a time; the others go on
-//! without the cache meanwhile. Invalidations that only name keys, tags and
-//! versions are retried together, up to `BATCH` in one round trip, so that
+//! without the cache meanwhile. Invalidations that name no pattern are
+//! retried together, up to `BATCH` in one round trip, so that
 //! the outbox of a long outage drains in a few round trips. Past the bound
 //! the oldest invalidation is dropped, counted in `outbox_dropped`, and
 //! logged.
@@ -20,32 +20,23 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use crate::cache::Cache;
+use crate::invalidation::Spec;
 
 /// The most invalidations kept.
 pub(crate) const OUTBOX_BOUND: usize = 10_000;
 /// The most kept invalidations retried in one round trip.
 const BATCH: usize = 256;
 
-/// A failed invalidation, as written.
-#[derive(Debug, Clone)]
-pub(crate) struct Pending {
-    pub(crate) keys: Vec<String>,
-    pub(crate) tags: Vec<String>,
-    pub(crate) patterns: Vec<String>,
-    pub(crate) bumps: Vec<String>,
-    pub(crate) publish: Option<String>,
-}
-
-impl Pending {
+impl Spec {
     /// Whether it can be retried together with others: the script applies
-    /// any number of keys, tags and versions at once, but patterns take
-    /// scans of their own and an event names its own invalidation.
+    /// any number of keys, tags, versions and events at once, but patterns
+    /// take scans of their own.
     fn merges(&self) -> bool {
-        self.patterns.is_empty() && self.publish.is_none()
+        self.patterns.is_empty()
     }
 
     /// Adds what `other` names (each name once).
-    fn absorb(&mut self, other: &Pending) {
+    fn absorb(&mut self, other: &Spec) {
         for (mine, theirs) in [
             (&mut self.keys, &other.keys),
             (&mut self.tags, &other.tags),
@@ -75,7 +66,7 @@ pub(crate) struct Outbox {
 
 #[derive(Debug, Default)]
 struct Queue {
-    items: VecDeque<(u64, Pending)>,
+    items: VecDeque<(u64, Spec)>,
     next: u64,
 }
 
@@ -90,7 +81,7 @@ impl Outbox {
     }
 
     /// Keeps `pending`; returns whether an older one was dropped.
-    fn push(&self, pending: Pending) -> bool {
+    fn push(&self, pending: Spec) -> bool {
         let mut queue = self.queue();
         let dropped = queue.items.len() >= OUTBOX_BOUND && queue.items.pop_front().is_some();
         let id = queue.next;
@@ -101,16 +92,20 @@ impl Outbox {
     }
 
     /// What to retry next: the oldest invalidations that merge (up to
-    /// `BATCH`) as one, or else the oldest alone; with the number of the
-    /// last one it covers.
-    fn next_batch(&self) -> Option<(u64, Pending)> {
+    /// `BATCH`), applied in one step, or else the oldest alone; with the
+    /// number of the last one it covers. Those without an event become one
+    /// (each name once); each event keeps the invalidation it names.
+    fn next_batch(&self) -> Option<(u64, Vec<Spec>)> {
         let queue = self.queue();
         let mut items = queue.items.iter();
         let (first_id, first) = items.next()?;
-        let (mut last, mut batch) = (*first_id, first.clone());
+        let (mut last, mut batch) = (*first_id, vec![first.clone()]);
         if first.merges() {
             for (id, pending) in items.take(BATCH - 1).take_while(|(_, p)| p.merges()) {
-                batch.absorb(pending);
+                match batch.iter_mut().find(|b| b.publish.is_none()) {
+                    Some(quiet) if pending.publish.is_none() => quiet.absorb(pending),
+                    _ => batch.push(pending.clone()),
+                }
                 last = *id;
             }
         }
@@ -135,7 +130,7 @@ impl Outbox {
 
 impl Cache {
     /// Keeps a failed invalidation for retry, and starts the retrying task.
-    pub(crate) fn outbox_push(&self, pending: Pending) {
+    pub(crate) fn outbox_push(&self, pending: Spec) {
         let outbox = self.outbox();
         if outbox.push(pending) {
             crate::stats::Stats::add(&self.stats_ref().outbox_dropped, 1);
@@ -184,16 +179,7 @@ impl Cache {
                 return false;
             }
             batches -= 1;
-            let mut inv = self
-                .invalidate()
-                .keys(pending.keys)
-                .tags(pending.tags)
-                .patterns(pending.patterns)
-                .bumps(pending.bumps);
-            if let Some(event) = pending.publish {
-                inv = inv.publish(event);
-            }
-            if inv.run_once().await.is_err() {
+            if self.change(pending, Vec::new(), false).await.is_err() {
                 return false;
             }
             let popped = outbox.pop_through(last);
@@ -207,8 +193,8 @@ impl Cache {
 mod tests {
     use super::*;
 
-    fn pending(key: &str) -> Pending {
-        Pending {
+    fn pending(key: &str) -> Spec {
+        Spec {
             keys: vec![key.to_owned()],
             tags: Vec::new(),
             patterns: Vec::new(),
@@ -217,32 +203,44 @@ mod tests {
         }
     }
 
-    fn publishing(key: &str) -> Pending {
-        Pending {
+    fn publishing(key: &str) -> Spec {
+        Spec {
             publish: Some("post:updated".to_owned()),
             ..pending(key)
         }
     }
 
+    fn patterned(key: &str) -> Spec {
+        Spec {
+            patterns: vec!["post:*".to_owned()],
+            ..pending(key)
+        }
+    }
+
     #[test]
-    fn invalidations_of_keys_and_tags_are_retried_together() {
+    fn invalidations_without_patterns_are_retried_together() {
         let outbox = Outbox::default();
         outbox.push(pending("a"));
         outbox.push(pending("b"));
         outbox.push(pending("a"));
         outbox.push(publishing("c"));
         outbox.push(pending("d"));
+        outbox.push(patterned("e"));
+        outbox.push(pending("f"));
         let (last, batch) = outbox.next_batch().unwrap();
-        assert_eq!(batch.keys, ["a", "b"], "merged, each name once");
-        assert_eq!(outbox.pop_through(last), 3);
-        let (last, batch) = outbox.next_batch().unwrap();
+        assert_eq!(batch.len(), 2, "{batch:?}");
+        assert_eq!(batch[0].keys, ["a", "b", "d"], "merged, each name once");
         assert_eq!(
-            (batch.keys, batch.publish.is_some()),
-            (vec!["c".to_owned()], true),
-            "an event goes alone"
+            (&batch[1].keys, batch[1].publish.is_some()),
+            (&vec!["c".to_owned()], true),
+            "an event keeps what it names"
         );
+        assert_eq!(outbox.pop_through(last), 5);
+        let (last, batch) = outbox.next_batch().unwrap();
+        assert_eq!(batch.len(), 1);
+        assert_eq!(batch[0].keys, ["e"], "a pattern goes alone");
         assert_eq!(outbox.pop_through(last), 1);
-        assert_eq!(outbox.next_batch().unwrap().1.keys, ["d"]);
+        assert_eq!(outbox.next_batch().unwrap().1[0].keys, ["f"]);
     }
 
     #[test]
@@ -257,13 +255,13 @@ mod tests {
             0,
             "a second caller that applied `a` does not take `b` off"
         );
-        assert_eq!(outbox.next_batch().unwrap().1.keys, ["b"]);
+        assert_eq!(outbox.next_batch().unwrap().1[0].keys, ["b"]);
     }
 
     #[test]
     fn an_invalidation_dropped_while_applied_takes_nothing_else_off() {
         let outbox = Outbox::default();
-        outbox.push(publishing("first")); // retried alone
+        outbox.push(patterned("first")); // retried alone
         for i in 1..OUTBOX_BOUND {
             assert!(!outbox.push(pending(&i.to_string())));
         }
@@ -271,10 +269,7 @@ mod tests {
         assert!(outbox.push(pending("new")), "full: the oldest is dropped");
         assert_eq!(outbox.pop_through(applying), 0);
         assert_eq!(
-            outbox
-                .next_batch()
-                .unwrap()
-                .1
+            outbox.next_batch().unwrap().1[0]
                 .keys
                 .first()
                 .map(String::as_str),

@@ -369,28 +369,70 @@ impl<A: Future + Unpin, B: Future<Output = A::Output>> Future for Cached<A, B> {
     }
 }
 
-/// The invalidation of an `#[invalidates]` function, after its body
-/// succeeded. It runs on its own task, so a caller that gives up (a request
-/// timeout dropping the future) cannot cancel an invalidation whose write
-/// has already committed; the caller still waits for it.
-pub async fn invalidate(
-    cache: Option<&Cache>,
-    keys: Vec<String>,
-    tags: Vec<String>,
-    patterns: Vec<String>,
-    bumps: Vec<String>,
-    publish: Option<&'static str>,
-) {
-    let Some(cache) = cache.cloned() else { return };
-    let held = crate::transaction::Held::Invalidate(crate::transaction::Invalidate {
-        cache,
-        keys,
-        tags,
-        patterns,
-        bumps,
-        publish,
-    });
-    apply_or_hold(held).await;
+/// What an `#[invalidates]`/`#[cache_put]` function changes once its body
+/// has succeeded: its invalidations and puts, grouped by cache, each group
+/// applied in one step (see `Cache::change`: invalidations, then puts).
+#[derive(Debug, Default)]
+pub struct Changes {
+    held: Vec<crate::transaction::Held>,
+}
+
+impl Changes {
+    pub fn new() -> Self {
+        Changes::default()
+    }
+
+    fn on(&mut self, cache: &Cache) -> &mut crate::transaction::Held {
+        let at = match self.held.iter().position(|h| h.cache.same_as(cache)) {
+            Some(at) => at,
+            None => {
+                self.held.push(crate::transaction::Held {
+                    cache: cache.clone(),
+                    specs: Vec::new(),
+                    puts: Vec::new(),
+                });
+                self.held.len() - 1
+            }
+        };
+        &mut self.held[at]
+    }
+
+    /// One `#[invalidates]`.
+    pub fn invalidate(
+        &mut self,
+        cache: Option<&Cache>,
+        keys: Vec<String>,
+        tags: Vec<String>,
+        patterns: Vec<String>,
+        bumps: Vec<String>,
+        publish: Option<&'static str>,
+    ) {
+        let Some(cache) = cache else { return };
+        self.on(cache).specs.push(crate::invalidation::Spec {
+            keys,
+            tags,
+            patterns,
+            bumps,
+            publish: publish.map(str::to_owned),
+        });
+    }
+
+    /// One `#[cache_put]`, as [`encode_put`] encoded it.
+    pub fn put(&mut self, cache: Option<&Cache>, put: Option<crate::cache::Put>) {
+        if let (Some(cache), Some(put)) = (cache, put) {
+            self.on(cache).puts.push(put);
+        }
+    }
+
+    /// Applies them: each cache's group on its own task, so a caller that
+    /// gives up (a request timeout dropping the future) cannot cancel
+    /// changes whose write has already committed; the caller still waits.
+    /// Inside `in_transaction`, held until the commit.
+    pub async fn apply(self) {
+        for held in self.held {
+            apply_or_hold(held).await;
+        }
+    }
 }
 
 /// Inside `in_transaction`: held, applied after the commit or never.
@@ -425,10 +467,4 @@ pub fn encode_put<T: ::serde::Serialize + ?Sized>(
             None
         }
     }
-}
-
-/// Stores what [`encode_put`] encoded, after the body succeeded.
-pub async fn put(cache: Option<&Cache>, put: crate::cache::Put) {
-    let Some(cache) = cache.cloned() else { return };
-    apply_or_hold(crate::transaction::Held::Put(cache, put)).await;
 }

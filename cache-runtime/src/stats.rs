@@ -40,7 +40,9 @@ counters! {
     store_errors,
     /// Write-through stores (`#[cache_put]`, `Cache::put`).
     puts,
-    /// Invalidations applied (one per `#[invalidates]` call or builder run).
+    /// Invalidations applied: one per call of an `#[invalidates]` function
+    /// (however many attributes it has), per builder run, and per batch of
+    /// changes a transaction held and applied together.
     invalidations,
     /// Entries removed by invalidations.
     entries_removed,

@@ -196,12 +196,9 @@ impl Cache {
                     return value;
                 }
                 let put = self.encode_put(key.to_owned(), stored, options, links);
+                // An oversized value is not stored, and what was cached is
+                // removed (it is stale now).
                 match put {
-                    Ok(put) if self.oversized(&put, options) => {
-                        Stats::add(&self.stats_ref().oversized, 1);
-                        // Not stored; what was cached is stale now.
-                        self.invalidate().key(key).run_reported().await;
-                    }
                     Ok(put) => {
                         if let Err(e) = self.apply_put(put).await {
                             self.report("refresh", &e);

@@ -138,6 +138,7 @@ impl LocalTier {
             value: bytes.to_vec(),
             typed,
             ttl: Some(ttl),
+            idle: None,
             token,
             depends_on: Vec::new(),
             prefixes: crate::key::Prefixes::default(),

@@ -11,7 +11,8 @@
 use std::future::Future;
 use std::sync::Mutex;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Put};
+use crate::invalidation::Spec;
 
 tokio::task_local! {
     static SCOPE: Deferred;
@@ -23,66 +24,42 @@ struct Deferred {
     held: Mutex<Vec<Held>>,
 }
 
-/// One held change, as `#[invalidates]` or `#[cache_put]` would have run it.
-pub(crate) enum Held {
-    Invalidate(Invalidate),
-    Put(Cache, crate::cache::Put),
-}
-
-/// An invalidation as `#[invalidates]` renders it.
-pub(crate) struct Invalidate {
+/// The changes of one `#[invalidates]`/`#[cache_put]` function on one
+/// cache, applied together (see [`Cache::change`]).
+#[derive(Debug)]
+pub(crate) struct Held {
     pub(crate) cache: Cache,
-    pub(crate) keys: Vec<String>,
-    pub(crate) tags: Vec<String>,
-    pub(crate) patterns: Vec<String>,
-    pub(crate) bumps: Vec<String>,
-    pub(crate) publish: Option<&'static str>,
+    pub(crate) specs: Vec<Spec>,
+    pub(crate) puts: Vec<Put>,
 }
 
 impl Held {
     /// Runs it (a failure is reported, not returned: the work succeeded).
     pub(crate) async fn apply(self) {
-        match self {
-            Held::Invalidate(i) => {
-                let mut inv = i
-                    .cache
-                    .invalidate()
-                    .keys(i.keys)
-                    .tags(i.tags)
-                    .patterns(i.patterns)
-                    .bumps(i.bumps);
-                if let Some(event) = i.publish {
-                    inv = inv.publish(event);
-                }
-                inv.run_reported().await;
-            }
-            Held::Put(cache, put) => {
-                if let Err(e) = cache.apply_put(put).await {
-                    cache.report("put", &e);
-                }
-            }
+        let op = if self.specs.is_empty() {
+            "put"
+        } else {
+            "invalidate"
+        };
+        if let Err(e) = self.cache.change(self.specs, self.puts, true).await {
+            self.cache.report(op, &e);
         }
     }
 }
 
-/// Merges consecutive invalidations of one cache that publish no event
-/// into one (one round trip on Redis instead of one each), keeping the
-/// order of everything else (puts, and invalidations with events).
+/// Merges consecutive changes of one cache into one (one step on Redis
+/// instead of one each), unless that would reorder them: a change applies
+/// its invalidations before its puts, so one with puts is not merged with
+/// a later one that invalidates.
 fn merge(held: Vec<Held>) -> Vec<Held> {
     let mut merged: Vec<Held> = Vec::with_capacity(held.len());
     for next in held {
-        if let (Some(Held::Invalidate(last)), Held::Invalidate(inv)) = (merged.last_mut(), &next)
-            && last.publish.is_none()
-            && inv.publish.is_none()
-            && last.cache.same_as(&inv.cache)
+        if let Some(last) = merged.last_mut()
+            && last.cache.same_as(&next.cache)
+            && (last.puts.is_empty() || next.specs.is_empty())
         {
-            let Held::Invalidate(inv) = next else {
-                unreachable!("matched above")
-            };
-            last.keys.extend(inv.keys);
-            last.tags.extend(inv.tags);
-            last.patterns.extend(inv.patterns);
-            last.bumps.extend(inv.bumps);
+            last.specs.extend(next.specs);
+            last.puts.extend(next.puts);
             continue;
         }
         merged.push(next);

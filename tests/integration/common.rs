@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use cache_runtime::{Cache, cached, invalidates};
+use cache_runtime::{Cache, cache_put, cached, invalidates};
 use integration_tests::{RedisCluster, RedisServer};
 use serde::{Deserialize, Serialize};
 
@@ -196,6 +196,13 @@ impl Repo {
     pub async fn update(&self, post: Post) -> Result<(), String> {
         self.rows.lock().unwrap().insert(post.id, post);
         Ok(())
+    }
+
+    /// Write-through: the saved post is stored under its key.
+    #[cache_put(cache = self.cache, key = "post:{ret.id}", ttl = 60, tags = ["author:{ret.author_id}"])]
+    pub async fn save(&self, post: Post) -> Result<Post, String> {
+        self.rows.lock().unwrap().insert(post.id, post.clone());
+        Ok(post)
     }
 
     #[invalidates(cache = self.cache, keys = ["post:{id}"], tags = ["author:7"])]

@@ -176,6 +176,45 @@ async fn an_invalidation_lost_to_a_network_cut_is_applied_when_redis_returns() {
     assert_eq!(writer.cache.stats().outbox_dropped, 0);
 }
 
+/// A write-through put during a network cut: marking its key fails, so the
+/// key is kept in the outbox, and once Redis is reachable again the old
+/// entry Redis still holds is removed before anyone is served from it.
+#[tokio::test]
+async fn a_put_lost_to_a_network_cut_leaves_no_stale_entry() {
+    let server = RedisServer::start();
+    let proxy = integration_tests::CountingProxy::start(server.port()).await;
+    let writer = Repo::new(cache_at(proxy.url(), Duration::from_millis(200)));
+    let other = Repo::new(cache_at(server.url(), Duration::from_millis(200)));
+    writer.get(1).await.unwrap();
+    assert_eq!(other.get(1).await.unwrap().title, "post 1");
+    assert_eq!(other.loads(), 0, "cached in Redis");
+
+    proxy.sever();
+    let updated = Post {
+        id: 1,
+        author_id: 7,
+        title: "put during the cut".into(),
+    };
+    assert_eq!(
+        writer.save(updated.clone()).await,
+        Ok(updated.clone()),
+        "the write's Ok stands"
+    );
+    assert_eq!(
+        writer.cache.stats().outbox_kept,
+        1,
+        "the put's key is kept for invalidation"
+    );
+    proxy.restore();
+    wait_until("the outbox drains", Duration::from_secs(5), async || {
+        writer.cache.stats().outbox_retried == 1
+    })
+    .await;
+    other.rows.lock().unwrap().insert(1, updated.clone());
+    assert_eq!(other.get(1).await.unwrap().title, updated.title);
+    assert_eq!(writer.get(1).await.unwrap().title, updated.title);
+}
+
 /// A frozen server: after a few calls pay the timeout, the circuit breaker
 /// opens and calls stop waiting (they fail over to the body at once); once
 /// the server answers again, a probe closes it and hits come back.

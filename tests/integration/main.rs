@@ -8,10 +8,12 @@
 
 mod cascades;
 mod cluster;
+mod combined;
 mod common;
 mod conditions;
 mod consistency;
 mod faults;
+mod idle;
 mod locks;
 mod observability;
 mod redis_only;

@@ -21,7 +21,10 @@ use crate::key::{Prefixes, glob_match};
 pub(crate) struct MemEntry {
     pub(crate) bytes: Bytes,
     pub(crate) typed: Option<AnyValue>,
+    /// How long it lives from its write.
     ttl: Option<Duration>,
+    /// Time-to-idle, and the hard deadline no read extends it past.
+    idle: Option<(Duration, Option<Instant>)>,
 }
 
 struct PerEntryTtl;
@@ -42,6 +45,23 @@ impl Expiry<String, Shared> for PerEntryTtl {
         _: Option<Duration>,
     ) -> Option<Duration> {
         value.ttl
+    }
+
+    /// A read of an entry with a time-to-idle extends it by that, up to its
+    /// hard deadline; other entries keep their expiry.
+    fn expire_after_read(
+        &self,
+        _: &String,
+        value: &Shared,
+        now: Instant,
+        left: Option<Duration>,
+        _: Instant,
+    ) -> Option<Duration> {
+        match value.idle {
+            Some((idle, Some(deadline))) => Some(idle.min(deadline.saturating_duration_since(now))),
+            Some((idle, None)) => Some(idle),
+            None => left,
+        }
     }
 }
 
@@ -198,12 +218,17 @@ impl MemoryStore {
         } else {
             state.depends_of.insert(req.entry.clone(), deps);
         }
+        let (ttl, idle) = (
+            req.expiry(),
+            req.idle.map(|idle| (idle, req.ttl.map(|ttl| now + ttl))),
+        );
         self.entries.insert(
             req.entry,
             std::sync::Arc::new(MemEntry {
+                ttl,
+                idle,
                 bytes: Bytes::from(req.value),
                 typed: req.typed,
-                ttl: req.ttl,
             }),
         );
         self.count_write(&mut state, now);
@@ -392,6 +417,7 @@ mod tests {
             value: b"v".to_vec(),
             typed: None,
             ttl: None,
+            idle: None,
             token,
             depends_on: Vec::new(),
             prefixes: Prefixes::default(),

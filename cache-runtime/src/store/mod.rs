@@ -71,6 +71,9 @@ pub(crate) struct FillRequest {
     pub(crate) typed: Option<AnyValue>,
     /// `None`: no expiry.
     pub(crate) ttl: Option<Duration>,
+    /// Time-to-idle: the entry expires after this long without a read, and
+    /// each read (with the same `idle`) extends it, never past `ttl`.
+    pub(crate) idle: Option<Duration>,
     pub(crate) token: u64,
     /// Keys of the entries this one depends on. The store files the entry
     /// in the dependents set of each, and of everything they depend on
@@ -86,6 +89,17 @@ pub(crate) struct FillRequest {
     /// For an overwrite (not a fill after a miss): where to tell in-process
     /// tiers to drop their copies.
     pub(crate) overwrite: Option<CoherenceChannel>,
+}
+
+impl FillRequest {
+    /// How long the store keeps the entry from now: `ttl`, or `idle` if
+    /// that is shorter.
+    pub(crate) fn expiry(&self) -> Option<Duration> {
+        match (self.ttl, self.idle) {
+            (Some(ttl), Some(idle)) => Some(ttl.min(idle)),
+            (ttl, idle) => ttl.or(idle),
+        }
+    }
 }
 
 /// Where invalidations are announced to in-process tiers, and who
@@ -118,7 +132,7 @@ pub(crate) struct Release {
     pub(crate) channel: String,
 }
 
-/// Keys to delete and tags to invalidate in one step, and an event to
+/// Keys to delete and tags to invalidate in one step, and events to
 /// publish once they are gone.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct InvalidationPlan {
@@ -127,8 +141,8 @@ pub(crate) struct InvalidationPlan {
     pub(crate) tags: Vec<TagNames>,
     /// Version names to increment (orphaning entries of older versions).
     pub(crate) bumps: Vec<String>,
-    /// (channel, JSON payload).
-    pub(crate) publish: Option<(String, String)>,
+    /// Events to publish once everything is gone: (channel, JSON payload).
+    pub(crate) publish: Vec<(String, String)>,
     pub(crate) marker_ttl: Duration,
     /// How to find the marker and dependents of a removed entry; with empty
     /// prefixes nothing cascades.
@@ -145,7 +159,7 @@ impl InvalidationPlan {
         self.keys.is_empty()
             && self.tags.is_empty()
             && self.bumps.is_empty()
-            && self.publish.is_none()
+            && self.publish.is_empty()
     }
 }
 

@@ -4,6 +4,7 @@
 //! | step | commands | round trips |
 //! |---|---|---|
 //! | read | pipeline `GET entry`, `GET seq` | 1 |
+//! | read with a time-to-idle | `EVALSHA read_idle` (`GET`, `PEXPIRE`, `GET seq`) | 1 |
 //! | fill after a miss | `EVALSHA fill` (check markers, `SET PX`, `SADD` tags) | 1 |
 //! | invalidate keys + tags + cascades + publish | `EVALSHA invalidate` | 1 per 10,000 entries removed |
 //! | pattern delete | `SCAN MATCH COUNT`, then `EVALSHA invalidate` on the batch | 2 per batch |
@@ -159,11 +160,12 @@ return 0
 
 /// KEYS: seq, entries (k), entry markers (k), tag sets (t), tag markers (t),
 /// versions (v), sets left to drain by an earlier step (s).
-/// ARGV: k, t, marker ttl ms, channel ('' = none), payload, v, entry prefix,
+/// ARGV: k, t, marker ttl ms, e (events), (unused), v, entry prefix,
 /// key marker prefix, dependents prefix, coherence channel ('' = none),
 /// instance, nonce (names this step in its coherence message), budget,
 /// seq ('' = a new invalidation: take the next number), s, a new epoch
-/// (`new_epoch`: the sequence number's start if it is missing).
+/// (`new_epoch`: the sequence number's start if it is missing), then the
+/// events' channels and payloads (2e), published in order at the end.
 ///
 /// Members are removed in batches (`SPOP`), and at most `budget` of them per
 /// call, so that no call holds the server for long whatever a tag's size:
@@ -238,10 +240,37 @@ end
 if ARGV[10] ~= '' and (#names > 0 or #vnames > 0) then
   redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], n = ARGV[12], k = names, vn = vnames, vv = vvalues}))
 end
-if ARGV[4] ~= '' then
-  redis.call('PUBLISH', ARGV[4], ARGV[5])
+for i = 1, tonumber(ARGV[4]) do
+  redis.call('PUBLISH', ARGV[15 + 2 * i], ARGV[16 + 2 * i])
 end
 return {removed, names, vnames, vvalues, seq, left}
+"#;
+
+/// KEYS: entry, seq, version (optional). ARGV: idle ms, the client's clock
+/// (Unix ms).
+///
+/// A read that extends the entry's life: on a hit, the entry expires `idle`
+/// from now, but never past its hard deadline, which is the "fresh until"
+/// of its envelope (bytes 4..12, little endian; 0: none). An entry past its
+/// deadline is not returned. Returns `{entry, seq, version}`.
+const READ_IDLE: &str = r#"
+local v = redis.call('GET', KEYS[1])
+if v then
+  local left = tonumber(ARGV[1])
+  if #v >= 24 and string.byte(v, 1) == 202 then
+    local hard = 0
+    for i = 12, 5, -1 do hard = hard * 256 + string.byte(v, i) end
+    if hard > 0 then left = math.min(left, hard - tonumber(ARGV[2])) end
+  end
+  if left > 0 then
+    redis.call('PEXPIRE', KEYS[1], left)
+  else
+    v = false
+  end
+end
+local version = false
+if #KEYS > 2 then version = redis.call('GET', KEYS[3]) end
+return {v, redis.call('GET', KEYS[2]), version}
 "#;
 
 /// The most members one invalidation call removes (tags, cascades): about
@@ -308,6 +337,7 @@ pub(crate) struct RedisStore {
     pubsub: Vec<redis::Client>,
     conn: Conn,
     fill: Script,
+    read_idle: Script,
     invalidate: Script,
     unlock: Script,
     renew: Script,
@@ -385,6 +415,7 @@ impl RedisStore {
             pubsub,
             conn,
             fill: Script::new(FILL),
+            read_idle: Script::new(READ_IDLE),
             invalidate: Script::new(INVALIDATE),
             unlock: Script::new(UNLOCK),
             renew: Script::new(RENEW),
@@ -411,8 +442,24 @@ impl RedisStore {
         entry: &str,
         seq: &str,
         version: Option<&str>,
+        idle: Option<Duration>,
     ) -> Result<Lookup, Error> {
         let mut conn = self.conn.clone();
+        if let Some(idle) = idle {
+            let mut inv = self.read_idle.prepare_invoke();
+            inv.key(entry).key(seq);
+            if let Some(version) = version {
+                inv.key(version);
+            }
+            inv.arg(millis(idle)).arg(crate::events::now_ms());
+            let (value, token, version): LookupReply = inv.invoke_async(&mut conn).await?;
+            return Ok(Lookup {
+                value: value.map(Bytes::from),
+                typed: None,
+                token: token.unwrap_or(0),
+                version: version.unwrap_or(0),
+            });
+        }
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(entry).cmd("GET").arg(seq);
         if let Some(version) = version {
@@ -453,7 +500,7 @@ impl RedisStore {
         }
         inv.arg(req.token)
             .arg(&req.value)
-            .arg(req.ttl.map_or(0, millis))
+            .arg(req.expiry().map_or(0, millis))
             .arg(req.tags.len())
             .arg(lock_token)
             .arg(channel)
@@ -519,15 +566,12 @@ impl RedisStore {
         for set in sets {
             inv.key(set);
         }
-        let (channel, payload) = match (&plan.publish, first) {
-            (Some((c, p)), true) => (c.as_str(), p.as_str()),
-            _ => ("", ""),
-        };
+        let events = if first { &plan.publish[..] } else { &[][..] };
         inv.arg(keys.len())
             .arg(tags.len())
             .arg(millis(plan.marker_ttl))
-            .arg(channel)
-            .arg(payload)
+            .arg(events.len())
+            .arg("")
             .arg(bumps.len())
             .arg(&plan.prefixes.entry)
             .arg(&plan.prefixes.key_marker)
@@ -539,6 +583,9 @@ impl RedisStore {
             .arg(from.map_or(String::new(), |c| c.seq.to_string()))
             .arg(sets.len())
             .arg(new_epoch());
+        for (channel, payload) in events {
+            inv.arg(channel).arg(payload);
+        }
         let mut conn = self.conn.clone();
         let (removed, entries, names, values, seq, left): InvalidateReply =
             inv.invoke_async(&mut conn).await?;
