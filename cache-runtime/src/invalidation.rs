@@ -26,6 +26,9 @@ use crate::store::InvalidationPlan;
 pub struct Invalidation<'c> {
     cache: &'c Cache,
     spec: Spec,
+    puts: Vec<Put>,
+    /// A put whose value did not encode: returned by `run`.
+    error: Option<Error>,
 }
 
 /// One invalidation as written: an `#[invalidates]` attribute, or the
@@ -64,6 +67,8 @@ impl<'c> Invalidation<'c> {
         Invalidation {
             cache,
             spec: Spec::default(),
+            puts: Vec::new(),
+            error: None,
         }
     }
 
@@ -128,9 +133,50 @@ impl<'c> Invalidation<'c> {
         self
     }
 
+    /// Also store `value` under `key` (write-through, as
+    /// [`Cache::put`](crate::Cache::put) does) in the same step, after the
+    /// invalidation: the put survives it even if the invalidation names its
+    /// key or tags. A value that does not encode makes `run` return the
+    /// error, and nothing is applied.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+    /// use cache_runtime::{Cache, CacheOptions, Links};
+    /// let cache = Cache::in_memory();
+    /// cache.set("feed", &vec![1], None, &[]).await?;
+    /// let options = CacheOptions::new("posts");
+    /// cache
+    ///     .invalidate()
+    ///     .key("feed")
+    ///     .put("post:2", &"second", &options, Links::new().tag("author:7"))
+    ///     .publish("post:created")
+    ///     .await?;
+    /// assert_eq!(cache.get::<Vec<u32>>("feed").await, None);
+    /// assert_eq!(cache.get::<String>("post:2").await.as_deref(), Some("second"));
+    /// # Ok(()) }
+    /// ```
+    pub fn put<T: serde::Serialize + ?Sized>(
+        mut self,
+        key: impl Into<String>,
+        value: &T,
+        options: &crate::CacheOptions,
+        links: impl Into<crate::Links>,
+    ) -> Self {
+        match self
+            .cache
+            .encode_put(key.into(), value, options, links.into())
+        {
+            Ok(put) => self.puts.push(put),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
     /// Runs the invalidation. Patterns go first (a `SCAN` each); then keys,
     /// tags and the event in one round trip, so the event is only seen once
-    /// everything it names is gone.
+    /// everything it names is gone; then the puts.
     ///
     /// If the store fails (Redis unreachable), the invalidation is kept in
     /// the cache's outbox and retried until it succeeds; until then this
@@ -138,7 +184,10 @@ impl<'c> Invalidation<'c> {
     /// it should have removed is served once Redis is back. The error is
     /// still returned.
     pub async fn run(self) -> Result<InvalidationReport, Error> {
-        self.cache.change(vec![self.spec], Vec::new(), true).await
+        if let Some(e) = self.error {
+            return Err(e);
+        }
+        self.cache.change(vec![self.spec], self.puts, true).await
     }
 
     /// Runs the invalidation and reports a failure through `tracing` and the

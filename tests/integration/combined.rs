@@ -9,7 +9,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use cache_runtime::{Cache, cache_put, cached, in_transaction, invalidates};
+use cache_runtime::{Cache, CacheOptions, Links, cache_put, cached, in_transaction, invalidates};
 use integration_tests::{CountingProxy, RedisServer};
 
 use crate::common::{Fixture, Post};
@@ -113,6 +113,8 @@ crate::common::on_every_store!(
     a_failed_body_applies_nothing,
     a_put_outlives_the_invalidation_of_its_own_key,
     a_transaction_keeps_a_put_before_a_later_invalidation,
+    the_plain_api_puts_and_invalidates_in_one_step,
+    a_put_over_the_size_limit_removes_the_old_value,
 );
 
 fn v2() -> Post {
@@ -207,6 +209,44 @@ async fn a_transaction_keeps_a_put_before_a_later_invalidation(fx: Fixture) {
         "removed after it was put: the row is gone, so is the entry"
     );
     assert_eq!(blog.loads(), 4);
+}
+
+async fn the_plain_api_puts_and_invalidates_in_one_step(fx: Fixture) {
+    let blog = Blog::new(fx.cache.clone());
+    warm(&blog).await;
+    let mut events = fx.cache.local_events();
+    let options = CacheOptions::new("posts").ttl(Duration::from_secs(60));
+    fx.cache
+        .invalidate()
+        .keys(["feed", "post:1"])
+        .put("post:1", &v2(), &options, Links::new())
+        .publish("post:updated")
+        .await
+        .unwrap();
+    assert_eq!(blog.post(1).await.unwrap().title, "v2", "the put survives");
+    blog.feed().await;
+    assert_eq!(blog.loads(), 4, "only the feed was reloaded");
+    assert_eq!(events.try_recv().unwrap().keys, ["feed", "post:1"]);
+    let stats = fx.cache.stats();
+    assert_eq!((stats.invalidations, stats.puts), (1, 1));
+}
+
+async fn a_put_over_the_size_limit_removes_the_old_value(fx: Fixture) {
+    let blog = Blog::new(fx.cache.clone());
+    warm(&blog).await;
+    let options = CacheOptions::new("posts").max_size(16);
+    let big = Post {
+        title: "x".repeat(64),
+        ..v2()
+    };
+    fx.cache
+        .put("post:1", &big, &options, Links::new())
+        .await
+        .unwrap();
+    assert_eq!(fx.cache.stats().oversized, 1);
+    assert_eq!(fx.cache.stats().puts, 0, "not stored");
+    assert_eq!(blog.post(1).await.unwrap().title, "v1");
+    assert_eq!(blog.loads(), 4, "the old entry is gone: loaded again");
 }
 
 /// The three attributes of `save` cost two round trips: one step (the tag,
