@@ -289,8 +289,9 @@ impl Articles {
             .await
     }
 
-    /// Whether `user_id` favorited the article (cached per pair).
-    #[cached(cache = self.cache, key = "fav:{user_id}:{article_id}", ttl = "10m")]
+    /// Whether `user_id` favorited the article (cached per pair; like
+    /// `Users::is_following`, kept only while read).
+    #[cached(cache = self.cache, key = "fav:{user_id}:{article_id}", ttl = "10m", idle = "2m")]
     pub async fn is_favorited(&self, user_id: i64, article_id: i64) -> Result<bool, sqlx::Error> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM favorites WHERE user_id = $1 AND article_id = $2")
@@ -353,14 +354,11 @@ impl Articles {
         .await
     }
 
-    /// The new article's key (it may hold a cached `None`), the tag list,
-    /// the global list and the author's list.
-    #[invalidates(
-        cache = self.cache,
-        keys = ["article:{ret.slug}", "tags"],
-        tags = ["list:all", "list:author:{author_id}"],
-        publish = "article:created"
-    )]
+    /// The new article's key (it may hold a cached `None`), announced as
+    /// `article:created`; and the lists it joins: the tag list, the global
+    /// list and the author's list. Both in one step, after the commit.
+    #[invalidates(cache = self.cache, keys = ["article:{ret.slug}"], publish = "article:created")]
+    #[invalidates(cache = self.cache, keys = ["tags"], tags = ["list:all", "list:author:{author_id}"])]
     async fn insert_in(
         &self,
         tx: &mut AnyConnection,

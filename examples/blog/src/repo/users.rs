@@ -152,8 +152,10 @@ impl Users {
         Ok(account(&row))
     }
 
-    /// Whether `follower` follows `followee` (cached per pair).
-    #[cached(cache = self.cache, key = "follows:{follower}:{followee}", ttl = "10m")]
+    /// Whether `follower` follows `followee` (cached per pair). There is one
+    /// such flag per viewer and author, read only while the viewer browses:
+    /// one unread for 2 minutes leaves the cache.
+    #[cached(cache = self.cache, key = "follows:{follower}:{followee}", ttl = "10m", idle = "2m")]
     pub async fn is_following(&self, follower: i64, followee: i64) -> Result<bool, sqlx::Error> {
         let found: Option<i64> =
             sqlx::query_scalar("SELECT 1 FROM follows WHERE follower_id = $1 AND followee_id = $2")
