@@ -5,7 +5,6 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cache_runtime::{Cache, CacheOptions, Links, cached, invalidates};
-use integration_tests::{CountingProxy, RedisServer};
 use tokio::sync::oneshot;
 
 use crate::common::Fixture;
@@ -245,13 +244,11 @@ async fn a_dependent_two_levels_down_is_not_stored_either(fx: Fixture) {
 
 #[tokio::test]
 async fn a_cascade_is_one_round_trip_on_redis() {
-    let server = RedisServer::start();
-    let proxy = CountingProxy::start(server.port()).await;
-    let cache = Cache::builder()
-        .redis_url(proxy.url())
-        .namespace("cascade-rt")
-        .build()
-        .unwrap();
+    let crate::common::Counted {
+        server: _server,
+        proxy,
+        cache,
+    } = crate::common::Counted::start("cascade-rt").await;
     // Warm up: connection and script loading.
     put(&cache, "warm", &[], 0).await;
     cache.invalidate().key("warm").await.unwrap();

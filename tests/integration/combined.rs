@@ -10,7 +10,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use cache_runtime::{Cache, CacheOptions, Links, cache_put, cached, in_transaction, invalidates};
-use integration_tests::{CountingProxy, RedisServer};
 
 use crate::common::{Fixture, Post};
 
@@ -253,16 +252,11 @@ async fn a_put_over_the_size_limit_removes_the_old_value(fx: Fixture) {
 /// the key, the put's marking, both events), then the put's fill.
 #[tokio::test]
 async fn one_call_s_writes_take_two_round_trips() {
-    let server = RedisServer::start();
-    let proxy = CountingProxy::start(server.port()).await;
-    let cache = Cache::builder()
-        .redis_url(proxy.url())
-        .namespace("combined")
-        .timeout(Duration::from_secs(4))
-        // No subscriber: its pings would go through the proxy too.
-        .apply_events(false)
-        .build()
-        .unwrap();
+    let crate::common::Counted {
+        server: _server,
+        proxy,
+        cache,
+    } = crate::common::Counted::start("combined").await;
     let blog = Blog::new(cache.clone());
     // Loads the scripts.
     blog.save(v2(), false).await.unwrap();

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cache_runtime::{Cache, cache_put, cached, invalidates};
-use integration_tests::{RedisCluster, RedisServer};
+use integration_tests::{CountingProxy, RedisCluster, RedisServer};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -104,6 +104,35 @@ impl Fixture {
 
     pub fn repo(&self) -> Repo {
         Repo::new(self.cache.clone())
+    }
+}
+
+/// A cache whose round trips to Redis are counted: a `redis-server` of its
+/// own behind a counting proxy. No subscriber (its pings would be counted
+/// too), and a generous timeout: counted here are calls, not time, and a
+/// loaded machine must not turn a slow call into a timeout and a retry.
+pub struct Counted {
+    pub server: RedisServer,
+    pub proxy: CountingProxy,
+    pub cache: Cache,
+}
+
+impl Counted {
+    pub async fn start(namespace: &str) -> Counted {
+        let server = RedisServer::start();
+        let proxy = CountingProxy::start(server.port()).await;
+        let cache = Cache::builder()
+            .redis_url(proxy.url())
+            .namespace(namespace)
+            .timeout(std::time::Duration::from_secs(4))
+            .apply_events(false)
+            .build()
+            .unwrap();
+        Counted {
+            server,
+            proxy,
+            cache,
+        }
     }
 }
 

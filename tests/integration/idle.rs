@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, CacheOptions, cached};
-use integration_tests::{CountingProxy, RedisServer};
 
 use crate::common::Fixture;
 
@@ -91,15 +90,11 @@ async fn hits_keep_an_entry_alive_until_its_ttl(fx: Fixture) {
 /// time left to its TTL when that is shorter.
 #[tokio::test]
 async fn an_idle_hit_is_one_round_trip_and_moves_the_expiry() {
-    let server = RedisServer::start();
-    let proxy = CountingProxy::start(server.port()).await;
-    let cache = Cache::builder()
-        .redis_url(proxy.url())
-        .namespace("idle")
-        .timeout(Duration::from_secs(4))
-        .apply_events(false)
-        .build()
-        .unwrap();
+    let crate::common::Counted {
+        server,
+        proxy,
+        cache,
+    } = crate::common::Counted::start("idle").await;
     let pttl = |key: &str| -> i64 {
         ::redis::cmd("PTTL")
             .arg(format!("idle:{key}"))

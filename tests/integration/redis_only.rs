@@ -272,18 +272,11 @@ fn count_matching(server: &RedisServer, pattern: &str) -> usize {
 
 #[tokio::test]
 async fn big_invalidations_run_in_bounded_steps() {
-    let server = RedisServer::start();
-    let proxy = CountingProxy::start(server.port()).await;
-    let cache = Cache::builder()
-        .redis_url(proxy.url())
-        .namespace("big")
-        // Counted here are calls, not time: a loaded machine must not turn a
-        // 10,000-entry step into a timeout (and a retry).
-        .timeout(Duration::from_secs(4))
-        // No subscriber: its pings would go through the proxy too.
-        .apply_events(false)
-        .build()
-        .unwrap();
+    let crate::common::Counted {
+        server,
+        proxy,
+        cache,
+    } = crate::common::Counted::start("big").await;
     cache.invalidate().tag("warm-up").await.unwrap();
     file_entries(&server, "big#tag:small", "small", 10_000);
     file_entries(&server, "big#tag:large", "large", 25_000);

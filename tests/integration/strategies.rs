@@ -12,7 +12,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cache_runtime::{Cache, CacheBuilder, CacheOptions, cached, invalidates};
-use integration_tests::{CountingProxy, RedisServer, wait_until};
+use integration_tests::{RedisServer, wait_until};
 use tokio::sync::{Barrier, Notify, Semaphore};
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
@@ -904,13 +904,11 @@ async fn a_version_bump_orphans_only_the_entries_of_that_version(fx: Fixture) {
 
 #[tokio::test]
 async fn a_versioned_hit_is_one_round_trip() {
-    let server = RedisServer::start();
-    let proxy = CountingProxy::start(server.port()).await;
-    let cache = Cache::builder()
-        .redis_url(proxy.url())
-        .namespace("ver")
-        .build()
-        .unwrap();
+    let crate::common::Counted {
+        server: _server,
+        proxy,
+        cache,
+    } = crate::common::Counted::start("ver").await;
     let lab = Lab::new(cache.clone());
     // Warm up: the connection handshake and loading the scripts.
     lab.profile(9).await;

@@ -286,6 +286,16 @@ pub(crate) struct Continuation {
     pub(crate) sets: Vec<String>,
 }
 
+/// What a read found: entry, fill token and version (0 when missing).
+fn found((value, token, version): LookupReply) -> Lookup {
+    Lookup {
+        value: value.map(Bytes::from),
+        typed: None,
+        token: token.unwrap_or(0),
+        version: version.unwrap_or(0),
+    }
+}
+
 /// The shared connection: one server (reconnecting by itself), or a
 /// cluster (routing by slot, following `MOVED`/`ASK`, refreshing its map).
 #[derive(Clone)]
@@ -452,33 +462,18 @@ impl RedisStore {
                 inv.key(version);
             }
             inv.arg(millis(idle)).arg(crate::events::now_ms());
-            let (value, token, version): LookupReply = inv.invoke_async(&mut conn).await?;
-            return Ok(Lookup {
-                value: value.map(Bytes::from),
-                typed: None,
-                token: token.unwrap_or(0),
-                version: version.unwrap_or(0),
-            });
+            let reply: LookupReply = inv.invoke_async(&mut conn).await?;
+            return Ok(found(reply));
         }
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(entry).cmd("GET").arg(seq);
         if let Some(version) = version {
             pipe.cmd("GET").arg(version);
-            let (value, token, version): LookupReply = pipe.query_async(&mut conn).await?;
-            return Ok(Lookup {
-                value: value.map(Bytes::from),
-                typed: None,
-                token: token.unwrap_or(0),
-                version: version.unwrap_or(0),
-            });
+            let reply: LookupReply = pipe.query_async(&mut conn).await?;
+            return Ok(found(reply));
         }
         let (value, token): UnversionedLookupReply = pipe.query_async(&mut conn).await?;
-        Ok(Lookup {
-            value: value.map(Bytes::from),
-            typed: None,
-            token: token.unwrap_or(0),
-            version: 0,
-        })
+        Ok(found((value, token, None)))
     }
 
     pub(crate) async fn fill(&self, seq: &str, req: FillRequest) -> Result<bool, Error> {
