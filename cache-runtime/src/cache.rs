@@ -1216,6 +1216,7 @@ impl Cache {
                                     leader.land(Landed::Value {
                                         bytes: bytes.clone(),
                                         token: *token,
+                                        stored: true,
                                     });
                                 }
                                 return S::join(stored);
@@ -1234,16 +1235,19 @@ impl Cache {
                 if !options.coalesce() && stale.is_none() {
                     break (None, None);
                 }
-                match inner.flights.join(&entry_key) {
+                // A value landed a moment ago is offered to a caller that
+                // found nothing to serve (not to one about to refresh).
+                let token = found.as_ref().filter(|_| stale.is_none()).map(|l| l.token);
+                match inner.flights.join(&entry_key, token) {
                     Role::Leader(l) => leader = Some(l),
                     // Someone else is refreshing: serve what is cached, now.
                     Role::Waiter(_) if stale.is_some() => {
                         let (stored, past_ttl) = stale.expect("checked");
                         return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
                     }
-                    Role::Waiter(rx) => {
+                    Role::Waiter(rx) | Role::Landed(rx) => {
                         match flight::wait(rx).await {
-                            Landed::Value { bytes, token }
+                            Landed::Value { bytes, token, .. }
                                 if token >= found.as_ref().map_or(0, |l| l.token) =>
                             {
                                 if let Some((_, stored)) =
@@ -1428,6 +1432,7 @@ impl Cache {
             return Landed::Value {
                 bytes: shared,
                 token: 0,
+                stored: false,
             };
         };
         let Some(ttl) = ttl else {
@@ -1435,6 +1440,7 @@ impl Cache {
             return Landed::Value {
                 bytes: shared,
                 token,
+                stored: false,
             };
         };
         if shared.len() > options.size_limit().unwrap_or(inner.max_value_size) {
@@ -1443,6 +1449,7 @@ impl Cache {
             return Landed::Value {
                 bytes: shared,
                 token,
+                stored: false,
             };
         }
         if started.elapsed() >= inner.fill_window {
@@ -1458,6 +1465,7 @@ impl Cache {
             return Landed::Value {
                 bytes: shared,
                 token,
+                stored: false,
             };
         }
         let mut req = self.fill_request(key, shared.to_vec(), keep, links, token);
@@ -1488,6 +1496,7 @@ impl Cache {
                 Landed::Value {
                     bytes: shared,
                     token,
+                    stored: true,
                 }
             }
             Ok(false) => {
@@ -1501,6 +1510,7 @@ impl Cache {
                 Landed::Value {
                     bytes: shared,
                     token,
+                    stored: false,
                 }
             }
         }
