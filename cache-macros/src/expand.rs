@@ -721,11 +721,18 @@ fn writes(func: &ItemFn, info: &FnInfo, ops: &[Op], errors: &mut Errors) -> Opti
         info,
         ret_allowed: true,
     };
+    if info.ret.is_none() && ops.iter().any(|op| matches!(op, Op::Put(_))) {
+        errors.at(
+            func.sig.fn_token.span,
+            "#[cache_put] stores the returned value; this function returns `()`",
+        );
+        return None;
+    }
     let mut ok = true;
     for op in ops {
         ok &= match op {
             Op::Invalidates(args, parsed) => check_invalidates(args, *parsed, &scope, errors),
-            Op::Put(args) => check_put(func, args, &scope, errors),
+            Op::Put(args) => check_put(args, &scope, errors),
         };
     }
     if !ok {
@@ -900,14 +907,7 @@ fn check_invalidates(
 }
 
 /// Checks one `#[cache_put]` (each error reported; `false` if any).
-fn check_put(func: &ItemFn, args: &PutArgs, scope: &Scope<'_>, errors: &mut Errors) -> bool {
-    if scope.info.ret.is_none() {
-        errors.at(
-            func.sig.fn_token.span,
-            "#[cache_put] stores the returned value; this function returns `()`",
-        );
-        return false;
-    }
+fn check_put(args: &PutArgs, scope: &Scope<'_>, errors: &mut Errors) -> bool {
     check_idle(args.idle, args.ttl, errors);
     let Some(key) = &args.key else {
         let span = args.span.unwrap_or_else(Span::call_site);

@@ -255,15 +255,19 @@ fn fresh_for(meta: &Meta) -> Option<Duration> {
 
 /// How long the in-process tier may keep an entry: while it is fresh, and
 /// no longer than the read's `local_ttl` (the tier caps it at its own) or
-/// its time-to-idle (so a hot entry is read from Redis, which extends it,
-/// at least once per `idle`).
+/// half its time-to-idle (the Redis entry lives `idle` from the read that
+/// filled the tier, so a hot entry is read from Redis again, and extended
+/// there, before it expires).
 fn local_for(meta: &Meta, options: &CacheOptions) -> Option<Duration> {
-    [options.local_ttl_choice(), options.idle_choice()]
-        .into_iter()
-        .flatten()
-        .fold(fresh_for(meta), |bound, d| {
-            Some(bound.map_or(d, |b| b.min(d)))
-        })
+    [
+        options.local_ttl_choice(),
+        options.idle_choice().map(|i| i / 2),
+    ]
+    .into_iter()
+    .flatten()
+    .fold(fresh_for(meta), |bound, d| {
+        Some(bound.map_or(d, |b| b.min(d)))
+    })
 }
 
 pub(crate) fn millis(d: Duration) -> u64 {
@@ -659,14 +663,35 @@ pub struct Put {
     ttl: Option<Duration>,
     idle: Option<Duration>,
     links: Links,
-    /// Over the size limit: the key is marked (what it held is stale) but
-    /// nothing is stored.
-    oversized: bool,
+    /// Why nothing is stored (the key is still marked: what it held is
+    /// stale).
+    skip: Option<Skip>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// Over the size limit.
+    Oversized,
+    /// The value did not encode (reported when it was encoded).
+    Unencodable,
 }
 
 impl Put {
     pub(crate) fn key(&self) -> &str {
         &self.key
+    }
+
+    /// A put whose value could not be encoded: nothing is stored, but the
+    /// key is marked, so the value it held (now stale) goes.
+    pub(crate) fn unencodable(key: String) -> Put {
+        Put {
+            key,
+            bytes: Vec::new(),
+            ttl: None,
+            idle: None,
+            links: Links::default(),
+            skip: Some(Skip::Unencodable),
+        }
     }
 }
 
@@ -928,7 +953,8 @@ impl Cache {
         let bytes = entry::encode(self.inner.codec, meta, value)?;
         Ok(Put {
             key,
-            oversized: bytes.len() > options.size_limit().unwrap_or(self.inner.max_value_size),
+            skip: (bytes.len() > options.size_limit().unwrap_or(self.inner.max_value_size))
+                .then_some(Skip::Oversized),
             bytes,
             // A value stale past `ttl` is kept for the stale window too.
             ttl: ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default())),
@@ -951,8 +977,10 @@ impl Cache {
     pub(crate) async fn store_puts(&self, puts: Vec<Put>, seq: u64) -> Option<Error> {
         let mut reqs = Vec::with_capacity(puts.len());
         for put in puts {
-            if put.oversized {
-                Stats::add(&self.inner.stats.oversized, 1);
+            if let Some(skip) = put.skip {
+                if skip == Skip::Oversized {
+                    Stats::add(&self.inner.stats.oversized, 1);
+                }
             } else {
                 let mut req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, seq);
                 req.idle = put.idle;

@@ -43,6 +43,14 @@ pub(crate) struct Spec {
 }
 
 impl Spec {
+    fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+            && self.tags.is_empty()
+            && self.patterns.is_empty()
+            && self.bumps.is_empty()
+            && self.publish.is_none()
+    }
+
     /// The event it publishes, naming what it invalidates.
     fn event(&self, cache: &Cache) -> Option<InvalidationEvent> {
         let name = self.publish.as_ref()?;
@@ -226,6 +234,7 @@ impl Cache {
         keep: bool,
     ) -> Result<InvalidationReport, Error> {
         use tracing::Instrument as _;
+        let specs: Vec<Spec> = specs.into_iter().filter(|s| !s.is_empty()).collect();
         let count = |f: fn(&Spec) -> usize| specs.iter().map(f).sum::<usize>();
         let span = tracing::debug_span!(
             target: "cache_runtime",
@@ -266,10 +275,12 @@ impl Cache {
         // A failed pattern does not stop the rest: the keys, tags, events
         // and puts still go; the first error is returned at the end.
         let mut first_error = None;
+        let mut pattern_failed = false;
         for pattern in specs.iter().flat_map(|s| &s.patterns) {
             match self.delete_pattern(pattern).await {
                 Ok(n) => removed += n,
                 Err(e) => {
+                    pattern_failed = true;
                     first_error.get_or_insert(e);
                 }
             }
@@ -342,7 +353,9 @@ impl Cache {
         }
         match first_error {
             Some(e) => {
-                if keep && specs.iter().any(|s| !s.patterns.is_empty()) {
+                // Only a failed pattern leaves something to retry: a failed
+                // put's key was marked (its old value is gone).
+                if keep && pattern_failed {
                     for spec in kept(&[]) {
                         self.outbox_push(spec);
                     }

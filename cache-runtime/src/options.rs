@@ -155,8 +155,11 @@ impl CacheOptions {
     /// Time-to-idle (sliding expiry): an entry not read for `idle` expires;
     /// each hit extends it by `idle` again, in the same round trip as the
     /// read, but never past its TTL (the hard bound; with
-    /// [`forever`](Self::forever), none). Not combined with `stale` or
-    /// `early`, which refresh by the TTL.
+    /// [`forever`](Self::forever), none). Ignored with `stale` or `early`,
+    /// which refresh by the TTL. On Redis, reads with `idle` extend the
+    /// entry (by the reader's `idle`); in process, every read extends it (by
+    /// the `idle` it was stored with): give the functions that read and
+    /// write an entry the same `idle`.
     pub const fn idle(mut self, idle: Duration) -> Self {
         // Below a millisecond the store could not express it: no idle.
         self.idle = if idle.as_millis() == 0 {
@@ -200,8 +203,13 @@ impl CacheOptions {
         self.single_flight || self.distributed
     }
 
+    /// The time-to-idle; none with `stale` or `early`, which refresh by
+    /// the TTL (the macros refuse the combination).
     pub(crate) fn idle_choice(&self) -> Option<Duration> {
-        self.idle
+        match (self.stale, self.early) {
+            (None, None) => self.idle,
+            _ => None,
+        }
     }
 
     pub(crate) fn local_ttl_choice(&self) -> Option<Duration> {

@@ -424,34 +424,37 @@ impl Changes {
         }
     }
 
-    /// Applies them: each cache's group on its own task, so a caller that
-    /// gives up (a request timeout dropping the future) cannot cancel
+    /// Applies them, cache by cache, on a task of their own, so a caller
+    /// that gives up (a request timeout dropping the future) cannot cancel
     /// changes whose write has already committed; the caller still waits.
     /// Inside `in_transaction`, held until the commit.
     pub async fn apply(self) {
+        let mut now = Vec::with_capacity(self.held.len());
         for held in self.held {
-            apply_or_hold(held).await;
+            if let Err(held) = crate::transaction::hold(held) {
+                now.push(held);
+            }
+        }
+        if now.is_empty() {
+            return;
+        }
+        let apply = async move {
+            for held in now {
+                held.apply().await;
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            // A panic inside the task is already reported by tokio; the
+            // caller's own result stands.
+            Ok(handle) => drop(handle.spawn(apply).await),
+            Err(_) => apply.await,
         }
     }
 }
 
-/// Inside `in_transaction`: held, applied after the commit or never.
-/// Otherwise applied now, on its own task (a caller that gives up after the
-/// write must not cancel it).
-async fn apply_or_hold(held: crate::transaction::Held) {
-    let Err(held) = crate::transaction::hold(held) else {
-        return;
-    };
-    match tokio::runtime::Handle::try_current() {
-        // A panic inside the task is already reported by tokio; the caller's
-        // own result stands.
-        Ok(handle) => drop(handle.spawn(held.apply()).await),
-        Err(_) => held.apply().await,
-    }
-}
-
 /// The store of a `#[cache_put]` function, encoded from its value (a value
-/// that does not encode is reported and not stored).
+/// that does not encode is reported and not stored, but its key is still
+/// marked: the value it held is stale).
 pub fn encode_put<T: ::serde::Serialize + ?Sized>(
     cache: Option<&Cache>,
     key: String,
@@ -460,11 +463,11 @@ pub fn encode_put<T: ::serde::Serialize + ?Sized>(
     links: Links,
 ) -> Option<crate::cache::Put> {
     let cache = cache?;
-    match cache.encode_put(key, value, options, links) {
+    match cache.encode_put(key.clone(), value, options, links) {
         Ok(put) => Some(put),
         Err(e) => {
             cache.report("put", &e);
-            None
+            Some(crate::cache::Put::unencodable(key))
         }
     }
 }

@@ -215,6 +215,49 @@ async fn a_put_lost_to_a_network_cut_leaves_no_stale_entry() {
     assert_eq!(writer.get(1).await.unwrap().title, updated.title);
 }
 
+/// A function that changes two caches, whose caller gives up while the
+/// first cache's change waits on a frozen server: the second cache's change
+/// is still applied (the changes run on a task of their own).
+#[tokio::test]
+async fn a_caller_that_gives_up_does_not_cancel_a_second_cache_s_change() {
+    use cache_runtime::invalidates;
+    struct TwoCaches {
+        slow: Cache,
+        local: Cache,
+    }
+    impl TwoCaches {
+        #[invalidates(cache = self.slow, keys = ["a"])]
+        #[invalidates(cache = self.local, keys = ["b"])]
+        async fn write(&self) -> Result<(), String> {
+            Ok(())
+        }
+    }
+    let server = RedisServer::start();
+    let two = TwoCaches {
+        slow: cache_at(server.url(), Duration::from_millis(300)),
+        local: Cache::in_memory(),
+    };
+    let options = cache_runtime::CacheOptions::new("b");
+    two.local
+        .put("b", &1, &options, cache_runtime::Links::new())
+        .await
+        .unwrap();
+    two.slow.invalidate().key("warm-up").await.unwrap();
+    server.pause();
+    let gave_up = tokio::time::timeout(Duration::from_millis(50), two.write()).await;
+    assert!(
+        gave_up.is_err(),
+        "the caller gave up during the first change"
+    );
+    wait_until(
+        "the second cache's change is applied",
+        Duration::from_secs(5),
+        async || two.local.get::<i32>("b").await.is_none(),
+    )
+    .await;
+    server.resume();
+}
+
 /// A frozen server: after a few calls pay the timeout, the circuit breaker
 /// opens and calls stop waiting (they fail over to the body at once); once
 /// the server answers again, a probe closes it and hits come back.

@@ -10,7 +10,8 @@
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use cache_runtime::{Cache, CacheOptions, cached};
+use cache_runtime::{Cache, CacheOptions, cache_put, cached};
+use integration_tests::{RedisServer, wait_until};
 
 use crate::common::Fixture;
 
@@ -38,6 +39,19 @@ impl Sessions {
         id
     }
 
+    /// Filed under a tag, and kept only while read.
+    #[cached(cache = self.cache, key = "tagged:{id}", ttl = 60, idle = "300ms", tags = ["group:{id}"])]
+    async fn tagged(&self, id: u64) -> u64 {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        id
+    }
+
+    /// Written through with the same idle as `short` reads it with.
+    #[cache_put(cache = self.cache, key = "short:{id}", ttl = 60, idle = "300ms")]
+    async fn save(&self, id: u64) -> Result<u64, String> {
+        Ok(id)
+    }
+
     /// Kept while read at least once a second, but never past 3 s.
     #[cached(cache = self.cache, key = "bounded:{id}", ttl = 3, jitter = 0.0, idle = "1s")]
     async fn bounded(&self, id: u64) -> u64 {
@@ -49,7 +63,60 @@ impl Sessions {
 crate::common::on_every_store!(
     an_entry_nobody_reads_expires_after_idle,
     hits_keep_an_entry_alive_until_its_ttl,
+    an_entry_kept_alive_by_hits_is_still_invalidated_by_its_tag,
+    a_put_with_idle_expires_when_nobody_reads_it,
 );
+
+/// Hits extend the entry past `idle`; its tag must still reach it (the tag's
+/// set lives as long as the entry can).
+async fn an_entry_kept_alive_by_hits_is_still_invalidated_by_its_tag(fx: Fixture) {
+    let sessions = Sessions::new(fx.cache.clone());
+    sessions.tagged(1).await;
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(100)).await; // hits, spaced
+        sessions.tagged(1).await;
+    }
+    assert_eq!(sessions.loads(), 1, "kept alive for 900 ms by hits");
+    fx.cache.invalidate().tag("group:1").await.unwrap();
+    sessions.tagged(1).await;
+    assert_eq!(sessions.loads(), 2, "the tag removed it");
+}
+
+async fn a_put_with_idle_expires_when_nobody_reads_it(fx: Fixture) {
+    let sessions = Sessions::new(fx.cache.clone());
+    sessions.save(4).await.unwrap();
+    sessions.short(4).await;
+    assert_eq!(sessions.loads(), 0, "the put's value");
+    tokio::time::sleep(Duration::from_millis(700)).await; // idle
+    sessions.short(4).await;
+    assert_eq!(sessions.loads(), 1, "expired after 300 ms without a read");
+}
+
+/// With an in-process tier, hits are answered in process; the tier keeps
+/// its copy for at most half the idle, so Redis is read (and extends the
+/// entry) before the entry would expire there: a hot entry is loaded once.
+#[tokio::test]
+async fn a_hot_entry_behind_a_tier_stays_in_redis() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("idle-tier")
+        .local_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    wait_until("the tier subscribes", Duration::from_secs(5), async || {
+        cache.listening()
+    })
+    .await;
+    let sessions = Sessions::new(cache.clone());
+    sessions.short(9).await;
+    for _ in 0..20 {
+        tokio::time::sleep(Duration::from_millis(50)).await; // hits, spaced
+        sessions.short(9).await;
+    }
+    assert_eq!(sessions.loads(), 1, "1 s of hits, one load");
+    assert!(cache.stats().local_hits > 0, "the tier answered some hits");
+}
 
 async fn an_entry_nobody_reads_expires_after_idle(fx: Fixture) {
     let sessions = Sessions::new(fx.cache.clone());

@@ -32,7 +32,9 @@ use crate::error::Error;
 /// the entry's name so that in-process tiers drop their copies), instance,
 /// marker ttl ms, key marker prefix, dependents prefix, depends-of prefix,
 /// the entry's own depends-of set, d, a new epoch (`new_epoch`; '' for a
-/// store that nothing refuses), dependency keys (d).
+/// store that nothing refuses), how long the entry itself lives (ms; 0: the
+/// ttl; shorter with a time-to-idle, while its tag and dependents sets keep
+/// the ttl, since reads extend the entry up to it), dependency keys (d).
 ///
 /// A fill is refused if its token is of another epoch than the sequence
 /// number (see `new_epoch`), or if a marker on the entry, a tag, a
@@ -75,7 +77,7 @@ for i = n + 2, 2 * n + 2 do
 end
 local deps, seen = {}, {}
 for i = 1, d do
-  local key = ARGV[15 + i]
+  local key = ARGV[16 + i]
   if not seen[key] then
     seen[key] = true
     deps[#deps + 1] = key
@@ -95,8 +97,10 @@ while head <= #deps do
   end
 end
 local ttl = tonumber(ARGV[3])
-if ttl > 0 then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', ttl)
+local px = tonumber(ARGV[16])
+if px == 0 then px = ttl end
+if px > 0 then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', px)
 else
   redis.call('SET', KEYS[1], ARGV[2])
 end
@@ -495,7 +499,7 @@ impl RedisStore {
         }
         inv.arg(req.token)
             .arg(&req.value)
-            .arg(req.expiry().map_or(0, millis))
+            .arg(req.ttl.map_or(0, millis))
             .arg(req.tags.len())
             .arg(lock_token)
             .arg(channel)
@@ -517,6 +521,7 @@ impl RedisStore {
         } else {
             inv.arg(new_epoch());
         }
+        inv.arg(req.expiry().map_or(0, millis));
         for key in &req.depends_on {
             inv.arg(key);
         }
