@@ -1263,9 +1263,13 @@ impl Cache {
                 if !options.coalesce() && stale.is_none() {
                     break (None, None);
                 }
-                // A value landed a moment ago is offered to a caller that
-                // found nothing to serve (not to one about to refresh).
-                let token = found.as_ref().filter(|_| stale.is_none()).map(|l| l.token);
+                // A value landed a moment ago is offered to a caller whose
+                // read found nothing at all (not to one about to refresh, or
+                // to replace bytes it could not use).
+                let token = found
+                    .as_ref()
+                    .filter(|l| l.value.is_none())
+                    .map(|l| l.token);
                 match inner.flights.join(&entry_key, token) {
                     Role::Leader(l) => leader = Some(l),
                     // Someone else is refreshing: serve what is cached, now.
