@@ -1208,6 +1208,8 @@ impl Cache {
             .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
             .await;
         let mut leader: Option<flight::Leader<'_>> = None;
+        // The fill token this caller read when it became the leader.
+        let mut leader_token: Option<u64> = None;
         let mut waiting = LockWait::default();
         let (lock, refreshing) = loop {
             let mut stale = None;
@@ -1239,11 +1241,13 @@ impl Cache {
                                     );
                                 }
                                 if let Some(leader) = leader.take() {
-                                    // Another process's loader landed it.
+                                    // Another process's loader landed it. It
+                                    // is at least as fresh as this caller's
+                                    // token (read before this read).
                                     Stats::add(&inner.stats.lock_landed, 1);
                                     leader.land(Landed::Value {
                                         bytes: bytes.clone(),
-                                        token: *token,
+                                        token: token.or(leader_token).unwrap_or(0),
                                         stored: true,
                                     });
                                 }
@@ -1266,21 +1270,31 @@ impl Cache {
                 // A value landed a moment ago is offered to a caller whose
                 // read found nothing at all (not to one about to refresh, or
                 // to replace bytes it could not use).
+                if found.as_ref().is_some_and(|l| l.value.is_none()) {
+                    self.ensure_token(&mut found).await;
+                }
                 let token = found
                     .as_ref()
                     .filter(|l| l.value.is_none())
-                    .map(|l| l.token);
+                    .and_then(|l| l.token);
                 match inner.flights.join(&entry_key, token) {
-                    Role::Leader(l) => leader = Some(l),
+                    Role::Leader(l) => {
+                        leader = Some(l);
+                        leader_token = found.as_ref().and_then(|l| l.token);
+                    }
                     // Someone else is refreshing: serve what is cached, now.
                     Role::Waiter(_) if stale.is_some() => {
                         let (stored, past_ttl) = stale.expect("checked");
                         return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
                     }
                     Role::Waiter(rx) | Role::Landed(rx) => {
+                        // This caller's token, read after its read: the
+                        // leader's value is taken only if no invalidation
+                        // came between the leader's token and this one.
+                        self.ensure_token(&mut found).await;
+                        let mine = found.as_ref().and_then(|l| l.token).unwrap_or(0);
                         match flight::wait(rx).await {
-                            Landed::Value { bytes, token, .. }
-                                if token >= found.as_ref().map_or(0, |l| l.token) =>
+                            Landed::Value { bytes, token, .. } if token >= mine =>
                             {
                                 if let Some((_, stored)) =
                                     self.decode_entry::<S::Stored>(key, &bytes)
@@ -1352,6 +1366,10 @@ impl Cache {
         };
         tracing::Span::current().record("outcome", outcome);
         crate::status::record(CacheStatus::Miss);
+        // Read before the loader starts: an invalidation before this read
+        // came after its write committed, so the loader sees the write; one
+        // after it has a greater number, and refuses the fill.
+        self.ensure_token(&mut found).await;
         let loading = Instant::now();
         let load = load();
         let value = match &lock {
@@ -1369,7 +1387,9 @@ impl Cache {
         let cost = loading.elapsed();
         inner.metrics.load(options.name(), cost);
         tracing::Span::current().record("load_ms", cost.as_secs_f64() * 1e3);
-        let token = found.as_ref().map(|l| (l.token, l.version));
+        let token = found
+            .as_ref()
+            .and_then(|l| l.token.map(|token| (token, l.version)));
         let landed = self
             .fill_after_load::<S, R, G>(
                 key,
@@ -1908,6 +1928,29 @@ impl Cache {
                     Err(e) => {
                         self.report("read", &e);
                         None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the fill token if the read did not (a Redis hit fetches the
+    /// entry alone). A store that does not answer makes it a faulted read
+    /// (`None`): nothing is filled from it.
+    async fn ensure_token(&self, found: &mut Option<Lookup>) {
+        let Some(lookup) = found.as_mut() else { return };
+        if lookup.token.is_some() {
+            return;
+        }
+        match &self.inner.backend {
+            Backend::Memory(m) => lookup.token = Some(m.token()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                match self.bounded("read", r.seq(&self.inner.seq_key)).await {
+                    Ok(token) => lookup.token = Some(token),
+                    Err(e) => {
+                        self.report("read", &e);
+                        *found = None;
                     }
                 }
             }

@@ -961,7 +961,7 @@ mod replies {
     };
 
     use super::*;
-    use crate::store::redis::{InvalidateReply, LookupReply, UnversionedLookupReply};
+    use crate::store::redis::{InvalidateReply, LookupReply, VersionedReply};
 
     fn parse<T: redis::FromRedisValue>(value: &Value) -> Option<T> {
         redis::from_redis_value_ref::<T>(value).ok()
@@ -978,7 +978,7 @@ mod replies {
         fn any_reply_converts_or_is_refused(value in redis_value()) {
             let _ = parse::<InvalidateReply>(&value);
             let _ = parse::<LookupReply>(&value);
-            let _ = parse::<UnversionedLookupReply>(&value);
+            let _ = parse::<VersionedReply>(&value);
             // fill, lock, claim, publish, scan, settle, append, tries
             let _ = parse::<i64>(&value);
             let _ = parse::<u8>(&value);

@@ -10,7 +10,7 @@ use integration_tests::{CountingProxy, RedisServer};
 use crate::common::{Post, Repo};
 
 #[tokio::test]
-async fn a_hit_is_one_round_trip_a_miss_two_an_invalidation_one() {
+async fn a_hit_is_one_round_trip_a_miss_three_an_invalidation_one() {
     let server = RedisServer::start();
     let proxy = CountingProxy::start(server.port()).await;
     let cache = Cache::builder()
@@ -34,8 +34,8 @@ async fn a_hit_is_one_round_trip_a_miss_two_an_invalidation_one() {
     repo.get(1).await.unwrap();
     assert_eq!(
         proxy.requests() - before,
-        2,
-        "a miss is the lookup plus one write"
+        3,
+        "a miss is the lookup, the fill token (read before the loader) and the fill"
     );
 
     let before = proxy.requests();

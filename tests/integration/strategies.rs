@@ -919,8 +919,8 @@ async fn a_versioned_hit_is_one_round_trip() {
     lab.profile(1).await;
     assert_eq!(
         proxy.requests() - before,
-        2,
-        "a miss is the lookup (entry, seq and version together) plus the fill"
+        3,
+        "a miss is the lookup (entry and version together), the fill token and the fill"
     );
     let before = proxy.requests();
     assert_eq!(lab.profile(1).await, "profile of 1, run 3");
@@ -934,7 +934,7 @@ async fn a_versioned_hit_is_one_round_trip() {
     assert_eq!(proxy.requests() - before, 1, "a bump is one round trip");
     let before = proxy.requests();
     assert_eq!(lab.profile(1).await, "profile of 1, run 4");
-    assert_eq!(proxy.requests() - before, 2, "the orphaned entry is a miss");
+    assert_eq!(proxy.requests() - before, 3, "the orphaned entry is a miss");
     let before = proxy.requests();
     lab.profile(1).await;
     assert_eq!(proxy.requests() - before, 1);

@@ -24,6 +24,7 @@ crate::common::on_every_store!(
     hostile_values_cannot_collide_two_keys,
     entries_expire_after_their_ttl,
     a_fill_that_read_before_an_invalidation_is_refused,
+    a_waiter_that_saw_an_invalidation_does_not_take_an_older_value,
     a_value_that_does_not_decode_is_a_miss_and_is_replaced,
     the_plain_api_matches_the_macros,
     published_events_follow_the_schema,
@@ -338,6 +339,63 @@ async fn a_fill_that_read_before_an_invalidation_is_refused(fx: Fixture) {
     go_on.send(()).unwrap();
     reader.await.unwrap();
     assert_eq!(cache.get::<String>("row:4").await.as_deref(), Some("old"));
+}
+
+/// A reader that starts after an invalidation and finds a load of the key
+/// in flight, begun before the invalidation, must not take that load's
+/// value. The leader's value is not stored here (`store(false)`), so no
+/// refused fill hides the race. On the in-process store the interleaving is
+/// exact: a current-thread runtime runs the second reader up to its wait
+/// before the leader is released.
+async fn a_waiter_that_saw_an_invalidation_does_not_take_an_older_value(fx: Fixture) {
+    const OPTS: CacheOptions = CacheOptions::new("race").ttl(Duration::from_secs(60));
+    let cache = fx.cache.clone();
+    let (read_done, read_done_rx) = oneshot::channel::<()>();
+    let (go_on, go_on_rx) = oneshot::channel::<()>();
+    let leader = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load_tagged(
+                    "row:9",
+                    &OPTS,
+                    |_| Links::new().store(false),
+                    || async move {
+                        let old = "old".to_string(); // read before the write
+                        read_done.send(()).unwrap();
+                        go_on_rx.await.unwrap();
+                        old
+                    },
+                )
+                .await
+        }
+    });
+    read_done_rx.await.unwrap();
+    // The writer commits "new" and invalidates; then a reader starts.
+    cache.invalidate().key("row:9").await.unwrap();
+    let reader = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache
+                .get_or_load_tagged(
+                    "row:9",
+                    &OPTS,
+                    |_| Links::new(),
+                    || async { "new".to_string() },
+                )
+                .await
+        }
+    });
+    for _ in 0..16 {
+        tokio::task::yield_now().await; // the reader reaches the flight
+    }
+    go_on.send(()).unwrap();
+    assert_eq!(leader.await.unwrap(), "old");
+    assert_eq!(
+        reader.await.unwrap(),
+        "new",
+        "the reader started after the invalidation: the older load is not its answer"
+    );
 }
 
 async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced(fx: Fixture) {

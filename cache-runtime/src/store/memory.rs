@@ -127,7 +127,7 @@ impl MemoryStore {
         Lookup {
             value,
             typed,
-            token,
+            token: Some(token),
             version,
         }
     }
@@ -457,7 +457,7 @@ mod tests {
     #[test]
     fn a_fill_older_than_an_invalidation_is_refused() {
         let store = MemoryStore::new(100);
-        let token = store.lookup("e", None).token;
+        let token = store.lookup("e", None).token.expect("read in process");
         let plan = InvalidationPlan {
             tags: vec![TagNames {
                 set: "s:t".into(),
@@ -480,7 +480,7 @@ mod tests {
             "the refused fill marked its entry: the same stale read cannot store it under other tags"
         );
         assert!(
-            fill(&store, "e", &["t"], store.lookup("e", None).token),
+            fill(&store, "e", &["t"], store.token()),
             "a read after the invalidation may fill"
         );
     }

@@ -43,7 +43,10 @@ pub(crate) struct Lookup {
     pub(crate) value: Option<Bytes>,
     /// The decoded value kept beside the bytes (in-process only).
     pub(crate) typed: Option<AnyValue>,
-    pub(crate) token: u64,
+    /// The fill token; `None` when the read did not fetch it (a Redis read
+    /// fetches the entry alone, and the token only once it is needed: see
+    /// `Cache::ensure_token`).
+    pub(crate) token: Option<u64>,
     pub(crate) version: u64,
 }
 

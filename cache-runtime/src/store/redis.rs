@@ -3,7 +3,8 @@
 //!
 //! | step | commands | round trips |
 //! |---|---|---|
-//! | read | pipeline `GET entry`, `GET seq` | 1 |
+//! | read (a hit) | `GET entry` (pipelined with `GET version` for versioned reads) | 1 |
+//! | the fill token, on a miss, before the loader | `GET seq` | 1 |
 //! | read with a time-to-idle | `EVALSHA read_idle` (`GET`, `PEXPIRE`, `GET seq`) | 1 |
 //! | fill after a miss | `EVALSHA fill` (check markers, `SET PX`, `SADD` tags) | 1 |
 //! | invalidate keys + tags + cascades + publish | `EVALSHA invalidate` | 1 per 10,000 entries removed |
@@ -290,12 +291,13 @@ pub(crate) struct Continuation {
     pub(crate) sets: Vec<String>,
 }
 
-/// What a read found: entry, fill token and version (0 when missing).
-fn found((value, token, version): LookupReply) -> Lookup {
+/// What a read found: entry, fill token (if read) and version (0 when
+/// missing).
+fn found(value: Option<Vec<u8>>, token: Option<u64>, version: Option<u64>) -> Lookup {
     Lookup {
         value: value.map(Bytes::from),
         typed: None,
-        token: token.unwrap_or(0),
+        token,
         version: version.unwrap_or(0),
     }
 }
@@ -340,10 +342,11 @@ impl ConnectionLike for Conn {
 /// an error).
 pub(crate) type InvalidateReply = (u64, Vec<String>, Vec<String>, Vec<u64>, u64, Vec<String>);
 
-/// A read's pipelined reply: the entry's bytes, the fill token, and the
-/// version (only when the read has a version namespace).
+/// The time-to-idle read's reply: the entry's bytes, the fill token, and
+/// the version (only when the read has a version namespace).
 pub(crate) type LookupReply = (Option<Vec<u8>>, Option<u64>, Option<u64>);
-pub(crate) type UnversionedLookupReply = (Option<Vec<u8>>, Option<u64>);
+/// A versioned read's pipelined reply: the entry's bytes and the version.
+pub(crate) type VersionedReply = (Option<Vec<u8>>, Option<u64>);
 
 pub(crate) struct RedisStore {
     /// Where the subscriber connects: the server, or each cluster node in
@@ -451,6 +454,9 @@ impl RedisStore {
         &self.pubsub
     }
 
+    /// Reads the entry (and the version). The fill token is read with it
+    /// only by the time-to-idle script (which runs anyway); otherwise the
+    /// caller reads it on a miss (`seq`).
     pub(crate) async fn lookup(
         &self,
         entry: &str,
@@ -466,18 +472,25 @@ impl RedisStore {
                 inv.key(version);
             }
             inv.arg(millis(idle)).arg(crate::events::now_ms());
-            let reply: LookupReply = inv.invoke_async(&mut conn).await?;
-            return Ok(found(reply));
+            let (value, token, version): LookupReply = inv.invoke_async(&mut conn).await?;
+            return Ok(found(value, Some(token.unwrap_or(0)), version));
         }
-        let mut pipe = redis::pipe();
-        pipe.cmd("GET").arg(entry).cmd("GET").arg(seq);
         if let Some(version) = version {
-            pipe.cmd("GET").arg(version);
-            let reply: LookupReply = pipe.query_async(&mut conn).await?;
-            return Ok(found(reply));
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(entry).cmd("GET").arg(version);
+            let (value, version): VersionedReply = pipe.query_async(&mut conn).await?;
+            return Ok(found(value, None, version));
         }
-        let (value, token): UnversionedLookupReply = pipe.query_async(&mut conn).await?;
-        Ok(found((value, token, None)))
+        let value: Option<Vec<u8>> = redis::cmd("GET").arg(entry).query_async(&mut conn).await?;
+        Ok(found(value, None, None))
+    }
+
+    /// The namespace's sequence number: the token of a fill whose loader
+    /// starts after this read (0 when there is none yet).
+    pub(crate) async fn seq(&self, seq: &str) -> Result<u64, Error> {
+        let mut conn = self.conn.clone();
+        let seq: Option<u64> = redis::cmd("GET").arg(seq).query_async(&mut conn).await?;
+        Ok(seq.unwrap_or(0))
     }
 
     pub(crate) async fn fill(&self, seq: &str, req: FillRequest) -> Result<bool, Error> {
