@@ -1084,8 +1084,9 @@ impl Cache {
 
     /// The read-through path behind `#[cached]` and `get_or_load`.
     ///
-    /// One lookup (value, fill token and, for versioned reads, the current
-    /// version, in one round trip). A fresh hit returns. A stale or
+    /// One lookup (the value and, for versioned reads, the current version,
+    /// in one round trip). A fresh hit returns. A caller about to load or
+    /// wait reads the fill token first (`ensure_token`). A stale or
     /// early-refresh hit returns the cached value unless this caller takes
     /// the refresh. Otherwise the caller leads or joins the key's flight; the
     /// leader loads, fills (refused if an invalidation came after the read)

@@ -7,8 +7,8 @@
 //!
 //! Race-free fills: every invalidation bumps the namespace's sequence number
 //! and leaves a *marker* holding that number on each key and tag it touched
-//! (markers live for the fill window). A read that misses returns the
-//! sequence number it saw (the fill token); a fill is accepted only if no
+//! (markers live for the fill window). A caller about to load reads the
+//! sequence number first (the fill token); a fill is accepted only if no
 //! marker on its key or tags is newer than its token. So a value loaded
 //! before an invalidation can never be stored after it. On Redis the number
 //! also carries an epoch, drawn when the number is created: a server that
