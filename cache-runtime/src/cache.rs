@@ -247,6 +247,16 @@ fn decode_quietly<T: DeserializeOwned>(
         .map(|v| (env.meta, v))
 }
 
+/// What a leader lands for a value it does not store: the whole value for
+/// types that can be shared (with the leader's token: a waiter whose own
+/// token is newer does not take it), else `Retry`.
+fn shared<R>(share: Option<&Sharer<R>>, value: &R, token: Option<(u64, u64)>) -> Landed {
+    match (share, token) {
+        (Some(s), Some((token, _))) => Landed::Shared((s.pack)(value), token),
+        _ => Landed::Retry,
+    }
+}
+
 /// How much longer an entry is fresh (`None`: it does not expire).
 fn fresh_for(meta: &Meta) -> Option<Duration> {
     (meta.fresh_until_ms != 0)
@@ -1292,11 +1302,14 @@ impl Cache {
                         // This caller's token, read after its read: the
                         // leader's value is taken only if no invalidation
                         // came between the leader's token and this one.
+                        // Without a token of its own (the store did not
+                        // answer) it takes nothing.
                         self.ensure_token(&mut found).await;
-                        let mine = found.as_ref().and_then(|l| l.token).unwrap_or(0);
+                        let mine = found.as_ref().and_then(|l| l.token);
+                        let fresh =
+                            |token| mine.is_some_and(|mine| flight::fresh_enough(token, mine));
                         match flight::wait(rx).await {
-                            Landed::Value { bytes, token, .. } if token >= mine =>
-                            {
+                            Landed::Value { bytes, token, .. } if fresh(token) => {
                                 if let Some((_, stored)) =
                                     self.decode_entry::<S::Stored>(key, &bytes)
                                 {
@@ -1305,7 +1318,7 @@ impl Cache {
                                     return S::join(stored);
                                 }
                             }
-                            Landed::Shared(any) => {
+                            Landed::Shared(any, token) if fresh(token) => {
                                 if let Some(value) = share.as_ref().and_then(|s| (s.unpack)(&*any))
                                 {
                                     Stats::add(&inner.stats.coalesced, 1);
@@ -1315,7 +1328,7 @@ impl Cache {
                             }
                             // The leader's value predates an invalidation this
                             // caller saw, or it had nothing to share: read again.
-                            Landed::Value { .. } | Landed::Retry => {}
+                            Landed::Value { .. } | Landed::Shared(..) | Landed::Retry => {}
                         }
                         found = self
                             .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
@@ -1447,7 +1460,7 @@ impl Cache {
         let (stored, absent, inner_value) = match S::split(value) {
             Fill::Value { stored, inner } => (stored, false, Some(inner)),
             Fill::Absent(stored) => (stored, true, None),
-            Fill::Skip => return share.map_or(Landed::Retry, |s| Landed::Shared((s.pack)(value))),
+            Fill::Skip => return shared(share, value, token),
         };
         let ttl = if absent {
             options.none_ttl().map(|ttl| {
@@ -1475,7 +1488,7 @@ impl Cache {
             Err(e) => {
                 Stats::add(&inner.stats.encode_errors, 1);
                 tracing::warn!(target: "cache_runtime", key, error = %e, "value does not encode; not cached");
-                return share.map_or(Landed::Retry, |s| Landed::Shared((s.pack)(value)));
+                return shared(share, value, token);
             }
         };
         let shared = Bytes::from(bytes);
@@ -1946,16 +1959,80 @@ impl Cache {
         match &self.inner.backend {
             Backend::Memory(m) => lookup.token = Some(m.token()),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                match self.bounded("read", r.seq(&self.inner.seq_key)).await {
-                    Ok(token) => lookup.token = Some(token),
-                    Err(e) => {
-                        self.report("read", &e);
-                        *found = None;
-                    }
+            Backend::Redis(r) => match self.bounded("read", r.seq(&self.inner.seq_key)).await {
+                Ok(token) => lookup.token = Some(token),
+                Err(e) => {
+                    self.report("read", &e);
+                    *found = None;
                 }
-            }
+            },
         }
+    }
+
+    /// The fill token of a load that starts after this call (`None`: the
+    /// store did not answer).
+    pub(crate) async fn read_token(&self) -> Option<u64> {
+        let mut found = Some(Lookup {
+            value: None,
+            typed: None,
+            token: None,
+            version: 0,
+        });
+        self.ensure_token(&mut found).await;
+        found.and_then(|l| l.token)
+    }
+
+    /// Stores a refreshed value whose load started after reading `token`:
+    /// only if no invalidation of its key or tags came since (as a fill),
+    /// whatever is cached (as a put: other tiers drop their copies); then
+    /// the key is marked and its dependents removed, as a put does.
+    pub(crate) async fn store_refreshed(&self, put: Put, token: u64) -> Result<(), Error> {
+        if put.skip.is_some() {
+            if put.skip == Some(Skip::Oversized) {
+                Stats::add(&self.inner.stats.oversized, 1);
+            }
+            // Not stored: what was cached is stale now.
+            let spec = crate::invalidation::Spec {
+                keys: vec![put.key],
+                ..Default::default()
+            };
+            return self.change(vec![spec], Vec::new(), true).await.map(drop);
+        }
+        let key = put.key.clone();
+        let mut req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, token);
+        req.idle = put.idle;
+        req.overwrite = Some(self.coherence());
+        let entry = req.entry.clone();
+        let stored = self.store_fill(req).await;
+        if let Some(tier) = &self.inner.tier {
+            tier.apply(&[entry], &[]);
+        }
+        let stored = match stored {
+            Ok(stored) => stored,
+            Err(e) => {
+                // What it holds may be stale: it goes once the store is back.
+                self.outbox_push(crate::invalidation::Spec {
+                    keys: vec![key],
+                    ..Default::default()
+                });
+                return Err(e);
+            }
+        };
+        if !stored {
+            Stats::add(&self.inner.stats.fills_rejected, 1);
+            self.inner.metrics.fill_rejected();
+            return Ok(());
+        }
+        Stats::add(&self.inner.stats.puts, 1);
+        let layout = &self.inner.layout;
+        let plan = InvalidationPlan {
+            tags: vec![TagNames {
+                set: layout.dependents(&key),
+                marker: layout.key_marker(&key),
+            }],
+            ..self.plan()
+        };
+        self.apply(&plan).await.map(drop)
     }
 
     async fn store_fill(&self, req: FillRequest) -> Result<bool, Error> {

@@ -37,8 +37,9 @@ pub(crate) enum Landed {
         token: u64,
         stored: bool,
     },
-    /// The whole return value, for types that can be shared.
-    Shared(Arc<dyn Any + Send + Sync>),
+    /// The whole return value, for types that can be shared, and the
+    /// leader's fill token (the same rule applies).
+    Shared(Arc<dyn Any + Send + Sync>, u64),
     /// Nothing to share: load again.
     Retry,
 }
@@ -98,7 +99,7 @@ impl Flights {
         }
         if let Some(token) = token
             && let Some((slot, landed, at)) = self.recent().get(key)
-            && *landed >= token
+            && fresh_enough(*landed, token)
             && at.elapsed() < RECENT
         {
             return Role::Landed(slot.subscribe());
@@ -168,6 +169,14 @@ impl Drop for Leader<'_> {
     fn drop(&mut self) {
         self.finish(Landed::Retry);
     }
+}
+
+/// Whether a value loaded after reading fill token `landed` may answer a
+/// caller whose own token (read after its own read) is `mine`: no
+/// invalidation came between the two. Tokens of two epochs (Redis lost its
+/// data between them) are never comparable.
+pub(crate) fn fresh_enough(landed: u64, mine: u64) -> bool {
+    landed >> 32 == mine >> 32 && landed >= mine
 }
 
 /// Waits for the leader's outcome (`Retry` if it vanished).
@@ -258,6 +267,23 @@ mod tests {
             matches!(flights.join("k", None), Role::Leader(_)),
             "so does one whose read failed"
         );
+    }
+
+    #[test]
+    fn tokens_of_two_epochs_are_never_comparable() {
+        let (old, new) = (7 << 32, 3 << 32);
+        assert!(fresh_enough(old + 5, old + 5));
+        assert!(
+            !fresh_enough(old + 5, old + 6),
+            "an invalidation came between"
+        );
+        assert!(
+            !fresh_enough(old + 5, new + 1),
+            "Redis lost its data between the two: a lower epoch is not older"
+        );
+        assert!(!fresh_enough(old + 5, 0), "no number at all: data lost");
+        assert!(fresh_enough(0, 0));
+        assert!(fresh_enough(4, 3), "the in-process store's plain numbers");
     }
 
     #[tokio::test]

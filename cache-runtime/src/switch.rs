@@ -168,8 +168,12 @@ impl Cache {
         load().await
     }
 
-    /// A read inside [`refreshing`]: the loader, then its value stored as a
-    /// put (refusing older fills), or the entry removed for an absent value.
+    /// A read inside [`refreshing`]: the fill token is read, then the loader
+    /// runs, and its value is stored over whatever is cached unless an
+    /// invalidation came since the token (`Cache::store_refreshed`: then
+    /// the key is marked and its dependents go, as for a put). An absent
+    /// value, or one not to be stored, removes the entry; an error leaves
+    /// it as it was.
     pub(crate) async fn reload<S, R, L, Fut, G>(
         &self,
         key: &str,
@@ -186,6 +190,8 @@ impl Cache {
         Stats::add(&self.stats_ref().forced_refreshes, 1);
         crate::status::record(CacheStatus::Refresh);
         tracing::Span::current().record("outcome", "forced");
+        // Read before the loader starts (see `ensure_token`).
+        let token = self.read_token().await;
         let value = load().await;
         match S::split(&value) {
             Fill::Value { stored, inner } => {
@@ -195,12 +201,14 @@ impl Cache {
                     self.invalidate().key(key).run_reported().await;
                     return value;
                 }
-                let put = self.encode_put(key.to_owned(), stored, options, links);
-                // An oversized value is not stored, and what was cached is
-                // removed (it is stale now).
-                match put {
+                let Some(token) = token else {
+                    // The store did not answer: what it holds is stale now.
+                    self.invalidate().key(key).run_reported().await;
+                    return value;
+                };
+                match self.encode_put(key.to_owned(), stored, options, links) {
                     Ok(put) => {
-                        if let Err(e) = self.apply_put(put).await {
+                        if let Err(e) = self.store_refreshed(put, token).await {
                             self.report("refresh", &e);
                         }
                     }

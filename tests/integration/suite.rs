@@ -25,6 +25,8 @@ crate::common::on_every_store!(
     entries_expire_after_their_ttl,
     a_fill_that_read_before_an_invalidation_is_refused,
     a_waiter_that_saw_an_invalidation_does_not_take_an_older_value,
+    a_waiter_that_saw_an_invalidation_does_not_take_an_older_error,
+    a_refresh_that_loaded_before_an_invalidation_is_not_stored,
     a_value_that_does_not_decode_is_a_miss_and_is_replaced,
     the_plain_api_matches_the_macros,
     published_events_follow_the_schema,
@@ -396,6 +398,100 @@ async fn a_waiter_that_saw_an_invalidation_does_not_take_an_older_value(fx: Fixt
         "new",
         "the reader started after the invalidation: the older load is not its answer"
     );
+}
+
+/// The same race with an error the leader shares (it was loaded before the
+/// row existed): a reader that started after the insert's invalidation gets
+/// the row, not the older error.
+async fn a_waiter_that_saw_an_invalidation_does_not_take_an_older_error(fx: Fixture) {
+    struct Rows {
+        cache: Cache,
+        calls: std::sync::atomic::AtomicU32,
+        read_done: tokio::sync::Notify,
+        go_on: tokio::sync::Notify,
+    }
+    impl Rows {
+        #[cache_runtime::cached(cache = self.cache, key = "row")]
+        async fn row(&self) -> Result<String, String> {
+            use std::sync::atomic::Ordering::SeqCst;
+            if self.calls.fetch_add(1, SeqCst) == 0 {
+                self.read_done.notify_one();
+                self.go_on.notified().await;
+                return Err("not found".to_string()); // read before the insert
+            }
+            Ok("new".to_string())
+        }
+    }
+    let rows = std::sync::Arc::new(Rows {
+        cache: fx.cache.clone(),
+        calls: Default::default(),
+        read_done: Default::default(),
+        go_on: Default::default(),
+    });
+    let leader = tokio::spawn({
+        let rows = rows.clone();
+        async move { rows.row().await }
+    });
+    rows.read_done.notified().await;
+    fx.cache.invalidate().key("row").await.unwrap(); // the insert's
+    let reader = tokio::spawn({
+        let rows = rows.clone();
+        async move { rows.row().await }
+    });
+    for _ in 0..16 {
+        tokio::task::yield_now().await; // the reader reaches the flight
+    }
+    rows.go_on.notify_one();
+    assert_eq!(leader.await.unwrap(), Err("not found".to_string()));
+    assert_eq!(reader.await.unwrap(), Ok("new".to_string()));
+}
+
+/// `refreshing` loads and stores over what is cached; a load that read the
+/// row before a write's invalidation must not be stored after it.
+async fn a_refresh_that_loaded_before_an_invalidation_is_not_stored(fx: Fixture) {
+    const OPTS: CacheOptions = CacheOptions::new("race").ttl(Duration::from_secs(60));
+    let cache = fx.cache.clone();
+    cache
+        .get_or_load_tagged(
+            "row:8",
+            &OPTS,
+            |_| Links::new(),
+            || async { "v0".to_string() },
+        )
+        .await;
+    let (read_done, read_done_rx) = oneshot::channel::<()>();
+    let (go_on, go_on_rx) = oneshot::channel::<()>();
+    let refresh = tokio::spawn({
+        let cache = cache.clone();
+        async move {
+            cache_runtime::refreshing(cache.get_or_load_tagged(
+                "row:8",
+                &OPTS,
+                |_| Links::new(),
+                || async move {
+                    let old = "old".to_string(); // read before the write
+                    read_done.send(()).unwrap();
+                    go_on_rx.await.unwrap();
+                    old
+                },
+            ))
+            .await
+        }
+    });
+    read_done_rx.await.unwrap();
+    cache.invalidate().key("row:8").await.unwrap(); // the writer returns
+    go_on.send(()).unwrap();
+    assert_eq!(refresh.await.unwrap(), "old");
+    let after = cache
+        .get_or_load_tagged(
+            "row:8",
+            &OPTS,
+            |_| Links::new(),
+            || async { "new".to_string() },
+        )
+        .await;
+    assert_eq!(after, "new", "the refresh's older value was not stored");
+    assert_eq!(cache.stats().fills_rejected, 1);
 }
 
 async fn a_value_that_does_not_decode_is_a_miss_and_is_replaced(fx: Fixture) {
