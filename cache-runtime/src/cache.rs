@@ -1037,20 +1037,35 @@ impl Cache {
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, Error> {
         let full = self.inner.layout.entry_pattern(pattern);
         match &self.inner.backend {
-            Backend::Memory(m) => self.remove_entries(m.matching(&full)).await,
+            Backend::Memory(m) => {
+                let names = m.matching(&full);
+                if names.is_empty() {
+                    self.apply(&self.plan()).await?;
+                }
+                self.remove_entries(names).await
+            }
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
                 let mut cursor = 0;
                 let mut removed = 0;
+                let mut stepped = false;
                 loop {
                     let (next, names) = self
                         .bounded("pattern scan", r.scan_step(&full, cursor))
                         .await?;
+                    stepped |= !names.is_empty();
                     removed += self.remove_entries(names).await?;
                     if next == 0 {
                         break;
                     }
                     cursor = next;
+                }
+                // Every invalidation takes a sequence number, even one that
+                // found nothing to remove: a load that read its token before
+                // this write must not answer a caller who starts after it
+                // (single-flight waiters compare numbers).
+                if !stepped {
+                    self.apply(&self.plan()).await?;
                 }
                 // Tiers may hold matching entries Redis no longer has
                 // (evicted, expired early): they match the pattern

@@ -358,11 +358,23 @@ async fn concurrent_reads_after_a_cut_apply_every_kept_invalidation() {
 /// that was invalidated in between.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fill_that_read_before_a_restart_is_refused_after_it() {
+    // The old server's sequence number is past zero.
+    fill_across_a_restart(3).await;
+}
+
+/// The same, on a server that had no sequence number yet when the reader
+/// read its token: reading it creates one (with an epoch), so the fill is
+/// still refused by the successor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fill_that_read_before_the_first_number_is_refused_after_a_restart() {
+    fill_across_a_restart(0).await;
+}
+
+async fn fill_across_a_restart(invalidations_before: usize) {
     use std::sync::{Arc, Mutex};
     let mut server = RedisServer::start();
     let cache = cache_at(server.url(), Duration::from_millis(300));
-    // The old server's sequence number is past zero.
-    for _ in 0..3 {
+    for _ in 0..invalidations_before {
         cache.invalidate().key("other").await.unwrap();
     }
     let row = Arc::new(Mutex::new("old"));

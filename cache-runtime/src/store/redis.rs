@@ -4,7 +4,7 @@
 //! | step | commands | round trips |
 //! |---|---|---|
 //! | read (a hit) | `GET entry` (pipelined with `GET version` for versioned reads) | 1 |
-//! | the fill token, on a miss, before the loader | `GET seq` | 1 |
+//! | the fill token, on a miss, before the loader | `EVALSHA token` (`GET seq`, created if missing) | 1 |
 //! | read with a time-to-idle | `EVALSHA read_idle` (`GET`, `PEXPIRE`, `GET seq`) | 1 |
 //! | fill after a miss | `EVALSHA fill` (check markers, `SET PX`, `SADD` tags) | 1 |
 //! | invalidate keys + tags + cascades + publish | `EVALSHA invalidate` | 1 per 10,000 entries removed |
@@ -251,8 +251,24 @@ end
 return {removed, names, vnames, vvalues, seq, left}
 "#;
 
+/// KEYS: seq. ARGV: a new epoch (`new_epoch`).
+///
+/// The fill token: the sequence number, created (at the start of a new
+/// epoch) if the server has none, so that every token carries an epoch and
+/// a fill whose read came before the server lost its data is refused even
+/// if that read was the server's first.
+const TOKEN: &str = r#"
+local seq = redis.call('GET', KEYS[1])
+if not seq then
+  redis.call('SET', KEYS[1], ARGV[1])
+  return ARGV[1]
+end
+return seq
+"#;
+
 /// KEYS: entry, seq, version (optional). ARGV: idle ms, the client's clock
-/// (Unix ms).
+/// (Unix ms), a new epoch (the sequence number's start if it is missing, as
+/// for `TOKEN`).
 ///
 /// A read that extends the entry's life: on a hit, the entry expires `idle`
 /// from now, but never past its hard deadline, which is the "fresh until"
@@ -275,7 +291,12 @@ if v then
 end
 local version = false
 if #KEYS > 2 then version = redis.call('GET', KEYS[3]) end
-return {v, redis.call('GET', KEYS[2]), version}
+local seq = redis.call('GET', KEYS[2])
+if not seq then
+  redis.call('SET', KEYS[2], ARGV[3])
+  seq = ARGV[3]
+end
+return {v, seq, version}
 "#;
 
 /// The most members one invalidation call removes (tags, cascades): about
@@ -354,6 +375,7 @@ pub(crate) struct RedisStore {
     pubsub: Vec<redis::Client>,
     conn: Conn,
     fill: Script,
+    token: Script,
     read_idle: Script,
     invalidate: Script,
     unlock: Script,
@@ -432,6 +454,7 @@ impl RedisStore {
             pubsub,
             conn,
             fill: Script::new(FILL),
+            token: Script::new(TOKEN),
             read_idle: Script::new(READ_IDLE),
             invalidate: Script::new(INVALIDATE),
             unlock: Script::new(UNLOCK),
@@ -471,7 +494,9 @@ impl RedisStore {
             if let Some(version) = version {
                 inv.key(version);
             }
-            inv.arg(millis(idle)).arg(crate::events::now_ms());
+            inv.arg(millis(idle))
+                .arg(crate::events::now_ms())
+                .arg(new_epoch());
             let (value, token, version): LookupReply = inv.invoke_async(&mut conn).await?;
             return Ok(found(value, Some(token.unwrap_or(0)), version));
         }
@@ -485,12 +510,13 @@ impl RedisStore {
         Ok(found(value, None, None))
     }
 
-    /// The namespace's sequence number: the token of a fill whose loader
-    /// starts after this read (0 when there is none yet).
+    /// The namespace's sequence number (created if missing): the token of
+    /// a fill whose loader starts after this read.
     pub(crate) async fn seq(&self, seq: &str) -> Result<u64, Error> {
         let mut conn = self.conn.clone();
-        let seq: Option<u64> = redis::cmd("GET").arg(seq).query_async(&mut conn).await?;
-        Ok(seq.unwrap_or(0))
+        let mut inv = self.token.prepare_invoke();
+        inv.key(seq).arg(new_epoch());
+        Ok(inv.invoke_async(&mut conn).await?)
     }
 
     pub(crate) async fn fill(&self, seq: &str, req: FillRequest) -> Result<bool, Error> {
