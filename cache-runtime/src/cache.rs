@@ -2047,7 +2047,18 @@ impl Cache {
             }],
             ..self.plan()
         };
-        self.apply(&plan).await.map(drop)
+        match self.apply(&plan).await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                // Its dependents may be stale: the key goes (and they with
+                // it) once the store is back.
+                self.outbox_push(crate::invalidation::Spec {
+                    keys: vec![key],
+                    ..Default::default()
+                });
+                Err(e)
+            }
+        }
     }
 
     async fn store_fill(&self, req: FillRequest) -> Result<bool, Error> {
