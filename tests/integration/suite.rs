@@ -275,28 +275,45 @@ async fn read_held_open(
     key: &'static str,
     tags: Vec<String>,
 ) -> (JoinHandle<String>, oneshot::Sender<()>) {
+    read_held_open_with(cache, key, Links::from(tags), false).await
+}
+
+/// A read of `key` whose loader reads "old" from the database, reports it
+/// has, then waits for the sender before returning it (filed with `links`;
+/// inside `refreshing` with `refresh`).
+async fn read_held_open_with(
+    cache: &Cache,
+    key: &'static str,
+    links: Links,
+    refresh: bool,
+) -> (JoinHandle<String>, oneshot::Sender<()>) {
     let (read_done, read_done_rx) = oneshot::channel::<()>();
     let (go_on, go_on_rx) = oneshot::channel::<()>();
     let cache = cache.clone();
     let reader = tokio::spawn(async move {
-        const OPTS: CacheOptions = CacheOptions::new("race").ttl(Duration::from_secs(60));
-        cache
-            .get_or_load_tagged(
-                key,
-                &OPTS,
-                |_| tags,
-                || async move {
-                    let old = "old".to_string(); // read from the database before the write
-                    read_done.send(()).unwrap();
-                    go_on_rx.await.unwrap();
-                    old
-                },
-            )
-            .await
+        let read = cache.get_or_load_tagged(
+            key,
+            &RACE,
+            |_| links,
+            || async move {
+                let old = "old".to_string(); // read from the database before the write
+                read_done.send(()).unwrap();
+                go_on_rx.await.unwrap();
+                old
+            },
+        );
+        if refresh {
+            cache_runtime::refreshing(read).await
+        } else {
+            read.await
+        }
     });
     read_done_rx.await.unwrap();
     (reader, go_on)
 }
+
+/// The options of the race cases.
+const RACE: CacheOptions = CacheOptions::new("race").ttl(Duration::from_secs(60));
 
 /// The cache-aside race: a reader misses and reads the old row, a writer
 /// commits and invalidates, then the reader stores what it read. The fill
@@ -350,29 +367,9 @@ async fn a_fill_that_read_before_an_invalidation_is_refused(fx: Fixture) {
 /// exact: a current-thread runtime runs the second reader up to its wait
 /// before the leader is released.
 async fn a_waiter_that_saw_an_invalidation_does_not_take_an_older_value(fx: Fixture) {
-    const OPTS: CacheOptions = CacheOptions::new("race").ttl(Duration::from_secs(60));
     let cache = fx.cache.clone();
-    let (read_done, read_done_rx) = oneshot::channel::<()>();
-    let (go_on, go_on_rx) = oneshot::channel::<()>();
-    let leader = tokio::spawn({
-        let cache = cache.clone();
-        async move {
-            cache
-                .get_or_load_tagged(
-                    "row:9",
-                    &OPTS,
-                    |_| Links::new().store(false),
-                    || async move {
-                        let old = "old".to_string(); // read before the write
-                        read_done.send(()).unwrap();
-                        go_on_rx.await.unwrap();
-                        old
-                    },
-                )
-                .await
-        }
-    });
-    read_done_rx.await.unwrap();
+    let (leader, go_on) =
+        read_held_open_with(&cache, "row:9", Links::new().store(false), false).await;
     // The writer commits "new" and invalidates; then a reader starts.
     cache.invalidate().key("row:9").await.unwrap();
     let reader = tokio::spawn({
@@ -381,7 +378,7 @@ async fn a_waiter_that_saw_an_invalidation_does_not_take_an_older_value(fx: Fixt
             cache
                 .get_or_load_tagged(
                     "row:9",
-                    &OPTS,
+                    &RACE,
                     |_| Links::new(),
                     || async { "new".to_string() },
                 )
@@ -449,46 +446,17 @@ async fn a_waiter_that_saw_an_invalidation_does_not_take_an_older_error(fx: Fixt
 /// `refreshing` loads and stores over what is cached; a load that read the
 /// row before a write's invalidation must not be stored after it.
 async fn a_refresh_that_loaded_before_an_invalidation_is_not_stored(fx: Fixture) {
-    const OPTS: CacheOptions = CacheOptions::new("race").ttl(Duration::from_secs(60));
     let cache = fx.cache.clone();
+    let load = |value: &'static str| async move { value.to_string() };
     cache
-        .get_or_load_tagged(
-            "row:8",
-            &OPTS,
-            |_| Links::new(),
-            || async { "v0".to_string() },
-        )
+        .get_or_load_tagged("row:8", &RACE, |_| Links::new(), || load("v0"))
         .await;
-    let (read_done, read_done_rx) = oneshot::channel::<()>();
-    let (go_on, go_on_rx) = oneshot::channel::<()>();
-    let refresh = tokio::spawn({
-        let cache = cache.clone();
-        async move {
-            cache_runtime::refreshing(cache.get_or_load_tagged(
-                "row:8",
-                &OPTS,
-                |_| Links::new(),
-                || async move {
-                    let old = "old".to_string(); // read before the write
-                    read_done.send(()).unwrap();
-                    go_on_rx.await.unwrap();
-                    old
-                },
-            ))
-            .await
-        }
-    });
-    read_done_rx.await.unwrap();
+    let (refresh, go_on) = read_held_open_with(&cache, "row:8", Links::new(), true).await;
     cache.invalidate().key("row:8").await.unwrap(); // the writer returns
     go_on.send(()).unwrap();
     assert_eq!(refresh.await.unwrap(), "old");
     let after = cache
-        .get_or_load_tagged(
-            "row:8",
-            &OPTS,
-            |_| Links::new(),
-            || async { "new".to_string() },
-        )
+        .get_or_load_tagged("row:8", &RACE, |_| Links::new(), || load("new"))
         .await;
     assert_eq!(after, "new", "the refresh's older value was not stored");
     assert_eq!(cache.stats().fills_rejected, 1);
