@@ -992,9 +992,7 @@ impl Cache {
                     Stats::add(&self.inner.stats.oversized, 1);
                 }
             } else {
-                let mut req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, seq);
-                req.idle = put.idle;
-                reqs.push(req);
+                reqs.push(self.put_request(put, seq));
             }
         }
         let results: Vec<Result<bool, Error>> = match &self.inner.backend {
@@ -1841,6 +1839,13 @@ impl Cache {
         }
     }
 
+    /// The fill of a put, with `token`.
+    fn put_request(&self, put: Put, token: u64) -> FillRequest {
+        let mut req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, token);
+        req.idle = put.idle;
+        req
+    }
+
     fn fill_request(
         &self,
         key: &str,
@@ -1967,34 +1972,30 @@ impl Cache {
     /// entry alone). A store that does not answer makes it a faulted read
     /// (`None`): nothing is filled from it.
     async fn ensure_token(&self, found: &mut Option<Lookup>) {
-        let Some(lookup) = found.as_mut() else { return };
-        if lookup.token.is_some() {
+        if found.as_ref().is_none_or(|l| l.token.is_some()) {
             return;
         }
-        match &self.inner.backend {
-            Backend::Memory(m) => lookup.token = Some(m.token()),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => match self.bounded("read", r.seq(&self.inner.seq_key)).await {
-                Ok(token) => lookup.token = Some(token),
-                Err(e) => {
-                    self.report("read", &e);
-                    *found = None;
-                }
-            },
+        let token = self.read_token().await;
+        match (found.as_mut(), token) {
+            (Some(lookup), Some(token)) => lookup.token = Some(token),
+            _ => *found = None,
         }
     }
 
     /// The fill token of a load that starts after this call (`None`: the
-    /// store did not answer).
+    /// store did not answer; reported).
     pub(crate) async fn read_token(&self) -> Option<u64> {
-        let mut found = Some(Lookup {
-            value: None,
-            typed: None,
-            token: None,
-            version: 0,
-        });
-        self.ensure_token(&mut found).await;
-        found.and_then(|l| l.token)
+        match &self.inner.backend {
+            Backend::Memory(m) => Some(m.token()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => match self.bounded("read", r.seq(&self.inner.seq_key)).await {
+                Ok(token) => Some(token),
+                Err(e) => {
+                    self.report("read", &e);
+                    None
+                }
+            },
+        }
     }
 
     /// Stores a refreshed value whose load started after reading `token`:
@@ -2003,19 +2004,11 @@ impl Cache {
     /// the key is marked and its dependents removed, as a put does.
     pub(crate) async fn store_refreshed(&self, put: Put, token: u64) -> Result<(), Error> {
         if put.skip.is_some() {
-            if put.skip == Some(Skip::Oversized) {
-                Stats::add(&self.inner.stats.oversized, 1);
-            }
-            // Not stored: what was cached is stale now.
-            let spec = crate::invalidation::Spec {
-                keys: vec![put.key],
-                ..Default::default()
-            };
-            return self.change(vec![spec], Vec::new(), true).await.map(drop);
+            // Not stored: a put marks the key (what it held is stale now).
+            return self.apply_put(put).await;
         }
         let key = put.key.clone();
-        let mut req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, token);
-        req.idle = put.idle;
+        let mut req = self.put_request(put, token);
         req.overwrite = Some(self.coherence());
         let entry = req.entry.clone();
         let stored = self.store_fill(req).await;

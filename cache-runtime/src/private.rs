@@ -429,26 +429,12 @@ impl Changes {
     /// changes whose write has already committed; the caller still waits.
     /// Inside `in_transaction`, held until the commit.
     pub async fn apply(self) {
-        let mut now = Vec::with_capacity(self.held.len());
-        for held in self.held {
-            if let Err(held) = crate::transaction::hold(held) {
-                now.push(held);
-            }
-        }
-        if now.is_empty() {
-            return;
-        }
-        let apply = async move {
-            for held in now {
-                held.apply().await;
-            }
-        };
-        match tokio::runtime::Handle::try_current() {
-            // A panic inside the task is already reported by tokio; the
-            // caller's own result stands.
-            Ok(handle) => drop(handle.spawn(apply).await),
-            Err(_) => apply.await,
-        }
+        let now = self
+            .held
+            .into_iter()
+            .filter_map(|held| crate::transaction::hold(held).err())
+            .collect();
+        crate::transaction::apply_detached(now).await;
     }
 }
 

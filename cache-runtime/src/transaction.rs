@@ -143,18 +143,29 @@ where
             (result, held)
         })
         .await;
-    if result.is_ok() && !held.is_empty() {
-        let apply = async move {
-            for held in merge(held) {
-                held.apply().await;
-            }
-        };
-        // On its own task, as outside a scope: the commit has happened, so a
-        // caller that gives up now must not cancel the invalidations.
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => drop(handle.spawn(apply).await),
-            Err(_) => apply.await,
-        }
+    if result.is_ok() {
+        // As outside a scope: the commit has happened.
+        apply_detached(merge(held)).await;
     }
     result
+}
+
+/// Applies changes in order on a task of their own (when there is a
+/// runtime), and waits for them: a caller that gives up after the write
+/// committed (a request timeout dropping its future) must not cancel them.
+/// A panic inside the task is already reported by tokio; the caller's own
+/// result stands.
+pub(crate) async fn apply_detached(held: Vec<Held>) {
+    if held.is_empty() {
+        return;
+    }
+    let apply = async move {
+        for held in held {
+            held.apply().await;
+        }
+    };
+    match tokio::runtime::Handle::try_current() {
+        Ok(handle) => drop(handle.spawn(apply).await),
+        Err(_) => apply.await,
+    }
 }
