@@ -505,7 +505,7 @@ impl CacheBuilder {
         if self.timeout.is_zero() {
             return Err(Error::config("the timeout must be greater than zero"));
         }
-        if self.lock_lease < self.timeout * 2 {
+        if self.lock_lease < self.timeout.saturating_mul(2) {
             return Err(Error::config(format!(
                 "the lock lease ({:?}) must be at least twice the timeout ({:?}), so that a renewal that takes the whole timeout still lands inside the lease",
                 self.lock_lease, self.timeout
@@ -557,7 +557,8 @@ impl CacheBuilder {
                 self.local_capacity,
                 ttl,
                 self.local_grace,
-                self.fill_window + self.timeout * 2,
+                self.fill_window
+                    .saturating_add(self.timeout.saturating_mul(2)),
             ))),
             _ => None,
         };
@@ -1679,7 +1680,9 @@ impl Cache {
         // A caller that waited past half the fill window could load a value
         // too late to store: wait at most that long.
         let bound = options.lock_wait_bound().min(inner.fill_window / 2);
-        let deadline = *waiting.deadline.get_or_insert(now + bound);
+        let deadline = *waiting
+            .deadline
+            .get_or_insert(crate::ttl::after(now, bound));
         // Listen before trying, so a landing right after the try is heard.
         #[cfg(feature = "redis")]
         if !has_stale
@@ -1897,7 +1900,9 @@ impl Cache {
     /// How long invalidation markers live: the fill window, plus the
     /// longest a fill's own round trip may take after its window closed.
     pub(crate) fn marker_ttl(&self) -> Duration {
-        self.inner.fill_window + self.inner.timeout * 2
+        self.inner
+            .fill_window
+            .saturating_add(self.inner.timeout.saturating_mul(2))
     }
 
     fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<T> {
@@ -2316,7 +2321,70 @@ impl crate::subscriber::Hooks for CacheHooks {
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Any duration, weighted towards the edges: zero, a nanosecond, the
+    /// largest there is, and what a `u64` of milliseconds holds.
+    fn duration() -> impl Strategy<Value = Duration> {
+        prop_oneof![
+            Just(Duration::ZERO),
+            Just(Duration::from_nanos(1)),
+            Just(Duration::MAX),
+            Just(Duration::from_millis(u64::MAX)),
+            (0u64..100_000).prop_map(Duration::from_millis),
+            any::<u64>().prop_map(Duration::from_secs),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(crate::fuzz_tests::config(64))]
+
+        /// Whatever durations it is given, the builder answers with a cache
+        /// or an error, and the cache it builds serves, stores and
+        /// invalidates without panicking.
+        #[test]
+        fn extreme_settings_never_panic(
+            timeout in duration(),
+            window in duration(),
+            lease in duration(),
+            ttl in duration(),
+            local in duration(),
+            grace in duration(),
+            per_read in duration(),
+            jitter in 0.0f32..=1.0,
+        ) {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async {
+                let configure = |b: CacheBuilder| {
+                    b.timeout(timeout)
+                        .fill_window(window)
+                        .lock_lease(lease)
+                        .default_ttl(ttl)
+                        .local_ttl(local)
+                        .local_grace(grace)
+                        .jitter(jitter)
+                };
+                let options = CacheOptions::new("edge").ttl(per_read).local_ttl(per_read);
+                if let Ok(cache) = configure(Cache::builder()).build() {
+                    let v: Result<u8, ()> = cache.get_or_load("k", &options, || async { Ok(1) }).await;
+                    assert_eq!(v, Ok(1));
+                    cache.put("k", &2u8, &options, Links::new().tag("t")).await.unwrap();
+                    cache.invalidate().tag("t").await.unwrap();
+                    let _ = cache.get::<u8>("k").await;
+                }
+                #[cfg(feature = "redis")]
+                if let Ok(cache) = configure(Cache::builder().redis_url("redis://127.0.0.1:1/")).build() {
+                    let v: Result<u8, ()> = cache.get_or_load("k", &options, || async { Ok(1) }).await;
+                    assert_eq!(v, Ok(1));
+                }
+            });
+        }
+    }
 
     #[test]
     fn configuration_errors_are_errors_not_panics() {

@@ -174,7 +174,7 @@ impl Run {
         let mut node = 0;
         loop {
             let client = &self.clients[node % self.clients.len()];
-            match tokio::time::timeout(self.timeout * 2, self.connect(client)).await {
+            match tokio::time::timeout(self.timeout.saturating_mul(2), self.connect(client)).await {
                 Ok(Ok((sink, stream))) => {
                     backoff = Duration::from_millis(50);
                     self.ready.send_replace(true);

@@ -1,7 +1,7 @@
 //! Time-to-live values: parsing `"5m"`-style durations and spreading expiries
 //! with jitter.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Parses a duration written as a number followed by a unit, or several such
 /// parts: `"500ms"`, `"30s"`, `"5m"`, `"1h30m"`, `"2d"`. A bare number means
@@ -60,9 +60,20 @@ pub(crate) fn with_jitter(ttl: Duration, jitter: f32) -> Duration {
         return ttl;
     }
     let cut = ttl.as_secs_f64() * f64::from(jitter.min(1.0)) * fastrand::f64();
-    let jittered = ttl.saturating_sub(Duration::from_secs_f64(cut));
-    jittered.max(Duration::from_millis(1))
+    let cut = Duration::try_from_secs_f64(cut).unwrap_or(Duration::ZERO);
+    ttl.saturating_sub(cut).max(Duration::from_millis(1))
 }
+
+/// `from + d`, or a moment far enough away to mean "never" when that does
+/// not fit an `Instant` (a configured duration may be `Duration::MAX`).
+pub(crate) fn after(from: Instant, d: Duration) -> Instant {
+    from.checked_add(d)
+        .or_else(|| from.checked_add(FAR))
+        .unwrap_or(from)
+}
+
+/// About a century: what "never" means for deadlines.
+pub(crate) const FAR: Duration = Duration::from_secs(100 * 365 * 86_400);
 
 #[cfg(test)]
 mod tests {
@@ -91,5 +102,18 @@ mod tests {
         }
         assert!(seen_short, "jitter never moved the expiry");
         assert_eq!(with_jitter(ttl, 0.0), ttl);
+    }
+
+    #[test]
+    fn huge_durations_saturate() {
+        for _ in 0..1000 {
+            assert!(with_jitter(Duration::MAX, 1.0) <= Duration::MAX);
+        }
+        let now = Instant::now();
+        assert!(after(now, Duration::MAX) >= after(now, FAR));
+        assert_eq!(
+            after(now, Duration::from_secs(1)),
+            now + Duration::from_secs(1)
+        );
     }
 }

@@ -16,6 +16,7 @@ use moka::Expiry;
 
 use super::{AnyValue, FillRequest, InvalidationPlan, Lookup};
 use crate::key::{Prefixes, glob_match};
+use crate::ttl::after;
 
 #[derive(Debug, Clone)]
 pub(crate) struct MemEntry {
@@ -189,7 +190,7 @@ impl MemoryStore {
         }
         if let Some(seq) = refusing {
             // A value built from this one, read as early, is refused too.
-            let until = now + req.marker_ttl;
+            let until = after(now, req.marker_ttl);
             let mark = state
                 .markers
                 .entry(req.marker.clone())
@@ -220,7 +221,8 @@ impl MemoryStore {
         }
         let (ttl, idle) = (
             req.expiry(),
-            req.idle.map(|idle| (idle, req.ttl.map(|ttl| now + ttl))),
+            req.idle
+                .map(|idle| (idle, req.ttl.map(|ttl| after(now, ttl)))),
         );
         self.entries.insert(
             req.entry,
@@ -268,7 +270,7 @@ impl MemoryStore {
     pub(crate) fn invalidate_seq(&self, plan: &InvalidationPlan) -> (u64, u64) {
         let mut state = self.state();
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-        let until = Instant::now() + plan.marker_ttl;
+        let until = after(Instant::now(), plan.marker_ttl);
         let mut removed = 0;
         let mut gone = Vec::new();
         for (entry, marker) in &plan.keys {
@@ -349,7 +351,7 @@ impl MemoryStore {
         }
         state
             .locks
-            .insert(name.to_owned(), (token.to_owned(), now + lease));
+            .insert(name.to_owned(), (token.to_owned(), after(now, lease)));
         true
     }
 
@@ -359,7 +361,7 @@ impl MemoryStore {
         let now = Instant::now();
         match state.locks.get_mut(name) {
             Some((held, until)) if held == token && *until > now => {
-                *until = now + lease;
+                *until = after(now, lease);
                 true
             }
             _ => false,
