@@ -62,6 +62,19 @@ impl AsRef<Cache> for Cache {
     }
 }
 
+/// A cache held weakly, by the tasks a cache starts (the outbox's retries,
+/// the inbox, the subscriber's hooks): they never keep a dropped cache
+/// alive.
+#[derive(Debug, Clone)]
+pub(crate) struct WeakCache(std::sync::Weak<Inner>);
+
+impl WeakCache {
+    /// The cache, while some handle to it is alive.
+    pub(crate) fn upgrade(&self) -> Option<Cache> {
+        self.0.upgrade().map(|inner| Cache { inner })
+    }
+}
+
 #[derive(Debug)]
 pub(crate) enum Backend {
     Memory(MemoryStore),
@@ -94,6 +107,8 @@ struct Inner {
     instance: String,
     families: crate::stats::Families,
     outbox: crate::outbox::Outbox,
+    /// Events from other services waiting to be applied.
+    inbox: crate::inbox::Inbox,
     breaker: crate::breaker::Breaker,
     /// Signs coherence messages: random per cache, whatever `instance` says,
     /// so that replicas never mistake each other's messages for echoes.
@@ -578,6 +593,7 @@ impl CacheBuilder {
                 instance,
                 families: crate::stats::Families::default(),
                 outbox: crate::outbox::Outbox::default(),
+                inbox: crate::inbox::Inbox::default(),
                 breaker: crate::breaker::Breaker::default(),
                 metrics: crate::observe::Metrics::new(&self.namespace),
                 coherence_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
@@ -809,6 +825,15 @@ impl Cache {
 
     pub(crate) fn outbox(&self) -> &crate::outbox::Outbox {
         &self.inner.outbox
+    }
+
+    pub(crate) fn inbox(&self) -> &crate::inbox::Inbox {
+        &self.inner.inbox
+    }
+
+    /// A handle that does not keep the cache alive.
+    pub(crate) fn downgrade(&self) -> WeakCache {
+        WeakCache(Arc::downgrade(&self.inner))
     }
 
     pub(crate) fn stats_ref(&self) -> &Stats {
@@ -1782,41 +1807,27 @@ impl Cache {
         }
     }
 
-    /// Applies an invalidation event heard on pub/sub: one published by
-    /// another service (not already applied) is applied to the store, once
-    /// for all instances (deduplicated on Redis), and so reaches every tier.
-    #[cfg(feature = "redis")]
-    async fn apply_event(&self, event: InvalidationEvent) {
-        if event.namespace != self.namespace() {
-            return;
+    /// Claims the event `id` for this instance: whether it is the first to
+    /// (on Redis, `SET NX` for `EVENT_CLAIM_TTL`, shared by every instance;
+    /// in process there is nobody to share with). When the store does not
+    /// answer, the event is applied anyway: twice is harmless, never is not.
+    pub(crate) async fn claim_event(&self, id: &str) -> bool {
+        #[cfg(feature = "redis")]
+        if let Backend::Redis(r) = &self.inner.backend {
+            let claim = self.inner.layout.event_claim(id);
+            return match self
+                .bounded("event claim", r.claim(&claim, EVENT_CLAIM_TTL))
+                .await
+            {
+                Ok(first) => first,
+                Err(e) => {
+                    self.report("event claim", &e);
+                    true
+                }
+            };
         }
-        // One instance applies it: the first to claim it.
-        let Backend::Redis(r) = &self.inner.backend else {
-            return;
-        };
-        let claim = self.inner.layout.event_claim(&event);
-        match self
-            .bounded("event claim", r.claim(&claim, EVENT_CLAIM_TTL))
-            .await
-        {
-            Ok(true) => {}
-            Ok(false) => return,
-            Err(e) => {
-                // Unknown: applying twice is harmless, not at all is not.
-                self.report("event claim", &e);
-            }
-        }
-        let report = self
-            .invalidate()
-            .keys(event.keys)
-            .tags(event.tags)
-            .patterns(event.patterns)
-            .bumps(event.bumps)
-            .run_reported()
-            .await;
-        if report.is_some() {
-            Stats::add(&self.inner.stats.events_applied, 1);
-        }
+        let _ = id;
+        true
     }
 
     pub(crate) fn backend(&self) -> &Backend {
@@ -2310,10 +2321,7 @@ impl crate::subscriber::Hooks for CacheHooks {
             // Already applied by the instance that published it; tiers hear
             // what it removed on the coherence channel.
             Ok(event) if event.applied => {}
-            Ok(event) if inner.apply_events => {
-                let cache = Cache { inner };
-                tokio::spawn(async move { cache.apply_event(event).await });
-            }
+            Ok(event) if inner.apply_events => Cache { inner }.receive_event(event),
             Ok(_) => {}
         }
     }

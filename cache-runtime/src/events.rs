@@ -5,7 +5,8 @@
 //! ```json
 //! {"v":1,"namespace":"blog","event":"post:updated","entity":"post",
 //!  "keys":["post:42"],"tags":["author:7"],"patterns":[],"bumps":[],
-//!  "ts":1795000000000,"instance":"web-1-5f3a","applied":true}
+//!  "ts":1795000000000,"instance":"web-1-5f3a","id":"web-1-5f3a:1795000000000:7",
+//!  "applied":true}
 //! ```
 //!
 //! It is published on the Redis channel `<namespace>:<event>`
@@ -47,6 +48,16 @@ pub struct InvalidationEvent {
     /// Which cache instance (or service) sent it.
     #[serde(default)]
     pub instance: String,
+    /// Identifies this event, for deduplication: the instances that hear an
+    /// event with an id apply it once between them (the id is claimed for
+    /// 60 s), and a second delivery of the same id within that time is
+    /// skipped. An event without an id is applied every time it is heard,
+    /// by every instance: two identical events sent for two writes both
+    /// apply. Give one when a producer may deliver an event twice (a retry
+    /// after a lost reply); a UUID or the producer's outbox row id will do.
+    /// This crate sets one on the events it publishes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
     /// Whether the sender already removed the entries from the shared store
     /// (`true` for every event this crate publishes). Caches that hear an
     /// event without it (published by another service) apply it: keys,
@@ -64,6 +75,14 @@ impl InvalidationEvent {
 
 pub(crate) fn entity_of(event: &str) -> &str {
     event.split(':').next().unwrap_or(event)
+}
+
+/// A unique id for an event this instance publishes: the instance, the
+/// time and a counter of this process.
+pub(crate) fn event_id(instance: &str, ts: u64) -> String {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{instance}:{ts}:{n}")
 }
 
 pub(crate) fn now_ms() -> u64 {

@@ -508,13 +508,18 @@ mod events {
                 short_hostile(),
             ),
             (list(), list(), list(), list()),
-            (any::<u64>(), short_hostile(), any::<bool>()),
+            (
+                any::<u64>(),
+                short_hostile(),
+                proptest::option::of(short_hostile()),
+                any::<bool>(),
+            ),
         )
             .prop_map(
                 |(
                     (v, namespace, event, entity),
                     (keys, tags, patterns, bumps),
-                    (ts, instance, applied),
+                    (ts, instance, id, applied),
                 )| InvalidationEvent {
                     v,
                     namespace,
@@ -526,6 +531,7 @@ mod events {
                     bumps,
                     ts,
                     instance,
+                    id,
                     applied,
                 },
             )
@@ -567,6 +573,7 @@ mod events {
         assert_eq!(map["event"].as_str(), Some(parsed.event.as_str()));
         assert_eq!(text("entity"), Some(parsed.entity.as_str()));
         assert_eq!(text("instance"), Some(parsed.instance.as_str()));
+        assert_eq!(map.get("id").and_then(Value::as_str), parsed.id.as_deref());
         for (name, got) in [
             ("keys", &parsed.keys),
             ("tags", &parsed.tags),
@@ -594,6 +601,7 @@ mod events {
             "v" => value.as_u64().is_some_and(|v| v <= u64::from(u32::MAX)),
             "ts" => value.is_u64(),
             "applied" => value.is_boolean(),
+            "id" => value.is_string() || value.is_null(),
             "keys" | "tags" | "patterns" | "bumps" => value
                 .as_array()
                 .is_some_and(|items| items.iter().all(Value::is_string)),
@@ -612,6 +620,7 @@ mod events {
         "bumps",
         "ts",
         "instance",
+        "id",
         "applied",
     ];
 
@@ -721,6 +730,7 @@ mod events {
                 bumps: Vec::new(),
                 ts: 0,
                 instance: String::new(),
+                id: None,
                 applied: false,
             };
             prop_assert_eq!(check(&serde_json::to_vec(&event).unwrap()), Some(event));

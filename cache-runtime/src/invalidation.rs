@@ -6,7 +6,7 @@ use std::pin::Pin;
 
 use crate::cache::{Cache, InvalidationReport, Put};
 use crate::error::Error;
-use crate::events::{EVENT_SCHEMA_VERSION, InvalidationEvent, entity_of, now_ms};
+use crate::events::{EVENT_SCHEMA_VERSION, InvalidationEvent, entity_of, event_id, now_ms};
 use crate::store::InvalidationPlan;
 
 /// An invalidation being put together; run it with `.await` or
@@ -54,6 +54,7 @@ impl Spec {
     /// The event it publishes, naming what it invalidates.
     fn event(&self, cache: &Cache) -> Option<InvalidationEvent> {
         let name = self.publish.as_ref()?;
+        let ts = now_ms();
         Some(InvalidationEvent {
             v: EVENT_SCHEMA_VERSION,
             namespace: cache.namespace().to_owned(),
@@ -63,8 +64,9 @@ impl Spec {
             tags: self.tags.clone(),
             patterns: self.patterns.clone(),
             bumps: self.bumps.clone(),
-            ts: now_ms(),
+            ts,
             instance: cache.instance().to_owned(),
+            id: Some(event_id(cache.instance(), ts)),
             applied: true,
         })
     }

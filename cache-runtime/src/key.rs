@@ -410,22 +410,10 @@ impl Layout {
         format!("{}:*", self.namespace)
     }
 
-    /// The key that makes an event heard by every instance apply once: a
-    /// 128-bit hash of the event (two FNV-1a 64 with different bases), so
-    /// only identical events (same keys, tags, `ts`, sender) share it.
-    pub(crate) fn event_claim(&self, event: &crate::events::InvalidationEvent) -> String {
-        let text = serde_json::to_string(event).unwrap_or_default();
-        let fnv = |basis: u64| {
-            text.bytes().fold(basis, |h, b| {
-                (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-            })
-        };
-        format!(
-            "{}#evt:{:016x}{:016x}",
-            self.keys,
-            fnv(0xcbf2_9ce4_8422_2325),
-            fnv(0x6c62_272e_07bb_0142)
-        )
+    /// The key that makes an event with an id, heard by every instance,
+    /// apply once: the first instance to set it applies the event.
+    pub(crate) fn event_claim(&self, id: &str) -> String {
+        self.name("#evt:", &render_part(id))
     }
 
     pub(crate) fn version(&self, name: &str) -> String {

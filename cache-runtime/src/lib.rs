@@ -46,6 +46,8 @@ mod flight;
 #[cfg(test)]
 mod fuzz_tests;
 mod global;
+mod hooks;
+mod inbox;
 mod invalidation;
 mod key;
 mod lock;

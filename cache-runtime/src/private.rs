@@ -7,6 +7,12 @@ pub use crate::key::{KeyBuilder, render_part};
 pub use crate::options::CacheOptions;
 pub use crate::shape::{Always, OnOk, Opt, Outcome, Plain, Res, ResOpt, Shape};
 
+/// Pause points for this workspace's tests (feature `test-hooks`).
+#[cfg(feature = "test-hooks")]
+pub mod hooks {
+    pub use crate::hooks::{Hold, hold};
+}
+
 /// The cache named by `cache = <expr>`.
 #[inline]
 pub fn cache_ref<C: AsRef<Cache> + ?Sized>(cache: &C) -> Option<&Cache> {

@@ -437,7 +437,7 @@ async fn events_from_other_services_invalidate_and_bad_ones_are_ignored() {
     publish(
         &mut conn,
         "tiers:user:updated",
-        r#"{"v":1,"namespace":"tiers","event":"user:updated","keys":["user:1"],"tags":["team:8"],"instance":"billing-service"}"#,
+        r#"{"v":1,"namespace":"tiers","event":"user:updated","keys":["user:1"],"tags":["team:8"],"instance":"billing-service","id":"billing-1"}"#,
     );
     for instance in [&a, &b] {
         wait_until(
@@ -453,7 +453,7 @@ async fn events_from_other_services_invalidate_and_bad_ones_are_ignored() {
     assert_eq!(
         a.cache.stats().events_applied + b.cache.stats().events_applied,
         1,
-        "applied to Redis once for all instances"
+        "an event with an id is applied to Redis once for all instances"
     );
     // Our own events (`applied: true`) are not applied again.
     a.cache
@@ -470,6 +470,98 @@ async fn events_from_other_services_invalidate_and_bad_ones_are_ignored() {
     assert_eq!(
         a.cache.stats().events_applied + b.cache.stats().events_applied,
         1
+    );
+}
+
+/// Another service sends the same event (no id) for two writes: each is
+/// applied, by every instance. An event with an id is applied once for all
+/// instances, and a second delivery of that id is skipped. (Before, any two
+/// identical events within 60 s counted as one: the second write's
+/// invalidation was lost.)
+#[tokio::test]
+async fn a_repeated_event_applies_each_time_unless_its_id_was_seen() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    let a = instance(&server.url(), &table, |b| b).await;
+    let b = instance(&server.url(), &table, |b| b).await;
+    let mut conn = server.conn();
+    let mut publish = |payload: &str| {
+        let _: i64 = redis::cmd("PUBLISH")
+            .arg("tiers:user:updated")
+            .arg(payload)
+            .query(&mut conn)
+            .unwrap();
+    };
+    let applied = || a.cache.stats().events_applied + b.cache.stats().events_applied;
+    let both_serve = async |value: &str| {
+        for instance in [&a, &b] {
+            wait_until(
+                &format!("the instance serves {value:?}"),
+                Duration::from_secs(5),
+                async || instance.user(1, 7).await == value,
+            )
+            .await;
+        }
+    };
+    let same = r#"{"v":1,"namespace":"tiers","event":"user:updated","keys":["user:1"]}"#;
+    for (n, value) in ["first", "second"].into_iter().enumerate() {
+        table.set(1, value);
+        publish(same);
+        both_serve(value).await;
+        assert_eq!(applied(), 2 * (n as u64 + 1), "applied by both instances");
+    }
+
+    let with_id =
+        r#"{"v":1,"namespace":"tiers","event":"user:updated","keys":["user:1"],"id":"billing-7"}"#;
+    table.set(1, "third");
+    publish(with_id);
+    both_serve("third").await;
+    assert_eq!(applied(), 5, "an event with an id is applied once");
+    // The same delivery again (a producer's retry), then an event each
+    // instance applies: once that one is applied, the repeat was seen.
+    table.set(1, "fourth");
+    publish(with_id);
+    publish(r#"{"v":1,"namespace":"tiers","event":"user:updated","keys":["sync"]}"#);
+    wait_until(
+        "both apply the last event",
+        Duration::from_secs(5),
+        async || applied() == 7,
+    )
+    .await;
+    assert_eq!(a.user(1, 7).await, "third", "the repeated id was skipped");
+    assert_eq!(b.user(1, 7).await, "third");
+}
+
+/// A burst of events from other services is applied by one task at a time
+/// per cache, in batches: it does not start a task per event (before, 2,000
+/// events started up to 2,000 tasks, each waiting on its own round trip).
+#[tokio::test]
+async fn a_burst_of_events_does_not_start_a_task_each() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    let a = instance(&server.url(), &table, |b| b).await;
+    let metrics = tokio::runtime::Handle::current().metrics();
+    let before = metrics.num_alive_tasks();
+    let mut pipe = redis::pipe();
+    for i in 0..2_000 {
+        pipe.cmd("PUBLISH").arg("tiers:user:updated").arg(format!(
+            r#"{{"v":1,"namespace":"tiers","event":"user:updated","keys":["user:{i}"]}}"#
+        ));
+    }
+    let _: () = pipe.query(&mut server.conn()).unwrap();
+    let mut most = before;
+    wait_until(
+        "every event is applied",
+        Duration::from_secs(20),
+        async || {
+            most = most.max(metrics.num_alive_tasks());
+            a.cache.stats().events_applied == 2_000
+        },
+    )
+    .await;
+    assert!(
+        most <= before + 2,
+        "{most} tasks alive while applying, {before} before"
     );
 }
 
