@@ -1223,11 +1223,12 @@ impl Cache {
         if mode == Mode::Bypass {
             return self.bypass(load).await;
         }
-        // Invalidations that failed while the store was unreachable go
-        // first; while they cannot, the cache is not used at all. A read
-        // retries one batch (one store call, bounded by the timeout), so a
-        // long outbox does not hold it for a round trip per batch.
-        if !self.inner.outbox.is_empty() && !self.drain_outbox(1).await {
+        // While invalidations that failed wait to be retried, nothing
+        // cached may be trusted: the loader runs without the cache. The
+        // read makes no store call for them; it wakes the task that
+        // retries them.
+        if !self.inner.outbox.is_empty() {
+            self.outbox_wake();
             crate::status::record(CacheStatus::Bypass);
             return load().await;
         }

@@ -2,30 +2,39 @@
 //! are kept (up to a bound) and retried until they succeed, so that an entry
 //! a write should have removed is never served once Redis is back.
 //!
-//! While the outbox holds anything, this cache reads past Redis: the
-//! in-process fast path is skipped, and a read first retries one batch of
-//! it (one store call); if that does not empty it, the loader runs without
-//! the cache. A background task drains it too (every
-//! 100 ms, backing off to 2 s), so other instances see the change shortly
-//! after Redis returns. One caller drains at a time; the others go on
-//! without the cache meanwhile. Invalidations that name no pattern are
-//! retried together, up to `BATCH` in one round trip, so that
-//! the outbox of a long outage drains in a few round trips. Past the bound
-//! the oldest invalidation is dropped, counted in `outbox_dropped`, and
-//! logged.
+//! While the outbox holds anything, this cache reads past the store: reads
+//! run the loader without the cache (no lookup, no fill, no tier), and make
+//! no store call for the outbox either: they only wake the background task,
+//! which retries (every 100 ms, backing off to 2 s while the store keeps
+//! failing; at once when a read wakes it, but not twice within
+//! `MIN_PAUSE`). So no read waits on a retry, whatever it holds (a pattern
+//! is a whole `SCAN` loop), and the cache is used again within a moment of
+//! the store answering. Invalidations that name no pattern are retried
+//! together, up to `BATCH` in one round trip, so that the outbox of a long
+//! outage drains in a few round trips. Past the bound the oldest
+//! invalidation is dropped, counted in `outbox_dropped`, and logged.
+//!
+//! The task holds the cache weakly: a dropped cache's outbox is dropped
+//! with it (its task ends at its next wake-up).
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use crate::cache::Cache;
+use crate::cache::{Cache, WeakCache};
 use crate::invalidation::Spec;
 
 /// The most invalidations kept.
 pub(crate) const OUTBOX_BOUND: usize = 10_000;
 /// The most kept invalidations retried in one round trip.
 const BATCH: usize = 256;
+/// The shortest pause between two retries, however often reads wake the
+/// task.
+const MIN_PAUSE: Duration = Duration::from_millis(50);
+/// The first pause after a failure, and the longest.
+const FIRST_PAUSE: Duration = Duration::from_millis(100);
+const MAX_PAUSE: Duration = Duration::from_secs(2);
 
 impl Spec {
     /// Whether it can be retried together with others: the script applies
@@ -58,6 +67,8 @@ pub(crate) struct Outbox {
     len: AtomicUsize,
     /// Whether the background task is running.
     draining: AtomicBool,
+    /// Wakes the background task (a read found the outbox not empty).
+    wake: std::sync::Arc<tokio::sync::Notify>,
     /// Held by the one caller retrying the kept invalidations: two callers
     /// retrying the same front would each take one off, so the second would
     /// take off one that nobody applied.
@@ -139,46 +150,31 @@ impl Cache {
         crate::stats::Stats::add(&self.stats_ref().outbox_kept, 1);
         if !outbox.draining.swap(true, Ordering::AcqRel) {
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                let cache = self.clone();
-                handle.spawn(async move { cache.drain_in_background().await });
+                handle.spawn(drain_in_background(self.downgrade()));
             } else {
                 outbox.draining.store(false, Ordering::Release);
             }
         }
     }
 
-    async fn drain_in_background(self) {
-        let mut pause = Duration::from_millis(100);
-        loop {
-            tokio::time::sleep(pause).await;
-            if self.drain_outbox(usize::MAX).await {
-                let outbox = self.outbox();
-                outbox.draining.store(false, Ordering::Release);
-                // A push may have come after the last look but before the
-                // flag was cleared: take the task back if so.
-                if outbox.is_empty() || outbox.draining.swap(true, Ordering::AcqRel) {
-                    return;
-                }
-                pause = Duration::from_millis(100);
-            } else {
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-        }
+    /// Asks the background task to retry now (a read found the outbox not
+    /// empty and goes without the cache meanwhile).
+    pub(crate) fn outbox_wake(&self) {
+        self.outbox().wake.notify_one();
     }
 
-    /// Retries the kept invalidations in order, up to `batches` batches,
-    /// until one fails; whether the outbox is empty now. `false` at once if
-    /// another caller is at it.
-    pub(crate) async fn drain_outbox(&self, mut batches: usize) -> bool {
+    fn outbox_waker(&self) -> std::sync::Arc<tokio::sync::Notify> {
+        self.outbox().wake.clone()
+    }
+
+    /// Retries the kept invalidations in order until one fails; whether the
+    /// outbox is empty now. `false` at once if another caller is at it.
+    pub(crate) async fn drain_outbox(&self) -> bool {
         let outbox = self.outbox();
         let Ok(_turn) = outbox.turn.try_lock() else {
             return false;
         };
         while let Some((last, pending)) = outbox.next_batch() {
-            if batches == 0 {
-                return false;
-            }
-            batches -= 1;
             if self.change(pending, Vec::new(), false).await.is_err() {
                 return false;
             }
@@ -186,6 +182,38 @@ impl Cache {
             crate::stats::Stats::add(&self.stats_ref().outbox_retried, popped);
         }
         true
+    }
+}
+
+/// Retries the outbox until it is empty, pausing between failed tries (or
+/// until a read wakes it); ends when the cache is dropped.
+async fn drain_in_background(cache: WeakCache) {
+    let mut pause = FIRST_PAUSE;
+    loop {
+        let Some(wake) = cache.upgrade().map(|c| c.outbox_waker()) else {
+            return;
+        };
+        let slept = tokio::time::sleep(pause);
+        tokio::select! {
+            () = slept => {}
+            () = wake.notified() => tokio::time::sleep(MIN_PAUSE).await,
+        }
+        let Some(cache) = cache.upgrade() else {
+            return;
+        };
+        crate::hooks::point("outbox.retry", cache.namespace()).await;
+        if cache.drain_outbox().await {
+            let outbox = cache.outbox();
+            outbox.draining.store(false, Ordering::Release);
+            // A push may have come after the last look but before the
+            // flag was cleared: take the task back if so.
+            if outbox.is_empty() || outbox.draining.swap(true, Ordering::AcqRel) {
+                return;
+            }
+            pause = FIRST_PAUSE;
+        } else {
+            pause = (pause * 2).min(MAX_PAUSE);
+        }
     }
 }
 
@@ -214,6 +242,32 @@ mod tests {
         Spec {
             patterns: vec!["post:*".to_owned()],
             ..pending(key)
+        }
+    }
+
+    /// A cache whose Redis never answers keeps an invalidation in its
+    /// outbox; once every handle is dropped, the retrying task lets go of
+    /// it (before, the task held a handle and retried forever).
+    #[cfg(feature = "redis")]
+    #[tokio::test]
+    async fn the_retrying_task_does_not_keep_a_dropped_cache_alive() {
+        let cache = Cache::builder()
+            .redis_url("redis://127.0.0.1:1/")
+            .timeout(Duration::from_millis(50))
+            .apply_events(false)
+            .build()
+            .unwrap();
+        assert!(cache.invalidate().key("k").await.is_err());
+        assert!(!cache.outbox().is_empty(), "kept for retry");
+        let weak = cache.downgrade();
+        drop(cache);
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while weak.upgrade().is_some() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the outbox task still holds the cache"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -176,6 +176,56 @@ async fn an_invalidation_lost_to_a_network_cut_is_applied_when_redis_returns() {
     assert_eq!(writer.cache.stats().outbox_dropped, 0);
 }
 
+/// While an invalidation waits in the outbox, a read runs its loader without
+/// the cache and makes no store call: retrying is the background task's,
+/// whatever it costs (a pattern is a whole `SCAN` loop). Before, a read
+/// retried a batch itself, and a kept pattern held it for every `SCAN` step.
+#[tokio::test]
+async fn a_read_makes_no_store_call_for_the_outbox() {
+    let server = RedisServer::start();
+    let proxy = integration_tests::CountingProxy::start(server.port()).await;
+    let cache = Cache::builder()
+        .redis_url(proxy.url())
+        .namespace("outbox-read")
+        .timeout(Duration::from_millis(200))
+        .apply_events(false)
+        .build()
+        .unwrap();
+    let repo = Repo::new(cache);
+    for page in 0..50 {
+        repo.search("rust", page).await;
+    }
+    // The background task stops just before it retries.
+    let retry = cache_runtime::__private::hooks::hold("outbox.retry", "outbox-read");
+    proxy.sever();
+    assert_eq!(repo.forget_search("rust").await, Ok(()));
+    assert_eq!(repo.cache.stats().outbox_kept, 1, "the pattern is kept");
+    proxy.restore();
+    retry.reached(1).await;
+
+    let (before, loads) = (proxy.requests(), repo.loads());
+    assert_eq!(repo.search("rust", 7).await, vec![7, 4]);
+    assert_eq!(repo.loads(), loads + 1, "the loader ran, without the cache");
+    assert_eq!(proxy.requests(), before, "the read made no store call");
+
+    retry.release();
+    wait_until(
+        "the task applies the pattern",
+        Duration::from_secs(5),
+        async || repo.cache.stats().outbox_retried == 1,
+    )
+    .await;
+    let loads = repo.loads();
+    repo.search("rust", 8).await;
+    repo.search("rust", 8).await;
+    assert_eq!(repo.loads(), loads + 1, "the cache is used again");
+    let left: Vec<String> = redis::cmd("KEYS")
+        .arg("outbox-read:*")
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(left.len(), 1, "only the entry read since remains: {left:?}");
+}
+
 /// A write-through put during a network cut: marking its key fails, so the
 /// key is kept in the outbox, and once Redis is reachable again the old
 /// entry Redis still holds is removed before anyone is served from it.
