@@ -63,6 +63,16 @@ impl Breaker {
         })
     }
 
+    /// Where it stands now.
+    pub(crate) fn state(&self) -> crate::health::BreakerState {
+        use crate::health::BreakerState;
+        match self.open_until.load(Ordering::Acquire) {
+            0 => BreakerState::Closed,
+            until if self.now() + 1 < until => BreakerState::Open,
+            _ => BreakerState::Probing,
+        }
+    }
+
     fn success(&self) {
         self.failures.store(0, Ordering::Release);
         self.open_until.store(0, Ordering::Release);

@@ -755,6 +755,56 @@ impl Cache {
         false
     }
 
+    /// Waits until this cache listens to pub/sub, for at most `wait`;
+    /// whether it does. A cache that needs no subscription (in process, or
+    /// on Redis with neither an in-process tier nor `apply_events`) is ready
+    /// at once. `build()` never waits: call this at start-up when an event
+    /// published right after start must not be missed (tests, services that
+    /// announce themselves).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// let cache = cache_runtime::Cache::in_memory();
+    /// assert!(cache.ready(std::time::Duration::from_secs(1)).await);
+    /// # }
+    /// ```
+    pub async fn ready(&self, wait: Duration) -> bool {
+        #[cfg(feature = "redis")]
+        if let Some(subscriber) = self.inner.subscriber.get() {
+            return subscriber.wait_listening(wait).await;
+        }
+        let _ = wait;
+        true
+    }
+
+    /// The state of this cache's links right now: see [`Health`](crate::Health).
+    pub fn health(&self) -> crate::Health {
+        let inner = &*self.inner;
+        #[cfg(feature = "redis")]
+        let subscriber = inner.subscriber.get();
+        #[cfg(feature = "redis")]
+        let (listening, last_heard_ms) = subscriber.map_or((false, None), |s| {
+            (s.is_listening(), s.last_heard().map(millis))
+        });
+        #[cfg(not(feature = "redis"))]
+        let (listening, last_heard_ms) = (false, None);
+        crate::Health {
+            store: match &inner.backend {
+                Backend::Memory(_) => "memory",
+                #[cfg(feature = "redis")]
+                Backend::Redis(r) if r.is_cluster() => "redis-cluster",
+                #[cfg(feature = "redis")]
+                Backend::Redis(_) => "redis",
+            },
+            listening,
+            last_heard_ms,
+            tier_serving: inner.tier.as_ref().map(|tier| tier.trusted()),
+            outbox: inner.outbox.len(),
+            events_waiting: inner.inbox.len(),
+            breaker: inner.breaker.state(),
+        }
+    }
+
     /// Whether this instance's in-process tier holds `key` right now (and
     /// may serve it). For tests, benchmarks and debugging; a read does not
     /// need it.
@@ -829,6 +879,18 @@ impl Cache {
 
     pub(crate) fn inbox(&self) -> &crate::inbox::Inbox {
         &self.inner.inbox
+    }
+
+    /// The in-process tier in front of Redis, if there is one.
+    pub(crate) fn tier(&self) -> Option<&LocalTier> {
+        self.inner.tier.as_deref()
+    }
+
+    /// The tier found that it missed coherence messages (and cleared
+    /// itself).
+    pub(crate) fn lost_messages(&self) {
+        Stats::add(&self.inner.stats.coherence_gaps, 1);
+        tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "coherence messages were lost; the in-process tier was cleared");
     }
 
     /// A handle that does not keep the cache alive.
@@ -1070,6 +1132,12 @@ impl Cache {
             }
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
+                // The tier first (dropping is always safe: a caller that
+                // gives up below leaves no copy behind), and again at the
+                // end for copies a racing read put back.
+                if let Some(tier) = &self.inner.tier {
+                    tier.apply_pattern(&full);
+                }
                 let mut cursor = 0;
                 let mut removed = 0;
                 let mut stepped = false;
@@ -1782,6 +1850,9 @@ impl Cache {
             return None;
         };
         Some(self.inner.subscriber.get_or_init(|| {
+            if self.inner.tier.is_some() {
+                self.start_watch();
+            }
             let layout = &self.inner.layout;
             crate::subscriber::Subscriber::start(
                 r.pubsub_clients().to_vec(),
@@ -1792,10 +1863,13 @@ impl Cache {
                 },
                 self.inner.coherence_id.clone(),
                 Arc::new(CacheHooks {
-                    inner: Arc::downgrade(&self.inner),
+                    cache: self.downgrade(),
                 }),
                 self.inner.timeout,
-                SUBSCRIBER_PING,
+                self.inner.tier.as_ref().map_or(SUBSCRIBER_PING, |tier| {
+                    // Often enough that a live link keeps the tier trusted.
+                    (tier.grace() / 4).clamp(Duration::from_millis(10), SUBSCRIBER_PING)
+                }),
             )
         }))
     }
@@ -2138,13 +2212,15 @@ impl Cache {
             0 => plan.nonce.clone(),
             n => format!("{}.{n}", plan.nonce),
         };
-        tier.sending(&nonce);
+        // Settled by the reply; dropped unsettled (the reply is lost, or
+        // the caller gave up at this await), the echo is applied instead.
+        let pending = tier.sending(&nonce);
         let run = r.invalidate_step(seq_key, plan, from.as_ref(), &nonce);
         let result = self.bounded("invalidate", run).await;
         match &result {
             Ok((applied, _)) => {
                 tier.apply(&applied.entries, &applied.versions);
-                tier.replied(&nonce);
+                pending.replied();
             }
             Err(_) => {
                 // Whether it ran is unknown: drop what the plan names now,
@@ -2153,7 +2229,7 @@ impl Cache {
                     &plan.keys.iter().map(|(e, _)| e.clone()).collect::<Vec<_>>(),
                     &[],
                 );
-                tier.reply_lost(&nonce);
+                drop(pending);
             }
         }
         result
@@ -2248,34 +2324,49 @@ const SUBSCRIBER_PING: Duration = Duration::from_secs(1);
 /// subscriber does not keep a dropped cache alive).
 #[cfg(feature = "redis")]
 struct CacheHooks {
-    inner: std::sync::Weak<Inner>,
+    cache: WeakCache,
 }
 
 #[cfg(feature = "redis")]
 impl crate::subscriber::Hooks for CacheHooks {
     fn connected(&self) {
-        if let Some(inner) = self.inner.upgrade() {
-            if let Some(tier) = &inner.tier {
-                tier.connected();
-            }
-            Stats::add(&inner.stats.subscriber_connects, 1);
-            tracing::debug!(target: "cache_runtime", namespace = inner.layout.namespace(), "subscribed");
+        let Some(cache) = self.cache.upgrade() else {
+            return;
+        };
+        if let Some(tier) = cache.tier() {
+            tier.connected();
+            // Where the numbers start, before a second can pass.
+            let check = cache.clone();
+            tokio::spawn(async move { check.check_server().await });
         }
+        Stats::add(&cache.inner.stats.subscriber_connects, 1);
+        tracing::debug!(target: "cache_runtime", namespace = cache.namespace(), "subscribed");
     }
 
     fn disconnected(&self) {
-        if let Some(inner) = self.inner.upgrade() {
-            if let Some(tier) = &inner.tier {
+        if let Some(cache) = self.cache.upgrade() {
+            if let Some(tier) = cache.tier() {
                 tier.disconnected();
             }
-            tracing::warn!(target: "cache_runtime", namespace = inner.layout.namespace(), "pub/sub connection lost; the in-process tier stops answering after its grace");
+            tracing::warn!(target: "cache_runtime", namespace = cache.namespace(), "pub/sub connection lost; the in-process tier stops answering within its grace");
+        }
+    }
+
+    fn alive(&self, at: Instant) {
+        if let Some(cache) = self.cache.upgrade()
+            && let Some(tier) = cache.tier()
+        {
+            tier.alive(at);
         }
     }
 
     fn coherence(&self, message: crate::subscriber::Coherence) {
-        if let Some(inner) = self.inner.upgrade()
-            && let Some(tier) = &inner.tier
+        if let Some(cache) = self.cache.upgrade()
+            && let Some(tier) = cache.tier()
         {
+            if tier.heard_seq(message.seq) {
+                cache.lost_messages();
+            }
             for pattern in &message.patterns {
                 tier.apply_pattern(pattern);
             }
@@ -2285,15 +2376,20 @@ impl crate::subscriber::Hooks for CacheHooks {
                 .zip(message.version_values)
                 .collect();
             tier.apply(&message.entries, &versions);
-            Stats::add(&inner.stats.coherence_applied, 1);
+            Stats::add(&cache.inner.stats.coherence_applied, 1);
         }
     }
 
     fn echo(&self, message: crate::subscriber::Coherence) {
-        if let Some(inner) = self.inner.upgrade()
-            && let Some(tier) = &inner.tier
-            && !message.nonce.is_empty()
+        if let Some(cache) = self.cache.upgrade()
+            && let Some(tier) = cache.tier()
         {
+            if tier.heard_seq(message.seq) {
+                cache.lost_messages();
+            }
+            if message.nonce.is_empty() {
+                return;
+            }
             let versions = message
                 .version_names
                 .into_iter()
@@ -2304,7 +2400,7 @@ impl crate::subscriber::Hooks for CacheHooks {
     }
 
     fn event(&self, channel: &str, event: Result<InvalidationEvent, serde_json::Error>) {
-        let Some(inner) = self.inner.upgrade() else {
+        let Some(cache) = self.cache.upgrade() else {
             return;
         };
         let event = event.map_err(|e| e.to_string()).and_then(|e| {
@@ -2316,13 +2412,13 @@ impl crate::subscriber::Hooks for CacheHooks {
         });
         match event {
             Err(e) => {
-                Stats::add(&inner.stats.events_rejected, 1);
+                Stats::add(&cache.inner.stats.events_rejected, 1);
                 tracing::warn!(target: "cache_runtime", channel, error = %e, "malformed invalidation event ignored");
             }
             // Already applied by the instance that published it; tiers hear
             // what it removed on the coherence channel.
             Ok(event) if event.applied => {}
-            Ok(event) if inner.apply_events => Cache { inner }.receive_event(event),
+            Ok(event) if cache.inner.apply_events => cache.receive_event(event),
             Ok(_) => {}
         }
     }

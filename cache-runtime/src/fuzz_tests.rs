@@ -791,8 +791,9 @@ mod coherence {
             vec((short_hostile(), any::<u64>()), 0..3),
             vec(short_hostile(), 0..3),
             any::<bool>(),
+            any::<u64>(),
         )
-            .prop_map(|(instance, nonce, entries, versions, patterns, slashes)| {
+            .prop_map(|(instance, nonce, entries, versions, patterns, slashes, seq)| {
                 let list = |items: Vec<Value>| {
                     if items.is_empty() {
                         json!({})
@@ -811,6 +812,7 @@ mod coherence {
                     "vn": list(vn),
                     "vv": list(vv),
                     "p": list(patterns.into_iter().map(|p| Value::from(format!("ns:{p}"))).collect()),
+                    "s": seq.to_string(),
                 });
                 let mut text = serde_json::to_string(&doc).unwrap();
                 if slashes {
@@ -833,7 +835,7 @@ mod coherence {
         let map = match generic {
             Value::Object(map) => map,
             // serde also reads a struct from an array, field by field.
-            Value::Array(items) => ["i", "k", "vn", "vv", "p", "n"]
+            Value::Array(items) => ["i", "k", "vn", "vv", "p", "n", "s"]
                 .iter()
                 .map(|f| f.to_string())
                 .zip(items)
@@ -846,6 +848,13 @@ mod coherence {
             map.get("n").map_or(Some(""), Value::as_str),
             Some(parsed.nonce.as_str())
         );
+        // The sequence number: a string of digits, or a number.
+        let seq = match map.get("s") {
+            None => Some(0),
+            Some(Value::String(text)) => text.parse().ok(),
+            Some(other) => other.as_u64(),
+        };
+        assert_eq!(seq, Some(parsed.seq));
         fn list<T: serde::de::DeserializeOwned + PartialEq + std::fmt::Debug>(
             map: &serde_json::Map<String, Value>,
             name: &str,
@@ -873,7 +882,7 @@ mod coherence {
         let tier = LocalTier::new(
             1000,
             Duration::from_secs(60),
-            Duration::ZERO,
+            Duration::from_secs(60),
             Duration::from_secs(1),
         );
         tier.connected();
@@ -932,7 +941,7 @@ mod coherence {
         #[test]
         fn a_field_of_the_wrong_type_is_rejected_or_read_consistently(
             (doc, _) in message(),
-            field in proptest::sample::select(&["i", "n", "k", "vn", "vv", "p"][..]),
+            field in proptest::sample::select(&["i", "n", "k", "vn", "vv", "p", "s"][..]),
             value in json_value(),
         ) {
             let mut doc = doc;

@@ -27,7 +27,8 @@ mod held {
     use tokio::sync::watch;
 
     /// The points held: (point, namespace) -> its gate.
-    static HELD: Mutex<Option<HashMap<(String, String), Arc<Gate>>>> = Mutex::new(None);
+    type Gates = HashMap<(String, String), Arc<Gate>>;
+    static HELD: Mutex<Option<Gates>> = Mutex::new(None);
     /// How many are held: reaching a point costs one load when none is.
     static COUNT: AtomicUsize = AtomicUsize::new(0);
 
@@ -38,7 +39,7 @@ mod held {
         open: watch::Sender<bool>,
     }
 
-    fn held() -> std::sync::MutexGuard<'static, Option<HashMap<(String, String), Arc<Gate>>>> {
+    fn held() -> std::sync::MutexGuard<'static, Option<Gates>> {
         HELD.lock().unwrap_or_else(|p| p.into_inner())
     }
 

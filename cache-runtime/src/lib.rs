@@ -46,6 +46,7 @@ mod flight;
 #[cfg(test)]
 mod fuzz_tests;
 mod global;
+mod health;
 mod hooks;
 mod inbox;
 mod invalidation;
@@ -65,6 +66,8 @@ mod tier;
 mod transaction;
 mod ttl;
 #[cfg(feature = "redis")]
+mod watch;
+#[cfg(feature = "redis")]
 mod write_behind;
 
 #[doc(hidden)]
@@ -76,6 +79,7 @@ pub use codec::Codec;
 pub use error::{Error, ErrorKind, Result};
 pub use events::InvalidationEvent;
 pub use global::{default_cache, install_default};
+pub use health::{BreakerState, Health};
 pub use invalidation::Invalidation;
 pub use key::{
     KeyBuilder, MAX_KEY_LEN, MAX_PART_LEN, bound_key, escape_part_into, glob_escape, glob_match,

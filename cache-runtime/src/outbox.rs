@@ -88,7 +88,12 @@ impl Outbox {
 
     /// Whether anything waits to be retried.
     pub(crate) fn is_empty(&self) -> bool {
-        self.len.load(Ordering::Acquire) == 0
+        self.len() == 0
+    }
+
+    /// How many invalidations wait to be retried.
+    pub(crate) fn len(&self) -> usize {
+        self.len.load(Ordering::Acquire)
     }
 
     /// Keeps `pending`; returns whether an older one was dropped.

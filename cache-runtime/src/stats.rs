@@ -82,6 +82,10 @@ counters! {
     coherence_applied,
     /// Times the pub/sub subscriber (re)subscribed.
     subscriber_connects,
+    /// Times the in-process tier found it had missed coherence messages (a
+    /// sequence number skipped, or a check found the namespace's number
+    /// past what was heard) and cleared itself.
+    coherence_gaps,
     /// Times the circuit breaker opened after repeated store failures.
     breaker_trips,
     /// Store calls not made because the breaker was open (failed at once).

@@ -9,11 +9,14 @@
 //!
 //! It reconnects by itself (backoff 50 ms to 2 s) and pings every interval,
 //! so a server that stops answering (not only one that closes the
-//! connection) counts as a disconnection. What a connection or its loss
-//! means is up to the cache's [`Hooks`].
+//! connection) counts as a disconnection. Every message, and every answered
+//! ping (as of when it was sent), is a proof of life reported to the hooks:
+//! the tier trusts what it heard for a grace after the last one. What a
+//! connection or its loss means is up to the cache's [`Hooks`].
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use serde::Deserialize;
@@ -28,6 +31,9 @@ pub(crate) trait Hooks: Send + Sync + 'static {
     fn connected(&self);
     /// The connection is lost or stopped answering.
     fn disconnected(&self);
+    /// Everything published before `at` has been heard (a message arrived
+    /// then, or a ping sent then was answered).
+    fn alive(&self, at: Instant);
     /// A coherence message from an instance other than this one.
     fn coherence(&self, message: Coherence);
     /// This instance's own coherence message, back from Redis.
@@ -58,6 +64,24 @@ pub(crate) struct Coherence {
     /// Names one invalidation, for its own instance.
     #[serde(rename = "n", default)]
     pub(crate) nonce: String,
+    /// The invalidation's sequence number (0: none given), written as a
+    /// string (Lua's `cjson` would round a number this large).
+    #[serde(rename = "s", default, deserialize_with = "number")]
+    pub(crate) seq: u64,
+}
+
+/// A `u64` written as a string or a number.
+fn number<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Number {
+        Text(String),
+        Int(u64),
+    }
+    match Number::deserialize(d)? {
+        Number::Int(n) => Ok(n),
+        Number::Text(t) => t.parse().map_err(serde::de::Error::custom),
+    }
 }
 
 /// A list, or `{}` for an empty one.
@@ -91,7 +115,23 @@ pub(crate) struct Channels {
 pub(crate) struct Subscriber {
     landings: broadcast::Sender<String>,
     ready: watch::Receiver<bool>,
+    heard: Arc<LastHeard>,
     task: JoinHandle<()>,
+}
+
+/// When the server was last heard from.
+#[derive(Debug)]
+struct LastHeard {
+    start: Instant,
+    /// ms since `start`, plus one (0: never).
+    at: AtomicU64,
+}
+
+impl LastHeard {
+    fn note(&self, at: Instant) {
+        let ms = crate::cache::millis(at.saturating_duration_since(self.start));
+        self.at.fetch_max(ms + 1, Ordering::AcqRel);
+    }
 }
 
 impl Drop for Subscriber {
@@ -108,6 +148,7 @@ struct Run {
     hooks: Arc<dyn Hooks>,
     landings: broadcast::Sender<String>,
     ready: watch::Sender<bool>,
+    heard: Arc<LastHeard>,
     timeout: Duration,
     ping: Duration,
 }
@@ -124,6 +165,10 @@ impl Subscriber {
     ) -> Subscriber {
         let (landings, _) = broadcast::channel(1024);
         let (ready_tx, ready) = watch::channel(false);
+        let heard = Arc::new(LastHeard {
+            start: Instant::now(),
+            at: AtomicU64::new(0),
+        });
         let run = Run {
             clients,
             channels,
@@ -131,6 +176,7 @@ impl Subscriber {
             hooks,
             landings: landings.clone(),
             ready: ready_tx,
+            heard: heard.clone(),
             timeout,
             ping,
         };
@@ -138,6 +184,7 @@ impl Subscriber {
         Subscriber {
             landings,
             ready,
+            heard,
             task,
         }
     }
@@ -152,6 +199,26 @@ impl Subscriber {
     /// Whether it is subscribed right now.
     pub(crate) fn is_listening(&self) -> bool {
         *self.ready.borrow()
+    }
+
+    /// How long ago the server was last heard from (a message, or an
+    /// answered ping as of when it was sent); `None` before the first time.
+    pub(crate) fn last_heard(&self) -> Option<Duration> {
+        let at = self.heard.at.load(Ordering::Acquire);
+        (at != 0).then(|| {
+            self.heard
+                .start
+                .elapsed()
+                .saturating_sub(Duration::from_millis(at - 1))
+        })
+    }
+
+    /// Waits until it is subscribed, at most `wait`; whether it is.
+    pub(crate) async fn wait_listening(&self, wait: Duration) -> bool {
+        let mut ready = self.ready.clone();
+        tokio::time::timeout(wait, ready.wait_for(|on| *on))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 }
 
@@ -177,6 +244,7 @@ impl Run {
             match tokio::time::timeout(self.timeout.saturating_mul(2), self.connect(client)).await {
                 Ok(Ok((sink, stream))) => {
                     backoff = Duration::from_millis(50);
+                    self.heard.note(Instant::now());
                     self.ready.send_replace(true);
                     self.hooks.connected();
                     self.listen(sink, stream).await;
@@ -218,18 +286,31 @@ impl Run {
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
-                    Some(msg) => self.handle(&msg),
+                    Some(msg) => {
+                        self.alive(Instant::now());
+                        self.handle(&msg);
+                    }
                     None => return,
                 },
                 _ = ping.tick() => {
+                    // Messages published before the server answers the
+                    // ping reach this connection before the answer: once
+                    // it comes, everything up to the sending was heard.
+                    let sent = Instant::now();
                     let answered = tokio::time::timeout(self.timeout, sink.ping::<redis::Value>()).await;
                     if !matches!(answered, Ok(Ok(_))) {
                         tracing::warn!(target: "cache_runtime", "subscriber ping unanswered; reconnecting");
                         return;
                     }
+                    self.alive(sent);
                 }
             }
         }
+    }
+
+    fn alive(&self, at: Instant) {
+        self.heard.note(at);
+        self.hooks.alive(at);
     }
 
     fn handle(&self, msg: &redis::Msg) {
@@ -296,6 +377,7 @@ mod tests {
         fn disconnected(&self) {
             self.heard().connections += 1;
         }
+        fn alive(&self, _: Instant) {}
         fn coherence(&self, message: Coherence) {
             self.heard().coherence.push((false, message.instance));
         }
@@ -322,6 +404,10 @@ mod tests {
             hooks,
             landings,
             ready: watch::channel(false).0,
+            heard: Arc::new(LastHeard {
+                start: Instant::now(),
+                at: AtomicU64::new(0),
+            }),
             timeout: Duration::from_secs(1),
             ping: Duration::from_secs(1),
         };

@@ -6,43 +6,80 @@
 //! by the cache's subscriber:
 //!
 //! - every invalidation on Redis publishes the names of the entries it removed
-//!   (keys, tag members, cascades, pattern matches) and the versions it bumped
-//!   on `ns#inv`; every instance removes them from its tier (the instance that
-//!   invalidated does so from the script's reply, and ignores its own echo);
+//!   (keys, tag members, cascades, pattern matches), the versions it bumped,
+//!   and its sequence number on `ns#inv`; every instance removes them from
+//!   its tier (the instance that invalidated does so from the script's
+//!   reply, and ignores its own echo unless the reply was lost or its
+//!   caller gave up on it);
 //! - a fill of the tier is refused when an invalidation of that entry arrived
 //!   after the Redis read it came from (the same token-and-marker rule as the
 //!   stores), so a message that overtakes a slow read still wins;
-//! - while the subscriber is disconnected the tier is not trusted: hits are
-//!   served for at most a short grace, then every read goes to Redis; on
-//!   reconnect the tier is cleared, since messages may have been lost.
+//! - it answers only within `local_grace` of the last proof that its
+//!   subscriber hears everything: the last message or pong (pings go every
+//!   quarter of the grace). A link that closes, or stays open but goes
+//!   silent, stops the tier within the grace of its last sign of life, not
+//!   of its detection. On reconnect the tier is cleared, since messages may
+//!   have been lost;
+//! - messages lost while the link stays up (between the nodes of a
+//!   cluster) are noticed from the sequence numbers: a message whose number
+//!   skips one, a number of another epoch, or a check (every second, from
+//!   the cache's watch) that finds the namespace's number past what was
+//!   heard a check earlier, clears the tier.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::store::memory::{MemoryStore, Shared};
 use crate::store::{AnyValue, FillRequest, InvalidationPlan};
 
-#[derive(Debug)]
 pub(crate) struct LocalTier {
     store: MemoryStore,
     ttl: Duration,
-    grace: Duration,
+    grace_ms: u64,
     /// The current value of version names, as last seen on Redis or in a
-    /// bump message.
-    versions: Mutex<HashMap<String, u64>>,
+    /// bump message; bounded like the tier (a name it forgot is read from
+    /// Redis again), and read without a lock.
+    versions: moka::sync::Cache<String, Arc<AtomicU64>>,
     connected: AtomicBool,
-    /// When the subscriber lost its connection, in ms since `epoch` plus
-    /// one (0: never connected).
-    down_since: AtomicU64,
+    /// The last proof that the subscriber hears everything (a message, or
+    /// the moment a ping was sent that was then answered), in ms since
+    /// `epoch` plus one (0: none yet).
+    alive_at: AtomicU64,
     epoch: Instant,
     marker_ttl: Duration,
     /// This instance's invalidations in flight (nonce -> the echo, if it
-    /// came first), and those whose reply was lost (nonce -> when): their
-    /// echo is applied instead of ignored.
+    /// came first), and those whose reply was lost or whose caller gave up
+    /// (nonce -> when): their echo is applied instead of ignored.
     echoes: Mutex<Echoes>,
+    /// The sequence numbers heard, to notice lost messages.
+    heard: Mutex<Heard>,
 }
+
+impl std::fmt::Debug for LocalTier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalTier")
+            .field("entries", &self.store)
+            .field("trusted", &self.trusted())
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the subscriber heard of the namespace's sequence numbers since it
+/// (re)connected.
+#[derive(Debug, Default)]
+struct Heard {
+    /// The greatest number heard or checked (0: none yet).
+    last: u64,
+    /// The number the previous check read: by the next check, its message
+    /// must have been heard.
+    checked: u64,
+}
+
+/// How long an echo is still awaited for an invalidation whose reply was
+/// lost.
+const LOST_FOR: Duration = Duration::from_secs(60);
 
 /// What an invalidation removed: entry names, and bumped versions.
 type Removed = (Vec<String>, Vec<(String, u64)>);
@@ -51,6 +88,39 @@ type Removed = (Vec<String>, Vec<(String, u64)>);
 struct Echoes {
     pending: HashMap<String, Option<Removed>>,
     lost: HashMap<String, Instant>,
+}
+
+impl Echoes {
+    /// Forgets lost replies whose echo never came (their invalidation never
+    /// ran): what is kept stays bounded by `LOST_FOR`.
+    fn prune(&mut self, now: Instant) {
+        self.lost.retain(|_, at| now.duration_since(*at) < LOST_FOR);
+    }
+}
+
+/// An invalidation of this instance in flight: settled by its reply (its
+/// echo is then ignored), or by its loss, which its drop also means (the
+/// caller gave up at an await point: the echo, if it comes, is applied).
+pub(crate) struct Pending<'a> {
+    tier: &'a LocalTier,
+    nonce: String,
+    settled: bool,
+}
+
+impl Pending<'_> {
+    /// The reply was applied: its echo will be ignored.
+    pub(crate) fn replied(mut self) {
+        self.settled = true;
+        self.tier.echoes().pending.remove(&self.nonce);
+    }
+}
+
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.tier.reply_lost(&self.nonce);
+        }
+    }
 }
 
 impl LocalTier {
@@ -63,29 +133,34 @@ impl LocalTier {
         LocalTier {
             store: MemoryStore::new(capacity),
             ttl,
-            grace,
-            versions: Mutex::new(HashMap::new()),
+            grace_ms: crate::cache::millis(grace),
+            versions: moka::sync::Cache::new(capacity.max(1)),
             connected: AtomicBool::new(false),
-            down_since: AtomicU64::new(0),
+            alive_at: AtomicU64::new(0),
             epoch: Instant::now(),
             marker_ttl,
             echoes: Mutex::new(Echoes::default()),
+            heard: Mutex::new(Heard::default()),
         }
     }
 
-    fn versions(&self) -> std::sync::MutexGuard<'_, HashMap<String, u64>> {
-        self.versions.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Whether hits may be served: connected, or disconnected for less than
-    /// the grace (never before the first connection).
+    /// Whether hits may be served: within the grace of the last proof of
+    /// life of the subscriber (never before its first connection).
     pub(crate) fn trusted(&self) -> bool {
-        if self.connected.load(Ordering::Acquire) {
-            return true;
-        }
-        let since = self.down_since.load(Ordering::Acquire);
-        since != 0
-            && self.since_epoch().saturating_sub(since - 1) < crate::cache::millis(self.grace)
+        let at = self.alive_at.load(Ordering::Acquire);
+        at != 0 && self.since_epoch().saturating_sub(at - 1) < self.grace_ms
+    }
+
+    /// How long after the last proof of life it still answers.
+    pub(crate) fn grace(&self) -> Duration {
+        Duration::from_millis(self.grace_ms)
+    }
+
+    /// The subscriber heard from the server at `at` (a message arrived, or
+    /// a ping sent then was answered).
+    pub(crate) fn alive(&self, at: Instant) {
+        let ms = crate::cache::millis(at.saturating_duration_since(self.epoch));
+        self.alive_at.fetch_max(ms + 1, Ordering::AcqRel);
     }
 
     /// The envelope under `entry` (and its decoded value, if kept), when
@@ -104,14 +179,14 @@ impl LocalTier {
 
     /// The known current value of a version name.
     pub(crate) fn version(&self, name: &str) -> Option<u64> {
-        self.versions().get(name).copied()
+        self.versions.get(name).map(|v| v.load(Ordering::Acquire))
     }
 
     /// Records a version value seen on Redis (versions only grow).
     pub(crate) fn saw_version(&self, name: &str, value: u64) {
-        let mut versions = self.versions();
-        let v = versions.entry(name.to_owned()).or_insert(value);
-        *v = (*v).max(value);
+        self.versions
+            .get_with_by_ref(name, || Arc::new(AtomicU64::new(value)))
+            .fetch_max(value, Ordering::AcqRel);
     }
 
     /// Keeps `bytes` under `entry` for at most `ttl` (and the tier's TTL),
@@ -171,27 +246,28 @@ impl LocalTier {
         self.echoes.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// An invalidation of this instance is about to be sent under `nonce`.
-    pub(crate) fn sending(&self, nonce: &str) {
-        self.echoes().pending.insert(nonce.to_owned(), None);
+    /// An invalidation of this instance is about to be sent under `nonce`:
+    /// settle it with [`Pending::replied`], or drop it (reply lost).
+    pub(crate) fn sending(&self, nonce: &str) -> Pending<'_> {
+        let mut echoes = self.echoes();
+        echoes.prune(Instant::now());
+        echoes.pending.insert(nonce.to_owned(), None);
+        Pending {
+            tier: self,
+            nonce: nonce.to_owned(),
+            settled: false,
+        }
     }
 
-    /// Its reply was applied: the echo will be ignored.
-    pub(crate) fn replied(&self, nonce: &str) {
-        self.echoes().pending.remove(nonce);
-    }
-
-    /// Its reply was lost (timeout): apply the echo if it came already,
-    /// else when it comes.
-    pub(crate) fn reply_lost(&self, nonce: &str) {
+    /// Its reply was lost (timeout, or the caller gave up): apply the echo
+    /// if it came already, else when it comes.
+    fn reply_lost(&self, nonce: &str) {
         let stashed = {
             let mut echoes = self.echoes();
             let stashed = echoes.pending.remove(nonce).flatten();
             if stashed.is_none() {
                 let now = Instant::now();
-                echoes
-                    .lost
-                    .retain(|_, at| now.duration_since(*at) < Duration::from_secs(60));
+                echoes.prune(now);
                 echoes.lost.insert(nonce.to_owned(), now);
             }
             stashed
@@ -199,6 +275,13 @@ impl LocalTier {
         if let Some((entries, versions)) = stashed {
             self.apply(&entries, &versions);
         }
+    }
+
+    /// How many invalidations wait for their reply or echo (for tests).
+    #[cfg(test)]
+    pub(crate) fn echoes_kept(&self) -> usize {
+        let echoes = self.echoes();
+        echoes.pending.len() + echoes.lost.len()
     }
 
     /// This instance's own message came back.
@@ -226,17 +309,174 @@ impl LocalTier {
         self.apply(&names, &[]);
     }
 
-    pub(crate) fn connected(&self) {
-        // Messages may have been missed while away: start empty.
+    /// Drops everything (a message may have been lost).
+    fn clear(&self) {
         self.store.clear();
-        self.versions().clear();
-        self.connected.store(true, Ordering::Release);
+        self.versions.invalidate_all();
     }
 
+    pub(crate) fn connected(&self) {
+        // Messages may have been missed while away: start empty.
+        self.clear();
+        *self.heard() = Heard::default();
+        self.connected.store(true, Ordering::Release);
+        self.alive(Instant::now());
+    }
+
+    /// The link is lost: no more fills. Hits stop by themselves, `grace`
+    /// after the last proof of life.
     pub(crate) fn disconnected(&self) {
-        if self.connected.swap(false, Ordering::AcqRel) {
-            self.down_since
-                .store(self.since_epoch() + 1, Ordering::Release);
+        self.connected.store(false, Ordering::Release);
+    }
+
+    fn heard(&self) -> std::sync::MutexGuard<'_, Heard> {
+        self.heard.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A coherence message numbered `seq` arrived (its own instance's too).
+    /// Whether one was lost before it (the tier is then cleared).
+    pub(crate) fn heard_seq(&self, seq: u64) -> bool {
+        if seq == 0 {
+            return false;
         }
+        let mut heard = self.heard();
+        let lost =
+            heard.last != 0 && (epoch_of(seq) != epoch_of(heard.last) || seq > heard.last + 1);
+        heard.last = if epoch_of(seq) == epoch_of(heard.last) {
+            heard.last.max(seq)
+        } else {
+            seq
+        };
+        drop(heard);
+        if lost {
+            self.clear();
+        }
+        lost
+    }
+
+    /// A check read the namespace's current number `seq`. Whether a
+    /// message was lost: the previous check's number was not heard since
+    /// (every invalidation publishes one message, and a check interval is
+    /// long enough for it to arrive), or the epoch changed. The first check
+    /// after a (re)connect sets where the numbers start.
+    pub(crate) fn checked(&self, seq: u64) -> bool {
+        let mut heard = self.heard();
+        let same_epoch = heard.last != 0 && epoch_of(seq) == epoch_of(heard.last);
+        let lost =
+            heard.last != 0 && (!same_epoch || (heard.checked != 0 && heard.last < heard.checked));
+        if lost || heard.last == 0 {
+            heard.last = seq;
+        }
+        heard.checked = seq;
+        drop(heard);
+        if lost {
+            self.clear();
+        }
+        lost
+    }
+}
+
+/// The epoch of a sequence number (its high 32 bits).
+pub(crate) fn epoch_of(seq: u64) -> u64 {
+    seq >> 32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tier() -> LocalTier {
+        let tier = LocalTier::new(
+            100,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        );
+        tier.connected();
+        tier
+    }
+
+    fn holds(tier: &LocalTier, entry: &str) -> bool {
+        tier.get(entry).is_some()
+    }
+
+    #[test]
+    fn an_invalidation_given_up_at_its_await_applies_its_echo() {
+        let tier = tier();
+        tier.fill("e", b"v", None, None, tier.token());
+        // The caller drops the invalidation while the store call is
+        // pending: the guard goes with it.
+        drop(tier.sending("n1"));
+        assert!(holds(&tier, "e"), "nothing is known to have run yet");
+        tier.echo("n1", vec!["e".into()], Vec::new());
+        assert!(!holds(&tier, "e"), "the echo names what ran: applied");
+        assert_eq!(tier.echoes_kept(), 0, "nothing left behind");
+
+        // The echo came first, then the caller gave up: applied at the drop.
+        tier.fill("e", b"v", None, None, tier.token());
+        let pending = tier.sending("n2");
+        tier.echo("n2", vec!["e".into()], Vec::new());
+        assert!(holds(&tier, "e"), "kept until the reply is known lost");
+        drop(pending);
+        assert!(!holds(&tier, "e"));
+        assert_eq!(tier.echoes_kept(), 0);
+    }
+
+    #[test]
+    fn a_settled_invalidation_ignores_its_echo_and_keeps_nothing() {
+        let tier = tier();
+        tier.sending("n").replied();
+        tier.fill("e", b"v", None, None, tier.token());
+        tier.echo("n", vec!["e".into()], Vec::new());
+        assert!(holds(&tier, "e"), "what was cached since the reply stays");
+        assert_eq!(tier.echoes_kept(), 0);
+    }
+
+    #[test]
+    fn skipped_numbers_and_unheard_checks_clear_the_tier() {
+        let tier = tier();
+        let epoch = 5 << 32;
+        tier.fill("e", b"v", None, None, tier.token());
+        assert!(!tier.heard_seq(epoch + 1));
+        assert!(!tier.heard_seq(epoch + 2));
+        assert!(!tier.heard_seq(epoch + 2), "later steps repeat a number");
+        assert!(holds(&tier, "e"));
+        assert!(tier.heard_seq(epoch + 4), "3 was never heard");
+        assert!(!holds(&tier, "e"));
+
+        tier.fill("e", b"v", None, None, tier.token());
+        assert!(!tier.checked(epoch + 4), "everything up to 4 was heard");
+        assert!(!tier.checked(epoch + 6), "5 and 6 may still be on the way");
+        assert!(holds(&tier, "e"));
+        assert!(tier.checked(epoch + 6), "a check later, 6 was never heard");
+        assert!(!holds(&tier, "e"));
+
+        tier.fill("e", b"v", None, None, tier.token());
+        assert!(tier.heard_seq((7 << 32) + 1), "another epoch");
+        assert!(!holds(&tier, "e"));
+    }
+
+    #[test]
+    fn it_answers_only_within_the_grace_of_the_last_proof_of_life() {
+        let tier = LocalTier::new(
+            100,
+            Duration::from_secs(60),
+            Duration::from_millis(50),
+            Duration::from_secs(30),
+        );
+        assert!(!tier.trusted(), "never before the first connection");
+        tier.connected();
+        // Connected, but nothing heard since: trust ends with the grace,
+        // whether or not a disconnection was noticed.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tier.trusted() {
+            assert!(
+                Instant::now() < deadline,
+                "still trusted without a proof of life"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tier.alive(Instant::now());
+        assert!(tier.trusted(), "a new proof of life");
     }
 }

@@ -187,12 +187,11 @@ async fn tiers_and_foreign_events_reach_every_instance() {
     .await;
 
     // Another service publishes on any node: both instances hear it, it is
-    // applied once, and both tiers drop the entry.
+    // applied once (it has an id), and both tiers drop the entry.
     load(&a, "post:9", "t").await;
     load(&b, "post:9", "t").await;
     assert!(a.in_local_tier("post:9") && b.in_local_tier("post:9"));
-    let event =
-        r#"{"v":1,"namespace":"tiers","event":"post:updated","keys":["post:9"],"tags":[],"ts":1}"#;
+    let event = r#"{"v":1,"namespace":"tiers","event":"post:updated","keys":["post:9"],"tags":[],"ts":1,"id":"e1"}"#;
     let node = &cluster.nodes()[2];
     let heard: i64 = redis::cmd("PUBLISH")
         .arg("tiers:post:updated")

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use cache_runtime::{Cache, CacheBuilder, cached, invalidates};
+use std::future::{Future, IntoFuture};
+use std::time::Instant;
+
+use cache_runtime::{BreakerState, Cache, CacheBuilder, CacheOptions, Links, cached, invalidates};
 use integration_tests::{CountingProxy, RedisServer, wait_until};
 
 /// A table shared by every instance, as a database would be.
@@ -97,22 +100,39 @@ async fn a_hit_is_answered_in_process_without_a_round_trip() {
     table.set(1, "ada");
     let a = instance(&proxy.url(), &table, |b| b).await;
     assert_eq!(a.user(1, 7).await, "ada");
-    let before = proxy.requests();
-    for _ in 0..100 {
-        assert_eq!(a.user(1, 7).await, "ada");
-    }
-    assert_eq!(proxy.requests() - before, 0, "100 hits, no round trip");
+    let sent = requests_during(&proxy, async || {
+        for _ in 0..100 {
+            assert_eq!(a.user(1, 7).await, "ada");
+        }
+    })
+    .await;
+    assert_eq!(sent, 0, "100 hits, no round trip");
     let stats = a.cache.stats();
-    assert_eq!((stats.hits, stats.local_hits, a.loads()), (100, 100, 1));
+    assert_eq!((stats.hits, stats.local_hits, a.loads()), (300, 300, 1));
 
     // Another instance finds it in Redis, and keeps it in its own tier.
     let b = instance(&proxy.url(), &table, |b| b).await;
     assert_eq!(b.user(1, 7).await, "ada");
-    let before = proxy.requests();
-    assert_eq!(b.user(1, 7).await, "ada");
-    assert_eq!(proxy.requests() - before, 0);
+    let sent = requests_during(&proxy, async || {
+        assert_eq!(b.user(1, 7).await, "ada");
+    })
+    .await;
+    assert_eq!(sent, 0);
     let stats = b.cache.stats();
-    assert_eq!((stats.hits, stats.local_hits, b.loads()), (2, 1, 0));
+    assert_eq!((stats.hits, stats.local_hits, b.loads()), (4, 3, 0));
+}
+
+/// The requests `work` sends through `proxy`, the fewest of three runs: the
+/// subscriber's pings and the tier's watch go through the proxy too, on
+/// their own schedule, and may fall inside one run.
+async fn requests_during(proxy: &CountingProxy, mut work: impl AsyncFnMut()) -> u64 {
+    let mut fewest = u64::MAX;
+    for _ in 0..3 {
+        let before = proxy.requests();
+        work().await;
+        fewest = fewest.min(proxy.requests() - before);
+    }
+    fewest
 }
 
 #[tokio::test]
@@ -394,6 +414,187 @@ async fn a_frozen_server_stops_the_tier() {
         b.cache.listening()
     })
     .await;
+}
+
+/// The tier answers only within its grace of the last proof that its
+/// subscriber hears everything (a message, or an answered ping), not of
+/// the moment a lost link is noticed: here a frozen server is noticed only
+/// after a 2 s ping timeout, and the tier must stop within 300 ms (plus
+/// scheduling slack) of the freeze. `health()` says so.
+#[tokio::test]
+async fn a_silent_link_stops_the_tier_within_its_grace() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "ada");
+    let grace = Duration::from_millis(300);
+    let a = instance(&server.url(), &table, |b| {
+        b.local_grace(grace).timeout(Duration::from_secs(2))
+    })
+    .await;
+    a.user(1, 7).await;
+    assert!(a.cache.in_local_tier("user:1"));
+    let health = a.cache.health();
+    assert_eq!(
+        (
+            health.store,
+            health.listening,
+            health.tier_serving,
+            health.outbox,
+            health.breaker
+        ),
+        ("redis", true, Some(true), 0, BreakerState::Closed)
+    );
+    assert!(
+        health.last_heard_ms.is_some_and(|ms| ms < 1_000),
+        "{health:?}"
+    );
+
+    server.pause();
+    let frozen = Instant::now();
+    wait_until(
+        "the tier stops answering",
+        grace + Duration::from_millis(200),
+        async || !a.cache.in_local_tier("user:1"),
+    )
+    .await;
+    let health = a.cache.health();
+    assert_eq!(health.tier_serving, Some(false));
+    assert!(
+        health.listening,
+        "stopped {:?} after the freeze, before the lost link was even noticed",
+        frozen.elapsed()
+    );
+    server.resume();
+    wait_until(
+        "the tier answers again",
+        Duration::from_secs(10),
+        async || {
+            a.user(1, 7).await;
+            a.cache.in_local_tier("user:1")
+        },
+    )
+    .await;
+}
+
+/// Coherence messages lost while the link stays up (between the nodes of a
+/// cluster) are noticed from the sequence numbers, and the tier is cleared:
+/// a message whose number skips one, and the namespace's number moving on
+/// with no message heard (an invalidation whose message was lost; the
+/// watch reads the number every second).
+#[tokio::test]
+async fn lost_coherence_messages_clear_the_tier() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    table.set(1, "ada");
+    let a = instance(&server.url(), &table, |b| b).await;
+    let b = instance(&server.url(), &table, |b| b).await;
+    a.user(1, 7).await;
+    assert!(a.cache.in_local_tier("user:1"));
+    b.cache.invalidate().key("other").await.unwrap();
+    wait_until("a hears b", Duration::from_secs(5), async || {
+        a.cache.stats().coherence_applied == 1
+    })
+    .await;
+    let mut conn = server.conn();
+    let seq: u64 = redis::cmd("GET").arg("tiers#seq").query(&mut conn).unwrap();
+    let skipped = format!(r#"{{"i":"elsewhere","k":[],"s":"{}"}}"#, seq + 2);
+    let _: i64 = redis::cmd("PUBLISH")
+        .arg("tiers#inv")
+        .arg(skipped)
+        .query(&mut conn)
+        .unwrap();
+    wait_until(
+        "a skipped number clears the tier",
+        Duration::from_secs(5),
+        async || !a.cache.in_local_tier("user:1"),
+    )
+    .await;
+    assert_eq!(a.cache.stats().coherence_gaps, 1);
+
+    a.user(1, 7).await;
+    assert!(a.cache.in_local_tier("user:1"));
+    let _: u64 = redis::cmd("INCRBY")
+        .arg("tiers#seq")
+        .arg(3)
+        .query(&mut conn)
+        .unwrap();
+    wait_until(
+        "the watch notices a number it never heard",
+        Duration::from_secs(5),
+        async || !a.cache.in_local_tier("user:1"),
+    )
+    .await;
+    assert_eq!(a.cache.stats().coherence_gaps, 2);
+}
+
+/// Polls `fut` once, with a waker that does nothing (the caller polls
+/// again itself); whether it finished.
+fn poll_once<F: Future + Unpin>(fut: &mut F) -> bool {
+    let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+    std::pin::Pin::new(fut).poll(&mut cx).is_ready()
+}
+
+/// An invalidation (by key, tag, pattern, or with a put) whose caller
+/// gives up at an await point after it ran on Redis, before its reply was
+/// read: the instance's own tier must not keep what Redis no longer holds.
+/// (Before, its echo was kept for a reply that never came, and the tier
+/// served the old value until `local_ttl`.)
+#[tokio::test]
+async fn an_invalidation_given_up_at_an_await_leaves_the_own_tier_correct() {
+    let server = RedisServer::start();
+    let table = Arc::new(Table::default());
+    let a = instance(&server.url(), &table, |b| b).await;
+    a.cache.invalidate().key("warm").await.unwrap(); // load the script
+    let mut conn = server.conn();
+    let put = CacheOptions::new("put");
+    for op in ["key", "tag", "pattern", "put"] {
+        table.set(1, &format!("before {op}"));
+        a.cache.invalidate().key("user:1").await.unwrap();
+        a.user(1, 7).await;
+        assert!(a.cache.in_local_tier("user:1"), "{op}");
+        let stored: Option<Vec<u8>> = redis::cmd("GET")
+            .arg("tiers:user:1")
+            .query(&mut conn)
+            .unwrap();
+        let now = format!("after {op}");
+        table.set(1, &now);
+        let change = match op {
+            "key" => a.cache.invalidate().key("user:1"),
+            "tag" => a.cache.invalidate().tag("team:7"),
+            "pattern" => a.cache.invalidate().pattern("user:*"),
+            _ => a.cache.invalidate().put("user:1", &now, &put, Links::new()),
+        };
+        let mut change = change.into_future();
+        // Poll, then give the request time to run without polling again:
+        // once Redis has changed, the reply is there but unread.
+        let mut ran = false;
+        for _ in 0..20 {
+            if poll_once(&mut change) {
+                break;
+            }
+            let waited = Instant::now();
+            while !ran && waited.elapsed() < Duration::from_millis(200) {
+                let held: Option<Vec<u8>> = redis::cmd("GET")
+                    .arg("tiers:user:1")
+                    .query(&mut conn)
+                    .unwrap();
+                ran = held != stored;
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            if ran {
+                break;
+            }
+        }
+        assert!(ran, "{op}: it ran on Redis before its caller gave up");
+        drop(change);
+        wait_until(
+            &format!("{op}: the own tier lets go"),
+            Duration::from_secs(3),
+            async || !a.cache.in_local_tier("user:1"),
+        )
+        .await;
+        assert_eq!(a.user(1, 7).await, now, "{op}");
+    }
 }
 
 /// Events published by another service (as `redis-cli PUBLISH` would) are

@@ -129,7 +129,11 @@ if own ~= '' then
   end
 end
 if ARGV[7] ~= '' then
-  redis.pcall('PUBLISH', ARGV[7], cjson.encode({i = ARGV[8], k = {KEYS[1]}}))
+  -- An overwrite takes a sequence number, so that an instance whose tier
+  -- misses its message notices (the numbers skip one).
+  if not redis.call('GET', seq) then redis.call('SET', seq, ARGV[17 + d]) end
+  local s = redis.call('INCR', seq)
+  redis.pcall('PUBLISH', ARGV[7], cjson.encode({i = ARGV[8], k = {KEYS[1]}, s = string.format('%.0f', s)}))
 end
 release()
 return 1
@@ -242,8 +246,12 @@ while head <= #queue do
   drain(dprefix .. queue[head])
   head = head + 1
 end
-if ARGV[10] ~= '' and (#names > 0 or #vnames > 0) then
-  redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], n = ARGV[12], k = names, vn = vnames, vv = vvalues}))
+-- Every invalidation announces itself with its sequence number (a string:
+-- cjson would round it), even if it removed nothing: an instance whose tier
+-- misses a message notices that the numbers skip one. Later steps announce
+-- what they removed under the same number.
+if ARGV[10] ~= '' and (ARGV[14] == '' or #names > 0 or #vnames > 0) then
+  redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], n = ARGV[12], k = names, vn = vnames, vv = vvalues, s = string.format('%.0f', seq)}))
 end
 for i = 1, tonumber(ARGV[4]) do
   redis.call('PUBLISH', ARGV[15 + 2 * i], ARGV[16 + 2 * i])
@@ -564,6 +572,7 @@ impl RedisStore {
         for key in &req.depends_on {
             inv.arg(key);
         }
+        inv.arg(new_epoch());
         let mut conn = self.conn.clone();
         let stored: i64 = inv.invoke_async(&mut conn).await?;
         Ok(stored == 1)

@@ -866,6 +866,12 @@ async fn a_second_read_is_a_cache_hit(backend: Backend) {
         "{page}"
     );
 
+    // The cache's links at /health.
+    let health: Value = serde_json::from_str(&api.text("/health").await).unwrap();
+    assert!(health["store"].is_string(), "{health}");
+    assert_eq!(health["outbox"], 0, "{health}");
+    assert_eq!(health["breaker"], "closed", "{health}");
+
     // Prometheus text at /metrics, by function (other tests of this process
     // count into the same recorder, so only growth is asserted).
     let hits = async || -> f64 {

@@ -47,6 +47,17 @@ pub fn routes() -> Router<AppState> {
         .route("/api/tags", get(articles::tags))
         .route("/api/_cache/stats", get(cache_stats))
         .route("/metrics", get(prometheus))
+        .route("/health", get(health))
+}
+
+/// The cache's links right now (`Cache::health`): whether it listens to
+/// pub/sub, when it last heard from Redis, whether its in-process tier
+/// answers, what waits in its outbox, and its circuit breaker. Always 200:
+/// the API answers from the database whatever the cache's state.
+async fn health(
+    axum::extract::State(state): axum::extract::State<AppState>,
+) -> axum::Json<cache_runtime::Health> {
+    axum::Json(state.cache.health())
 }
 
 /// The cache's metrics in Prometheus's text format (`cache_hits_total`,
