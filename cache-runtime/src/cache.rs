@@ -28,8 +28,8 @@ use crate::status::CacheStatus;
 use crate::store::memory::MemoryStore;
 use crate::store::memory::Shared;
 use crate::store::{
-    AnyValue, Applied, CoherenceChannel, FillRequest, InvalidationPlan, Lookup, TagNames,
-    UNCONDITIONAL,
+    AnyValue, Applied, CoherenceChannel, FillRequest, InvalidationPlan, Lookup, SeqKeys, TagNames,
+    Token, UNCONDITIONAL,
 };
 use crate::switch::Mode;
 use crate::tier::LocalTier;
@@ -97,7 +97,15 @@ impl Backend {
 struct Inner {
     backend: Backend,
     layout: Layout,
-    seq_key: String,
+    /// The names of the sequence number (and its server's id).
+    seq_keys: SeqKeys,
+    /// What this instance knows of the server's epoch (Redis; see `epoch`).
+    epoch: crate::epoch::Known,
+    /// Whether the scripts can read the server's identity: 0 not known yet,
+    /// 1 yes, 2 denied (an ACL without `+info`).
+    identity: std::sync::atomic::AtomicU8,
+    /// The server's eviction settings, once read (see `watch`).
+    pub(crate) eviction: std::sync::Mutex<Option<crate::health::Eviction>>,
     default_ttl: Duration,
     jitter: f32,
     codec: Codec,
@@ -114,6 +122,8 @@ struct Inner {
     /// so that replicas never mistake each other's messages for echoes.
     coherence_id: String,
     lock_lease: Duration,
+    /// The most entries one invalidation step removes (Redis).
+    invalidation_batch: usize,
     stats: Stats,
     flights: Flights,
     events: broadcast::Sender<InvalidationEvent>,
@@ -265,9 +275,9 @@ fn decode_quietly<T: DeserializeOwned>(
 /// What a leader lands for a value it does not store: the whole value for
 /// types that can be shared (with the leader's token: a waiter whose own
 /// token is newer does not take it), else `Retry`.
-fn shared<R>(share: Option<&Sharer<R>>, value: &R, token: Option<(u64, u64)>) -> Landed {
+fn shared<R>(share: Option<&Sharer<R>>, value: &R, token: Option<(Token, u64)>) -> Landed {
     match (share, token) {
-        (Some(s), Some((token, _))) => Landed::Shared((s.pack)(value), token),
+        (Some(s), Some((token, _))) => Landed::Shared((s.pack)(value), token.seq),
         _ => Landed::Retry,
     }
 }
@@ -330,6 +340,7 @@ pub struct CacheBuilder {
     local_capacity: u64,
     local_grace: Duration,
     apply_events: bool,
+    invalidation_batch: usize,
 }
 
 #[derive(Debug)]
@@ -361,6 +372,7 @@ impl Default for CacheBuilder {
             local_capacity: 10_000,
             local_grace: Duration::from_secs(1),
             apply_events: true,
+            invalidation_batch: crate::store::INVALIDATION_BATCH,
         }
     }
 }
@@ -499,6 +511,17 @@ impl CacheBuilder {
         self
     }
 
+    /// The most entries one invalidation call to Redis removes (tag
+    /// members, cascades, pattern matches). A bigger invalidation runs in
+    /// several calls, a round trip each, so that no single call holds the
+    /// server for long; its markers are all set by the first, so no stale
+    /// fill slips in between. Default 10,000 (about 0.1 s of server time);
+    /// at least 1.
+    pub fn invalidation_batch(mut self, entries: usize) -> Self {
+        self.invalidation_batch = entries.max(1);
+        self
+    }
+
     /// The name this instance signs its events with. Default: host name,
     /// process id and a random suffix.
     pub fn instance(mut self, name: impl Into<String>) -> Self {
@@ -582,7 +605,13 @@ impl CacheBuilder {
         let cache = Cache {
             inner: Arc::new(Inner {
                 backend,
-                seq_key: layout.seq(),
+                seq_keys: SeqKeys {
+                    seq: layout.seq(),
+                    srv: layout.server_id(),
+                },
+                epoch: crate::epoch::Known::default(),
+                identity: std::sync::atomic::AtomicU8::new(0),
+                eviction: std::sync::Mutex::new(None),
                 layout,
                 default_ttl: self.default_ttl,
                 jitter: self.jitter,
@@ -598,6 +627,7 @@ impl CacheBuilder {
                 metrics: crate::observe::Metrics::new(&self.namespace),
                 coherence_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
                 lock_lease: self.lock_lease,
+                invalidation_batch: self.invalidation_batch,
                 stats: Stats::default(),
                 flights: Flights::default(),
                 events: broadcast::channel(256).0,
@@ -609,8 +639,11 @@ impl CacheBuilder {
             }),
         };
         #[cfg(feature = "redis")]
-        if cache.inner.tier.is_some() || (self.apply_events && cache.is_redis()) {
-            let _ = cache.subscriber();
+        if cache.is_redis() {
+            cache.start_eviction_check();
+            if cache.inner.tier.is_some() || self.apply_events {
+                let _ = cache.subscriber();
+            }
         }
         Ok(cache)
     }
@@ -802,6 +835,16 @@ impl Cache {
             outbox: inner.outbox.len(),
             events_waiting: inner.inbox.len(),
             breaker: inner.breaker.state(),
+            server_identity: match inner.identity.load(std::sync::atomic::Ordering::Relaxed) {
+                1 => Some(true),
+                2 => Some(false),
+                _ => None,
+            },
+            eviction: inner
+                .eviction
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
         }
     }
 
@@ -978,7 +1021,9 @@ impl Cache {
         let lookup = self
             .lookup(&self.inner.layout.entry(key), None, None)
             .await?;
-        self.decode::<T>(key, &lookup.value?)
+        let (meta, value) = self.decode_entry::<T>(key, &lookup.value?)?;
+        // Not an entry a restarted server brought back from an older life.
+        self.current_epoch(&meta).then_some(value)
     }
 
     /// Stores `value` under `key` for `ttl` (`None`: no expiry), as a member
@@ -990,12 +1035,17 @@ impl Cache {
         ttl: Option<Duration>,
         tags: &[&str],
     ) -> Result<(), Error> {
+        // Stamped with the epoch readers know (learnt first if need be).
+        if self.is_redis() && self.inner.epoch.get().is_none() {
+            self.read_token().await;
+        }
         let meta = Meta {
             fresh_until_ms: ttl.map_or(0, |t| now_ms().saturating_add(millis(t))),
+            epoch: self.inner.epoch.get().unwrap_or(0),
             ..Meta::default()
         };
         let bytes = entry::encode(self.inner.codec, meta, value)?;
-        let mut req = self.fill_request(
+        let mut req = self.write_request(
             key,
             bytes,
             ttl,
@@ -1068,11 +1118,16 @@ impl Cache {
         self.change(Vec::new(), vec![put], true).await.map(drop)
     }
 
-    /// Stores puts whose keys an invalidation numbered `seq` has just
-    /// marked, all sent at once. Filled with the marking's own number: a
-    /// later invalidation or put of the key (a greater number) refuses
-    /// them, an earlier read too. The first failure, if any.
-    pub(crate) async fn store_puts(&self, puts: Vec<Put>, seq: u64) -> Option<Error> {
+    /// Stores puts whose keys an invalidation (`marked`) has just marked,
+    /// all sent at once. Filled with the marking's own number, as if read
+    /// when it ran: a later invalidation or put of the key (a greater
+    /// number) refuses them, an earlier read too. The first failure, if
+    /// any.
+    pub(crate) async fn store_puts(&self, puts: Vec<Put>, marked: &Applied) -> Option<Error> {
+        let token = Token {
+            seq: marked.seq,
+            at_ms: marked.at_ms,
+        };
         let mut reqs = Vec::with_capacity(puts.len());
         for put in puts {
             if let Some(skip) = put.skip {
@@ -1080,17 +1135,17 @@ impl Cache {
                     Stats::add(&self.inner.stats.oversized, 1);
                 }
             } else {
-                reqs.push(self.put_request(put, seq));
+                reqs.push(self.put_request(put, token));
             }
         }
         let results: Vec<Result<bool, Error>> = match &self.inner.backend {
             Backend::Memory(m) => reqs.into_iter().map(|req| Ok(m.fill(req))).collect(),
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
-                let seq_key = &self.inner.seq_key;
+                let seq = &self.inner.seq_keys;
                 futures_util::future::join_all(
                     reqs.into_iter()
-                        .map(|req| self.bounded("fill", r.fill(seq_key, req))),
+                        .map(|req| self.bounded("fill", r.fill(seq, req))),
                 )
                 .await
             }
@@ -1340,7 +1395,9 @@ impl Cache {
             }) = &found
             {
                 match self.decode_kept::<S::Stored>(key, bytes, kept.as_ref(), typed) {
-                    Some((meta, stored)) if meta.version == *current => {
+                    Some((meta, stored))
+                        if meta.version == *current && self.current_epoch(&meta) =>
+                    {
                         match freshness(&meta, options) {
                             Freshness::Fresh => {
                                 Stats::add(&inner.stats.hits, 1);
@@ -1366,7 +1423,7 @@ impl Cache {
                                     Stats::add(&inner.stats.lock_landed, 1);
                                     leader.land(Landed::Value {
                                         bytes: bytes.clone(),
-                                        token: token.or(leader_token).unwrap_or(0),
+                                        token: token.map(|t| t.seq).or(leader_token).unwrap_or(0),
                                         stored: true,
                                     });
                                 }
@@ -1377,7 +1434,7 @@ impl Cache {
                         }
                     }
                     Some(_) => {
-                        tracing::trace!(target: "cache_runtime", key, "entry of an older version")
+                        tracing::trace!(target: "cache_runtime", key, "entry of an older version or epoch")
                     }
                     None => {}
                 }
@@ -1395,11 +1452,12 @@ impl Cache {
                 let token = found
                     .as_ref()
                     .filter(|l| l.value.is_none())
-                    .and_then(|l| l.token);
+                    .and_then(|l| l.token)
+                    .map(|t| t.seq);
                 match inner.flights.join(&entry_key, token) {
                     Role::Leader(l) => {
                         leader = Some(l);
-                        leader_token = found.as_ref().and_then(|l| l.token);
+                        leader_token = found.as_ref().and_then(|l| l.token).map(|t| t.seq);
                     }
                     // Someone else is refreshing: serve what is cached, now.
                     Role::Waiter(_) if stale.is_some() => {
@@ -1413,7 +1471,7 @@ impl Cache {
                         // Without a token of its own (the store did not
                         // answer) it takes nothing.
                         self.ensure_token(&mut found).await;
-                        let mine = found.as_ref().and_then(|l| l.token);
+                        let mine = found.as_ref().and_then(|l| l.token).map(|t| t.seq);
                         let fresh =
                             |token| mine.is_some_and(|mine| flight::fresh_enough(token, mine));
                         match flight::wait(rx).await {
@@ -1515,6 +1573,7 @@ impl Cache {
         let landed = self
             .fill_after_load::<S, R, G>(
                 key,
+                version_key.as_deref(),
                 options,
                 tags,
                 &value,
@@ -1548,10 +1607,11 @@ impl Cache {
     async fn fill_after_load<S, R, G>(
         &self,
         key: &str,
+        version_key: Option<&str>,
         options: &CacheOptions,
         tags: G,
         value: &R,
-        token: Option<(u64, u64)>,
+        token: Option<(Token, u64)>,
         cost: Duration,
         started: Instant,
         share: Option<&Sharer<R>>,
@@ -1590,6 +1650,7 @@ impl Cache {
             fresh_until_ms,
             version,
             cost_ms: u32::try_from(cost.as_millis()).unwrap_or(u32::MAX),
+            epoch: token.map_or(0, |(t, _)| crate::epoch::of(t.seq)),
         };
         let bytes = match entry::encode(inner.codec, meta, stored) {
             Ok(bytes) => bytes,
@@ -1600,7 +1661,7 @@ impl Cache {
             }
         };
         let shared = Bytes::from(bytes);
-        let Some(token) = token.map(|(t, _)| t) else {
+        let Some(read) = token.map(|(t, _)| t) else {
             // The read faulted: the store is not answering, so no fill (and no
             // second timeout); waiters still get the value.
             return Landed::Value {
@@ -1613,7 +1674,7 @@ impl Cache {
             // An absent value without negative caching: nothing to store.
             return Landed::Value {
                 bytes: shared,
-                token,
+                token: read.seq,
                 stored: false,
             };
         };
@@ -1622,7 +1683,7 @@ impl Cache {
             tracing::debug!(target: "cache_runtime", key, size = shared.len(), "value over the size limit; not cached");
             return Landed::Value {
                 bytes: shared,
-                token,
+                token: read.seq,
                 stored: false,
             };
         }
@@ -1638,12 +1699,13 @@ impl Cache {
             // `unless`: returned (and shared with waiters), not stored.
             return Landed::Value {
                 bytes: shared,
-                token,
+                token: read.seq,
                 stored: false,
             };
         }
-        let mut req = self.fill_request(key, shared.to_vec(), keep, links, token);
+        let mut req = self.fill_request(key, shared.to_vec(), keep, links, read);
         req.idle = options.idle_choice();
+        req.version = version_key.map(|name| (name.to_owned(), version));
         req.release = lock.as_ref().map(LockGuard::release_parts);
         // Kept decoded in process: by the in-process store, or by the tier.
         let kept = match typed {
@@ -1669,7 +1731,7 @@ impl Cache {
                 }
                 Landed::Value {
                     bytes: shared,
-                    token,
+                    token: read.seq,
                     stored: true,
                 }
             }
@@ -1683,7 +1745,7 @@ impl Cache {
                 self.report("fill", &e);
                 Landed::Value {
                     bytes: shared,
-                    token,
+                    token: read.seq,
                     stored: false,
                 }
             }
@@ -1905,6 +1967,19 @@ impl Cache {
         true
     }
 
+    /// The Redis store, if this cache is on Redis.
+    #[cfg(feature = "redis")]
+    pub(crate) fn redis_store(&self) -> Option<&crate::store::redis::RedisStore> {
+        match &self.inner.backend {
+            Backend::Redis(r) => Some(r),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    pub(crate) fn inner_eviction(&self) -> &std::sync::Mutex<Option<crate::health::Eviction>> {
+        &self.inner.eviction
+    }
+
     pub(crate) fn backend(&self) -> &Backend {
         &self.inner.backend
     }
@@ -1928,14 +2003,31 @@ impl Cache {
         }
     }
 
-    /// The fill of a put, with `token`.
-    fn put_request(&self, put: Put, token: u64) -> FillRequest {
+    /// The fill of a put, with `token` (its envelope stamped with the
+    /// token's epoch: it was encoded before the token was known).
+    fn put_request(&self, mut put: Put, token: Token) -> FillRequest {
+        entry::set_epoch(&mut put.bytes, crate::epoch::of(token.seq));
         let mut req = self.fill_request(&put.key, put.bytes, put.ttl, put.links, token);
         req.idle = put.idle;
         req
     }
 
+    /// A fill with `token`: refused if an invalidation came after it was
+    /// read, or if the fill window passed since.
     fn fill_request(
+        &self,
+        key: &str,
+        value: Vec<u8>,
+        ttl: Option<Duration>,
+        links: Links,
+        token: Token,
+    ) -> FillRequest {
+        let mut req = self.write_request(key, value, ttl, links, token.seq);
+        req.read_at_ms = Some(token.at_ms);
+        req
+    }
+
+    fn write_request(
         &self,
         key: &str,
         value: Vec<u8>,
@@ -1950,6 +2042,8 @@ impl Cache {
             tags: links.tags.iter().map(|t| self.tag_names(t)).collect(),
             value,
             typed: None,
+            read_at_ms: None,
+            window: self.inner.fill_window,
             ttl,
             idle: None,
             token,
@@ -1962,6 +2056,7 @@ impl Cache {
             marker_ttl: self.marker_ttl(),
             release: None,
             overwrite: None,
+            version: None,
         }
     }
 
@@ -1989,10 +2084,6 @@ impl Cache {
         self.inner
             .fill_window
             .saturating_add(self.inner.timeout.saturating_mul(2))
-    }
-
-    fn decode<T: DeserializeOwned>(&self, key: &str, bytes: &[u8]) -> Option<T> {
-        self.decode_entry(key, bytes).map(|(_, v)| v)
     }
 
     /// Like `decode_entry`, but takes the value kept decoded beside the
@@ -2035,18 +2126,28 @@ impl Cache {
             Backend::Memory(m) => Some(m.lookup(entry_key, version_key)),
             #[cfg(feature = "redis")]
             Backend::Redis(r) => {
+                // Which epoch's entries may be served: learnt first when it
+                // may have changed unseen (the token read checks the
+                // server), and kept as this read's fill token.
+                let learnt = match self.inner.epoch.get() {
+                    Some(_) => None,
+                    None => Some(self.read_token().await?),
+                };
                 let started = Instant::now();
                 let read = self.bounded(
                     "read",
-                    r.lookup(entry_key, &self.inner.seq_key, version_key, idle),
+                    r.lookup(entry_key, &self.inner.seq_keys, version_key, idle),
                 );
                 let result = read.await;
                 // The store's latency, on the call's span (the first read's).
                 tracing::Span::current().record("store_ms", started.elapsed().as_secs_f64() * 1e3);
                 match result {
-                    Ok(l) => {
+                    Ok(mut l) => {
                         if let (Some(tier), Some(name)) = (&self.inner.tier, version_key) {
                             tier.saw_version(name, l.version);
+                        }
+                        if learnt.is_some() {
+                            l.token = learnt;
                         }
                         Some(l)
                     }
@@ -2074,26 +2175,57 @@ impl Cache {
     }
 
     /// The fill token of a load that starts after this call (`None`: the
-    /// store did not answer; reported).
-    pub(crate) async fn read_token(&self) -> Option<u64> {
+    /// store did not answer; reported). On Redis it checks the server, and
+    /// teaches this instance the epoch.
+    pub(crate) async fn read_token(&self) -> Option<Token> {
         match &self.inner.backend {
             Backend::Memory(m) => Some(m.token()),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => match self.bounded("read", r.seq(&self.inner.seq_key)).await {
-                Ok(token) => Some(token),
-                Err(e) => {
-                    self.report("read", &e);
-                    None
+            Backend::Redis(r) => {
+                let generation = self.inner.epoch.generation();
+                match self.bounded("read", r.token(&self.inner.seq_keys)).await {
+                    Ok((token, identity)) => {
+                        self.learn_epoch(generation, token.seq);
+                        self.inner.identity.store(
+                            if identity { 1 } else { 2 },
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        Some(token)
+                    }
+                    Err(e) => {
+                        self.report("read", &e);
+                        None
+                    }
                 }
-            },
+            }
         }
+    }
+
+    /// Learns the server's epoch from a number read in `generation`; if it
+    /// changed, what the tier holds is of the older one and goes.
+    #[cfg(feature = "redis")]
+    fn learn_epoch(&self, generation: u32, seq: u64) {
+        if self.inner.epoch.learn(generation, crate::epoch::of(seq)) {
+            tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "the Redis server's data was lost or rolled back (a new epoch): entries of the old one are not served");
+            if let Some(tier) = &self.inner.tier {
+                tier.clear();
+            }
+        }
+    }
+
+    /// Whether an entry read from the store may be served: on Redis, only
+    /// in the epoch this instance knows (an entry of another epoch was
+    /// brought back by a restart or failover, or the instance has not
+    /// learnt the new epoch yet: either way a miss, and replaced).
+    fn current_epoch(&self, meta: &Meta) -> bool {
+        !self.is_redis() || self.inner.epoch.get() == Some(meta.epoch)
     }
 
     /// Stores a refreshed value whose load started after reading `token`:
     /// only if no invalidation of its key or tags came since (as a fill),
     /// whatever is cached (as a put: other tiers drop their copies); then
     /// the key is marked and its dependents removed, as a put does.
-    pub(crate) async fn store_refreshed(&self, put: Put, token: u64) -> Result<(), Error> {
+    pub(crate) async fn store_refreshed(&self, put: Put, token: Token) -> Result<(), Error> {
         if put.skip.is_some() {
             // Not stored: a put marks the key (what it held is stale now).
             return self.apply_put(put).await;
@@ -2149,7 +2281,10 @@ impl Cache {
         match &self.inner.backend {
             Backend::Memory(m) => Ok(m.fill(req)),
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => self.bounded("fill", r.fill(&self.inner.seq_key, req)).await,
+            Backend::Redis(r) => {
+                self.bounded("fill", r.fill(&self.inner.seq_keys, req))
+                    .await
+            }
         }
     }
 
@@ -2159,10 +2294,11 @@ impl Cache {
     pub(crate) async fn apply(&self, plan: &InvalidationPlan) -> Result<Applied, Error> {
         match &self.inner.backend {
             Backend::Memory(m) => {
-                let (removed, seq) = m.invalidate_seq(plan);
+                let (removed, seq, at_ms) = m.invalidate_seq(plan);
                 Ok(Applied {
                     removed,
                     seq,
+                    at_ms,
                     ..Applied::default()
                 })
             }
@@ -2173,10 +2309,13 @@ impl Cache {
                 // then retries from the start.
                 let mut total = Applied::default();
                 let mut from = None;
+                let generation = self.inner.epoch.generation();
                 for step in 0u32.. {
                     let (applied, next) = self.invalidation_step(r, plan, from, step).await?;
                     if step == 0 {
                         total.seq = applied.seq;
+                        total.at_ms = applied.at_ms;
+                        self.learn_epoch(generation, applied.seq);
                     }
                     total.removed += applied.removed;
                     total.entries.extend(applied.entries);
@@ -2185,6 +2324,7 @@ impl Cache {
                         Some(next) => from = Some(next),
                         None => break,
                     }
+                    crate::hooks::point("invalidate.step", self.namespace()).await;
                 }
                 Ok(total)
             }
@@ -2200,7 +2340,7 @@ impl Cache {
         from: Option<crate::store::redis::Continuation>,
         step: u32,
     ) -> Result<(Applied, Option<crate::store::redis::Continuation>), Error> {
-        let seq_key = &self.inner.seq_key;
+        let seq_key = &self.inner.seq_keys;
         let Some(tier) = &self.inner.tier else {
             let run = r.invalidate_step(seq_key, plan, from.as_ref(), "");
             return self.bounded("invalidate", run).await;
@@ -2239,6 +2379,7 @@ impl Cache {
     /// channel.
     pub(crate) fn plan(&self) -> InvalidationPlan {
         InvalidationPlan {
+            budget: self.inner.invalidation_batch,
             marker_ttl: self.marker_ttl(),
             prefixes: self.inner.layout.prefixes(),
             coherence: self.coherence(),
@@ -2286,6 +2427,8 @@ impl Cache {
         };
         match &result {
             Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Connection) => {
+                // The server may have restarted, or failed over, meanwhile.
+                self.inner.epoch.forget();
                 if permit.failure() {
                     Stats::add(&self.inner.stats.breaker_trips, 1);
                     self.inner.metrics.circuit(true);
@@ -2333,6 +2476,10 @@ impl crate::subscriber::Hooks for CacheHooks {
         let Some(cache) = self.cache.upgrade() else {
             return;
         };
+        // The server may have changed while the link was down: its epoch,
+        // and its settings.
+        cache.inner.epoch.forget();
+        cache.start_eviction_check();
         if let Some(tier) = cache.tier() {
             tier.connected();
             // Where the numbers start, before a second can pass.
@@ -2345,6 +2492,7 @@ impl crate::subscriber::Hooks for CacheHooks {
 
     fn disconnected(&self) {
         if let Some(cache) = self.cache.upgrade() {
+            cache.inner.epoch.forget();
             if let Some(tier) = cache.tier() {
                 tier.disconnected();
             }

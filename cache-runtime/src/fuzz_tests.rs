@@ -258,12 +258,14 @@ mod entries {
             stamp(),
             stamp(),
             prop_oneof![Just(0), Just(u32::MAX), any::<u32>()],
+            prop_oneof![Just(0), Just(u32::MAX), any::<u32>()],
         )
-            .prop_map(|(absent, fresh_until_ms, version, cost_ms)| Meta {
+            .prop_map(|(absent, fresh_until_ms, version, cost_ms, epoch)| Meta {
                 absent,
                 fresh_until_ms,
                 version,
                 cost_ms,
+                epoch,
             })
     }
 
@@ -274,7 +276,7 @@ mod entries {
         let codec_known = bytes
             .get(2)
             .is_some_and(|&id| id == 1 || (id == 2 && cfg!(feature = "postcard")));
-        if bytes.len() < 24 || bytes[0] != 0xCA || bytes[1] != 1 || !codec_known {
+        if bytes.len() < 28 || bytes[0] != 0xCA || bytes[1] != 2 || !codec_known {
             return None;
         }
         let u64_at = |at: usize| {
@@ -287,6 +289,7 @@ mod entries {
             fresh_until_ms: u64_at(4),
             version: u64_at(12),
             cost_ms: u32::from_le_bytes([bytes[20], bytes[21], bytes[22], bytes[23]]),
+            epoch: u32::from_le_bytes([bytes[24], bytes[25], bytes[26], bytes[27]]),
         })
     }
 
@@ -298,7 +301,7 @@ mod entries {
             (Ok(env), Some(meta)) => {
                 assert_eq!(env.meta, meta);
                 assert_eq!(Some(env.codec), Codec::from_id(bytes[2]));
-                assert_eq!(env.payload, &bytes[24..]);
+                assert_eq!(env.payload, &bytes[28..]);
                 // Any payload: a value or an error, never a panic.
                 let _ = env.codec.decode::<serde_json::Value>(env.payload);
                 env.codec
@@ -330,7 +333,7 @@ mod entries {
             // is reached with short and long inputs alike.
             valid_prefix in 0..4usize,
         ) {
-            let prefix = &[0xCA, 1, 1][..valid_prefix.min(bytes.len())];
+            let prefix = &[0xCA, 2, 1][..valid_prefix.min(bytes.len())];
             bytes[..prefix.len()].copy_from_slice(prefix);
             check(&bytes);
         }
@@ -338,7 +341,7 @@ mod entries {
         #[test]
         fn any_payload_behind_a_valid_header(meta in meta(), tail in vec(any::<u8>(), 0..64)) {
             let mut bytes = entry::encode(Codec::Json, meta, &()).unwrap();
-            bytes.truncate(24);
+            bytes.truncate(28);
             bytes.extend_from_slice(&tail);
             check(&bytes);
         }
@@ -352,7 +355,7 @@ mod entries {
             let good = entry::encode(Codec::Json, meta, &value).unwrap();
             let bad = mutate(good.clone(), &mutations);
             if let Some((_, read)) = check(&bad)
-                && bad.get(24..) == good.get(24..) {
+                && bad.get(28..) == good.get(28..) {
                     prop_assert_eq!(read, value, "the payload is intact");
                 }
         }
@@ -425,14 +428,17 @@ mod entries {
                         tags: Vec::new(),
                         value: bytes.clone(),
                         typed: None,
+                        read_at_ms: None,
+                        window: Duration::from_secs(30),
                         ttl: None,
                         idle: None,
-                        token: store.token(),
+                        token: store.token().seq,
                         depends_on: Vec::new(),
                         prefixes: crate::key::Prefixes::default(),
                         marker_ttl: Duration::from_secs(1),
                         release: None,
                         overwrite: None,
+                        version: None,
                     }));
                     let options = [&plain, &stale, &early][policy];
                     let read = || {
@@ -965,106 +971,6 @@ mod coherence {
                 held.extend(message.entries.iter().take(2).cloned());
                 apply(&held, message);
             }
-        }
-    }
-}
-
-/// Replies of the Lua scripts, pipelines and stream commands, as redis-rs
-/// converts them to the types the store asks for: a reply of another shape
-/// is an error (a store fault: the read is a miss), never a panic.
-#[cfg(feature = "redis")]
-mod replies {
-    use redis::Value;
-    use redis::streams::{
-        StreamAutoClaimReply, StreamPendingCountReply, StreamRangeReply, StreamReadReply,
-    };
-
-    use super::*;
-    use crate::store::redis::{InvalidateReply, LookupReply, VersionedReply};
-
-    fn parse<T: redis::FromRedisValue>(value: &Value) -> Option<T> {
-        redis::from_redis_value_ref::<T>(value).ok()
-    }
-
-    fn bulk(s: &str) -> Value {
-        Value::BulkString(s.as_bytes().to_vec())
-    }
-
-    proptest! {
-        #![proptest_config(config(2000))]
-
-        #[test]
-        fn any_reply_converts_or_is_refused(value in redis_value()) {
-            let _ = parse::<InvalidateReply>(&value);
-            let _ = parse::<LookupReply>(&value);
-            let _ = parse::<VersionedReply>(&value);
-            // fill, lock, claim, publish, scan, settle, append, tries
-            let _ = parse::<i64>(&value);
-            let _ = parse::<u8>(&value);
-            let _ = parse::<Option<String>>(&value);
-            let _ = parse::<(u64, Vec<String>)>(&value);
-            let _ = parse::<Vec<String>>(&value);
-            let _ = parse::<String>(&value);
-            let _ = parse::<u64>(&value);
-            // write-behind
-            let _ = parse::<Option<StreamReadReply>>(&value);
-            let _ = parse::<StreamAutoClaimReply>(&value);
-            let _ = parse::<StreamPendingCountReply>(&value);
-            let _ = parse::<StreamRangeReply>(&value);
-            // pub/sub
-            let _ = redis::Msg::from_value(&value);
-        }
-
-        #[test]
-        fn an_invalidate_reply_converts_exactly(
-            removed in any::<i64>(),
-            entries in vec(short_hostile(), 0..4),
-            names in vec(short_hostile(), 0..3),
-            values in vec(any::<i64>(), 0..3),
-            seq in any::<i64>(),
-            left in vec(".{0,12}", 0..3),
-        ) {
-            let reply = Value::Array(vec![
-                Value::Int(removed),
-                Value::Array(entries.iter().map(|s| bulk(s)).collect()),
-                Value::Array(names.iter().map(|s| bulk(s)).collect()),
-                Value::Array(values.iter().copied().map(Value::Int).collect()),
-                Value::Int(seq),
-                Value::Array(left.iter().map(|s| bulk(s)).collect()),
-            ]);
-            // redis-rs reads an integer reply into a u64 with `as`: a
-            // negative one wraps (the scripts return counts and INCR
-            // results, negative only if someone wrote a negative number
-            // under the namespace's own `#seq` or `#ver:` keys).
-            prop_assert_eq!(
-                parse::<InvalidateReply>(&reply),
-                Some((
-                    removed as u64,
-                    entries,
-                    names,
-                    values.iter().map(|v| *v as u64).collect(),
-                    seq as u64,
-                    left,
-                ))
-            );
-        }
-
-        #[test]
-        fn a_lookup_reply_converts_exactly(
-            value in proptest::option::of(vec(any::<u8>(), 0..32)),
-            token in proptest::option::of(any::<i64>()),
-            version in proptest::option::of(any::<i64>()),
-        ) {
-            let reply = Value::Array(vec![
-                value.clone().map_or(Value::Nil, Value::BulkString),
-                token.map_or(Value::Nil, |t| bulk(&t.to_string())),
-                version.map_or(Value::Nil, |t| bulk(&t.to_string())),
-            ]);
-            let ok = token.is_none_or(|t| t >= 0) && version.is_none_or(|v| v >= 0);
-            prop_assert_eq!(
-                parse::<LookupReply>(&reply),
-                ok.then(|| (value, token.map(|t| t as u64), version.map(|v| v as u64)))
-            );
         }
     }
 }

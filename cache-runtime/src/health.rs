@@ -36,6 +36,45 @@ pub struct Health {
     pub events_waiting: usize,
     /// The circuit breaker in front of the store.
     pub breaker: BreakerState,
+    /// Whether this cache can tell that its Redis server restarted from a
+    /// snapshot or failed over to a replica (its scripts read the server's
+    /// `run_id` with `INFO`): `Some(false)` when an ACL denies `INFO` (then
+    /// only a server that lost all its data is noticed); `None` before the
+    /// first token read, and in process.
+    pub server_identity: Option<bool>,
+    /// The server's eviction settings, once read (`INFO memory`); `None`
+    /// before, when `INFO` is denied, and in process.
+    pub eviction: Option<Eviction>,
+}
+
+/// A Redis server's eviction settings, and what they mean for race-free
+/// fills: the markers that refuse a stale fill are volatile keys with a
+/// short TTL, the first that `volatile-ttl` evicts, and any `volatile-*` or
+/// `allkeys-*` policy may evict them once `maxmemory` is reached. An
+/// evicted marker lets a fill that read before its invalidation through.
+/// Race-free fills hold with `maxmemory 0` (no limit) or
+/// `maxmemory-policy noeviction` (writes fail when memory is full; the
+/// cache reports them and the loader answers).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Eviction {
+    /// `maxmemory`, in bytes (0: no limit).
+    pub maxmemory: u64,
+    /// `maxmemory-policy`.
+    pub policy: String,
+    /// Whether the server may evict markers (a limit, and a policy other
+    /// than `noeviction`).
+    pub evicts_markers: bool,
+}
+
+impl Eviction {
+    pub(crate) fn new(maxmemory: u64, policy: String) -> Self {
+        Eviction {
+            evicts_markers: maxmemory > 0 && policy != "noeviction",
+            maxmemory,
+            policy,
+        }
+    }
 }
 
 /// The circuit breaker in front of the store.

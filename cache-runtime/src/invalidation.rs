@@ -333,7 +333,7 @@ impl Cache {
             match self.apply(&plan).await {
                 Ok(applied) => {
                     removed += applied.removed;
-                    if let Some(e) = self.store_puts(puts, applied.seq).await {
+                    if let Some(e) = self.store_puts(puts, &applied).await {
                         first_error.get_or_insert(e);
                     }
                 }

@@ -349,8 +349,9 @@ impl Layout {
         format!("{}{kind}{}", self.keys, bound_key(key))
     }
 
+    /// The sorted set of the entries filed under `tag`.
     pub(crate) fn tag(&self, tag: &str) -> String {
-        self.name("#tag:", tag)
+        self.name("#tagged:", tag)
     }
 
     pub(crate) fn key_marker(&self, key: &str) -> String {
@@ -359,7 +360,7 @@ impl Layout {
 
     /// The set of entries that depend on the entry under `key`.
     pub(crate) fn dependents(&self, key: &str) -> String {
-        self.name("#dep:", key)
+        self.name("#dependents:", key)
     }
 
     /// The prefixes a store needs to walk dependency cascades: from an entry
@@ -422,6 +423,12 @@ impl Layout {
 
     pub(crate) fn seq(&self) -> String {
         format!("{}#seq", self.keys)
+    }
+
+    /// The `run_id` of the server process the sequence number's epoch was
+    /// drawn on.
+    pub(crate) fn server_id(&self) -> String {
+        format!("{}#srv", self.keys)
     }
 }
 

@@ -40,6 +40,7 @@ mod breaker;
 mod cache;
 mod codec;
 mod entry;
+mod epoch;
 mod error;
 pub mod events;
 mod flight;
@@ -79,7 +80,7 @@ pub use codec::Codec;
 pub use error::{Error, ErrorKind, Result};
 pub use events::InvalidationEvent;
 pub use global::{default_cache, install_default};
-pub use health::{BreakerState, Health};
+pub use health::{BreakerState, Eviction, Health};
 pub use invalidation::Invalidation;
 pub use key::{
     KeyBuilder, MAX_KEY_LEN, MAX_PART_LEN, bound_key, escape_part_into, glob_escape, glob_match,

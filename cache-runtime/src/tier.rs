@@ -39,8 +39,8 @@ pub(crate) struct LocalTier {
     ttl: Duration,
     grace_ms: u64,
     /// The current value of version names, as last seen on Redis or in a
-    /// bump message; bounded like the tier (a name it forgot is read from
-    /// Redis again), and read without a lock.
+    /// bump message; bounded like the tier, kept at most the tier's TTL (a
+    /// name it forgot is read from Redis again), and read without a lock.
     versions: moka::sync::Cache<String, Arc<AtomicU64>>,
     connected: AtomicBool,
     /// The last proof that the subscriber hears everything (a message, or
@@ -134,7 +134,12 @@ impl LocalTier {
             store: MemoryStore::new(capacity),
             ttl,
             grace_ms: crate::cache::millis(grace),
-            versions: moka::sync::Cache::new(capacity.max(1)),
+            // Forgotten after the tier's TTL: a version key that expired on
+            // Redis starts over lower, and the tier must learn that too.
+            versions: moka::sync::Cache::builder()
+                .max_capacity(capacity.max(1))
+                .time_to_live(ttl.clamp(Duration::from_millis(1), crate::ttl::FAR))
+                .build(),
             connected: AtomicBool::new(false),
             alive_at: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -174,7 +179,7 @@ impl LocalTier {
 
     /// The token to fill with after a Redis read that starts now.
     pub(crate) fn token(&self) -> u64 {
-        self.store.token()
+        self.store.token().seq
     }
 
     /// The known current value of a version name.
@@ -212,6 +217,8 @@ impl LocalTier {
             tags: Vec::new(),
             value: bytes.to_vec(),
             typed,
+            read_at_ms: None,
+            window: self.marker_ttl,
             ttl: Some(ttl),
             idle: None,
             token,
@@ -220,6 +227,7 @@ impl LocalTier {
             marker_ttl: self.marker_ttl,
             release: None,
             overwrite: None,
+            version: None,
         });
     }
 
@@ -309,8 +317,9 @@ impl LocalTier {
         self.apply(&names, &[]);
     }
 
-    /// Drops everything (a message may have been lost).
-    fn clear(&self) {
+    /// Drops everything (a message may have been lost, or the server's
+    /// epoch changed).
+    pub(crate) fn clear(&self) {
         self.store.clear();
         self.versions.invalidate_all();
     }
@@ -430,6 +439,25 @@ mod tests {
         tier.echo("n", vec!["e".into()], Vec::new());
         assert!(holds(&tier, "e"), "what was cached since the reply stays");
         assert_eq!(tier.echoes_kept(), 0);
+    }
+
+    #[test]
+    fn the_versions_it_knows_are_bounded() {
+        let tier = LocalTier::new(
+            100,
+            Duration::from_secs(60),
+            Duration::from_secs(60),
+            Duration::from_secs(30),
+        );
+        for i in 0..10_000 {
+            tier.saw_version(&format!("v{i}"), i);
+        }
+        tier.versions.run_pending_tasks();
+        assert!(
+            tier.versions.entry_count() <= 100,
+            "{}",
+            tier.versions.entry_count()
+        );
     }
 
     #[test]

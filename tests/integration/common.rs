@@ -128,6 +128,14 @@ impl Counted {
             .apply_events(false)
             .build()
             .unwrap();
+        // The start-up read of the server's settings, out of every window
+        // a test counts.
+        integration_tests::wait_until(
+            "the cache read the server's settings",
+            std::time::Duration::from_secs(10),
+            async || cache.health().eviction.is_some(),
+        )
+        .await;
         Counted {
             server,
             proxy,

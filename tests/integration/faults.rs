@@ -468,6 +468,154 @@ async fn fill_across_a_restart(invalidations_before: usize) {
     );
 }
 
+/// Redis restarts from a snapshot taken before an invalidation (a crash of
+/// a server with RDB or AOF persistence, or a failover to a replica that is
+/// behind): the sequence number comes back with its old count, the markers
+/// written since are gone, and the snapshot holds the entry the write had
+/// invalidated. The load that read its token before the write is refused,
+/// and the entry brought back is not served: the server is another process,
+/// so the epoch is new. (Before, the epoch changed only when the number was
+/// missing: the old load was stored, and the old entry served.)
+#[tokio::test]
+async fn a_restart_from_a_snapshot_brings_back_nothing_a_write_invalidated() {
+    use std::sync::{Arc, Mutex};
+    let mut server = RedisServer::start();
+    let cache = cache_at(server.url(), Duration::from_millis(300));
+    let options = cache_runtime::CacheOptions::new("row");
+    let row = Arc::new(Mutex::new("old"));
+    let read = |cache: &Cache, key: &'static str| {
+        let (cache, row, options) = (cache.clone(), row.clone(), options);
+        async move {
+            cache
+                .get_or_load::<String, (), _, _>(key, &options, || async move {
+                    Ok(row.lock().unwrap().to_string())
+                })
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(
+        read(&cache, "cached:1").await,
+        "old",
+        "cached before the snapshot"
+    );
+    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
+    let (go, may_fill) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn({
+        let (cache, row, options) = (cache.clone(), row.clone(), options);
+        async move {
+            cache
+                .get_or_load::<String, (), _, _>("row:1", &options, || async move {
+                    let value = *row.lock().unwrap();
+                    loaded.send(()).unwrap();
+                    may_fill.await.unwrap();
+                    Ok(value.to_owned())
+                })
+                .await
+        }
+    });
+    has_loaded.await.unwrap(); // read its token, loaded "old"
+    server.save();
+    *row.lock().unwrap() = "new";
+    cache
+        .invalidate()
+        .keys(["row:1", "cached:1"])
+        .await
+        .unwrap();
+    server.restart(); // from the snapshot: before the invalidation
+    let restored: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("faults:cached:1")
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(
+        restored.is_some(),
+        "the snapshot brought the old entry back"
+    );
+    wait_until(
+        "the cache reaches the restarted server",
+        Duration::from_secs(10),
+        async || cache.invalidate().key("other").await.is_ok(),
+    )
+    .await;
+    go.send(()).unwrap();
+    assert_eq!(
+        reader.await.unwrap().unwrap(),
+        "old",
+        "its caller gets what it loaded"
+    );
+
+    let fresh = cache_at(server.url(), Duration::from_millis(300));
+    assert_ne!(
+        fresh.get::<String>("row:1").await.as_deref(),
+        Some("old"),
+        "a value loaded before the write was stored after its invalidation"
+    );
+    for (who, instance) in [("the writer", &cache), ("another instance", &fresh)] {
+        assert_eq!(
+            read(instance, "cached:1").await,
+            "new",
+            "{who} served the entry the snapshot brought back"
+        );
+    }
+}
+
+/// A fill that leaves in time but is held on the wire (here: in the socket
+/// of a frozen server) until after the markers it must check expired: the
+/// server's own clock says the fill window passed since the token was read,
+/// and it is refused. (Before, the window was checked on the client's
+/// clock, before sending: the fill landed after its marker expired, and
+/// stored a value older than the invalidation.)
+#[tokio::test]
+async fn a_fill_held_on_the_wire_past_its_window_is_refused() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(100);
+    let window = Duration::from_millis(300);
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("wire")
+        .timeout(timeout)
+        .fill_window(window)
+        .apply_events(false)
+        .build()
+        .unwrap();
+    let options = cache_runtime::CacheOptions::new("row");
+    // Load the scripts: a fill frozen in the socket must not come back as
+    // NOSCRIPT with nobody left to retry it.
+    let _: Result<String, ()> = cache
+        .get_or_load("warm", &options, || async { Ok("warm".into()) })
+        .await;
+    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
+    let (go, may_fill) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn({
+        let (cache, options) = (cache.clone(), options);
+        async move {
+            cache
+                .get_or_load::<String, (), _, _>("row:1", &options, || async move {
+                    loaded.send(()).unwrap();
+                    may_fill.await.unwrap();
+                    Ok("old".to_owned())
+                })
+                .await
+        }
+    });
+    has_loaded.await.unwrap();
+    cache.invalidate().key("row:1").await.unwrap();
+    server.pause();
+    go.send(()).unwrap(); // the fill leaves at once, well inside the window
+    assert_eq!(reader.await.unwrap().unwrap(), "old");
+    // The delay on the wire: longer than the marker lives (the window plus
+    // two timeouts).
+    tokio::time::sleep(window + timeout * 2 + Duration::from_millis(200)).await;
+    server.resume();
+    // Read on the same connection, after the fill.
+    assert_eq!(
+        cache.get::<String>("row:1").await,
+        None,
+        "the fill landed after its marker expired"
+    );
+    assert_eq!(cache.stats().fills, 1, "only the warm-up was stored");
+}
+
 /// Callers that give up (a timeout of their own around the call, shorter
 /// than the cache's) while Redis is frozen: the breaker's probe is among the
 /// calls cancelled. It counts as a failed probe, so the breaker probes again

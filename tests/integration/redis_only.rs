@@ -4,8 +4,8 @@
 
 use std::time::Duration;
 
-use cache_runtime::{Cache, InvalidationEvent};
-use integration_tests::{CountingProxy, RedisServer};
+use cache_runtime::{Cache, InvalidationEvent, Links};
+use integration_tests::{CountingProxy, RedisServer, wait_until};
 
 use crate::common::{Post, Repo};
 
@@ -142,8 +142,8 @@ async fn foreign_bytes_under_a_key_are_a_miss_and_are_replaced() {
     };
     repo.get(1).await.unwrap();
     let good = raw();
-    assert_eq!(good[..3], [0xCA, 1, 1], "the cache's own envelope");
-    let (header, _) = good.split_at(24);
+    assert_eq!(good[..3], [0xCA, 2, 1], "the cache's own envelope");
+    let (header, _) = good.split_at(28);
     let with = |at: usize, bytes: &[u8]| {
         let mut b = good.clone();
         b[at..at + bytes.len()].copy_from_slice(bytes);
@@ -155,7 +155,7 @@ async fn foreign_bytes_under_a_key_are_a_miss_and_are_replaced() {
         ("nothing", Vec::new(), true),
         (
             "a header cut short",
-            vec![0xCA, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'{', b'"'],
+            vec![0xCA, 2, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, b'{', b'"'],
             true,
         ),
         ("0xFF bytes", vec![0xFF; 64], true),
@@ -166,7 +166,8 @@ async fn foreign_bytes_under_a_key_are_a_miss_and_are_replaced() {
             [&good[..], b"garbage"].concat(),
             true,
         ),
-        ("an unknown envelope version", with(1, &[2]), true),
+        ("an unknown envelope version", with(1, &[9]), true),
+        ("the first envelope version", with(1, &[1]), true),
         ("an unknown codec", with(2, &[9]), true),
         (
             "a value of another type",
@@ -190,6 +191,16 @@ async fn foreign_bytes_under_a_key_are_a_miss_and_are_replaced() {
             with(12, &u64::MAX.to_le_bytes()),
             false,
         ),
+        // Decodes, but from another epoch of the server (one that restarted
+        // from a snapshot brings such entries back): a miss too.
+        (
+            "another epoch",
+            with(
+                24,
+                &(u32::from_le_bytes(good[24..28].try_into().unwrap()) ^ 1).to_le_bytes(),
+            ),
+            false,
+        ),
     ];
     for (what, bytes, undecodable) in cases {
         let _: () = redis::cmd("SET")
@@ -206,9 +217,9 @@ async fn foreign_bytes_under_a_key_are_a_miss_and_are_replaced() {
             "{what}"
         );
         let stored = raw();
-        assert_eq!(stored[..3], [0xCA, 1, 1], "{what}: replaced by an entry");
+        assert_eq!(stored[..3], [0xCA, 2, 1], "{what}: replaced by an entry");
         assert_eq!(stored[12..20], [0; 8], "{what}: of version 0");
-        assert_eq!(stored[24..], good[24..], "{what}: holding the loaded value");
+        assert_eq!(stored[28..], good[28..], "{what}: holding the loaded value");
         assert_eq!(repo.get(1).await.unwrap().title, "post 1", "{what}");
         assert_eq!(repo.loads(), loads + 1, "{what}: the next call is a hit");
     }
@@ -252,13 +263,13 @@ async fn foreign_bytes_under_a_key_are_a_miss_and_are_replaced() {
 }
 
 /// Writes `n` entries `big:<name>:<i>` filed in the set `set`, raw (one
-/// pipeline), as fills would have.
+/// pipeline), as fills would have (entries without expiry: score `+inf`).
 fn file_entries(server: &RedisServer, set: &str, name: &str, n: usize) {
     let mut pipe = redis::pipe();
     for i in 0..n {
         let entry = format!("big:{name}:{i}");
         pipe.cmd("SET").arg(&entry).arg("x").ignore();
-        pipe.cmd("SADD").arg(set).arg(&entry).ignore();
+        pipe.cmd("ZADD").arg(set).arg("+inf").arg(&entry).ignore();
     }
     pipe.query::<()>(&mut server.conn()).unwrap();
 }
@@ -278,9 +289,9 @@ async fn big_invalidations_run_in_bounded_steps() {
         cache,
     } = crate::common::Counted::start("big").await;
     cache.invalidate().tag("warm-up").await.unwrap();
-    file_entries(&server, "big#tag:small", "small", 10_000);
-    file_entries(&server, "big#tag:large", "large", 25_000);
-    file_entries(&server, "big#dep:root", "dependent", 15_000);
+    file_entries(&server, "big#tagged:small", "small", 10_000);
+    file_entries(&server, "big#tagged:large", "large", 25_000);
+    file_entries(&server, "big#dependents:root", "dependent", 15_000);
 
     let before = proxy.requests();
     let report = cache.invalidate().tag("small").await.unwrap();
@@ -310,6 +321,225 @@ async fn big_invalidations_run_in_bounded_steps() {
     assert_eq!(count_matching(&server, "big:dependent:*"), 0);
     // Every removed dependent got its marker, so no older fill lands.
     assert_eq!(count_matching(&server, "big#inv:k:dependent:*"), 15_000);
+}
+
+/// A big invalidation runs in steps. Between two of them, a reader reads
+/// its token and loads a member the next step will remove (its entry is
+/// already gone, by a key invalidation), then a write invalidates that key
+/// (a newer number) and returns. The later step must not set the member's
+/// marker back to its own older number: the reader's fill, older than the
+/// write, is refused. (Before, each step marked what it removed without
+/// comparing, hid the newer marker, and the stale value was stored.)
+#[tokio::test]
+async fn a_later_step_of_a_big_invalidation_never_hides_a_newer_marker() {
+    use std::sync::{Arc, Mutex};
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("steps")
+        .invalidation_batch(2)
+        .jitter(0.0)
+        .apply_events(false)
+        .build()
+        .unwrap();
+    let lasting = |secs| cache_runtime::CacheOptions::new("steps").ttl(Duration::from_secs(secs));
+    // Filed under `t`; `x` lives longest, so the second step drains it.
+    for (key, secs) in [("a", 60), ("b", 60), ("x", 120)] {
+        cache
+            .put(key, &"v1", &lasting(secs), Links::new().tag("t"))
+            .await
+            .unwrap();
+    }
+    cache.invalidate().key("x").await.unwrap(); // still a member of `t`
+    let step = cache_runtime::__private::hooks::hold("invalidate.step", "steps");
+    let tag = tokio::spawn({
+        let cache = cache.clone();
+        async move { cache.invalidate().tag("t").await.unwrap() }
+    });
+    step.reached(1).await; // the first step ran: `t` and `a`, `b` marked
+
+    let row = Arc::new(Mutex::new("v1"));
+    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
+    let (go, may_fill) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn({
+        let (cache, row) = (cache.clone(), row.clone());
+        async move {
+            cache
+                .get_or_load::<String, (), _, _>("x", &lasting(60), || async move {
+                    let value = row.lock().unwrap().to_string();
+                    loaded.send(()).unwrap();
+                    may_fill.await.unwrap();
+                    Ok(value)
+                })
+                .await
+        }
+    });
+    has_loaded.await.unwrap(); // token read after the first step; loaded v1
+    *row.lock().unwrap() = "v2";
+    cache.invalidate().key("x").await.unwrap(); // the write returns
+
+    step.release();
+    assert_eq!(tag.await.unwrap().removed, 2, "a and b; x was gone");
+    go.send(()).unwrap();
+    assert_eq!(
+        reader.await.unwrap().unwrap(),
+        "v1",
+        "its caller gets what it loaded"
+    );
+    assert_eq!(
+        cache.get::<String>("x").await,
+        None,
+        "a value read before the write was stored after it"
+    );
+}
+
+/// A hot tag whose entries expire: 6,000 fills of 1-second entries under
+/// one tag that stays alive (one of its entries lives a minute), in three
+/// waves, each after the last one's entries expired. The tag's set holds
+/// the live members only (each fill drops the expired ones), so it stays
+/// at the size of one wave. (Before, members were
+/// removed only by an invalidation of the tag: the set held all 6,000, and
+/// every later invalidation paid for each.)
+#[tokio::test]
+async fn a_tag_s_set_holds_only_its_live_members() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("hot")
+        .jitter(0.0)
+        .apply_events(false)
+        .build()
+        .unwrap();
+    let options = cache_runtime::CacheOptions::new("hot").ttl(Duration::from_secs(1));
+    // One member that lives on keeps the tag's set alive between waves.
+    let lasting = cache_runtime::CacheOptions::new("hot").ttl(Duration::from_secs(60));
+    cache
+        .put("lasting", &0, &lasting, Links::new().tag("hot"))
+        .await
+        .unwrap();
+    let mut conn = server.conn();
+    let mut most = 0;
+    for wave in 0..3 {
+        let mut puts = cache.invalidate();
+        for i in 0..2_000 {
+            puts = puts.put(
+                format!("w{wave}:{i}"),
+                &i,
+                &options,
+                Links::new().tag("hot"),
+            );
+        }
+        puts.await.unwrap();
+        let members: usize = redis::cmd("ZCARD")
+            .arg("hot#tagged:hot")
+            .query(&mut conn)
+            .unwrap();
+        most = most.max(members);
+        wait_until("the wave expires", Duration::from_secs(10), async || {
+            let left: usize = redis::cmd("EXISTS")
+                .arg(format!("hot:w{wave}:1999"))
+                .query(&mut server.conn())
+                .unwrap();
+            left == 0
+        })
+        .await;
+    }
+    assert!(
+        most <= 2_001 + 10,
+        "the set held {most} members for 2,001 live entries"
+    );
+}
+
+/// Markers are volatile keys with a short TTL: under memory pressure a
+/// server with `maxmemory` and an evicting policy (`volatile-ttl` evicts
+/// them first) may drop one, and let a stale fill through. The cache reads
+/// the settings at start-up and reports the risk; with no limit, or with
+/// `noeviction`, there is none.
+#[tokio::test]
+async fn an_eviction_policy_that_can_drop_markers_is_reported() {
+    for (args, evicts) in [
+        (
+            &["--maxmemory", "4mb", "--maxmemory-policy", "volatile-ttl"][..],
+            true,
+        ),
+        (
+            &["--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"][..],
+            true,
+        ),
+        (
+            &["--maxmemory", "4mb", "--maxmemory-policy", "noeviction"][..],
+            false,
+        ),
+        (&[][..], false),
+    ] {
+        let server = RedisServer::start_with(|_, _| args.iter().map(|a| a.to_string()).collect());
+        let cache = Cache::builder()
+            .redis_url(server.url())
+            .namespace("evict")
+            .apply_events(false)
+            .build()
+            .unwrap();
+        wait_until(
+            "the settings are read",
+            Duration::from_secs(10),
+            async || cache.health().eviction.is_some(),
+        )
+        .await;
+        let eviction = cache.health().eviction.unwrap();
+        assert_eq!(eviction.evicts_markers, evicts, "{args:?}: {eviction:?}");
+        if let Some(policy) = args.get(3) {
+            assert_eq!(&eviction.policy, policy);
+        }
+    }
+}
+
+/// A version key lives as long as the entries that can read it, not for
+/// good: bumped and never read, it expires after the marker lifetime; read
+/// and filled, it lives as long as the longest entry stamped with it.
+#[tokio::test]
+async fn version_keys_live_as_long_as_their_entries() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("ver")
+        .jitter(0.0)
+        .fill_window(Duration::from_secs(2))
+        .timeout(Duration::from_millis(200))
+        .apply_events(false)
+        .build()
+        .unwrap();
+    let mut conn = server.conn();
+    let pttl = |conn: &mut redis::Connection, key: &str| -> i64 {
+        redis::cmd("PTTL").arg(key).query(conn).unwrap()
+    };
+    cache.invalidate().bump("lonely").await.unwrap();
+    let left = pttl(&mut conn, "ver#ver:lonely");
+    assert!(
+        (0..=2_400).contains(&left),
+        "a bumped version nobody read lives the marker lifetime, not for good: {left} ms"
+    );
+
+    struct Profiles {
+        cache: Cache,
+    }
+    impl Profiles {
+        #[cache_runtime::cached(cache = self.cache, key = "profile:{id}", ttl = "10m", version = "user:{id}")]
+        async fn get(&self, id: u64) -> u64 {
+            id
+        }
+    }
+    let profiles = Profiles {
+        cache: cache.clone(),
+    };
+    assert_eq!(profiles.get(1).await, 1);
+    let left = pttl(&mut conn, "ver#ver:user:1");
+    assert!(
+        (590_000..=600_000).contains(&left),
+        "kept as long as the entry stamped with it: {left} ms"
+    );
+    cache.invalidate().bump("user:1").await.unwrap();
+    let left = pttl(&mut conn, "ver#ver:user:1");
+    assert!(left > 590_000, "a bump keeps it: {left} ms");
 }
 
 #[tokio::test]

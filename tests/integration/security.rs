@@ -91,23 +91,29 @@ fn acl_log(server: &RedisServer) -> Vec<redis::Value> {
 
 /// A server with a user `app` that may touch only the names and channels of
 /// namespace `app` and may run no `@dangerous` command (`KEYS`, `FLUSHALL`,
-/// `FLUSHDB`, `DEBUG`, `CONFIG`, ...).
+/// `FLUSHDB`, `DEBUG`, `CONFIG`, ...) but `INFO` (with `info`), and a user
+/// `bare` confined the same way without `INFO`.
 fn server_with_confined_user() -> RedisServer {
     RedisServer::start_with(|_, _| {
-        [
-            "--user",
-            "app",
-            "on",
-            ">s3cret",
-            "~app:*",
-            "~app#*",
-            "&app:*",
-            "&app#*",
-            "+@all",
-            "-@dangerous",
-        ]
-        .map(String::from)
-        .to_vec()
+        let confined = |name: &str, info: bool| {
+            let mut rule = vec![
+                "--user",
+                name,
+                "on",
+                ">s3cret",
+                "~app:*",
+                "~app#*",
+                "&app:*",
+                "&app#*",
+                "+@all",
+                "-@dangerous",
+            ];
+            if info {
+                rule.push("+info");
+            }
+            rule.into_iter().map(String::from).collect::<Vec<_>>()
+        };
+        [confined("app", true), confined("bare", false)].concat()
     })
 }
 
@@ -138,6 +144,43 @@ async fn an_acl_user_confined_to_its_namespace_is_enough() {
         "every call the cache made was allowed"
     );
     assert!(cache.stats().hits >= 5);
+    let health = cache.health();
+    assert_eq!(health.server_identity, Some(true), "{health:?}");
+    assert!(health.eviction.is_some(), "read with INFO: {health:?}");
+}
+
+/// The same user without `+info`: every feature works, but the scripts
+/// cannot read the server's identity (so only a server that lost all its
+/// data starts a new epoch, not one that restarted from a snapshot), nor
+/// its eviction settings; `health()` says so, and `INFO` is the only thing
+/// that was denied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_denied_info_works_and_health_says_what_is_not_checked() {
+    let server = server_with_confined_user();
+    let url = format!("redis://bare:s3cret@127.0.0.1:{}/", server.port());
+    let cache = Cache::builder()
+        .redis_url(url)
+        .namespace("app")
+        .local_ttl(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    wait_until("subscribed", Duration::from_secs(10), async || {
+        cache.listening()
+    })
+    .await;
+    assert_eq!(
+        workload(&cache).await,
+        6,
+        "five posts and a search, each loaded once"
+    );
+    assert_eq!(cache.stats().store_errors, 0);
+    let health = cache.health();
+    assert_eq!(health.server_identity, Some(false), "{health:?}");
+    assert_eq!(health.eviction, None, "{health:?}");
+    for entry in acl_log(&server) {
+        let text = format!("{entry:?}").to_lowercase();
+        assert!(text.contains("info"), "only INFO was denied: {text}");
+    }
 }
 
 #[tokio::test]

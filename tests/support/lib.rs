@@ -150,7 +150,17 @@ impl RedisServer {
         }
     }
 
-    /// Starts the server again on the same port.
+    /// Writes a snapshot (`SAVE`, an RDB file in the server's directory):
+    /// the next [`restart`](Self::restart) comes back with this data, as a
+    /// server with persistence does after a crash.
+    pub fn save(&self) {
+        redis::cmd("SAVE")
+            .query::<()>(&mut self.conn())
+            .expect("SAVE");
+    }
+
+    /// Starts the server again on the same port: empty, or with the data of
+    /// the last [`save`](Self::save).
     pub fn restart(&mut self) {
         self.kill();
         assert!(

@@ -7,14 +7,14 @@
 //! atomic with respect to invalidations; reads take no lock.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use moka::Expiry;
 
-use super::{AnyValue, FillRequest, InvalidationPlan, Lookup};
+use super::{AnyValue, FillRequest, InvalidationPlan, Lookup, Token};
 use crate::key::{Prefixes, glob_match};
 use crate::ttl::after;
 
@@ -72,8 +72,6 @@ struct WriteState {
     markers: HashMap<String, (u64, Instant)>,
     /// tag set name -> member entry names
     tags: HashMap<String, HashSet<String>>,
-    /// version name -> current version
-    versions: HashMap<String, u64>,
     /// lock name -> (token, lease end)
     locks: HashMap<String, (String, Instant)>,
     /// entry name -> the keys it depends on, directly or not
@@ -88,6 +86,13 @@ pub(crate) struct MemoryStore {
     entries: moka::sync::Cache<String, Shared>,
     seq: AtomicU64,
     state: Mutex<WriteState>,
+    /// version name -> its current value, and how long it must live: as
+    /// long as the longest-lived entry stamped with it (a forgotten version
+    /// starts over at 0, so none may outlive it). Read without the write
+    /// lock; changed under it.
+    versions: RwLock<HashMap<String, Version>>,
+    /// The store's clock (tokens carry it).
+    started: Instant,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -100,6 +105,14 @@ impl std::fmt::Debug for MemoryStore {
 
 const SWEEP_EVERY: usize = 4096;
 
+/// A version's current value, and until when it must be kept (ms on the
+/// store's clock; `u64::MAX`: for good).
+#[derive(Debug, Default)]
+struct Version {
+    value: u64,
+    until: u64,
+}
+
 impl MemoryStore {
     pub(crate) fn new(max_entries: u64) -> Self {
         MemoryStore {
@@ -109,7 +122,22 @@ impl MemoryStore {
                 .build(),
             seq: AtomicU64::new(0),
             state: Mutex::new(WriteState::default()),
+            versions: RwLock::new(HashMap::new()),
+            started: Instant::now(),
         }
+    }
+
+    /// The store's clock, in ms.
+    fn now_ms(&self) -> u64 {
+        crate::cache::millis(self.started.elapsed())
+    }
+
+    fn versions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Version>> {
+        self.versions.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn versions_mut(&self) -> std::sync::RwLockWriteGuard<'_, HashMap<String, Version>> {
+        self.versions.write().unwrap_or_else(|p| p.into_inner())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, WriteState> {
@@ -119,8 +147,8 @@ impl MemoryStore {
     }
 
     pub(crate) fn lookup(&self, entry: &str, version: Option<&str>) -> Lookup {
-        let token = self.seq.load(Ordering::Acquire);
-        let version = version.map_or(0, |v| self.state().versions.get(v).copied().unwrap_or(0));
+        let token = self.token();
+        let version = version.map_or(0, |v| self.version(v));
         let (value, typed) = self
             .entries
             .get(entry)
@@ -140,12 +168,16 @@ impl MemoryStore {
 
     /// The current version of a version name.
     pub(crate) fn version(&self, name: &str) -> u64 {
-        self.state().versions.get(name).copied().unwrap_or(0)
+        self.versions().get(name).map_or(0, |v| v.value)
     }
 
-    /// The current sequence number: the token of a read starting now.
-    pub(crate) fn token(&self) -> u64 {
-        self.seq.load(Ordering::Acquire)
+    /// The current sequence number and clock: the token of a read
+    /// starting now.
+    pub(crate) fn token(&self) -> Token {
+        Token {
+            seq: self.seq.load(Ordering::Acquire),
+            at_ms: self.now_ms(),
+        }
     }
 
     pub(crate) fn fill(&self, req: FillRequest) -> bool {
@@ -188,6 +220,19 @@ impl MemoryStore {
         if req.token < state.floor {
             return false;
         }
+        // Its markers may be gone: too late to tell.
+        if req
+            .read_at_ms
+            .is_some_and(|at| self.now_ms().saturating_sub(at) >= crate::cache::millis(req.window))
+        {
+            return false;
+        }
+        if let Some((name, stamp)) = &req.version
+            && self.version(name) != *stamp
+        {
+            // Bumped since the read: it would never be served.
+            return false;
+        }
         if let Some(seq) = refusing {
             // A value built from this one, read as early, is refused too.
             let until = after(now, req.marker_ttl);
@@ -218,6 +263,15 @@ impl MemoryStore {
             state.depends_of.remove(&req.entry);
         } else {
             state.depends_of.insert(req.entry.clone(), deps);
+        }
+        if let Some((name, _)) = &req.version {
+            // The version outlives every entry stamped with it.
+            let until = req.ttl.map_or(u64::MAX, |ttl| {
+                self.now_ms().saturating_add(crate::cache::millis(ttl))
+            });
+            let mut versions = self.versions_mut();
+            let v = versions.entry(name.clone()).or_default();
+            v.until = v.until.max(until);
         }
         let (ttl, idle) = (
             req.expiry(),
@@ -259,15 +313,17 @@ impl MemoryStore {
         state
             .depends_of
             .retain(|entry, _| self.entries.contains_key(entry));
+        let now = self.now_ms();
+        self.versions_mut().retain(|_, v| v.until > now);
     }
 
     pub(crate) fn invalidate(&self, plan: &InvalidationPlan) -> u64 {
         self.invalidate_seq(plan).0
     }
 
-    /// Invalidates, returning what was removed and the sequence number of
-    /// this invalidation.
-    pub(crate) fn invalidate_seq(&self, plan: &InvalidationPlan) -> (u64, u64) {
+    /// Invalidates, returning what was removed, the sequence number of
+    /// this invalidation, and the store's clock.
+    pub(crate) fn invalidate_seq(&self, plan: &InvalidationPlan) -> (u64, u64, u64) {
         let mut state = self.state();
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
         let until = after(Instant::now(), plan.marker_ttl);
@@ -288,11 +344,22 @@ impl MemoryStore {
             state.markers.insert(tag.marker.clone(), (seq, until));
         }
         removed += self.cascade(&mut state, &plan.prefixes, gone, (seq, until));
-        for version in &plan.bumps {
-            *state.versions.entry(version.clone()).or_default() += 1;
+        if !plan.bumps.is_empty() {
+            // A version nobody read needs to live only as long as a read
+            // racing the bump may fill.
+            let until = self
+                .now_ms()
+                .saturating_add(crate::cache::millis(plan.marker_ttl));
+            let mut versions = self.versions_mut();
+            for name in &plan.bumps {
+                let v = versions
+                    .entry(name.clone())
+                    .or_insert(Version { value: 0, until });
+                v.value += 1;
+            }
         }
         self.count_write(&mut state, Instant::now());
-        (removed, seq)
+        (removed, seq, self.now_ms())
     }
 
     /// Marks every removed entry and removes its dependents, breadth first,
@@ -398,6 +465,11 @@ impl MemoryStore {
     pub(crate) fn tag_members(&self, set: &str) -> usize {
         self.state().tags.get(set).map_or(0, HashSet::len)
     }
+
+    #[cfg(test)]
+    pub(crate) fn versions_kept(&self) -> usize {
+        self.versions().len()
+    }
 }
 
 #[cfg(test)]
@@ -418,6 +490,8 @@ mod tests {
                 .collect(),
             value: b"v".to_vec(),
             typed: None,
+            read_at_ms: None,
+            window: Duration::from_secs(30),
             ttl: None,
             idle: None,
             token,
@@ -426,6 +500,7 @@ mod tests {
             marker_ttl: Duration::from_secs(30),
             release: None,
             overwrite: None,
+            version: None,
         })
     }
 
@@ -456,10 +531,76 @@ mod tests {
         );
     }
 
+    /// Version names live as long as the entries stamped with them: bumped
+    /// and never read, a name is dropped by the sweep after the marker
+    /// lifetime (before, every name ever bumped was kept for good).
+    #[test]
+    fn versions_nobody_reads_are_swept() {
+        let store = MemoryStore::new(100_000);
+        let bump = |name: String| InvalidationPlan {
+            bumps: vec![name],
+            marker_ttl: Duration::from_millis(1),
+            ..Default::default()
+        };
+        for i in 0..1_000 {
+            store.invalidate(&bump(format!("v{i}")));
+        }
+        assert_eq!(store.version("v7"), 1);
+        std::thread::sleep(Duration::from_millis(5));
+        for i in 0..SWEEP_EVERY {
+            fill(&store, &format!("other{i}"), &[], store.token().seq);
+        }
+        assert_eq!(store.versions_kept(), 0, "bumped, never read, swept");
+        // A read-and-filled version lives as long as its entry.
+        let mut req = FillRequest {
+            entry: "e".into(),
+            marker: "m:e".into(),
+            tags: Vec::new(),
+            value: b"v".to_vec(),
+            typed: None,
+            read_at_ms: None,
+            window: Duration::from_secs(30),
+            ttl: Some(Duration::from_secs(60)),
+            idle: None,
+            token: store.token().seq,
+            depends_on: Vec::new(),
+            prefixes: Prefixes::default(),
+            marker_ttl: Duration::from_secs(30),
+            release: None,
+            overwrite: None,
+            version: Some(("kept".into(), 0)),
+        };
+        assert!(store.fill(req));
+        store.invalidate(&bump("kept".into()));
+        for i in 0..SWEEP_EVERY {
+            fill(&store, &format!("more{i}"), &[], store.token().seq);
+        }
+        assert_eq!(store.version("kept"), 1, "kept while its entry may be read");
+        req = FillRequest {
+            entry: "e".into(),
+            marker: "m:e".into(),
+            tags: Vec::new(),
+            value: b"v".to_vec(),
+            typed: None,
+            read_at_ms: None,
+            window: Duration::from_secs(30),
+            ttl: None,
+            idle: None,
+            token: store.token().seq,
+            depends_on: Vec::new(),
+            prefixes: Prefixes::default(),
+            marker_ttl: Duration::from_secs(30),
+            release: None,
+            overwrite: None,
+            version: Some(("kept".into(), 0)),
+        };
+        assert!(!store.fill(req), "read under an older version: not stored");
+    }
+
     #[test]
     fn a_fill_older_than_an_invalidation_is_refused() {
         let store = MemoryStore::new(100);
-        let token = store.lookup("e", None).token.expect("read in process");
+        let token = store.lookup("e", None).token.expect("read in process").seq;
         let plan = InvalidationPlan {
             tags: vec![TagNames {
                 set: "s:t".into(),
@@ -482,7 +623,7 @@ mod tests {
             "the refused fill marked its entry: the same stale read cannot store it under other tags"
         );
         assert!(
-            fill(&store, "e", &["t"], store.token()),
+            fill(&store, "e", &["t"], store.token().seq),
             "a read after the invalidation may fill"
         );
     }

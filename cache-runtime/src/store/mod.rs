@@ -16,7 +16,7 @@
 //! before (`redis::new_epoch`).
 //!
 //! Dependency cascades: an entry that depends on the entry under key `K` is
-//! a member of `K`'s *dependents* set (`ns#dep:K`), filed exactly like a tag
+//! a member of `K`'s *dependents* set (`ns#dependents:K`), filed exactly like a tag
 //! member, and its fill checks `K`'s marker. The fill also files it under
 //! everything `K` depends on (recorded in `ns#depsof:K` at `K`'s fill), so a
 //! chain holds even when an entry in its middle has expired. Every entry an
@@ -46,8 +46,17 @@ pub(crate) struct Lookup {
     /// The fill token; `None` when the read did not fetch it (a Redis read
     /// fetches the entry alone, and the token only once it is needed: see
     /// `Cache::ensure_token`).
-    pub(crate) token: Option<u64>,
+    pub(crate) token: Option<Token>,
     pub(crate) version: u64,
+}
+
+/// A fill token: the namespace's sequence number as a caller read it before
+/// its loader started, and the store's clock then (Unix ms on Redis, the
+/// server's `TIME`; ms since the store started in process).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Token {
+    pub(crate) seq: u64,
+    pub(crate) at_ms: u64,
 }
 
 /// A decoded value, kept beside its envelope in process so that a hit need
@@ -72,6 +81,11 @@ pub(crate) struct FillRequest {
     pub(crate) value: Vec<u8>,
     /// The decoded value, for the in-process store to keep beside the bytes.
     pub(crate) typed: Option<AnyValue>,
+    /// When the token was read, on the store's clock: the fill is refused
+    /// at `window` past it (`None`: not checked, for a plain `set` and the
+    /// tier).
+    pub(crate) read_at_ms: Option<u64>,
+    pub(crate) window: Duration,
     /// `None`: no expiry.
     pub(crate) ttl: Option<Duration>,
     /// Time-to-idle: the entry expires after this long without a read, and
@@ -89,6 +103,10 @@ pub(crate) struct FillRequest {
     /// A distributed lock to release (and its landing to announce) in the
     /// same step, stored or not.
     pub(crate) release: Option<Release>,
+    /// A versioned entry's version key and the version it was read under:
+    /// stored only if that is still current, and the key kept alive as
+    /// long as the entry.
+    pub(crate) version: Option<(String, u64)>,
     /// For an overwrite (not a fill after a miss): where to tell in-process
     /// tiers to drop their copies.
     pub(crate) overwrite: Option<CoherenceChannel>,
@@ -124,6 +142,8 @@ pub(crate) struct Applied {
     /// The sequence number of this invalidation (its markers'): a write
     /// that must not be overwritten by anything older fills with it.
     pub(crate) seq: u64,
+    /// The store's clock when it ran (as a token's).
+    pub(crate) at_ms: u64,
 }
 
 /// A held lock, released by compare-and-delete: only by its own token.
@@ -137,7 +157,7 @@ pub(crate) struct Release {
 
 /// Keys to delete and tags to invalidate in one step, and events to
 /// publish once they are gone.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Clone)]
 pub(crate) struct InvalidationPlan {
     /// (entry, marker) pairs.
     pub(crate) keys: Vec<(String, String)>,
@@ -155,6 +175,24 @@ pub(crate) struct InvalidationPlan {
     /// Names this invalidation in its coherence message, so the instance
     /// that made it can tell its echo from a lost reply.
     pub(crate) nonce: String,
+    /// The most entries one step removes (Redis).
+    pub(crate) budget: usize,
+}
+
+impl Default for InvalidationPlan {
+    fn default() -> Self {
+        InvalidationPlan {
+            keys: Vec::new(),
+            tags: Vec::new(),
+            bumps: Vec::new(),
+            publish: Vec::new(),
+            marker_ttl: Duration::ZERO,
+            prefixes: Prefixes::default(),
+            coherence: CoherenceChannel::default(),
+            nonce: String::new(),
+            budget: INVALIDATION_BATCH,
+        }
+    }
 }
 
 impl InvalidationPlan {
@@ -165,6 +203,19 @@ impl InvalidationPlan {
             && self.publish.is_empty()
     }
 }
+
+/// The names that hold a namespace's sequence number: the number, and the
+/// `run_id` of the server process its epoch was drawn on (see `epoch`).
+#[derive(Debug, Clone)]
+pub(crate) struct SeqKeys {
+    pub(crate) seq: String,
+    pub(crate) srv: String,
+}
+
+/// The most members one invalidation call removes by default (tags,
+/// cascades, pattern matches): about 0.1 s of server time. Bigger
+/// invalidations take several calls (`CacheBuilder::invalidation_batch`).
+pub(crate) const INVALIDATION_BATCH: usize = 10_000;
 
 /// The token of a write that no invalidation can refuse (a plain `set`).
 pub(crate) const UNCONDITIONAL: u64 = i64::MAX as u64;

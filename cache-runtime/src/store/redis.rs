@@ -6,7 +6,7 @@
 //! | read (a hit) | `GET entry` (pipelined with `GET version` for versioned reads) | 1 |
 //! | the fill token, on a miss, before the loader | `EVALSHA token` (`GET seq`, created if missing) | 1 |
 //! | read with a time-to-idle | `EVALSHA read_idle` (`GET`, `PEXPIRE`, `GET seq`) | 1 |
-//! | fill after a miss | `EVALSHA fill` (check markers, `SET PX`, `SADD` tags) | 1 |
+//! | fill after a miss | `EVALSHA fill` (check markers, `SET PX`, `ZADD` tags) | 1 |
 //! | invalidate keys + tags + cascades + publish | `EVALSHA invalidate` | 1 per 10,000 entries removed |
 //! | pattern delete | `SCAN MATCH COUNT`, then `EVALSHA invalidate` on the batch | 2 per batch |
 //!
@@ -24,61 +24,141 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
-use super::{Applied, FillRequest, InvalidationPlan, Lookup, UNCONDITIONAL};
+use super::{Applied, FillRequest, InvalidationPlan, Lookup, SeqKeys, Token, UNCONDITIONAL};
 use crate::error::Error;
 
-/// KEYS: entry, tag sets (n), entry marker, tag markers (n), seq, lock.
-/// ARGV: token, value, ttl ms (0 = none), n, lock token ('' = no lock),
-/// landing channel, coherence channel ('' = none: an overwrite publishes
-/// the entry's name so that in-process tiers drop their copies), instance,
-/// marker ttl ms, key marker prefix, dependents prefix, depends-of prefix,
-/// the entry's own depends-of set, d, a new epoch (`new_epoch`; '' for a
-/// store that nothing refuses), how long the entry itself lives (ms; 0: the
-/// ttl; shorter with a time-to-idle, while its tag and dependents sets keep
-/// the ttl, since reads extend the entry up to it), dependency keys (d).
+/// Lua shared by the scripts that read or take sequence numbers:
 ///
-/// A fill is refused if its token is of another epoch than the sequence
-/// number (see `new_epoch`), or if a marker on the entry, a tag, a
-/// dependency or anything a dependency depends on (transitively, from their
-/// depends-of sets) is newer than the token; a fill refused for a marker
-/// marks its own entry. A held lock is released by compare-and-delete and
-/// the landing announced, whether the value was stored or refused.
-const FILL: &str = r#"
-local n = tonumber(ARGV[4])
+/// - `server_seq(seq, srv, fresh)`: the namespace's sequence number, after
+///   checking that it belongs to this server process. `srv` holds the
+///   `run_id` the current epoch was drawn on; when the number is missing,
+///   or `srv` names another process (a restart from a snapshot, a failover
+///   to a replica), the number starts over at `fresh`, a new epoch (see
+///   `epoch`), and `srv` is set to this process. Whatever that makes of
+///   markers and tokens of the old epoch, they no longer compare. The
+///   `run_id` comes from `INFO server`; a user denied `INFO` (an ACL
+///   without `+info`) reads it as `?`, and then only a missing number
+///   starts a new epoch (`identity` says which).
+/// - `now_ms()`: the server's clock (`TIME`), in Unix ms.
+macro_rules! prelude {
+    () => {
+        r#"
+if redis.replicate_commands then redis.replicate_commands() end
+local identity = 1
+local function server_id()
+  local info = redis.pcall('INFO', 'server')
+  if type(info) ~= 'string' then
+    identity = 0
+    return '?'
+  end
+  local at = string.find(info, 'run_id:', 1, true)
+  return at and string.sub(info, at + 7, at + 46) or '?'
+end
+local function server_seq(seqk, srvk, fresh)
+  local id = server_id()
+  local cur, was = redis.call('GET', seqk), redis.call('GET', srvk)
+  if cur and was == id then return tonumber(cur) end
+  redis.call('SET', seqk, fresh)
+  redis.call('SET', srvk, id)
+  return tonumber(fresh)
+end
+local function now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+local function epoch_of(seq)
+  return math.floor(seq / 4294967296)
+end
+"#
+    };
+}
+
+/// KEYS: entry, tag sets (n), entry marker, tag markers (n), seq, server id
+/// (`srv`, see `prelude`), lock (when a lock token is given).
+/// ARGV: 1 token, 2 when it was read (server ms; '' = no window check),
+/// 3 the fill window ms, 4 value, 5 ttl ms (0 = none), 6 how long the entry
+/// itself lives (ms; 0: the ttl; shorter with a time-to-idle, while its tag
+/// and dependents sets keep the ttl, since reads extend the entry up to
+/// it), 7 n, 8 d, 9 lock token ('' = no lock), 10 landing channel,
+/// 11 coherence channel ('' = none: an overwrite publishes the entry's name
+/// so that in-process tiers drop their copies), 12 instance, 13 marker ttl
+/// ms, 14 key marker prefix, 15 dependents prefix, 16 depends-of prefix,
+/// 17 the entry's own depends-of set, 18 a new epoch (`new_epoch`),
+/// 19 '1' for a conditional fill ('' for a plain `set`, which nothing
+/// refuses), 20 the version key of a versioned entry ('' = none), 21 the
+/// version the entry was read under, then the dependency keys (d).
+///
+/// Tag and dependents sets are sorted sets scored by when each member
+/// expires (server ms; `+inf` for an entry without expiry): every fill
+/// drops the members already expired, so a hot tag whose entries expire
+/// holds its live members only, and an invalidation pays only for them.
+/// A versioned entry is stored only if its version is still current, and
+/// keeps the version key alive at least as long as itself (a version key
+/// that expired would start over at 0, and older entries stamped with a
+/// low version could match again: none outlives the key).
+///
+/// A conditional fill is refused if its token is of another epoch than the
+/// server's sequence number (checked against the server's identity, see
+/// `prelude`), if it comes the fill window or more after its token was
+/// read (on the server's clock: the markers it would have to check expire
+/// on that clock too), or if a marker on the entry, a tag, a dependency or
+/// anything a dependency depends on (transitively, from their depends-of
+/// sets) is newer than the token; a fill refused for a marker marks its own
+/// entry. A held lock is released by compare-and-delete and the landing
+/// announced, whether the value was stored or refused. An overwrite (a
+/// coherence channel given) takes a sequence number and publishes it with
+/// the entry's name, as an invalidation does.
+const FILL: &str = concat!(
+    prelude!(),
+    r#"
+local n, d = tonumber(ARGV[7]), tonumber(ARGV[8])
 local token = tonumber(ARGV[1])
-local mttl, mprefix, dprefix, oprefix, own = ARGV[9], ARGV[10], ARGV[11], ARGV[12], ARGV[13]
-local d = tonumber(ARGV[14])
-local seq = KEYS[2 * n + 3]
+local mttl, mprefix, dprefix, oprefix, own = ARGV[13], ARGV[14], ARGV[15], ARGV[16], ARGV[17]
+local conditional = ARGV[19] == '1'
+local seqk, srvk = KEYS[2 * n + 3], KEYS[2 * n + 4]
 local function release()
-  if ARGV[5] == '' then return end
-  local lock = KEYS[2 * n + 4]
-  if redis.call('GET', lock) == ARGV[5] then redis.call('DEL', lock) end
-  redis.pcall('PUBLISH', ARGV[6], KEYS[1])
+  if ARGV[9] == '' then return end
+  local lock = KEYS[2 * n + 5]
+  if redis.call('GET', lock) == ARGV[9] then redis.call('DEL', lock) end
+  redis.pcall('PUBLISH', ARGV[10], KEYS[1])
 end
 local function refuse(m)
-  local cur = redis.call('GET', KEYS[n + 2])
-  if not cur or tonumber(cur) < tonumber(m) then
+  local cur = tonumber(redis.call('GET', KEYS[n + 2]))
+  if not cur or epoch_of(cur) ~= epoch_of(m) or cur < m then
     redis.call('SET', KEYS[n + 2], m, 'PX', mttl)
   end
   release()
   return 0
 end
-if ARGV[15] ~= '' then
-  local cur = redis.call('GET', seq)
-  if not cur then redis.call('SET', seq, ARGV[15]) end
-  -- A token of 0 (the read found no number) has no epoch to compare.
-  if token ~= 0 and (not cur or math.floor(tonumber(cur) / 4294967296) ~= math.floor(token / 4294967296)) then
+-- A marker newer than the token (one of another epoch is older than
+-- anything of the token's, which the server's own).
+local function newer(m)
+  m = tonumber(m)
+  return m and epoch_of(m) == epoch_of(token) and m > token
+end
+local cur = server_seq(seqk, srvk, ARGV[18])
+if conditional then
+  if epoch_of(cur) ~= epoch_of(token) then
     release()
     return 0
   end
+  if ARGV[2] ~= '' and now_ms() - tonumber(ARGV[2]) >= tonumber(ARGV[3]) then
+    release()
+    return 0
+  end
+  for i = n + 2, 2 * n + 2 do
+    local m = redis.call('GET', KEYS[i])
+    if newer(m) then return refuse(tonumber(m)) end
+  end
 end
-for i = n + 2, 2 * n + 2 do
-  local m = redis.call('GET', KEYS[i])
-  if m and tonumber(m) > token then return refuse(m) end
+if ARGV[20] ~= '' and tonumber(redis.call('GET', ARGV[20]) or '0') ~= tonumber(ARGV[21]) then
+  -- Bumped since the read: it would never be served.
+  release()
+  return 0
 end
 local deps, seen = {}, {}
 for i = 1, d do
-  local key = ARGV[16 + i]
+  local key = ARGV[21 + i]
   if not seen[key] then
     seen[key] = true
     deps[#deps + 1] = key
@@ -88,8 +168,10 @@ local head = 1
 while head <= #deps do
   local key = deps[head]
   head = head + 1
-  local m = redis.call('GET', mprefix .. key)
-  if m and tonumber(m) > token then return refuse(m) end
+  if conditional then
+    local m = redis.call('GET', mprefix .. key)
+    if newer(m) then return refuse(tonumber(m)) end
+  end
   for _, up in ipairs(redis.call('SMEMBERS', oprefix .. key)) do
     if not seen[up] then
       seen[up] = true
@@ -97,17 +179,23 @@ while head <= #deps do
     end
   end
 end
-local ttl = tonumber(ARGV[3])
-local px = tonumber(ARGV[16])
+local ttl = tonumber(ARGV[5])
+local px = tonumber(ARGV[6])
 if px == 0 then px = ttl end
 if px > 0 then
-  redis.call('SET', KEYS[1], ARGV[2], 'PX', px)
+  redis.call('SET', KEYS[1], ARGV[4], 'PX', px)
 else
-  redis.call('SET', KEYS[1], ARGV[2])
+  redis.call('SET', KEYS[1], ARGV[4])
 end
+local now = now_ms()
+local score = '+inf'
+if ttl > 0 then score = now + ttl end
+-- `set` (a tag's members, a key's dependents) lives as long as its
+-- longest-lived member, and drops the members that expired.
 local function file(set, member)
   local existed = redis.call('EXISTS', set)
-  redis.call('SADD', set, member)
+  redis.call('ZADD', set, score, member)
+  redis.call('ZREMRANGEBYSCORE', set, '-inf', '(' .. now)
   if ttl == 0 then
     redis.call('PERSIST', set)
   else
@@ -128,16 +216,31 @@ if own ~= '' then
     if ttl > 0 then redis.call('PEXPIRE', own, ttl) end
   end
 end
-if ARGV[7] ~= '' then
+if ARGV[20] ~= '' then
+  -- The version key outlives every entry stamped with it.
+  local left = redis.call('PTTL', ARGV[20])
+  if left == -2 then
+    if ttl > 0 then
+      redis.call('SET', ARGV[20], 0, 'PX', ttl)
+    else
+      redis.call('SET', ARGV[20], 0)
+    end
+  elseif ttl == 0 then
+    redis.call('PERSIST', ARGV[20])
+  elseif left >= 0 and left < ttl then
+    redis.call('PEXPIRE', ARGV[20], ttl)
+  end
+end
+if ARGV[11] ~= '' then
   -- An overwrite takes a sequence number, so that an instance whose tier
   -- misses its message notices (the numbers skip one).
-  if not redis.call('GET', seq) then redis.call('SET', seq, ARGV[17 + d]) end
-  local s = redis.call('INCR', seq)
-  redis.pcall('PUBLISH', ARGV[7], cjson.encode({i = ARGV[8], k = {KEYS[1]}, s = string.format('%.0f', s)}))
+  local s = redis.call('INCR', seqk)
+  redis.pcall('PUBLISH', ARGV[11], cjson.encode({i = ARGV[12], k = {KEYS[1]}, s = string.format('%.0f', s)}))
 end
 release()
 return 1
-"#;
+"#
+);
 
 /// KEYS: lock. ARGV: token, landing channel ('' = none), entry.
 /// Compare-and-delete: a lock whose lease ran out and was taken by another
@@ -169,14 +272,16 @@ return 0
 
 /// KEYS: seq, entries (k), entry markers (k), tag sets (t), tag markers (t),
 /// versions (v), sets left to drain by an earlier step (s).
-/// ARGV: k, t, marker ttl ms, e (events), (unused), v, entry prefix,
+/// ARGV: k, t, marker ttl ms, e (events), the server id key (`srv`, see
+/// `prelude`), v, entry prefix,
 /// key marker prefix, dependents prefix, coherence channel ('' = none),
 /// instance, nonce (names this step in its coherence message), budget,
 /// seq ('' = a new invalidation: take the next number), s, a new epoch
 /// (`new_epoch`: the sequence number's start if it is missing), then the
 /// events' channels and payloads (2e), published in order at the end.
 ///
-/// Members are removed in batches (`SPOP`), and at most `budget` of them per
+/// Members are removed in batches (`ZPOPMIN`: soonest to expire first), and
+/// at most `budget` of them per
 /// call, so that no call holds the server for long whatever a tag's size:
 /// the sets not yet empty are returned, and the caller drains them in
 /// further calls under the same sequence number. Markers of the keys and
@@ -185,18 +290,35 @@ return 0
 /// (breadth first, each entry once, so a cycle ends). The names of the
 /// removed entries and the bumped versions are published for the
 /// in-process tiers and returned:
-/// `{removed, names, version names, version values, seq, sets left}`.
-const INVALIDATE: &str = r#"
+/// `{removed, names, version names, version values, seq, sets left, the
+/// server's clock}`.
+const INVALIDATE: &str = concat!(
+    prelude!(),
+    r#"
 local k, t, v, s = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[6]), tonumber(ARGV[15])
 local mttl = ARGV[3]
 local eprefix, mprefix, dprefix = ARGV[7], ARGV[8], ARGV[9]
 local budget = tonumber(ARGV[13])
 local seq
 if ARGV[14] == '' then
-  if redis.call('EXISTS', KEYS[1]) == 0 then redis.call('SET', KEYS[1], ARGV[16]) end
+  server_seq(KEYS[1], ARGV[5], ARGV[16])
   seq = redis.call('INCR', KEYS[1])
 else
   seq = tonumber(ARGV[14])
+  -- A later step on a server that changed since (a restart, a failover)
+  -- marks in the server's current epoch.
+  if epoch_of(server_seq(KEYS[1], ARGV[5], ARGV[16])) ~= epoch_of(seq) then
+    seq = redis.call('INCR', KEYS[1])
+  end
+end
+-- Markers only move forward: a later step of a big invalidation (an older
+-- number) never hides the marker of a newer invalidation of the same name.
+-- A marker of another epoch is older than anything of this one.
+local function mark(name)
+  local cur = tonumber(redis.call('GET', name))
+  if not cur or epoch_of(cur) ~= epoch_of(seq) or cur < seq then
+    redis.call('SET', name, seq, 'PX', mttl)
+  end
 end
 local removed, popped = 0, 0
 local queue, seen, names, left = {}, {}, {}, {}
@@ -209,34 +331,40 @@ local function gone(entry)
   if seen[key] then return end
   seen[key] = true
   names[#names + 1] = entry
-  redis.call('SET', mprefix .. key, seq, 'PX', mttl)
+  mark(mprefix .. key)
   queue[#queue + 1] = key
 end
 local function drain(set)
   while popped < budget do
-    local members = redis.call('SPOP', set, math.min(512, budget - popped))
-    if #members == 0 then return end
+    local pairs = redis.call('ZPOPMIN', set, math.min(512, budget - popped))
+    if #pairs == 0 then return end
+    local members = {}
+    for i = 1, #pairs, 2 do members[#members + 1] = pairs[i] end
     popped = popped + #members
     removed = removed + redis.call('UNLINK', unpack(members))
     for _, m in ipairs(members) do gone(m) end
   end
-  if redis.call('SCARD', set) > 0 then left[#left + 1] = set end
+  if redis.call('ZCARD', set) > 0 then left[#left + 1] = set end
 end
 for i = 2, k + 1 do
   removed = removed + redis.call('UNLINK', KEYS[i])
-  redis.call('SET', KEYS[i + k], seq, 'PX', mttl)
+  mark(KEYS[i + k])
   gone(KEYS[i])
 end
 local base = 2 + 2 * k
 for i = base, base + t - 1 do
-  redis.call('SET', KEYS[i + t], seq, 'PX', mttl)
+  mark(KEYS[i + t])
   drain(KEYS[i])
 end
 local vnames, vvalues = {}, {}
 local vbase = base + 2 * t
 for i = vbase, vbase + v - 1 do
   vnames[#vnames + 1] = KEYS[i]
+  local existed = redis.call('EXISTS', KEYS[i])
   vvalues[#vvalues + 1] = redis.call('INCR', KEYS[i])
+  -- No entry reads a missing version (each keeps its own alive): this one
+  -- needs to live only as long as a read racing the bump may fill.
+  if existed == 0 then redis.call('PEXPIRE', KEYS[i], mttl) end
 end
 for i = vbase + v, vbase + v + s - 1 do
   drain(KEYS[i])
@@ -256,33 +384,35 @@ end
 for i = 1, tonumber(ARGV[4]) do
   redis.call('PUBLISH', ARGV[15 + 2 * i], ARGV[16 + 2 * i])
 end
-return {removed, names, vnames, vvalues, seq, left}
-"#;
+return {removed, names, vnames, vvalues, seq, left, now_ms()}
+"#
+);
 
-/// KEYS: seq. ARGV: a new epoch (`new_epoch`).
+/// KEYS: seq, server id (`srv`). ARGV: a new epoch (`new_epoch`).
 ///
-/// The fill token: the sequence number, created (at the start of a new
-/// epoch) if the server has none, so that every token carries an epoch and
-/// a fill whose read came before the server lost its data is refused even
-/// if that read was the server's first.
-const TOKEN: &str = r#"
-local seq = redis.call('GET', KEYS[1])
-if not seq then
-  redis.call('SET', KEYS[1], ARGV[1])
-  return ARGV[1]
-end
-return seq
-"#;
+/// The fill token: the sequence number (checked against the server's
+/// identity, and created at the start of a new epoch if the server has
+/// none, see `prelude`), the server's clock, and whether the identity
+/// could be read: `{seq, ms, 1 or 0}`.
+const TOKEN: &str = concat!(
+    prelude!(),
+    r#"
+local seq = server_seq(KEYS[1], KEYS[2], ARGV[1])
+return {seq, now_ms(), identity}
+"#
+);
 
 /// KEYS: entry, seq, version (optional). ARGV: idle ms, the client's clock
-/// (Unix ms), a new epoch (the sequence number's start if it is missing, as
-/// for `TOKEN`).
+/// (Unix ms).
 ///
 /// A read that extends the entry's life: on a hit, the entry expires `idle`
 /// from now, but never past its hard deadline, which is the "fresh until"
 /// of its envelope (bytes 4..12, little endian; 0: none). An entry past its
-/// deadline is not returned. Returns `{entry, seq, version}`.
+/// deadline is not returned. Returns `{entry, seq, version, server ms}`; the
+/// sequence number as stored (the fill script checks it against the server,
+/// and a missing one is created by the token read).
 const READ_IDLE: &str = r#"
+if redis.replicate_commands then redis.replicate_commands() end
 local v = redis.call('GET', KEYS[1])
 if v then
   local left = tonumber(ARGV[1])
@@ -299,17 +429,9 @@ if v then
 end
 local version = false
 if #KEYS > 2 then version = redis.call('GET', KEYS[3]) end
-local seq = redis.call('GET', KEYS[2])
-if not seq then
-  redis.call('SET', KEYS[2], ARGV[3])
-  seq = ARGV[3]
-end
-return {v, seq, version}
+local t = redis.call('TIME')
+return {v, redis.call('GET', KEYS[2]), version, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 "#;
-
-/// The most members one invalidation call removes (tags, cascades): about
-/// 0.1 s of server time. Bigger invalidations take several calls.
-pub(crate) const INVALIDATION_BUDGET: usize = 10_000;
 
 /// Where a step of an invalidation starts: the first step runs the whole
 /// plan; later ones only drain the sets the previous step left.
@@ -322,7 +444,7 @@ pub(crate) struct Continuation {
 
 /// What a read found: entry, fill token (if read) and version (0 when
 /// missing).
-fn found(value: Option<Vec<u8>>, token: Option<u64>, version: Option<u64>) -> Lookup {
+fn found(value: Option<Vec<u8>>, token: Option<Token>, version: Option<u64>) -> Lookup {
     Lookup {
         value: value.map(Bytes::from),
         typed: None,
@@ -369,11 +491,20 @@ impl ConnectionLike for Conn {
 /// The invalidate script's reply: `{removed, names, version names, version
 /// values, seq, sets left}` (parsed by redis-rs: a reply of another shape is
 /// an error).
-pub(crate) type InvalidateReply = (u64, Vec<String>, Vec<String>, Vec<u64>, u64, Vec<String>);
+pub(crate) type InvalidateReply = (
+    u64,
+    Vec<String>,
+    Vec<String>,
+    Vec<u64>,
+    u64,
+    Vec<String>,
+    u64,
+);
 
-/// The time-to-idle read's reply: the entry's bytes, the fill token, and
-/// the version (only when the read has a version namespace).
-pub(crate) type LookupReply = (Option<Vec<u8>>, Option<u64>, Option<u64>);
+/// The time-to-idle read's reply: the entry's bytes, the sequence number,
+/// the version (only when the read has a version namespace), and the
+/// server's clock.
+pub(crate) type LookupReply = (Option<Vec<u8>>, Option<u64>, Option<u64>, u64);
 /// A versioned read's pipelined reply: the entry's bytes and the version.
 pub(crate) type VersionedReply = (Option<Vec<u8>>, Option<u64>);
 
@@ -398,20 +529,16 @@ impl std::fmt::Debug for RedisStore {
 }
 
 /// The first number of a new epoch of the sequence number, for a server
-/// that has none (it started empty, lost its data, or was flushed): a random
-/// epoch in the high bits (under 2^53, exact in Lua), the count of
-/// invalidations in the low 32.
+/// that has none, or whose number was written by another server process
+/// (see `prelude` and `epoch`): a random epoch in the high bits (under
+/// 2^53, exact in Lua), the count of invalidations in the low 32.
 ///
 /// Fill tokens are sequence numbers, checked against markers that only the
-/// server's data holds. A read that looked up before Redis lost its data and
-/// fills after has a token of the old epoch: its fill is refused, where it
-/// would otherwise be stored (the markers of the invalidations in between
-/// are gone, and the new count starts below the token), and serve a value
-/// older than a write that had returned. The first fill or invalidation on
-/// a server creates its number. A token of 0 (the read found no number yet)
-/// has no epoch and is checked against markers only: the case left open is
-/// a read among the first on a server (before it had a number) whose fill
-/// lands on a successor that lost the data.
+/// server's data holds. A read that looked up before Redis lost its data,
+/// or rolled it back, and fills after has a token of the old epoch: its
+/// fill is refused, where it would otherwise be stored (the markers of the
+/// invalidations in between are gone, and the count may be back below the
+/// token) and serve a value older than a write that had returned.
 fn new_epoch() -> u64 {
     fastrand::u64(1..1 << 20) << 32
 }
@@ -491,22 +618,21 @@ impl RedisStore {
     pub(crate) async fn lookup(
         &self,
         entry: &str,
-        seq: &str,
+        seq: &SeqKeys,
         version: Option<&str>,
         idle: Option<Duration>,
     ) -> Result<Lookup, Error> {
         let mut conn = self.conn.clone();
         if let Some(idle) = idle {
             let mut inv = self.read_idle.prepare_invoke();
-            inv.key(entry).key(seq);
+            inv.key(entry).key(&seq.seq);
             if let Some(version) = version {
                 inv.key(version);
             }
-            inv.arg(millis(idle))
-                .arg(crate::events::now_ms())
-                .arg(new_epoch());
-            let (value, token, version): LookupReply = inv.invoke_async(&mut conn).await?;
-            return Ok(found(value, Some(token.unwrap_or(0)), version));
+            inv.arg(millis(idle)).arg(crate::events::now_ms());
+            let (value, token, version, at_ms): LookupReply = inv.invoke_async(&mut conn).await?;
+            let token = token.map(|seq| Token { seq, at_ms });
+            return Ok(found(value, token, version));
         }
         if let Some(version) = version {
             let mut pipe = redis::pipe();
@@ -518,16 +644,51 @@ impl RedisStore {
         Ok(found(value, None, None))
     }
 
-    /// The namespace's sequence number (created if missing): the token of
-    /// a fill whose loader starts after this read.
-    pub(crate) async fn seq(&self, seq: &str) -> Result<u64, Error> {
+    /// The namespace's sequence number, checked against the server (and
+    /// created, or started over at a new epoch: see `prelude`), with the
+    /// server's clock: the token of a fill whose loader starts after this
+    /// read.
+    /// Also whether the server's identity could be read (see `prelude`).
+    pub(crate) async fn token(&self, seq: &SeqKeys) -> Result<(Token, bool), Error> {
         let mut conn = self.conn.clone();
         let mut inv = self.token.prepare_invoke();
-        inv.key(seq).arg(new_epoch());
-        Ok(inv.invoke_async(&mut conn).await?)
+        inv.key(&seq.seq).key(&seq.srv).arg(new_epoch());
+        let (seq, at_ms, identity): (u64, u64, u8) = inv.invoke_async(&mut conn).await?;
+        Ok((Token { seq, at_ms }, identity == 1))
     }
 
-    pub(crate) async fn fill(&self, seq: &str, req: FillRequest) -> Result<bool, Error> {
+    /// The server's `maxmemory` and `maxmemory-policy` (from `INFO memory`,
+    /// which an ACL user with `+info` may read; `CONFIG` is not needed).
+    /// On a cluster, of the master that holds `slot_key`.
+    pub(crate) async fn memory_policy(&self, slot_key: &str) -> Result<(u64, String), Error> {
+        let mut info = redis::cmd("INFO");
+        info.arg("memory");
+        let text: String = match &self.conn {
+            Conn::Single(conn) => info.query_async(&mut conn.clone()).await?,
+            Conn::Cluster(conn) => {
+                use redis::cluster_routing::{Route, RoutingInfo, SingleNodeRoutingInfo, SlotAddr};
+                let route = Route::with_key(slot_key, SlotAddr::Master);
+                let reply = conn
+                    .clone()
+                    .route_command(
+                        info,
+                        RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(route)),
+                    )
+                    .await?;
+                redis::from_redis_value(reply).map_err(redis::RedisError::from)?
+            }
+        };
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|line| line.strip_prefix(name)?.strip_prefix(':'))
+                .map(str::trim)
+        };
+        let maxmemory = field("maxmemory").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let policy = field("maxmemory_policy").unwrap_or("unknown").to_owned();
+        Ok((maxmemory, policy))
+    }
+
+    pub(crate) async fn fill(&self, seq: &SeqKeys, req: FillRequest) -> Result<bool, Error> {
         let mut inv = self.fill.prepare_invoke();
         inv.key(&req.entry);
         for tag in &req.tags {
@@ -537,17 +698,27 @@ impl RedisStore {
         for tag in &req.tags {
             inv.key(&tag.marker);
         }
-        inv.key(seq);
+        inv.key(&seq.seq).key(&seq.srv);
         let (lock, lock_token, channel) = req.release.as_ref().map_or(("", "", ""), |r| {
             (r.lock.as_str(), r.token.as_str(), r.channel.as_str())
         });
         if !lock.is_empty() {
             inv.key(lock);
         }
+        let own = match req.entry.strip_prefix(req.prefixes.entry.as_str()) {
+            Some(key) if !req.depends_on.is_empty() && !req.prefixes.entry.is_empty() => {
+                format!("{}{key}", req.prefixes.depends_of)
+            }
+            _ => String::new(),
+        };
         inv.arg(req.token)
+            .arg(req.read_at_ms.map_or(String::new(), |at| at.to_string()))
+            .arg(millis(req.window))
             .arg(&req.value)
             .arg(req.ttl.map_or(0, millis))
+            .arg(req.expiry().map_or(0, millis))
             .arg(req.tags.len())
+            .arg(req.depends_on.len())
             .arg(lock_token)
             .arg(channel)
             .arg(req.overwrite.as_ref().map_or("", |c| c.channel.as_str()))
@@ -555,24 +726,17 @@ impl RedisStore {
             .arg(millis(req.marker_ttl))
             .arg(&req.prefixes.key_marker)
             .arg(&req.prefixes.dependents)
-            .arg(&req.prefixes.depends_of);
-        let own = match req.entry.strip_prefix(req.prefixes.entry.as_str()) {
-            Some(key) if !req.depends_on.is_empty() && !req.prefixes.entry.is_empty() => {
-                format!("{}{key}", req.prefixes.depends_of)
-            }
-            _ => String::new(),
+            .arg(&req.prefixes.depends_of)
+            .arg(own)
+            .arg(new_epoch())
+            .arg(if req.token == UNCONDITIONAL { "" } else { "1" });
+        match &req.version {
+            Some((key, stamp)) => inv.arg(key).arg(*stamp),
+            None => inv.arg("").arg(0),
         };
-        inv.arg(own).arg(req.depends_on.len());
-        if req.token == UNCONDITIONAL {
-            inv.arg("");
-        } else {
-            inv.arg(new_epoch());
-        }
-        inv.arg(req.expiry().map_or(0, millis));
         for key in &req.depends_on {
             inv.arg(key);
         }
-        inv.arg(new_epoch());
         let mut conn = self.conn.clone();
         let stored: i64 = inv.invoke_async(&mut conn).await?;
         Ok(stored == 1)
@@ -582,13 +746,13 @@ impl RedisStore {
     /// the sets an earlier step left. Returns what it did and what is left.
     pub(crate) async fn invalidate_step(
         &self,
-        seq: &str,
+        seq: &SeqKeys,
         plan: &InvalidationPlan,
         from: Option<&Continuation>,
         nonce: &str,
     ) -> Result<(Applied, Option<Continuation>), Error> {
         let mut inv = self.invalidate.prepare_invoke();
-        inv.key(seq);
+        inv.key(&seq.seq);
         let first = from.is_none();
         let (keys, tags, bumps) = if first {
             (&plan.keys[..], &plan.tags[..], &plan.bumps[..])
@@ -619,7 +783,7 @@ impl RedisStore {
             .arg(tags.len())
             .arg(millis(plan.marker_ttl))
             .arg(events.len())
-            .arg("")
+            .arg(&seq.srv)
             .arg(bumps.len())
             .arg(&plan.prefixes.entry)
             .arg(&plan.prefixes.key_marker)
@@ -627,7 +791,7 @@ impl RedisStore {
         inv.arg(&plan.coherence.channel)
             .arg(&plan.coherence.instance)
             .arg(nonce)
-            .arg(INVALIDATION_BUDGET)
+            .arg(plan.budget)
             .arg(from.map_or(String::new(), |c| c.seq.to_string()))
             .arg(sets.len())
             .arg(new_epoch());
@@ -635,7 +799,7 @@ impl RedisStore {
             inv.arg(channel).arg(payload);
         }
         let mut conn = self.conn.clone();
-        let (removed, entries, names, values, seq, left): InvalidateReply =
+        let (removed, entries, names, values, seq, left, at_ms): InvalidateReply =
             inv.invoke_async(&mut conn).await?;
         let next = (!left.is_empty()).then_some(Continuation { seq, sets: left });
         Ok((
@@ -644,6 +808,7 @@ impl RedisStore {
                 entries,
                 versions: names.into_iter().zip(values).collect(),
                 seq,
+                at_ms,
             },
             next,
         ))
