@@ -608,6 +608,7 @@ impl CacheBuilder {
                 seq_keys: SeqKeys {
                     seq: layout.seq(),
                     srv: layout.server_id(),
+                    patterns: layout.prefixes().patterns,
                 },
                 epoch: crate::epoch::Known::default(),
                 identity: std::sync::atomic::AtomicU8::new(0),
@@ -1177,62 +1178,40 @@ impl Cache {
     /// [`render_part`](crate::render_part) so it cannot widen the pattern.
     pub async fn delete_pattern(&self, pattern: &str) -> Result<u64, Error> {
         let full = self.inner.layout.entry_pattern(pattern);
-        match &self.inner.backend {
-            Backend::Memory(m) => {
-                let names = m.matching(&full);
-                if names.is_empty() {
-                    self.apply(&self.plan()).await?;
-                }
-                self.remove_entries(names).await
+        // First the pattern marker: from now on, a fill that read before
+        // this write and whose name matches is refused, cached yet or not.
+        // In process this step also removes what matches; on Redis it
+        // announces the pattern to every tier, and the scans follow.
+        let marked = InvalidationPlan {
+            patterns: vec![full.clone()],
+            ..self.plan()
+        };
+        let applied = self.apply(&marked).await?;
+        #[cfg(feature = "redis")]
+        if let Some(r) = self.redis_store() {
+            // The own tier at once (dropping is always safe), and again at
+            // the end for copies a racing read put back.
+            if let Some(tier) = &self.inner.tier {
+                tier.apply_pattern(&full);
             }
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                // The tier first (dropping is always safe: a caller that
-                // gives up below leaves no copy behind), and again at the
-                // end for copies a racing read put back.
-                if let Some(tier) = &self.inner.tier {
-                    tier.apply_pattern(&full);
+            let mut cursor = 0;
+            let mut removed = 0;
+            loop {
+                let (next, names) = self
+                    .bounded("pattern scan", r.scan_step(&full, cursor))
+                    .await?;
+                removed += self.remove_entries(names).await?;
+                if next == 0 {
+                    break;
                 }
-                let mut cursor = 0;
-                let mut removed = 0;
-                let mut stepped = false;
-                loop {
-                    let (next, names) = self
-                        .bounded("pattern scan", r.scan_step(&full, cursor))
-                        .await?;
-                    stepped |= !names.is_empty();
-                    removed += self.remove_entries(names).await?;
-                    if next == 0 {
-                        break;
-                    }
-                    cursor = next;
-                }
-                // Every invalidation takes a sequence number, even one that
-                // found nothing to remove: a load that read its token before
-                // this write must not answer a caller who starts after it
-                // (single-flight waiters compare numbers).
-                if !stepped {
-                    self.apply(&self.plan()).await?;
-                }
-                // Tiers may hold matching entries Redis no longer has
-                // (evicted, expired early): they match the pattern
-                // themselves.
-                if let Some(tier) = &self.inner.tier {
-                    tier.apply_pattern(&full);
-                }
-                let message = serde_json::json!({
-                    "i": self.inner.coherence_id,
-                    "p": [full],
-                })
-                .to_string();
-                self.bounded(
-                    "pattern announcement",
-                    r.publish(&self.inner.layout.coherence_channel(), &message),
-                )
-                .await?;
-                Ok(removed)
+                cursor = next;
             }
+            if let Some(tier) = &self.inner.tier {
+                tier.apply_pattern(&full);
+            }
+            return Ok(removed);
         }
+        Ok(applied.removed)
     }
 
     /// Removes entries named in full, as an invalidation of their keys does

@@ -371,6 +371,7 @@ impl Layout {
             key_marker: self.key_marker(""),
             dependents: self.dependents(""),
             depends_of: format!("{}#depsof:", self.keys),
+            patterns: format!("{}#patterns", self.keys),
         }
     }
 
@@ -442,6 +443,8 @@ pub(crate) struct Prefixes {
     pub(crate) dependents: String,
     /// + key: the keys the entry depends on, directly or not.
     pub(crate) depends_of: String,
+    /// The namespace's pattern markers (not a prefix: the one name).
+    pub(crate) patterns: String,
 }
 
 /// Checks a namespace: non-empty, and free of the characters that separate

@@ -311,10 +311,14 @@ impl LocalTier {
         }
     }
 
-    /// Drops every entry whose name matches the glob `pattern`.
+    /// Drops every entry whose name matches the glob `pattern`, and refuses
+    /// a fill from a Redis read older than this that matches it.
     pub(crate) fn apply_pattern(&self, pattern: &str) {
-        let names = self.store.matching(pattern);
-        self.apply(&names, &[]);
+        self.store.invalidate(&InvalidationPlan {
+            patterns: vec![pattern.to_owned()],
+            marker_ttl: self.marker_ttl,
+            ..InvalidationPlan::default()
+        });
     }
 
     /// Drops everything (a message may have been lost, or the server's

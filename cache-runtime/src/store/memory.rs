@@ -76,6 +76,11 @@ struct WriteState {
     locks: HashMap<String, (String, Instant)>,
     /// entry name -> the keys it depends on, directly or not
     depends_of: HashMap<String, Vec<String>>,
+    /// Pattern markers: (pattern, sequence number, valid until), at most
+    /// `PATTERNS`; fills older than the ones dropped past that are refused
+    /// (`pattern_floor`).
+    patterns: Vec<(String, u64, Instant)>,
+    pattern_floor: u64,
     writes_since_sweep: usize,
     /// Fills whose token is below this are refused: everything was cleared
     /// after their read.
@@ -104,6 +109,8 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 const SWEEP_EVERY: usize = 4096;
+/// The most pattern markers kept (as on Redis).
+const PATTERNS: usize = 1000;
 
 /// A version's current value, and until when it must be kept (ms on the
 /// store's clock; `u64::MAX`: for good).
@@ -209,10 +216,21 @@ impl MemoryStore {
                 }
             }
         }
+        // A pattern deleted after the read that matches the entry.
+        let pattern = state
+            .patterns
+            .iter()
+            .filter(|(pattern, seq, until)| {
+                *until > now && *seq > req.token && glob_match(pattern, &req.entry)
+            })
+            .map(|(_, seq, _)| *seq)
+            .chain((state.pattern_floor > req.token).then_some(state.pattern_floor))
+            .max();
         let refusing = std::iter::once(req.marker.clone())
             .chain(req.tags.iter().map(|t| t.marker.clone()))
             .chain(deps.iter().map(|k| format!("{}{k}", p.key_marker)))
             .filter_map(|name| marker_of(&state, &name))
+            .chain(pattern)
             .max();
         if let Some(release) = &req.release {
             Self::release(&mut state, &release.lock, &release.token);
@@ -309,6 +327,7 @@ impl MemoryStore {
             !members.is_empty()
         });
         state.markers.retain(|_, (_, until)| *until > now);
+        state.patterns.retain(|(_, _, until)| *until > now);
         state.locks.retain(|_, (_, until)| *until > now);
         state
             .depends_of
@@ -342,6 +361,17 @@ impl MemoryStore {
                 }
             }
             state.markers.insert(tag.marker.clone(), (seq, until));
+        }
+        for pattern in &plan.patterns {
+            for (name, _) in self.entries.iter().filter(|(k, _)| glob_match(pattern, k)) {
+                removed += u64::from(self.entries.remove(&*name).is_some());
+                gone.push((*name).clone());
+            }
+            if state.patterns.len() >= PATTERNS {
+                let (_, oldest, _) = state.patterns.remove(0);
+                state.pattern_floor = state.pattern_floor.max(oldest);
+            }
+            state.patterns.push((pattern.clone(), seq, until));
         }
         removed += self.cascade(&mut state, &plan.prefixes, gone, (seq, until));
         if !plan.bumps.is_empty() {
@@ -406,6 +436,7 @@ impl MemoryStore {
         state.markers.clear();
         state.tags.clear();
         state.depends_of.clear();
+        state.patterns.clear();
         self.entries.invalidate_all();
     }
 
@@ -450,15 +481,6 @@ impl MemoryStore {
             state.locks.remove(name);
         }
         held
-    }
-
-    /// The names of the entries matching the glob `pattern`.
-    pub(crate) fn matching(&self, pattern: &str) -> Vec<String> {
-        self.entries
-            .iter()
-            .filter(|(k, _)| glob_match(pattern, k))
-            .map(|(k, _)| (*k).clone())
-            .collect()
     }
 
     #[cfg(test)]

@@ -164,6 +164,12 @@ pub(crate) struct InvalidationPlan {
     pub(crate) tags: Vec<TagNames>,
     /// Version names to increment (orphaning entries of older versions).
     pub(crate) bumps: Vec<String>,
+    /// Patterns of entry names (globs, in full) deleted by this step: they
+    /// are kept as pattern markers for the fill window, and a fill whose
+    /// name matches one newer than its token is refused. On Redis the step
+    /// only records them (the matching entries are removed by scans); in
+    /// process it also removes what matches.
+    pub(crate) patterns: Vec<String>,
     /// Events to publish once everything is gone: (channel, JSON payload).
     pub(crate) publish: Vec<(String, String)>,
     pub(crate) marker_ttl: Duration,
@@ -185,6 +191,7 @@ impl Default for InvalidationPlan {
             keys: Vec::new(),
             tags: Vec::new(),
             bumps: Vec::new(),
+            patterns: Vec::new(),
             publish: Vec::new(),
             marker_ttl: Duration::ZERO,
             prefixes: Prefixes::default(),
@@ -200,6 +207,7 @@ impl InvalidationPlan {
         self.keys.is_empty()
             && self.tags.is_empty()
             && self.bumps.is_empty()
+            && self.patterns.is_empty()
             && self.publish.is_empty()
     }
 }
@@ -210,6 +218,8 @@ impl InvalidationPlan {
 pub(crate) struct SeqKeys {
     pub(crate) seq: String,
     pub(crate) srv: String,
+    /// The pattern markers, which belong to the number's epoch.
+    pub(crate) patterns: String,
 }
 
 /// The most members one invalidation call removes by default (tags,

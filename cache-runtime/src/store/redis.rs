@@ -54,13 +54,69 @@ local function server_id()
   local at = string.find(info, 'run_id:', 1, true)
   return at and string.sub(info, at + 7, at + 46) or '?'
 end
-local function server_seq(seqk, srvk, fresh)
+local function server_seq(seqk, srvk, fresh, patk)
   local id = server_id()
   local cur, was = redis.call('GET', seqk), redis.call('GET', srvk)
   if cur and was == id then return tonumber(cur) end
   redis.call('SET', seqk, fresh)
   redis.call('SET', srvk, id)
+  -- Pattern markers are numbered in the old epoch.
+  redis.call('DEL', patk)
   return tonumber(fresh)
+end
+-- Redis's own glob (as `SCAN MATCH`): `*`, `?`, `[...]` with `^` and
+-- ranges, `\` escapes.
+local function glob(p, s)
+  local function match(pi, si)
+    while pi <= #p do
+      local c = string.sub(p, pi, pi)
+      if c == '*' then
+        while string.sub(p, pi + 1, pi + 1) == '*' do pi = pi + 1 end
+        if pi == #p then return true end
+        for k = si, #s + 1 do
+          if match(pi + 1, k) then return true end
+        end
+        return false
+      elseif si > #s then
+        return false
+      elseif c == '?' then
+        pi, si = pi + 1, si + 1
+      elseif c == '[' then
+        local j = pi + 1
+        local negate = string.sub(p, j, j) == '^'
+        if negate then j = j + 1 end
+        local ch = string.byte(s, si)
+        local found = false
+        while j <= #p and string.sub(p, j, j) ~= ']' do
+          if string.sub(p, j, j) == '\\' and j < #p then
+            j = j + 1
+            if string.byte(p, j) == ch then found = true end
+            j = j + 1
+          elseif string.sub(p, j + 1, j + 1) == '-' and j + 2 <= #p and string.sub(p, j + 2, j + 2) ~= ']' then
+            local lo, hi = string.byte(p, j), string.byte(p, j + 2)
+            if lo > hi then lo, hi = hi, lo end
+            if ch >= lo and ch <= hi then found = true end
+            j = j + 3
+          else
+            if string.byte(p, j) == ch then found = true end
+            j = j + 1
+          end
+        end
+        if negate then found = not found end
+        if not found then return false end
+        pi, si = j + 1, si + 1
+      else
+        if c == '\\' and pi < #p then
+          pi = pi + 1
+          c = string.sub(p, pi, pi)
+        end
+        if c ~= string.sub(s, si, si) then return false end
+        pi, si = pi + 1, si + 1
+      end
+    end
+    return si > #s
+  end
+  return match(1, 1)
 end
 local function now_ms()
   local t = redis.call('TIME')
@@ -86,7 +142,8 @@ end
 /// 17 the entry's own depends-of set, 18 a new epoch (`new_epoch`),
 /// 19 '1' for a conditional fill ('' for a plain `set`, which nothing
 /// refuses), 20 the version key of a versioned entry ('' = none), 21 the
-/// version the entry was read under, then the dependency keys (d).
+/// version the entry was read under, 22 the namespace's pattern markers,
+/// then the dependency keys (d).
 ///
 /// Tag and dependents sets are sorted sets scored by when each member
 /// expires (server ms; `+inf` for an entry without expiry): every fill
@@ -136,7 +193,8 @@ local function newer(m)
   m = tonumber(m)
   return m and epoch_of(m) == epoch_of(token) and m > token
 end
-local cur = server_seq(seqk, srvk, ARGV[18])
+local patk = ARGV[22]
+local cur = server_seq(seqk, srvk, ARGV[18], patk)
 if conditional then
   if epoch_of(cur) ~= epoch_of(token) then
     release()
@@ -150,6 +208,11 @@ if conditional then
     local m = redis.call('GET', KEYS[i])
     if newer(m) then return refuse(tonumber(m)) end
   end
+  -- A pattern deleted after the token that matches this entry.
+  local deleted = redis.call('ZRANGEBYSCORE', patk, '(' .. string.format('%.0f', token), '+inf', 'WITHSCORES')
+  for i = 1, #deleted, 2 do
+    if glob(deleted[i], KEYS[1]) then return refuse(tonumber(deleted[i + 1])) end
+  end
 end
 if ARGV[20] ~= '' and tonumber(redis.call('GET', ARGV[20]) or '0') ~= tonumber(ARGV[21]) then
   -- Bumped since the read: it would never be served.
@@ -158,7 +221,7 @@ if ARGV[20] ~= '' and tonumber(redis.call('GET', ARGV[20]) or '0') ~= tonumber(A
 end
 local deps, seen = {}, {}
 for i = 1, d do
-  local key = ARGV[21 + i]
+  local key = ARGV[22 + i]
   if not seen[key] then
     seen[key] = true
     deps[#deps + 1] = key
@@ -277,8 +340,10 @@ return 0
 /// key marker prefix, dependents prefix, coherence channel ('' = none),
 /// instance, nonce (names this step in its coherence message), budget,
 /// seq ('' = a new invalidation: take the next number), s, a new epoch
-/// (`new_epoch`: the sequence number's start if it is missing), then the
-/// events' channels and payloads (2e), published in order at the end.
+/// (`new_epoch`: the sequence number's start if it is missing), the
+/// namespace's pattern markers, p, the patterns deleted (p, recorded as
+/// pattern markers by the first step), then the events' channels and
+/// payloads (2e), published in order at the end.
 ///
 /// Members are removed in batches (`ZPOPMIN`: soonest to expire first), and
 /// at most `budget` of them per
@@ -300,16 +365,37 @@ local mttl = ARGV[3]
 local eprefix, mprefix, dprefix = ARGV[7], ARGV[8], ARGV[9]
 local budget = tonumber(ARGV[13])
 local seq
+local patk, np = ARGV[17], tonumber(ARGV[18])
 if ARGV[14] == '' then
-  server_seq(KEYS[1], ARGV[5], ARGV[16])
+  server_seq(KEYS[1], ARGV[5], ARGV[16], patk)
   seq = redis.call('INCR', KEYS[1])
 else
   seq = tonumber(ARGV[14])
   -- A later step on a server that changed since (a restart, a failover)
   -- marks in the server's current epoch.
-  if epoch_of(server_seq(KEYS[1], ARGV[5], ARGV[16])) ~= epoch_of(seq) then
+  if epoch_of(server_seq(KEYS[1], ARGV[5], ARGV[16], patk)) ~= epoch_of(seq) then
     seq = redis.call('INCR', KEYS[1])
   end
+end
+-- Pattern markers: a fill whose name matches one newer than its token is
+-- refused. Kept for the marker lifetime after the last, at most 1,000 of
+-- them (past that the oldest go, and fills older than what went are
+-- refused: the floor).
+local patterns = {}
+for i = 1, np do
+  patterns[#patterns + 1] = ARGV[18 + i]
+  redis.call('ZADD', patk, seq, ARGV[18 + i])
+end
+if np > 0 then
+  local over = redis.call('ZCARD', patk) - 1000
+  if over > 0 then
+    local gone = redis.call('ZRANGE', patk, 0, over - 1, 'WITHSCORES')
+    redis.call('ZREMRANGEBYRANK', patk, 0, over - 1)
+    -- The floor: `*` matches every entry (real patterns start with the
+    -- namespace).
+    redis.call('ZADD', patk, gone[#gone], '*')
+  end
+  redis.call('PEXPIRE', patk, mttl)
 end
 -- Markers only move forward: a later step of a big invalidation (an older
 -- number) never hides the marker of a newer invalidation of the same name.
@@ -379,16 +465,17 @@ end
 -- misses a message notices that the numbers skip one. Later steps announce
 -- what they removed under the same number.
 if ARGV[10] ~= '' and (ARGV[14] == '' or #names > 0 or #vnames > 0) then
-  redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], n = ARGV[12], k = names, vn = vnames, vv = vvalues, s = string.format('%.0f', seq)}))
+  redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], n = ARGV[12], k = names, vn = vnames, vv = vvalues, p = patterns, s = string.format('%.0f', seq)}))
 end
 for i = 1, tonumber(ARGV[4]) do
-  redis.call('PUBLISH', ARGV[15 + 2 * i], ARGV[16 + 2 * i])
+  redis.call('PUBLISH', ARGV[17 + np + 2 * i], ARGV[18 + np + 2 * i])
 end
 return {removed, names, vnames, vvalues, seq, left, now_ms()}
 "#
 );
 
-/// KEYS: seq, server id (`srv`). ARGV: a new epoch (`new_epoch`).
+/// KEYS: seq, server id (`srv`). ARGV: a new epoch (`new_epoch`), the
+/// namespace's pattern markers.
 ///
 /// The fill token: the sequence number (checked against the server's
 /// identity, and created at the start of a new epoch if the server has
@@ -397,7 +484,7 @@ return {removed, names, vnames, vvalues, seq, left, now_ms()}
 const TOKEN: &str = concat!(
     prelude!(),
     r#"
-local seq = server_seq(KEYS[1], KEYS[2], ARGV[1])
+local seq = server_seq(KEYS[1], KEYS[2], ARGV[1], ARGV[2])
 return {seq, now_ms(), identity}
 "#
 );
@@ -652,7 +739,10 @@ impl RedisStore {
     pub(crate) async fn token(&self, seq: &SeqKeys) -> Result<(Token, bool), Error> {
         let mut conn = self.conn.clone();
         let mut inv = self.token.prepare_invoke();
-        inv.key(&seq.seq).key(&seq.srv).arg(new_epoch());
+        inv.key(&seq.seq)
+            .key(&seq.srv)
+            .arg(new_epoch())
+            .arg(&seq.patterns);
         let (seq, at_ms, identity): (u64, u64, u8) = inv.invoke_async(&mut conn).await?;
         Ok((Token { seq, at_ms }, identity == 1))
     }
@@ -734,6 +824,7 @@ impl RedisStore {
             Some((key, stamp)) => inv.arg(key).arg(*stamp),
             None => inv.arg("").arg(0),
         };
+        inv.arg(&seq.patterns);
         for key in &req.depends_on {
             inv.arg(key);
         }
@@ -794,7 +885,13 @@ impl RedisStore {
             .arg(plan.budget)
             .arg(from.map_or(String::new(), |c| c.seq.to_string()))
             .arg(sets.len())
-            .arg(new_epoch());
+            .arg(new_epoch())
+            .arg(&seq.patterns);
+        let patterns = if first { &plan.patterns[..] } else { &[][..] };
+        inv.arg(patterns.len());
+        for pattern in patterns {
+            inv.arg(pattern);
+        }
         for (channel, payload) in events {
             inv.arg(channel).arg(payload);
         }
@@ -883,17 +980,6 @@ impl RedisStore {
             .query_async(&mut conn)
             .await?;
         Ok(set.is_some())
-    }
-
-    /// Publishes `payload` on `channel`.
-    pub(crate) async fn publish(&self, channel: &str, payload: &str) -> Result<(), Error> {
-        let mut conn = self.conn.clone();
-        let _: i64 = redis::cmd("PUBLISH")
-            .arg(channel)
-            .arg(payload)
-            .query_async(&mut conn)
-            .await?;
-        Ok(())
     }
 
     /// One batch of a pattern scan: the next cursor (0 when done) and the
