@@ -815,11 +815,16 @@ fn writes(func: &ItemFn, info: &FnInfo, ops: &[Op], errors: &mut Errors) -> Opti
                 let name = func.sig.ident.to_string();
                 let options = helper(&format!("__CACHE_OPTIONS{i}"));
                 consts.push(quote!(const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #(#setters)*;));
+                // Taken before the body (the write) runs: a concurrent write
+                // that invalidates the key meanwhile keeps this put out.
+                let ticket = helper(&format!("__cache_ticket{i}"));
+                before.push(quote!(let #ticket = #krate::__private::ticket(#cache_use).await;));
                 after.push(quote! {
                     #changes.put(
                         #cache_use,
                         #krate::__private::encode_put(
                             #cache_use,
+                            &#ticket,
                             #key_code,
                             #ok_var,
                             &#options,

@@ -727,6 +727,46 @@ pub struct Put {
     /// Why nothing is stored (the key is still marked: what it held is
     /// stale).
     skip: Option<Skip>,
+    /// When the write began (see [`Ticket`]).
+    since: Since,
+}
+
+/// Where a write began, for a write-through put: taken before the write
+/// commits ([`Cache::ticket`]), so that its put is not stored if the key
+/// was invalidated since (by a concurrent write, which may be newer than
+/// this one's value). `#[cache_put]` takes one before running its body.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), cache_runtime::Error> {
+/// use cache_runtime::{Cache, CacheOptions, Links};
+/// let cache = Cache::in_memory();
+/// let options = CacheOptions::new("posts");
+/// let ticket = cache.ticket().await; // before the write
+/// // ... UPDATE posts SET title = 'new' WHERE id = 1 (committed) ...
+/// cache.put_after(&ticket, "post:1", &"new", &options, Links::new()).await?;
+/// assert_eq!(cache.get::<String>("post:1").await.as_deref(), Some("new"));
+///
+/// let ticket = cache.ticket().await;
+/// // ... a concurrent write commits a newer title and invalidates ...
+/// cache.invalidate().key("post:1").await?;
+/// cache.put_after(&ticket, "post:1", &"older", &options, Links::new()).await?;
+/// assert_eq!(cache.get::<String>("post:1").await, None, "not stored: the key changed since");
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(Since);
+
+/// What a put knows of when its write began.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Since {
+    /// Not said (`Cache::put`): the put wins over every invalidation that
+    /// came before its own step.
+    Unchecked,
+    /// The sequence number read before the write.
+    Token(u64),
+    /// The ticket could not be read (the store did not answer): nothing is
+    /// stored, the key is only invalidated.
+    Unknown,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -735,6 +775,11 @@ enum Skip {
     Oversized,
     /// The value did not encode (reported when it was encoded).
     Unencodable,
+    /// Its ticket could not be read: whether the key changed since the
+    /// write began is unknown.
+    NoTicket,
+    /// The key was invalidated after the write began.
+    Overtaken,
 }
 
 impl Put {
@@ -752,7 +797,21 @@ impl Put {
             idle: None,
             links: Links::default(),
             skip: Some(Skip::Unencodable),
+            since: Since::Unchecked,
         }
+    }
+
+    /// This put's write began at `ticket`.
+    pub(crate) fn after(mut self, ticket: &Ticket) -> Put {
+        self.since = ticket.0;
+        if self.since == Since::Unknown && self.skip.is_none() {
+            self.skip = Some(Skip::NoTicket);
+        }
+        self
+    }
+
+    pub(crate) fn since(&self) -> Since {
+        self.since
     }
 }
 
@@ -1087,6 +1146,35 @@ impl Cache {
         self.apply_put(put).await
     }
 
+    /// A ticket for a write-through put, taken before the write commits:
+    /// [`put_after`](Self::put_after) stores the value only if no
+    /// invalidation touched its key since (see [`Ticket`]). One round trip
+    /// on Redis; a store that does not answer gives a ticket whose put
+    /// stores nothing (the key is still invalidated).
+    pub async fn ticket(&self) -> Ticket {
+        Ticket(match self.read_token().await {
+            Some(token) => Since::Token(token.seq),
+            None => Since::Unknown,
+        })
+    }
+
+    /// Write-through after a write that began at `ticket`: like
+    /// [`put`](Self::put), but the value is stored only if no invalidation
+    /// touched `key` since the ticket was taken (a concurrent write to the
+    /// same row, which may be newer, wins); the key is invalidated either
+    /// way. What `#[cache_put]` does.
+    pub async fn put_after<T: Serialize + ?Sized>(
+        &self,
+        ticket: &Ticket,
+        key: &str,
+        value: &T,
+        options: &CacheOptions,
+        links: impl Into<Links>,
+    ) -> Result<(), Error> {
+        let put = self.encode_put(key.to_owned(), value, options, links.into())?;
+        self.apply_put(put.after(ticket)).await
+    }
+
     pub(crate) fn encode_put<T: Serialize + ?Sized>(
         &self,
         key: String,
@@ -1102,6 +1190,7 @@ impl Cache {
         let bytes = entry::encode(self.inner.codec, meta, value)?;
         Ok(Put {
             key,
+            since: Since::Unchecked,
             skip: (bytes.len() > options.size_limit().unwrap_or(self.inner.max_value_size))
                 .then_some(Skip::Oversized),
             bytes,
@@ -1130,13 +1219,19 @@ impl Cache {
             at_ms: marked.at_ms,
         };
         let mut reqs = Vec::with_capacity(puts.len());
-        for put in puts {
-            if let Some(skip) = put.skip {
-                if skip == Skip::Oversized {
-                    Stats::add(&self.inner.stats.oversized, 1);
+        for (i, mut put) in puts.into_iter().enumerate() {
+            if marked.conflicts.contains(&i) {
+                put.skip.get_or_insert(Skip::Overtaken);
+            }
+            match put.skip {
+                Some(Skip::Oversized) => Stats::add(&self.inner.stats.oversized, 1),
+                Some(Skip::Overtaken | Skip::NoTicket) => {
+                    Stats::add(&self.inner.stats.fills_rejected, 1);
+                    self.inner.metrics.fill_rejected();
+                    tracing::debug!(target: "cache_runtime", key = put.key, "put not stored: the key was invalidated after its write began");
                 }
-            } else {
-                reqs.push(self.put_request(put, token));
+                Some(Skip::Unencodable) => {}
+                None => reqs.push(self.put_request(put, token)),
             }
         }
         let results: Vec<Result<bool, Error>> = match &self.inner.backend {
@@ -2273,11 +2368,12 @@ impl Cache {
     pub(crate) async fn apply(&self, plan: &InvalidationPlan) -> Result<Applied, Error> {
         match &self.inner.backend {
             Backend::Memory(m) => {
-                let (removed, seq, at_ms) = m.invalidate_seq(plan);
+                let (removed, seq, at_ms, conflicts) = m.invalidate_seq(plan);
                 Ok(Applied {
                     removed,
                     seq,
                     at_ms,
+                    conflicts,
                     ..Applied::default()
                 })
             }
@@ -2294,6 +2390,7 @@ impl Cache {
                     if step == 0 {
                         total.seq = applied.seq;
                         total.at_ms = applied.at_ms;
+                        total.conflicts = applied.conflicts;
                         self.learn_epoch(generation, applied.seq);
                     }
                     total.removed += applied.removed;

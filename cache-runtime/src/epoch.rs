@@ -31,50 +31,53 @@ pub(crate) fn of(seq: u64) -> u32 {
     (seq >> 32) as u32
 }
 
-/// The known epoch (low 32 bits; 0: unknown), and how many times it was
-/// forgotten (high 32 bits).
+/// The last epoch learnt (low 32 bits; 0: none yet), whether it is still
+/// known (bit 32: not forgotten since), and how many times it was forgotten
+/// (the bits above).
 #[derive(Debug, Default)]
 pub(crate) struct Known(AtomicU64);
+
+const KNOWN: u64 = 1 << 32;
 
 impl Known {
     /// The current generation, to learn with once a reply comes back.
     pub(crate) fn generation(&self) -> u32 {
-        (self.0.load(Ordering::Acquire) >> 32) as u32
+        (self.0.load(Ordering::Acquire) >> 33) as u32
     }
 
     /// The epoch, if known.
     pub(crate) fn get(&self) -> Option<u32> {
-        match self.0.load(Ordering::Acquire) as u32 {
-            0 => None,
-            epoch => Some(epoch),
-        }
+        let state = self.0.load(Ordering::Acquire);
+        (state & KNOWN != 0).then_some(state as u32)
     }
 
     /// Learns `epoch` from a reply to a request sent in `generation`:
-    /// ignored if it was forgotten since. Whether it changed from another
-    /// known epoch (entries cached in process from the older one must go).
+    /// ignored if it was forgotten since. Whether it differs from the last
+    /// one learnt, forgotten or not (what the instance cached in process
+    /// from the older one must go).
     pub(crate) fn learn(&self, generation: u32, epoch: u32) -> bool {
         let mut changed = false;
         let _ = self
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
-                if (state >> 32) as u32 != generation || epoch == 0 {
+                if (state >> 33) as u32 != generation || epoch == 0 {
                     return None;
                 }
-                let known = state as u32;
-                changed = known != 0 && known != epoch;
-                Some((u64::from(generation) << 32) | u64::from(epoch))
+                let last = state as u32;
+                changed = last != 0 && last != epoch;
+                Some((state & !(KNOWN | u64::from(u32::MAX))) | KNOWN | u64::from(epoch))
             });
         changed
     }
 
-    /// The epoch may have changed unseen: unknown until learnt again.
+    /// The epoch may have changed unseen: unknown until learnt again (the
+    /// last one is kept, to tell a change).
     pub(crate) fn forget(&self) {
         let _ = self
             .0
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
-                let generation = ((state >> 32) as u32).wrapping_add(1);
-                Some(u64::from(generation) << 32)
+                let generation = ((state >> 33) as u32).wrapping_add(1) & (u32::MAX >> 1);
+                Some((u64::from(generation) << 33) | (state & u64::from(u32::MAX)))
             });
     }
 }

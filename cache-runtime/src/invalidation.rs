@@ -184,6 +184,29 @@ impl<'c> Invalidation<'c> {
         self
     }
 
+    /// Like [`put`](Self::put), for a write that began at `ticket`: the
+    /// value is stored only if no invalidation touched `key` since (see
+    /// [`Cache::put_after`](crate::Cache::put_after)).
+    pub fn put_after<T: serde::Serialize + ?Sized>(
+        mut self,
+        ticket: &crate::Ticket,
+        key: impl Into<String>,
+        value: &T,
+        options: &crate::CacheOptions,
+        links: impl Into<crate::Links>,
+    ) -> Self {
+        match self
+            .cache
+            .encode_put(key.into(), value, options, links.into())
+        {
+            Ok(put) => self.puts.push(put.after(ticket)),
+            Err(e) => {
+                self.error.get_or_insert(e);
+            }
+        }
+        self
+    }
+
     /// Runs the invalidation. Patterns go first (a `SCAN` each); then keys,
     /// tags and the event in one round trip, so the event is only seen once
     /// everything it names is gone; then the puts.
@@ -299,6 +322,16 @@ impl Cache {
             })
             .collect::<Result<Vec<_>, Error>>()?;
         let puts = last_per_key(puts);
+        // Each put taken after a ticket is checked in the step, before the
+        // step marks its key (the checks are in the order of the puts).
+        let mut put_checks = Vec::new();
+        let mut checked = Vec::new();
+        for (i, put) in puts.iter().enumerate() {
+            if let crate::cache::Since::Token(since) = put.since() {
+                put_checks.push((self.entry_names(put.key()).1, since));
+                checked.push(i);
+            }
+        }
         let plan = InvalidationPlan {
             keys: specs
                 .iter()
@@ -317,6 +350,7 @@ impl Cache {
                 .map(|v| self.version_name(v))
                 .collect(),
             publish,
+            put_checks,
             ..self.plan()
         };
         let kept = |puts: &[Put]| {
@@ -331,8 +365,10 @@ impl Cache {
         };
         if !plan.is_empty() {
             match self.apply(&plan).await {
-                Ok(applied) => {
+                Ok(mut applied) => {
                     removed += applied.removed;
+                    // From indexes of the checks to indexes of the puts.
+                    applied.conflicts = applied.conflicts.iter().map(|&c| checked[c]).collect();
                     if let Some(e) = self.store_puts(puts, &applied).await {
                         first_error.get_or_insert(e);
                     }

@@ -75,7 +75,7 @@ mod write_behind;
 #[path = "private.rs"]
 pub mod __private;
 
-pub use cache::{Cache, CacheBuilder, InvalidationReport, Links};
+pub use cache::{Cache, CacheBuilder, InvalidationReport, Links, Ticket};
 pub use codec::Codec;
 pub use error::{Error, ErrorKind, Result};
 pub use events::InvalidationEvent;

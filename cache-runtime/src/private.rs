@@ -444,22 +444,33 @@ impl Changes {
     }
 }
 
+/// The ticket of a `#[cache_put]` function, taken before its body runs
+/// (see [`Ticket`](crate::Ticket)).
+pub async fn ticket(cache: Option<&Cache>) -> Option<crate::Ticket> {
+    Some(cache?.ticket().await)
+}
+
 /// The store of a `#[cache_put]` function, encoded from its value (a value
 /// that does not encode is reported and not stored, but its key is still
-/// marked: the value it held is stale).
+/// marked: the value it held is stale), after its `ticket`.
 pub fn encode_put<T: ::serde::Serialize + ?Sized>(
     cache: Option<&Cache>,
+    ticket: &Option<crate::Ticket>,
     key: String,
     value: &T,
     options: &CacheOptions,
     links: Links,
 ) -> Option<crate::cache::Put> {
     let cache = cache?;
-    match cache.encode_put(key.clone(), value, options, links) {
-        Ok(put) => Some(put),
+    let put = match cache.encode_put(key.clone(), value, options, links) {
+        Ok(put) => put,
         Err(e) => {
             cache.report("put", &e);
-            Some(crate::cache::Put::unencodable(key))
+            crate::cache::Put::unencodable(key)
         }
-    }
+    };
+    Some(match ticket {
+        Some(ticket) => put.after(ticket),
+        None => put,
+    })
 }

@@ -276,6 +276,12 @@ impl Repo {
 /// the rest of the suite: they hold this so that at least two of them never
 /// run at the same time.
 pub async fn one_load_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
-    static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
     LOAD.lock().await
 }
+
+/// The same, for a test that runs its own runtime (outside any).
+pub fn one_load_at_a_time_blocking() -> tokio::sync::MutexGuard<'static, ()> {
+    LOAD.blocking_lock()
+}
+
+static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());

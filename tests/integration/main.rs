@@ -4,7 +4,8 @@
 //! trips, events, SCAN, big invalidations); locks, tiers, transactions,
 //! write-through and write-behind; metrics and spans; faults, and a load test under repeated
 //! faults (`reliability`); security (ACL, TLS, namespaces); consistency under
-//! concurrent writes; and the trybuild UI tests.
+//! concurrent writes; a model of what a reader may see under random
+//! concurrent programs with faults (`model`); and the trybuild UI tests.
 
 mod cascades;
 mod cluster;
@@ -15,6 +16,7 @@ mod consistency;
 mod faults;
 mod idle;
 mod locks;
+mod model;
 mod observability;
 mod redis_only;
 mod reliability;

@@ -23,6 +23,7 @@ macro_rules! put_suite {
 }
 
 put_suite!(
+    a_put_overtaken_by_a_concurrent_write_is_not_stored,
     a_successful_write_stores_its_value,
     a_failed_write_stores_nothing,
     an_older_fill_cannot_overwrite_a_put,
@@ -69,6 +70,21 @@ impl Posts {
             go.await.unwrap();
         }
         row.ok_or_else(|| format!("no post {id}"))
+    }
+
+    /// `save`, whose body reports its commit and then waits before
+    /// returning (a slow write).
+    #[cache_put(cache = self.cache(), key = "post:{ret.id}", ttl = 60, tags = ["author:{ret.author_id}"])]
+    async fn save_then_wait(
+        &self,
+        post: Post,
+        committed: oneshot::Sender<()>,
+        may_return: oneshot::Receiver<()>,
+    ) -> Result<Post, String> {
+        self.rows.lock().unwrap().insert(post.id, post.clone());
+        committed.send(()).unwrap();
+        may_return.await.unwrap();
+        Ok(post)
     }
 
     #[cache_put(cache = self.cache(), key = "post:{ret.id}", ttl = 60, tags = ["author:{ret.author_id}"])]
@@ -178,5 +194,84 @@ async fn a_put_inside_a_transaction_waits_for_the_commit(fx: Fixture) {
             .map(|p| p.title)
             .as_deref(),
         Some("v3")
+    );
+}
+
+/// Two writers of one row: A's write begins (its ticket), B commits a newer
+/// row and invalidates, then A's put lands. A's value is older than B's
+/// commit: it must not be stored (the key is still invalidated), through
+/// the attribute and the plain API alike. (Before, the put was ordered
+/// only after the invalidations that came before its own marking, and the
+/// older value stayed cached until its TTL. The model test found it.)
+async fn a_put_overtaken_by_a_concurrent_write_is_not_stored(fx: Fixture) {
+    let posts = Posts::new(fx.cache.clone());
+    let cache = fx.cache.clone();
+    let options = cache_runtime::CacheOptions::new("posts");
+    // The attribute: A's body commits, then waits; B's write runs meanwhile.
+    let (committed, a_committed) = oneshot::channel();
+    let (go, may_return) = oneshot::channel::<()>();
+    let a = tokio::spawn({
+        let posts = posts.clone();
+        async move {
+            posts
+                .save_then_wait(
+                    Post {
+                        id: 1,
+                        author_id: 7,
+                        title: "A".into(),
+                    },
+                    committed,
+                    may_return,
+                )
+                .await
+        }
+    });
+    a_committed.await.unwrap();
+    posts.rows.lock().unwrap().insert(
+        1,
+        Post {
+            id: 1,
+            author_id: 7,
+            title: "B".into(),
+        },
+    );
+    cache.invalidate().key("post:1").await.unwrap(); // B returns
+    go.send(()).unwrap();
+    assert_eq!(a.await.unwrap().unwrap().title, "A");
+    assert_eq!(
+        posts.get(1).await.unwrap().title,
+        "B",
+        "A's older value was stored over B's write"
+    );
+    assert_eq!(cache.stats().fills_rejected, 1, "A's put was refused");
+
+    // The plain API, the same way.
+    let ticket = cache.ticket().await;
+    cache.invalidate().key("post:2").await.unwrap();
+    cache
+        .put_after(
+            &ticket,
+            "post:2",
+            &"older",
+            &options,
+            cache_runtime::Links::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<String>("post:2").await, None);
+    let ticket = cache.ticket().await;
+    cache
+        .put_after(
+            &ticket,
+            "post:2",
+            &"newest",
+            &options,
+            cache_runtime::Links::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        cache.get::<String>("post:2").await.as_deref(),
+        Some("newest")
     );
 }

@@ -341,11 +341,24 @@ impl MemoryStore {
     }
 
     /// Invalidates, returning what was removed, the sequence number of
-    /// this invalidation, and the store's clock.
-    pub(crate) fn invalidate_seq(&self, plan: &InvalidationPlan) -> (u64, u64, u64) {
+    /// this invalidation, the store's clock, and the put checks that failed.
+    pub(crate) fn invalidate_seq(&self, plan: &InvalidationPlan) -> (u64, u64, u64, Vec<usize>) {
         let mut state = self.state();
         let seq = self.seq.fetch_add(1, Ordering::AcqRel) + 1;
-        let until = after(Instant::now(), plan.marker_ttl);
+        let now = Instant::now();
+        let conflicts = plan
+            .put_checks
+            .iter()
+            .enumerate()
+            .filter(|(_, (marker, since))| {
+                state
+                    .markers
+                    .get(marker)
+                    .is_some_and(|(m, until)| *until > now && m > since)
+            })
+            .map(|(i, _)| i)
+            .collect();
+        let until = after(now, plan.marker_ttl);
         let mut removed = 0;
         let mut gone = Vec::new();
         for (entry, marker) in &plan.keys {
@@ -389,7 +402,7 @@ impl MemoryStore {
             }
         }
         self.count_write(&mut state, Instant::now());
-        (removed, seq, self.now_ms())
+        (removed, seq, self.now_ms(), conflicts)
     }
 
     /// Marks every removed entry and removes its dependents, breadth first,

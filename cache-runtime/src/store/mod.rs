@@ -144,6 +144,8 @@ pub(crate) struct Applied {
     pub(crate) seq: u64,
     /// The store's clock when it ran (as a token's).
     pub(crate) at_ms: u64,
+    /// The `put_checks` that failed (indexes): those puts are not stored.
+    pub(crate) conflicts: Vec<usize>,
 }
 
 /// A held lock, released by compare-and-delete: only by its own token.
@@ -183,6 +185,10 @@ pub(crate) struct InvalidationPlan {
     pub(crate) nonce: String,
     /// The most entries one step removes (Redis).
     pub(crate) budget: usize,
+    /// Puts taken after a ticket: (the key's marker, the ticket's sequence
+    /// number). A key invalidated since its ticket fails its check (in the
+    /// step, before the step marks anything), and its put is not stored.
+    pub(crate) put_checks: Vec<(String, u64)>,
 }
 
 impl Default for InvalidationPlan {
@@ -198,6 +204,7 @@ impl Default for InvalidationPlan {
             coherence: CoherenceChannel::default(),
             nonce: String::new(),
             budget: INVALIDATION_BATCH,
+            put_checks: Vec::new(),
         }
     }
 }

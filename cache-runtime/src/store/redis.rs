@@ -342,7 +342,8 @@ return 0
 /// seq ('' = a new invalidation: take the next number), s, a new epoch
 /// (`new_epoch`: the sequence number's start if it is missing), the
 /// namespace's pattern markers, p, the patterns deleted (p, recorded as
-/// pattern markers by the first step), then the events' channels and
+/// pattern markers by the first step), c, the puts' checks (c pairs: the
+/// key's marker, the put's ticket), then the events' channels and
 /// payloads (2e), published in order at the end.
 ///
 /// Members are removed in batches (`ZPOPMIN`: soonest to expire first), and
@@ -356,7 +357,7 @@ return 0
 /// removed entries and the bumped versions are published for the
 /// in-process tiers and returned:
 /// `{removed, names, version names, version values, seq, sets left, the
-/// server's clock}`.
+/// server's clock, the puts' checks that failed (1-based)}`.
 const INVALIDATE: &str = concat!(
     prelude!(),
     r#"
@@ -396,6 +397,19 @@ if np > 0 then
     redis.call('ZADD', patk, gone[#gone], '*')
   end
   redis.call('PEXPIRE', patk, mttl)
+end
+-- Puts taken after a ticket (c checks: the key's marker, the ticket): a
+-- put whose key was invalidated since its ticket (a concurrent write that
+-- may be newer than its value) is not stored. Checked before this step
+-- marks anything.
+local nc = tonumber(ARGV[19 + np])
+local conflicts = {}
+for i = 1, nc do
+  local since = tonumber(ARGV[19 + np + 2 * i])
+  local m = tonumber(redis.call('GET', ARGV[18 + np + 2 * i]))
+  if epoch_of(since) ~= epoch_of(seq) or (m and epoch_of(m) == epoch_of(since) and m > since) then
+    conflicts[#conflicts + 1] = i
+  end
 end
 -- Markers only move forward: a later step of a big invalidation (an older
 -- number) never hides the marker of a newer invalidation of the same name.
@@ -468,9 +482,9 @@ if ARGV[10] ~= '' and (ARGV[14] == '' or #names > 0 or #vnames > 0) then
   redis.pcall('PUBLISH', ARGV[10], cjson.encode({i = ARGV[11], n = ARGV[12], k = names, vn = vnames, vv = vvalues, p = patterns, s = string.format('%.0f', seq)}))
 end
 for i = 1, tonumber(ARGV[4]) do
-  redis.call('PUBLISH', ARGV[17 + np + 2 * i], ARGV[18 + np + 2 * i])
+  redis.call('PUBLISH', ARGV[18 + np + 2 * nc + 2 * i], ARGV[19 + np + 2 * nc + 2 * i])
 end
-return {removed, names, vnames, vvalues, seq, left, now_ms()}
+return {removed, names, vnames, vvalues, seq, left, now_ms(), conflicts}
 "#
 );
 
@@ -586,6 +600,7 @@ pub(crate) type InvalidateReply = (
     u64,
     Vec<String>,
     u64,
+    Vec<usize>,
 );
 
 /// The time-to-idle read's reply: the entry's bytes, the sequence number,
@@ -892,11 +907,16 @@ impl RedisStore {
         for pattern in patterns {
             inv.arg(pattern);
         }
+        let checks = if first { &plan.put_checks[..] } else { &[][..] };
+        inv.arg(checks.len());
+        for (marker, since) in checks {
+            inv.arg(marker).arg(*since);
+        }
         for (channel, payload) in events {
             inv.arg(channel).arg(payload);
         }
         let mut conn = self.conn.clone();
-        let (removed, entries, names, values, seq, left, at_ms): InvalidateReply =
+        let (removed, entries, names, values, seq, left, at_ms, conflicts): InvalidateReply =
             inv.invoke_async(&mut conn).await?;
         let next = (!left.is_empty()).then_some(Continuation { seq, sets: left });
         Ok((
@@ -906,6 +926,7 @@ impl RedisStore {
                 versions: names.into_iter().zip(values).collect(),
                 seq,
                 at_ms,
+                conflicts: conflicts.into_iter().map(|i| i - 1).collect(),
             },
             next,
         ))
