@@ -2111,16 +2111,9 @@ impl Cache {
     ) -> FillRequest {
         let layout = &self.inner.layout;
         FillRequest {
-            entry: layout.entry(key),
-            marker: layout.key_marker(key),
             tags: links.tags.iter().map(|t| self.tag_names(t)).collect(),
-            value,
-            typed: None,
-            read_at_ms: None,
             window: self.inner.fill_window,
             ttl,
-            idle: None,
-            token,
             depends_on: links
                 .depends_on
                 .into_iter()
@@ -2128,9 +2121,7 @@ impl Cache {
                 .collect(),
             prefixes: layout.prefixes(),
             marker_ttl: self.marker_ttl(),
-            release: None,
-            overwrite: None,
-            version: None,
+            ..FillRequest::new(layout.entry(key), layout.key_marker(key), value, token)
         }
     }
 

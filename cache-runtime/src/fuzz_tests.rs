@@ -422,24 +422,12 @@ mod entries {
                         &mutations,
                     );
                     let (entry, marker) = cache.entry_names(&key);
-                    assert!(store.fill(FillRequest {
+                    assert!(store.fill(FillRequest::new(
                         entry,
                         marker,
-                        tags: Vec::new(),
-                        value: bytes.clone(),
-                        typed: None,
-                        read_at_ms: None,
-                        window: Duration::from_secs(30),
-                        ttl: None,
-                        idle: None,
-                        token: store.token().seq,
-                        depends_on: Vec::new(),
-                        prefixes: crate::key::Prefixes::default(),
-                        marker_ttl: Duration::from_secs(1),
-                        release: None,
-                        overwrite: None,
-                        version: None,
-                    }));
+                        bytes.clone(),
+                        store.token().seq
+                    )));
                     let options = [&plain, &stale, &early][policy];
                     let read = || {
                         let ran = Cell::new(false);

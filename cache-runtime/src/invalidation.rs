@@ -166,16 +166,21 @@ impl<'c> Invalidation<'c> {
     /// # Ok(()) }
     /// ```
     pub fn put<T: serde::Serialize + ?Sized>(
-        mut self,
+        self,
         key: impl Into<String>,
         value: &T,
         options: &crate::CacheOptions,
         links: impl Into<crate::Links>,
     ) -> Self {
-        match self
+        let put = self
             .cache
-            .encode_put(key.into(), value, options, links.into())
-        {
+            .encode_put(key.into(), value, options, links.into());
+        self.with_put(put)
+    }
+
+    /// Adds an encoded put, or keeps the error `run` will return.
+    fn with_put(mut self, put: Result<Put, Error>) -> Self {
+        match put {
             Ok(put) => self.puts.push(put),
             Err(e) => {
                 self.error.get_or_insert(e);
@@ -188,23 +193,18 @@ impl<'c> Invalidation<'c> {
     /// value is stored only if no invalidation touched `key` since (see
     /// [`Cache::put_after`](crate::Cache::put_after)).
     pub fn put_after<T: serde::Serialize + ?Sized>(
-        mut self,
+        self,
         ticket: &crate::Ticket,
         key: impl Into<String>,
         value: &T,
         options: &crate::CacheOptions,
         links: impl Into<crate::Links>,
     ) -> Self {
-        match self
+        let put = self
             .cache
             .encode_put(key.into(), value, options, links.into())
-        {
-            Ok(put) => self.puts.push(put.after(ticket)),
-            Err(e) => {
-                self.error.get_or_insert(e);
-            }
-        }
-        self
+            .map(|put| put.after(ticket));
+        self.with_put(put)
     }
 
     /// Runs the invalidation. Patterns go first (a `SCAN` each); then keys,

@@ -212,22 +212,11 @@ impl LocalTier {
             return;
         }
         self.store.fill(FillRequest {
-            entry: entry.to_owned(),
-            marker: entry.to_owned(),
-            tags: Vec::new(),
-            value: bytes.to_vec(),
             typed,
-            read_at_ms: None,
-            window: self.marker_ttl,
             ttl: Some(ttl),
-            idle: None,
-            token,
-            depends_on: Vec::new(),
-            prefixes: crate::key::Prefixes::default(),
+            window: self.marker_ttl,
             marker_ttl: self.marker_ttl,
-            release: None,
-            overwrite: None,
-            version: None,
+            ..FillRequest::new(entry.to_owned(), entry.to_owned(), bytes.to_vec(), token)
         });
     }
 

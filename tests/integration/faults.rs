@@ -32,6 +32,37 @@ async fn serves_hits_again(repo: &Repo) {
     .await;
 }
 
+/// Starts a read of `key` whose loader reads `row` (the database) and then
+/// waits for the sender before returning it; returns once it has read (its
+/// fill token was read before).
+async fn read_held_open(
+    cache: &Cache,
+    key: &'static str,
+    row: &std::sync::Arc<std::sync::Mutex<&'static str>>,
+) -> (
+    tokio::task::JoinHandle<Result<String, ()>>,
+    tokio::sync::oneshot::Sender<()>,
+) {
+    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
+    let (go, may_fill) = tokio::sync::oneshot::channel::<()>();
+    let reader = tokio::spawn({
+        let (cache, row) = (cache.clone(), row.clone());
+        async move {
+            let options = cache_runtime::CacheOptions::new("row");
+            cache
+                .get_or_load::<String, (), _, _>(key, &options, || async move {
+                    let value = *row.lock().unwrap();
+                    loaded.send(()).unwrap();
+                    may_fill.await.unwrap();
+                    Ok(value.to_owned())
+                })
+                .await
+        }
+    });
+    has_loaded.await.unwrap();
+    (reader, go)
+}
+
 #[tokio::test]
 async fn a_stopped_server_degrades_to_the_body_and_recovers() {
     let mut server = RedisServer::start();
@@ -428,23 +459,8 @@ async fn fill_across_a_restart(invalidations_before: usize) {
         cache.invalidate().key("other").await.unwrap();
     }
     let row = Arc::new(Mutex::new("old"));
-    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
-    let (go, may_fill) = tokio::sync::oneshot::channel::<()>();
-    let reader = tokio::spawn({
-        let (cache, row) = (cache.clone(), row.clone());
-        async move {
-            let options = cache_runtime::CacheOptions::new("row");
-            cache
-                .get_or_load::<String, (), _, _>("row:1", &options, || async move {
-                    let value = *row.lock().unwrap();
-                    loaded.send(()).unwrap();
-                    may_fill.await.unwrap();
-                    Ok(value.to_owned())
-                })
-                .await
-        }
-    });
-    has_loaded.await.unwrap(); // looked up on the old server, loaded "old"
+    // Looked up on the old server, loaded "old".
+    let (reader, go) = read_held_open(&cache, "row:1", &row).await;
     *row.lock().unwrap() = "new";
     cache.invalidate().key("row:1").await.unwrap();
     server.restart();
@@ -499,22 +515,8 @@ async fn a_restart_from_a_snapshot_brings_back_nothing_a_write_invalidated() {
         "old",
         "cached before the snapshot"
     );
-    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
-    let (go, may_fill) = tokio::sync::oneshot::channel::<()>();
-    let reader = tokio::spawn({
-        let (cache, row, options) = (cache.clone(), row.clone(), options);
-        async move {
-            cache
-                .get_or_load::<String, (), _, _>("row:1", &options, || async move {
-                    let value = *row.lock().unwrap();
-                    loaded.send(()).unwrap();
-                    may_fill.await.unwrap();
-                    Ok(value.to_owned())
-                })
-                .await
-        }
-    });
-    has_loaded.await.unwrap(); // read its token, loaded "old"
+    // Read its token, loaded "old".
+    let (reader, go) = read_held_open(&cache, "row:1", &row).await;
     server.save();
     *row.lock().unwrap() = "new";
     cache
@@ -584,21 +586,8 @@ async fn a_fill_held_on_the_wire_past_its_window_is_refused() {
     let _: Result<String, ()> = cache
         .get_or_load("warm", &options, || async { Ok("warm".into()) })
         .await;
-    let (loaded, has_loaded) = tokio::sync::oneshot::channel();
-    let (go, may_fill) = tokio::sync::oneshot::channel::<()>();
-    let reader = tokio::spawn({
-        let (cache, options) = (cache.clone(), options);
-        async move {
-            cache
-                .get_or_load::<String, (), _, _>("row:1", &options, || async move {
-                    loaded.send(()).unwrap();
-                    may_fill.await.unwrap();
-                    Ok("old".to_owned())
-                })
-                .await
-        }
-    });
-    has_loaded.await.unwrap();
+    let row = std::sync::Arc::new(std::sync::Mutex::new("old"));
+    let (reader, go) = read_held_open(&cache, "row:1", &row).await;
     cache.invalidate().key("row:1").await.unwrap();
     server.pause();
     go.send(()).unwrap(); // the fill leaves at once, well inside the window

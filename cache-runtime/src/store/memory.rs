@@ -514,8 +514,6 @@ mod tests {
 
     fn fill(store: &MemoryStore, entry: &str, tags: &[&str], token: u64) -> bool {
         store.fill(FillRequest {
-            entry: entry.into(),
-            marker: format!("m:{entry}"),
             tags: tags
                 .iter()
                 .map(|t| TagNames {
@@ -523,19 +521,7 @@ mod tests {
                     marker: format!("m:{t}"),
                 })
                 .collect(),
-            value: b"v".to_vec(),
-            typed: None,
-            read_at_ms: None,
-            window: Duration::from_secs(30),
-            ttl: None,
-            idle: None,
-            token,
-            depends_on: Vec::new(),
-            prefixes: Prefixes::default(),
-            marker_ttl: Duration::from_secs(30),
-            release: None,
-            overwrite: None,
-            version: None,
+            ..FillRequest::new(entry.into(), format!("m:{entry}"), b"v".to_vec(), token)
         })
     }
 
@@ -587,48 +573,19 @@ mod tests {
         }
         assert_eq!(store.versions_kept(), 0, "bumped, never read, swept");
         // A read-and-filled version lives as long as its entry.
-        let mut req = FillRequest {
-            entry: "e".into(),
-            marker: "m:e".into(),
-            tags: Vec::new(),
-            value: b"v".to_vec(),
-            typed: None,
-            read_at_ms: None,
-            window: Duration::from_secs(30),
-            ttl: Some(Duration::from_secs(60)),
-            idle: None,
-            token: store.token().seq,
-            depends_on: Vec::new(),
-            prefixes: Prefixes::default(),
-            marker_ttl: Duration::from_secs(30),
-            release: None,
-            overwrite: None,
+        let versioned = |ttl| FillRequest {
+            ttl,
             version: Some(("kept".into(), 0)),
+            ..FillRequest::new("e".into(), "m:e".into(), b"v".to_vec(), store.token().seq)
         };
+        let req = versioned(Some(Duration::from_secs(60)));
         assert!(store.fill(req));
         store.invalidate(&bump("kept".into()));
         for i in 0..SWEEP_EVERY {
             fill(&store, &format!("more{i}"), &[], store.token().seq);
         }
         assert_eq!(store.version("kept"), 1, "kept while its entry may be read");
-        req = FillRequest {
-            entry: "e".into(),
-            marker: "m:e".into(),
-            tags: Vec::new(),
-            value: b"v".to_vec(),
-            typed: None,
-            read_at_ms: None,
-            window: Duration::from_secs(30),
-            ttl: None,
-            idle: None,
-            token: store.token().seq,
-            depends_on: Vec::new(),
-            prefixes: Prefixes::default(),
-            marker_ttl: Duration::from_secs(30),
-            release: None,
-            overwrite: None,
-            version: Some(("kept".into(), 0)),
-        };
+        let req = versioned(None);
         assert!(!store.fill(req), "read under an older version: not stored");
     }
 

@@ -113,6 +113,30 @@ pub(crate) struct FillRequest {
 }
 
 impl FillRequest {
+    /// A fill of `value` under `entry` (its marker `marker`) with `token`:
+    /// no tags, dependencies, expiry, window check, lock or version; the
+    /// callers set what they need.
+    pub(crate) fn new(entry: String, marker: String, value: Vec<u8>, token: u64) -> Self {
+        FillRequest {
+            entry,
+            marker,
+            tags: Vec::new(),
+            value,
+            typed: None,
+            read_at_ms: None,
+            window: Duration::from_secs(30),
+            ttl: None,
+            idle: None,
+            token,
+            depends_on: Vec::new(),
+            prefixes: Prefixes::default(),
+            marker_ttl: Duration::from_secs(30),
+            release: None,
+            overwrite: None,
+            version: None,
+        }
+    }
+
     /// How long the store keeps the entry from now: `ttl`, or `idle` if
     /// that is shorter.
     pub(crate) fn expiry(&self) -> Option<Duration> {
