@@ -20,12 +20,9 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 
-use crate::cache::{Cache, WeakCache};
 use crate::events::InvalidationEvent;
-use crate::invalidation::Spec;
-use crate::stats::Stats;
 
 /// The most events kept apart; past it they are merged.
 const BOUND: usize = 10_000;
@@ -36,7 +33,7 @@ const BATCH: usize = 256;
 pub(crate) struct Inbox {
     queue: Mutex<VecDeque<InvalidationEvent>>,
     /// Whether a task is applying what waits.
-    working: AtomicBool,
+    pub(crate) working: AtomicBool,
 }
 
 impl Inbox {
@@ -44,7 +41,7 @@ impl Inbox {
         self.queue.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn push(&self, event: InvalidationEvent) {
+    pub(crate) fn push(&self, event: InvalidationEvent) {
         let mut queue = self.queue();
         let full = queue.len() >= BOUND;
         match queue.back_mut() {
@@ -53,7 +50,7 @@ impl Inbox {
         }
     }
 
-    fn take(&self) -> Vec<InvalidationEvent> {
+    pub(crate) fn take(&self) -> Vec<InvalidationEvent> {
         let mut queue = self.queue();
         let n = queue.len().min(BATCH);
         queue.drain(..n).collect()
@@ -80,73 +77,6 @@ fn merge(into: &mut InvalidationEvent, event: InvalidationEvent) {
                 mine.push(name);
             }
         }
-    }
-}
-
-impl Cache {
-    /// Keeps an event from another service to apply, and starts the task
-    /// that applies it if none is running.
-    pub(crate) fn receive_event(&self, event: InvalidationEvent) {
-        if event.namespace != self.namespace() {
-            return;
-        }
-        let inbox = self.inbox();
-        inbox.push(event);
-        if !inbox.working.swap(true, Ordering::AcqRel) {
-            let weak = self.downgrade();
-            tokio::spawn(apply_waiting(weak));
-        }
-    }
-
-    /// Applies a batch of events: claims those with an id (skipping those
-    /// another instance, or an earlier delivery, claimed), then one
-    /// invalidation for the rest. A failure keeps it in the outbox.
-    async fn apply_events(&self, events: Vec<InvalidationEvent>) {
-        let mut specs = Vec::with_capacity(events.len());
-        for event in events {
-            if let Some(id) = &event.id
-                && !self.claim_event(id).await
-            {
-                continue;
-            }
-            specs.push(Spec {
-                keys: event.keys,
-                tags: event.tags,
-                patterns: event.patterns,
-                bumps: event.bumps,
-                publish: None,
-            });
-        }
-        let applied = specs.len() as u64;
-        if applied == 0 {
-            return;
-        }
-        match self.change(specs, Vec::new(), true).await {
-            Ok(_) => Stats::add(&self.stats_ref().events_applied, applied),
-            Err(e) => self.report("event", &e),
-        }
-    }
-}
-
-/// Applies what waits in the inbox, batch after batch, until it is empty or
-/// the cache is gone.
-async fn apply_waiting(weak: WeakCache) {
-    loop {
-        let Some(cache) = weak.upgrade() else {
-            return;
-        };
-        let batch = cache.inbox().take();
-        if batch.is_empty() {
-            let inbox = cache.inbox();
-            inbox.working.store(false, Ordering::Release);
-            // An event may have come after the last look but before the
-            // flag was cleared: take the work back if so.
-            if inbox.len() == 0 || inbox.working.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            continue;
-        }
-        cache.apply_events(batch).await;
     }
 }
 

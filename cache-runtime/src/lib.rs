@@ -34,7 +34,7 @@
 #![warn(missing_docs)]
 // Without Redis (`default-features = false`), the names, channels and
 // prefixes that only the Redis store reads go unused.
-#![cfg_attr(not(feature = "redis"), allow(dead_code))]
+#![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
 
 mod breaker;
 mod cache;
@@ -50,13 +50,12 @@ mod global;
 mod health;
 mod hooks;
 mod inbox;
-mod invalidation;
 mod key;
-mod lock;
 mod observe;
 mod options;
 mod outbox;
 pub mod shape;
+mod spec;
 mod stats;
 mod status;
 mod store;
@@ -67,26 +66,23 @@ mod tier;
 mod transaction;
 mod ttl;
 #[cfg(feature = "redis")]
-mod watch;
-#[cfg(feature = "redis")]
 mod write_behind;
 
 #[doc(hidden)]
 #[path = "private.rs"]
 pub mod __private;
 
-pub use cache::{Cache, CacheBuilder, InvalidationReport, Links, Ticket};
+pub use cache::invalidation::Invalidation;
+pub use cache::{Cache, CacheBuilder, InvalidationReport, Links, LockGuard, Ticket};
 pub use codec::Codec;
 pub use error::{Error, ErrorKind, Result};
 pub use events::InvalidationEvent;
 pub use global::{default_cache, install_default};
 pub use health::{BreakerState, Eviction, Health};
-pub use invalidation::Invalidation;
 pub use key::{
     KeyBuilder, MAX_KEY_LEN, MAX_PART_LEN, bound_key, escape_part_into, glob_escape, glob_match,
     render_part,
 };
-pub use lock::LockGuard;
 pub use options::{CacheOptions, Ttl};
 pub use stats::{InvalidationCounts, StatsSnapshot};
 pub use status::{CacheStatus, with_cache_status};

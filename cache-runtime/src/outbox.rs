@@ -20,45 +20,13 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
 
-use crate::cache::{Cache, WeakCache};
-use crate::invalidation::Spec;
+use crate::spec::Spec;
 
 /// The most invalidations kept.
 pub(crate) const OUTBOX_BOUND: usize = 10_000;
 /// The most kept invalidations retried in one round trip.
 const BATCH: usize = 256;
-/// The shortest pause between two retries, however often reads wake the
-/// task.
-const MIN_PAUSE: Duration = Duration::from_millis(50);
-/// The first pause after a failure, and the longest.
-const FIRST_PAUSE: Duration = Duration::from_millis(100);
-const MAX_PAUSE: Duration = Duration::from_secs(2);
-
-impl Spec {
-    /// Whether it can be retried together with others: the script applies
-    /// any number of keys, tags, versions and events at once, but patterns
-    /// take scans of their own.
-    fn merges(&self) -> bool {
-        self.patterns.is_empty()
-    }
-
-    /// Adds what `other` names (each name once).
-    fn absorb(&mut self, other: &Spec) {
-        for (mine, theirs) in [
-            (&mut self.keys, &other.keys),
-            (&mut self.tags, &other.tags),
-            (&mut self.bumps, &other.bumps),
-        ] {
-            for name in theirs {
-                if !mine.contains(name) {
-                    mine.push(name.clone());
-                }
-            }
-        }
-    }
-}
 
 #[derive(Debug, Default)]
 pub(crate) struct Outbox {
@@ -66,13 +34,13 @@ pub(crate) struct Outbox {
     queue: Mutex<Queue>,
     len: AtomicUsize,
     /// Whether the background task is running.
-    draining: AtomicBool,
+    pub(crate) draining: AtomicBool,
     /// Wakes the background task (a read found the outbox not empty).
-    wake: std::sync::Arc<tokio::sync::Notify>,
+    pub(crate) wake: std::sync::Arc<tokio::sync::Notify>,
     /// Held by the one caller retrying the kept invalidations: two callers
     /// retrying the same front would each take one off, so the second would
     /// take off one that nobody applied.
-    turn: tokio::sync::Mutex<()>,
+    pub(crate) turn: tokio::sync::Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -97,7 +65,7 @@ impl Outbox {
     }
 
     /// Keeps `pending`; returns whether an older one was dropped.
-    fn push(&self, pending: Spec) -> bool {
+    pub(crate) fn push(&self, pending: Spec) -> bool {
         let mut queue = self.queue();
         let dropped = queue.items.len() >= OUTBOX_BOUND && queue.items.pop_front().is_some();
         let id = queue.next;
@@ -111,7 +79,7 @@ impl Outbox {
     /// `BATCH`), applied in one step, or else the oldest alone; with the
     /// number of the last one it covers. Those without an event become one
     /// (each name once); each event keeps the invalidation it names.
-    fn next_batch(&self) -> Option<(u64, Vec<Spec>)> {
+    pub(crate) fn next_batch(&self) -> Option<(u64, Vec<Spec>)> {
         let queue = self.queue();
         let mut items = queue.items.iter();
         let (first_id, first) = items.next()?;
@@ -132,7 +100,7 @@ impl Outbox {
     /// applied; how many. Only those still there: a full outbox may have
     /// dropped some while they were being applied, and the ones kept since
     /// (numbered after `last`) were not applied and stay.
-    fn pop_through(&self, last: u64) -> u64 {
+    pub(crate) fn pop_through(&self, last: u64) -> u64 {
         let mut queue = self.queue();
         let mut popped = 0;
         while queue.items.front().is_some_and(|(id, _)| *id <= last) {
@@ -141,84 +109,6 @@ impl Outbox {
         }
         self.len.store(queue.items.len(), Ordering::Release);
         popped
-    }
-}
-
-impl Cache {
-    /// Keeps a failed invalidation for retry, and starts the retrying task.
-    pub(crate) fn outbox_push(&self, pending: Spec) {
-        let outbox = self.outbox();
-        if outbox.push(pending) {
-            crate::stats::Stats::add(&self.stats_ref().outbox_dropped, 1);
-            tracing::error!(target: "cache_runtime", namespace = self.namespace(), "invalidation outbox full: the oldest invalidation was dropped");
-        }
-        crate::stats::Stats::add(&self.stats_ref().outbox_kept, 1);
-        if !outbox.draining.swap(true, Ordering::AcqRel) {
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(drain_in_background(self.downgrade()));
-            } else {
-                outbox.draining.store(false, Ordering::Release);
-            }
-        }
-    }
-
-    /// Asks the background task to retry now (a read found the outbox not
-    /// empty and goes without the cache meanwhile).
-    pub(crate) fn outbox_wake(&self) {
-        self.outbox().wake.notify_one();
-    }
-
-    fn outbox_waker(&self) -> std::sync::Arc<tokio::sync::Notify> {
-        self.outbox().wake.clone()
-    }
-
-    /// Retries the kept invalidations in order until one fails; whether the
-    /// outbox is empty now. `false` at once if another caller is at it.
-    pub(crate) async fn drain_outbox(&self) -> bool {
-        let outbox = self.outbox();
-        let Ok(_turn) = outbox.turn.try_lock() else {
-            return false;
-        };
-        while let Some((last, pending)) = outbox.next_batch() {
-            if self.change(pending, Vec::new(), false).await.is_err() {
-                return false;
-            }
-            let popped = outbox.pop_through(last);
-            crate::stats::Stats::add(&self.stats_ref().outbox_retried, popped);
-        }
-        true
-    }
-}
-
-/// Retries the outbox until it is empty, pausing between failed tries (or
-/// until a read wakes it); ends when the cache is dropped.
-async fn drain_in_background(cache: WeakCache) {
-    let mut pause = FIRST_PAUSE;
-    loop {
-        let Some(wake) = cache.upgrade().map(|c| c.outbox_waker()) else {
-            return;
-        };
-        let slept = tokio::time::sleep(pause);
-        tokio::select! {
-            () = slept => {}
-            () = wake.notified() => tokio::time::sleep(MIN_PAUSE).await,
-        }
-        let Some(cache) = cache.upgrade() else {
-            return;
-        };
-        crate::hooks::point("outbox.retry", cache.namespace()).await;
-        if cache.drain_outbox().await {
-            let outbox = cache.outbox();
-            outbox.draining.store(false, Ordering::Release);
-            // A push may have come after the last look but before the
-            // flag was cleared: take the task back if so.
-            if outbox.is_empty() || outbox.draining.swap(true, Ordering::AcqRel) {
-                return;
-            }
-            pause = FIRST_PAUSE;
-        } else {
-            pause = (pause * 2).min(MAX_PAUSE);
-        }
     }
 }
 
@@ -247,32 +137,6 @@ mod tests {
         Spec {
             patterns: vec!["post:*".to_owned()],
             ..pending(key)
-        }
-    }
-
-    /// A cache whose Redis never answers keeps an invalidation in its
-    /// outbox; once every handle is dropped, the retrying task lets go of
-    /// it (before, the task held a handle and retried forever).
-    #[cfg(feature = "redis")]
-    #[tokio::test]
-    async fn the_retrying_task_does_not_keep_a_dropped_cache_alive() {
-        let cache = Cache::builder()
-            .redis_url("redis://127.0.0.1:1/")
-            .timeout(Duration::from_millis(50))
-            .apply_events(false)
-            .build()
-            .unwrap();
-        assert!(cache.invalidate().key("k").await.is_err());
-        assert!(!cache.outbox().is_empty(), "kept for retry");
-        let weak = cache.downgrade();
-        drop(cache);
-        let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while weak.upgrade().is_some() {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "the outbox task still holds the cache"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 

@@ -219,30 +219,7 @@ impl<R> ShareNot<R> for &ShareProbe<R> {
     }
 }
 
-/// Keeps decoded values beside their bytes in process (in-process store and
-/// tier), so that a hit clones the value instead of decoding it. Picked at
-/// the expansion site for values that are `Clone + Send + Sync + 'static`.
-pub struct Typed<T> {
-    pub(crate) pack: fn(&T) -> crate::store::AnyValue,
-    pub(crate) unpack: fn(&(dyn ::std::any::Any + Send + Sync)) -> Option<T>,
-}
-
-impl<T> ::std::fmt::Debug for Typed<T> {
-    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
-        f.write_str("Typed")
-    }
-}
-
-impl<T: Clone + Send + Sync + 'static> Typed<T> {
-    /// Values kept as `Arc<T>` and cloned out.
-    #[inline]
-    pub fn cloning() -> Self {
-        Typed {
-            pack: |v| ::std::sync::Arc::new(v.clone()),
-            unpack: |any| any.downcast_ref::<T>().cloned(),
-        }
-    }
-}
+pub use crate::store::Typed;
 
 /// Picks [`Typed`] for the stored part of a return type:
 /// `(&&&&TypedProbe::<R>(PhantomData)).typed()` (autoref specialisation,
@@ -335,7 +312,7 @@ where
 {
     match cache {
         Some(cache) => {
-            let read = crate::cache::Read {
+            let read = crate::cache::read::Read {
                 key,
                 options,
                 version,
@@ -414,7 +391,7 @@ impl Changes {
         publish: Option<&'static str>,
     ) {
         let Some(cache) = cache else { return };
-        self.on(cache).specs.push(crate::invalidation::Spec {
+        self.on(cache).specs.push(crate::spec::Spec {
             keys,
             tags,
             patterns,

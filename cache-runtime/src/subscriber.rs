@@ -129,7 +129,7 @@ struct LastHeard {
 
 impl LastHeard {
     fn note(&self, at: Instant) {
-        let ms = crate::cache::millis(at.saturating_duration_since(self.start));
+        let ms = crate::ttl::millis(at.saturating_duration_since(self.start));
         self.at.fetch_max(ms + 1, Ordering::AcqRel);
     }
 }

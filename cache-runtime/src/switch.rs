@@ -15,12 +15,6 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::Relaxed};
 
-use crate::cache::{Cache, Links};
-use crate::options::CacheOptions;
-use crate::shape::{Fill, Shape};
-use crate::stats::Stats;
-use crate::status::CacheStatus;
-
 /// Bit 0: caching is off process-wide. The rest: twice the number of live
 /// [`refreshing`] and [`with_cache_status`](crate::with_cache_status) scopes.
 static STATE: AtomicUsize = AtomicUsize::new(0);
@@ -153,73 +147,4 @@ pub fn enabled() -> bool {
 pub async fn refreshing<F: Future>(work: F) -> F::Output {
     let _alive = ScopeGuard::enter();
     REFRESH.scope((), work).await
-}
-
-impl Cache {
-    /// A read in bypass mode: the loader alone.
-    pub(crate) async fn bypass<R, L, Fut>(&self, load: L) -> R
-    where
-        L: FnOnce() -> Fut,
-        Fut: Future<Output = R>,
-    {
-        Stats::add(&self.stats_ref().bypassed, 1);
-        crate::status::record(CacheStatus::Bypass);
-        tracing::Span::current().record("outcome", "bypass");
-        load().await
-    }
-
-    /// A read inside [`refreshing`]: the fill token is read, then the loader
-    /// runs, and its value is stored over whatever is cached unless an
-    /// invalidation came since the token (`Cache::store_refreshed`: then
-    /// the key is marked and its dependents go, as for a put). An absent
-    /// value, or one not to be stored, removes the entry; an error leaves
-    /// it as it was.
-    pub(crate) async fn reload<S, R, L, Fut, G>(
-        &self,
-        key: &str,
-        options: &CacheOptions,
-        tags: G,
-        load: L,
-    ) -> R
-    where
-        S: Shape<R>,
-        L: FnOnce() -> Fut,
-        Fut: Future<Output = R>,
-        G: FnOnce(Option<&S::Inner>) -> Links,
-    {
-        Stats::add(&self.stats_ref().forced_refreshes, 1);
-        crate::status::record(CacheStatus::Refresh);
-        tracing::Span::current().record("outcome", "forced");
-        // Read before the loader starts (see `ensure_token`).
-        let token = self.read_token().await;
-        let value = load().await;
-        match S::split(&value) {
-            Fill::Value { stored, inner } => {
-                let links = tags(Some(inner));
-                if links.not_stored {
-                    // Not to be cached: what was cached is stale now.
-                    self.invalidate().key(key).run_reported().await;
-                    return value;
-                }
-                let Some(token) = token else {
-                    // The store did not answer: what it holds is stale now.
-                    self.invalidate().key(key).run_reported().await;
-                    return value;
-                };
-                match self.encode_put(key.to_owned(), stored, options, links) {
-                    Ok(put) => {
-                        if let Err(e) = self.store_refreshed(put, token).await {
-                            self.report("refresh", &e);
-                        }
-                    }
-                    Err(e) => self.report("refresh", &e),
-                }
-            }
-            Fill::Absent(_) => {
-                self.invalidate().key(key).run_reported().await;
-            }
-            Fill::Skip => {}
-        }
-        value
-    }
 }

@@ -133,7 +133,7 @@ impl LocalTier {
         LocalTier {
             store: MemoryStore::new(capacity),
             ttl,
-            grace_ms: crate::cache::millis(grace),
+            grace_ms: crate::ttl::millis(grace),
             // Forgotten after the tier's TTL: a version key that expired on
             // Redis starts over lower, and the tier must learn that too.
             versions: moka::sync::Cache::builder()
@@ -164,7 +164,7 @@ impl LocalTier {
     /// The subscriber heard from the server at `at` (a message arrived, or
     /// a ping sent then was answered).
     pub(crate) fn alive(&self, at: Instant) {
-        let ms = crate::cache::millis(at.saturating_duration_since(self.epoch));
+        let ms = crate::ttl::millis(at.saturating_duration_since(self.epoch));
         self.alive_at.fetch_max(ms + 1, Ordering::AcqRel);
     }
 
@@ -236,7 +236,7 @@ impl LocalTier {
     }
 
     fn since_epoch(&self) -> u64 {
-        crate::cache::millis(self.epoch.elapsed())
+        crate::ttl::millis(self.epoch.elapsed())
     }
 
     fn echoes(&self) -> std::sync::MutexGuard<'_, Echoes> {

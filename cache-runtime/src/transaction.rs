@@ -12,7 +12,7 @@ use std::future::Future;
 use std::sync::Mutex;
 
 use crate::cache::{Cache, Put};
-use crate::invalidation::Spec;
+use crate::spec::Spec;
 
 tokio::task_local! {
     static SCOPE: Deferred;

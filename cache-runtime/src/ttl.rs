@@ -64,6 +64,10 @@ pub(crate) fn with_jitter(ttl: Duration, jitter: f32) -> Duration {
     ttl.saturating_sub(cut).max(Duration::from_millis(1))
 }
 
+pub(crate) fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// `from + d`, or a moment far enough away to mean "never" when that does
 /// not fit an `Instant` (a configured duration may be `Duration::MAX`).
 pub(crate) fn after(from: Instant, d: Duration) -> Instant {

@@ -136,7 +136,7 @@ impl MemoryStore {
 
     /// The store's clock, in ms.
     fn now_ms(&self) -> u64 {
-        crate::cache::millis(self.started.elapsed())
+        crate::ttl::millis(self.started.elapsed())
     }
 
     fn versions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Version>> {
@@ -241,7 +241,7 @@ impl MemoryStore {
         // Its markers may be gone: too late to tell.
         if req
             .read_at_ms
-            .is_some_and(|at| self.now_ms().saturating_sub(at) >= crate::cache::millis(req.window))
+            .is_some_and(|at| self.now_ms().saturating_sub(at) >= crate::ttl::millis(req.window))
         {
             return false;
         }
@@ -285,7 +285,7 @@ impl MemoryStore {
         if let Some((name, _)) = &req.version {
             // The version outlives every entry stamped with it.
             let until = req.ttl.map_or(u64::MAX, |ttl| {
-                self.now_ms().saturating_add(crate::cache::millis(ttl))
+                self.now_ms().saturating_add(crate::ttl::millis(ttl))
             });
             let mut versions = self.versions_mut();
             let v = versions.entry(name.clone()).or_default();
@@ -392,7 +392,7 @@ impl MemoryStore {
             // racing the bump may fill.
             let until = self
                 .now_ms()
-                .saturating_add(crate::cache::millis(plan.marker_ttl));
+                .saturating_add(crate::ttl::millis(plan.marker_ttl));
             let mut versions = self.versions_mut();
             for name in &plan.bumps {
                 let v = versions

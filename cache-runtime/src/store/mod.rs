@@ -63,6 +63,31 @@ pub(crate) struct Token {
 /// not decode it again.
 pub(crate) type AnyValue = std::sync::Arc<dyn std::any::Any + Send + Sync>;
 
+/// Keeps decoded values beside their bytes in process (in-process store and
+/// tier), so that a hit clones the value instead of decoding it. Picked at
+/// the expansion site for values that are `Clone + Send + Sync + 'static`.
+pub struct Typed<T> {
+    pub(crate) pack: fn(&T) -> AnyValue,
+    pub(crate) unpack: fn(&(dyn ::std::any::Any + Send + Sync)) -> Option<T>,
+}
+
+impl<T> ::std::fmt::Debug for Typed<T> {
+    fn fmt(&self, f: &mut ::std::fmt::Formatter<'_>) -> ::std::fmt::Result {
+        f.write_str("Typed")
+    }
+}
+
+impl<T: Clone + Send + Sync + 'static> Typed<T> {
+    /// Values kept as `Arc<T>` and cloned out.
+    #[inline]
+    pub fn cloning() -> Self {
+        Typed {
+            pack: |v| ::std::sync::Arc::new(v.clone()),
+            unpack: |any| any.downcast_ref::<T>().cloned(),
+        }
+    }
+}
+
 /// A tag as the store sees it: the set of its members and its marker. A
 /// dependency on a key is the same pair: the key's dependents set and the
 /// key's marker.

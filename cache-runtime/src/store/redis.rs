@@ -648,7 +648,7 @@ fn new_epoch() -> u64 {
 /// Milliseconds for `PX`: at least 1, and at most a century (Redis refuses
 /// expiries past the range of its clock).
 fn millis(d: Duration) -> u64 {
-    crate::cache::millis(d).clamp(1, 100 * 365 * 86_400_000)
+    crate::ttl::millis(d).clamp(1, 100 * 365 * 86_400_000)
 }
 
 impl RedisStore {

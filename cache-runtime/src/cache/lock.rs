@@ -16,13 +16,117 @@
 //! also re-read at a slow interval (a quarter of the wait bound), in case a
 //! message was lost, and run the loader themselves when the bound passes.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-#[cfg(feature = "redis")]
 use tokio::sync::broadcast;
 
-use crate::cache::{Backend, Cache};
 use crate::error::Error;
+use crate::options::CacheOptions;
+use crate::stats::Stats;
+
+use super::*;
+
+/// A caller's wait for another process's loader, across re-reads.
+#[derive(Default)]
+pub(crate) struct LockWait {
+    deadline: Option<Instant>,
+    #[cfg(feature = "redis")]
+    landings: Option<broadcast::Receiver<String>>,
+    waited: bool,
+}
+
+/// What the distributed lock says a flight leader does next.
+pub(crate) enum Step {
+    /// Load: with the lock, or without it (the store failed or the wait
+    /// reached its bound).
+    Load(Option<LockGuard>),
+    /// Read again: the entry landed, or may have.
+    ReadAgain,
+}
+
+impl Cache {
+    /// One step of the distributed lock for the leader of a flight: take the
+    /// lock, or wait (bounded) for the holder's value to land. A caller with
+    /// a stale value does not wait: it serves that value.
+    pub(crate) async fn distributed_step(
+        &self,
+        key: &str,
+        entry_key: &str,
+        options: &CacheOptions,
+        check_entry: bool,
+        has_stale: bool,
+        waiting: &mut LockWait,
+    ) -> Step {
+        let inner = &*self.inner;
+        let now = Instant::now();
+        // A caller that waited past half the fill window could load a value
+        // too late to store: wait at most that long.
+        let bound = options.lock_wait_bound().min(inner.fill_window / 2);
+        let deadline = *waiting
+            .deadline
+            .get_or_insert(crate::ttl::after(now, bound));
+        // Listen before trying, so a landing right after the try is heard.
+        #[cfg(feature = "redis")]
+        if !has_stale
+            && waiting.landings.is_none()
+            && let Some(subscriber) = self.subscriber()
+        {
+            waiting.landings = Some(subscriber.landings());
+        }
+        // Ask whether the entry is there only once: a value that does not
+        // decode must not send this caller round in circles.
+        let unless_exists = check_entry.then_some(entry_key);
+        let announce = Some((inner.layout.landed_channel(), entry_key.to_owned()));
+        let attempt = self
+            .lock_named(
+                inner.layout.lock(key),
+                inner.lock_lease,
+                unless_exists,
+                announce,
+            )
+            .await;
+        match attempt {
+            Ok(Attempt::Held(guard)) => Step::Load(Some(guard)),
+            Ok(Attempt::Landed) => Step::ReadAgain,
+            Err(e) => {
+                self.report("lock", &e);
+                Step::Load(None)
+            }
+            Ok(Attempt::Busy) if has_stale => Step::ReadAgain,
+            Ok(Attempt::Busy) => {
+                let now = Instant::now();
+                if now >= deadline {
+                    Stats::add(&inner.stats.lock_timeouts, 1);
+                    tracing::warn!(target: "cache_runtime", key, "gave up waiting for another process's loader; loading here");
+                    return Step::Load(None);
+                }
+                if !std::mem::replace(&mut waiting.waited, true) {
+                    Stats::add(&inner.stats.lock_waits, 1);
+                }
+                // Re-read at a slow interval in case an announcement is lost.
+                let poll = (bound / 4).max(Duration::from_millis(10));
+                let slice = poll.min(deadline - now);
+                #[cfg(feature = "redis")]
+                let woken = match waiting.landings.as_mut() {
+                    Some(rx) => crate::cache::lock::wait_for_landing(rx, entry_key, slice).await,
+                    None => {
+                        tokio::time::sleep(slice).await;
+                        false
+                    }
+                };
+                #[cfg(not(feature = "redis"))]
+                let woken = {
+                    tokio::time::sleep(slice).await;
+                    false
+                };
+                if woken {
+                    Stats::add(&inner.stats.lock_woken, 1);
+                }
+                Step::ReadAgain
+            }
+        }
+    }
+}
 
 /// A held lock. Release it with [`release`](Self::release); dropping it
 /// releases it in the background (when a Tokio runtime is running), and a

@@ -1,0 +1,946 @@
+//! The read-through path of every cached call (`#[cached]`, `get_or_load`):
+//! the in-process check (tier, or the in-process store), then the network
+//! path (lookup, fill token, single-flight, the distributed lock, the
+//! loader, the fill), and the plain reads (`get`, `get_or_load*`), the
+//! bypass and the forced refresh (`refreshing`).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::entry::{self, Meta};
+use crate::events::now_ms;
+use crate::flight::{self, Landed, Role, Sharer};
+use crate::observe::Source;
+use crate::options::CacheOptions;
+use crate::shape::{Fill, Plain, Res, Shape};
+use crate::stats::Stats;
+use crate::status::CacheStatus;
+use crate::store::memory::Shared;
+use crate::store::{AnyValue, Lookup, Token, Typed};
+use crate::switch::Mode;
+use crate::tier::LocalTier;
+use crate::ttl::{millis, with_jitter};
+
+use super::freshness::{self, Freshness, local_for};
+use super::lock::{LockWait, Step};
+use super::*;
+
+/// One cached read: the key, its options, the version namespace it belongs
+/// to, and how to hand a non-stored outcome to coalesced callers.
+#[derive(Debug)]
+pub(crate) struct Read<'a, R, T> {
+    pub(crate) key: String,
+    pub(crate) options: &'a CacheOptions,
+    pub(crate) version: Option<String>,
+    pub(crate) share: Option<Sharer<R>>,
+    /// How to keep the stored value decoded in process (`T` is the stored
+    /// part of `R`).
+    pub(crate) typed: Option<Typed<T>>,
+}
+
+impl<'a, R, T> Read<'a, R, T> {
+    pub(crate) fn new(key: String, options: &'a CacheOptions) -> Self {
+        Read {
+            key,
+            options,
+            version: None,
+            share: None,
+            typed: None,
+        }
+    }
+}
+
+/// The future of a cached read: a hit is ready at once (found before the
+/// future was made); a miss is the boxed network path.
+pub(crate) enum ReadThrough<R, F> {
+    Hit(Option<R>),
+    Miss(std::pin::Pin<Box<F>>),
+}
+
+// Never pinned structurally: the value is moved out, the miss is boxed.
+impl<R, F> Unpin for ReadThrough<R, F> {}
+
+impl<R, F: Future<Output = R>> Future for ReadThrough<R, F> {
+    type Output = R;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<R> {
+        match &mut *self {
+            ReadThrough::Hit(value) => {
+                std::task::Poll::Ready(value.take().expect("a ready read polled after completion"))
+            }
+            ReadThrough::Miss(miss) => miss.as_mut().poll(cx),
+        }
+    }
+}
+
+thread_local! {
+    /// The entry name of an in-process lookup, reused across calls.
+    static ENTRY_NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// The value kept decoded beside the bytes, else the bytes decoded; `None`
+/// (not reported) when neither works.
+pub(crate) fn decode_quietly<T: DeserializeOwned>(
+    bytes: &[u8],
+    kept: Option<&AnyValue>,
+    typed: Option<&Typed<T>>,
+) -> Option<(Meta, T)> {
+    let env = entry::decode(bytes).ok()?;
+    if let (Some(kept), Some(typed)) = (kept, typed)
+        && let Some(value) = (typed.unpack)(&**kept)
+    {
+        return Some((env.meta, value));
+    }
+    env.codec
+        .decode::<T>(env.payload)
+        .ok()
+        .map(|v| (env.meta, v))
+}
+
+/// What a leader lands for a value it does not store: the whole value for
+/// types that can be shared (with the leader's token: a waiter whose own
+/// token is newer does not take it), else `Retry`.
+pub(crate) fn shared<R>(
+    share: Option<&Sharer<R>>,
+    value: &R,
+    token: Option<(Token, u64)>,
+) -> Landed {
+    match (share, token) {
+        (Some(s), Some((token, _))) => Landed::Shared((s.pack)(value), token.seq),
+        _ => Landed::Retry,
+    }
+}
+
+impl Cache {
+    /// Cache-aside for a fallible loader: returns the cached value under
+    /// `key`, or runs `load`, caches its `Ok` value and returns it. An `Err`
+    /// is returned as it is and not cached. A cache fault never fails the
+    /// call: the loader runs and the fault is reported.
+    pub async fn get_or_load<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: &CacheOptions,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.read_through::<Res, _, _, _, _>(
+            Read::new(key.to_owned(), options),
+            |_| Links::new(),
+            load,
+        )
+        .await
+    }
+
+    /// Like [`get_or_load`](Self::get_or_load), for a loader that cannot fail,
+    /// with tags (a `Vec<String>`) or [`Links`] computed from the loaded
+    /// value.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use cache_runtime::{Cache, CacheOptions, Links};
+    /// let cache = Cache::in_memory();
+    /// let opts = CacheOptions::new("feed");
+    /// let feed: Vec<u32> = cache
+    ///     .get_or_load_tagged("feed:7", &opts, |_| Links::new().tag("user:7").depends_on("profile:7"), || async { vec![1, 2] })
+    ///     .await;
+    /// cache.invalidate().key("profile:7").await.unwrap();
+    /// assert_eq!(cache.get::<Vec<u32>>("feed:7").await, None, "removed with what it depends on");
+    /// # let _ = feed; }
+    /// ```
+    pub async fn get_or_load_tagged<T, F, Fut, G, L>(
+        &self,
+        key: &str,
+        options: &CacheOptions,
+        tags: G,
+        load: F,
+    ) -> T
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = T>,
+        G: FnOnce(Option<&T>) -> L,
+        L: Into<Links>,
+    {
+        self.read_through::<Plain, _, _, _, _>(
+            Read::new(key.to_owned(), options),
+            |v| tags(v).into(),
+            load,
+        )
+        .await
+    }
+
+    /// The cached value under `key`, if there is one that decodes as `T`.
+    /// It is read as stored: freshness and versions are not checked.
+    pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
+        let lookup = self
+            .lookup(&self.inner.layout.entry(key), None, None)
+            .await?;
+        let (meta, value) = self.decode_entry::<T>(key, &lookup.value?)?;
+        // Not an entry a restarted server brought back from an older life.
+        self.current_epoch(&meta).then_some(value)
+    }
+
+    /// The read-through path behind `#[cached]` and `get_or_load`.
+    ///
+    /// One lookup (the value and, for versioned reads, the current version,
+    /// in one round trip). A fresh hit returns. A caller about to load or
+    /// wait reads the fill token first (`ensure_token`). A stale or
+    /// early-refresh hit returns the cached value unless this caller takes
+    /// the refresh. Otherwise the caller leads or joins the key's flight; the
+    /// leader loads, fills (refused if an invalidation came after the read)
+    /// and lands the outcome for the waiters.
+    ///
+    /// The in-process check runs first, without building the rest: the
+    /// loader is a closure (its future is only made on a miss) and the
+    /// network path is a boxed future, so a hit moves a few words, not the
+    /// whole state of a miss.
+    pub(crate) fn read_through<'a, S, R, L, Fut, G>(
+        &'a self,
+        read: Read<'a, R, S::Stored>,
+        tags: G,
+        load: L,
+    ) -> ReadThrough<R, impl Future<Output = R> + 'a>
+    where
+        S: Shape<R> + 'a,
+        R: 'a,
+        L: FnOnce() -> Fut + 'a,
+        Fut: Future<Output = R> + 'a,
+        G: FnOnce(Option<&S::Inner>) -> Links + 'a,
+    {
+        let inner = &*self.inner;
+        let mode = crate::switch::mode(&inner.enabled);
+        let version_key = read.version.as_deref().map(|v| inner.layout.version(v));
+        // An in-process hit (tier, or the in-process store) builds the entry
+        // name in a reused buffer: no allocation but the key's.
+        // Only the lookup runs inside the borrow: decoding and cloning run
+        // user code, which may itself read the cache.
+        // With invalidations waiting to be retried, nothing cached may be
+        // trusted: go the network path, which retries them first.
+        let found = if mode == Mode::Normal && inner.outbox.is_empty() {
+            ENTRY_NAME.with_borrow_mut(|name| {
+                name.clear();
+                inner.layout.entry_into(&read.key, name);
+                self.in_process_entry(name)
+            })
+        } else {
+            None
+        };
+        let in_process = found.and_then(|found| {
+            self.in_process_hit::<S, R>(
+                &found,
+                version_key.as_deref(),
+                read.options,
+                read.typed.as_ref(),
+            )
+        });
+        match in_process {
+            Some(hit) => ReadThrough::Hit(Some(hit)),
+            None => {
+                use tracing::Instrument as _;
+                let span = tracing::debug_span!(
+                    target: "cache_runtime",
+                    "cache.read",
+                    cache = self.namespace(),
+                    name = read.options.name(),
+                    key = %read.key,
+                    outcome = tracing::field::Empty,
+                    store_ms = tracing::field::Empty,
+                    load_ms = tracing::field::Empty,
+                );
+                let network =
+                    self.read_network::<S, R, L, Fut, G>(read, version_key, tags, load, mode);
+                ReadThrough::Miss(Box::pin(network.instrument(span)))
+            }
+        }
+    }
+
+    /// The read-through path past the in-process check.
+    pub(crate) async fn read_network<S, R, L, Fut, G>(
+        &self,
+        read: Read<'_, R, S::Stored>,
+        version_key: Option<String>,
+        tags: G,
+        load: L,
+        mode: Mode,
+    ) -> R
+    where
+        S: Shape<R>,
+        L: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+        G: FnOnce(Option<&S::Inner>) -> Links,
+    {
+        if mode == Mode::Bypass {
+            return self.bypass(load).await;
+        }
+        // While invalidations that failed wait to be retried, nothing
+        // cached may be trusted: the loader runs without the cache. The
+        // read makes no store call for them; it wakes the task that
+        // retries them.
+        if !self.inner.outbox.is_empty() {
+            self.outbox_wake();
+            crate::status::record(CacheStatus::Bypass);
+            return load().await;
+        }
+        if mode == Mode::Refresh {
+            return self
+                .reload::<S, R, L, Fut, G>(&read.key, read.options, tags, load)
+                .await;
+        }
+        // The fill window runs from before the read: a marker must outlive
+        // every fill whose read preceded its invalidation.
+        let started = Instant::now();
+        let inner = &*self.inner;
+        let Read {
+            key,
+            options,
+            version: _,
+            share,
+            typed,
+        } = read;
+        let key = key.as_str();
+        let typed = typed.as_ref();
+        let entry_key = inner.layout.entry(key);
+        let tier = inner.tier.as_deref();
+        // Taken before the Redis read: a tier fill from it is refused if an
+        // invalidation of the entry arrives in between.
+        let local_token = tier.map(LocalTier::token);
+        let mut found = self
+            .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+            .await;
+        let mut leader: Option<flight::Leader<'_>> = None;
+        // The fill token this caller read when it became the leader.
+        let mut leader_token: Option<u64> = None;
+        let mut waiting = LockWait::default();
+        let (lock, refreshing) = loop {
+            let mut stale = None;
+            if let Some(Lookup {
+                value: Some(bytes),
+                version: current,
+                token,
+                typed: kept,
+            }) = &found
+            {
+                match self.decode_kept::<S::Stored>(key, bytes, kept.as_ref(), typed) {
+                    Some((meta, stored))
+                        if meta.version == *current && self.current_epoch(&meta) =>
+                    {
+                        match freshness::check(&meta, options) {
+                            Freshness::Fresh => {
+                                Stats::add(&inner.stats.hits, 1);
+                                inner.metrics.hit(options.name(), Source::Redis);
+                                crate::status::record(CacheStatus::Hit);
+                                tracing::Span::current().record("outcome", "hit");
+                                if let (Some(tier), Some(local_token)) = (tier, local_token) {
+                                    if let Some(name) = &version_key {
+                                        tier.saw_version(name, *current);
+                                    }
+                                    tier.fill(
+                                        &entry_key,
+                                        bytes,
+                                        typed.map(|t| (t.pack)(&stored)),
+                                        local_for(&meta, options),
+                                        local_token,
+                                    );
+                                }
+                                if let Some(leader) = leader.take() {
+                                    // Another process's loader landed it. It
+                                    // is at least as fresh as this caller's
+                                    // token (read before this read).
+                                    Stats::add(&inner.stats.lock_landed, 1);
+                                    leader.land(Landed::Value {
+                                        bytes: bytes.clone(),
+                                        token: token.map(|t| t.seq).or(leader_token).unwrap_or(0),
+                                        stored: true,
+                                    });
+                                }
+                                return S::join(stored);
+                            }
+                            Freshness::Stale => stale = Some((stored, true)),
+                            Freshness::RefreshEarly => stale = Some((stored, false)),
+                        }
+                    }
+                    Some(_) => {
+                        tracing::trace!(target: "cache_runtime", key, "entry of an older version or epoch")
+                    }
+                    None => {}
+                }
+            }
+            if leader.is_none() {
+                if !options.coalesce() && stale.is_none() {
+                    break (None, None);
+                }
+                // A value landed a moment ago is offered to a caller whose
+                // read found nothing at all (not to one about to refresh, or
+                // to replace bytes it could not use).
+                if found.as_ref().is_some_and(|l| l.value.is_none()) {
+                    self.ensure_token(&mut found).await;
+                }
+                let token = found
+                    .as_ref()
+                    .filter(|l| l.value.is_none())
+                    .and_then(|l| l.token)
+                    .map(|t| t.seq);
+                match inner.flights.join(&entry_key, token) {
+                    Role::Leader(l) => {
+                        leader = Some(l);
+                        leader_token = found.as_ref().and_then(|l| l.token).map(|t| t.seq);
+                    }
+                    // Someone else is refreshing: serve what is cached, now.
+                    Role::Waiter(_) if stale.is_some() => {
+                        let (stored, past_ttl) = stale.expect("checked");
+                        return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
+                    }
+                    Role::Waiter(rx) | Role::Landed(rx) => {
+                        // This caller's token, read after its read: the
+                        // leader's value is taken only if no invalidation
+                        // came between the leader's token and this one.
+                        // Without a token of its own (the store did not
+                        // answer) it takes nothing.
+                        self.ensure_token(&mut found).await;
+                        let mine = found.as_ref().and_then(|l| l.token).map(|t| t.seq);
+                        let fresh =
+                            |token| mine.is_some_and(|mine| flight::fresh_enough(token, mine));
+                        match flight::wait(rx).await {
+                            Landed::Value { bytes, token, .. } if fresh(token) => {
+                                if let Some((_, stored)) =
+                                    self.decode_entry::<S::Stored>(key, &bytes)
+                                {
+                                    Stats::add(&inner.stats.coalesced, 1);
+                                    crate::status::record(CacheStatus::Miss);
+                                    return S::join(stored);
+                                }
+                            }
+                            Landed::Shared(any, token) if fresh(token) => {
+                                if let Some(value) = share.as_ref().and_then(|s| (s.unpack)(&*any))
+                                {
+                                    Stats::add(&inner.stats.coalesced, 1);
+                                    crate::status::record(CacheStatus::Miss);
+                                    return value;
+                                }
+                            }
+                            // The leader's value predates an invalidation this
+                            // caller saw, or it had nothing to share: read again.
+                            Landed::Value { .. } | Landed::Shared(..) | Landed::Retry => {}
+                        }
+                        found = self
+                            .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+                            .await;
+                        continue;
+                    }
+                }
+            }
+            // This caller leads the key's flight in this process.
+            // Without a store answering there is no lock to take.
+            if !options.distributed() || !self.is_redis() || found.is_none() {
+                break (None, stale);
+            }
+            // Ask the lock script whether the entry landed since this read
+            // only when the read found nothing at all (bytes that did not
+            // decode or were of an older version would be found again).
+            let check_entry = found.as_ref().is_some_and(|l| l.value.is_none());
+            match self
+                .distributed_step(
+                    key,
+                    &entry_key,
+                    options,
+                    check_entry,
+                    stale.is_some(),
+                    &mut waiting,
+                )
+                .await
+            {
+                Step::Load(guard) => break (guard, stale),
+                Step::ReadAgain => {
+                    if let Some((stored, past_ttl)) = stale {
+                        // Another process is refreshing it.
+                        return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
+                    }
+                }
+            }
+            found = self
+                .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+                .await;
+        };
+        let outcome = if refreshing.is_some() {
+            Stats::add(&inner.stats.refreshes, 1);
+            inner.metrics.refresh(options.name());
+            "refresh"
+        } else {
+            Stats::add(&inner.stats.misses, 1);
+            inner.metrics.miss(options.name());
+            "miss"
+        };
+        tracing::Span::current().record("outcome", outcome);
+        crate::status::record(CacheStatus::Miss);
+        // Read before the loader starts: an invalidation before this read
+        // came after its write committed, so the loader sees the write; one
+        // after it has a greater number, and refuses the fill.
+        self.ensure_token(&mut found).await;
+        let loading = Instant::now();
+        let load = load();
+        let value = match &lock {
+            // Renew the lease for as long as the loader runs.
+            Some(guard) => {
+                let mut load = std::pin::pin!(load);
+                tokio::select! {
+                    biased;
+                    value = &mut load => value,
+                    () = guard.keep_alive() => load.await,
+                }
+            }
+            None => load.await,
+        };
+        let cost = loading.elapsed();
+        inner.metrics.load(options.name(), cost);
+        tracing::Span::current().record("load_ms", cost.as_secs_f64() * 1e3);
+        let token = found
+            .as_ref()
+            .and_then(|l| l.token.map(|token| (token, l.version)));
+        let landed = self
+            .fill_after_load::<S, R, G>(
+                key,
+                version_key.as_deref(),
+                options,
+                tags,
+                &value,
+                token,
+                cost,
+                started,
+                share.as_ref(),
+                lock,
+                local_token,
+                typed,
+            )
+            .await;
+        if let Some(leader) = leader {
+            leader.land(landed);
+        }
+        if let Some((stored, past_ttl)) = refreshing
+            && matches!(S::split(&value), Fill::Skip)
+        {
+            // Stale-if-error: a failed refresh keeps serving what is
+            // cached (until the entry's stale window ends).
+            Stats::add(&inner.stats.refresh_failures, 1);
+            tracing::warn!(target: "cache_runtime", name = options.name(), key, "refresh failed; serving the cached value");
+            return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
+        }
+        value
+    }
+
+    /// Stores a freshly loaded value (when it is storable and no invalidation
+    /// came after the read), and says what the flight's waiters get.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) async fn fill_after_load<S, R, G>(
+        &self,
+        key: &str,
+        version_key: Option<&str>,
+        options: &CacheOptions,
+        tags: G,
+        value: &R,
+        token: Option<(Token, u64)>,
+        cost: Duration,
+        started: Instant,
+        share: Option<&Sharer<R>>,
+        lock: Option<LockGuard>,
+        local_token: Option<u64>,
+        typed: Option<&Typed<S::Stored>>,
+    ) -> Landed
+    where
+        S: Shape<R>,
+        G: FnOnce(Option<&S::Inner>) -> Links,
+    {
+        let inner = &*self.inner;
+        let version = token.map_or(0, |(_, v)| v);
+        let (stored, absent, inner_value) = match S::split(value) {
+            Fill::Value { stored, inner } => (stored, false, Some(inner)),
+            Fill::Absent(stored) => (stored, true, None),
+            Fill::Skip => return shared(share, value, token),
+        };
+        let ttl = if absent {
+            options.none_ttl().map(|ttl| {
+                Some(with_jitter(
+                    ttl,
+                    options.jitter_choice().unwrap_or(inner.jitter),
+                ))
+            })
+        } else {
+            Some(self.ttl_for(options))
+        };
+        // Always recorded, so a tier never keeps a copy past it.
+        let fresh_until_ms = match ttl {
+            Some(Some(ttl)) => now_ms().saturating_add(millis(ttl)),
+            _ => 0,
+        };
+        let meta = Meta {
+            absent,
+            fresh_until_ms,
+            version,
+            cost_ms: u32::try_from(cost.as_millis()).unwrap_or(u32::MAX),
+            epoch: token.map_or(0, |(t, _)| crate::epoch::of(t.seq)),
+        };
+        let bytes = match entry::encode(inner.codec, meta, stored) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                Stats::add(&inner.stats.encode_errors, 1);
+                tracing::warn!(target: "cache_runtime", key, error = %e, "value does not encode; not cached");
+                return shared(share, value, token);
+            }
+        };
+        let shared = Bytes::from(bytes);
+        let Some(read) = token.map(|(t, _)| t) else {
+            // The read faulted: the store is not answering, so no fill (and no
+            // second timeout); waiters still get the value.
+            return Landed::Value {
+                bytes: shared,
+                token: 0,
+                stored: false,
+            };
+        };
+        let Some(ttl) = ttl else {
+            // An absent value without negative caching: nothing to store.
+            return Landed::Value {
+                bytes: shared,
+                token: read.seq,
+                stored: false,
+            };
+        };
+        if shared.len() > options.size_limit().unwrap_or(inner.max_value_size) {
+            Stats::add(&inner.stats.oversized, 1);
+            tracing::debug!(target: "cache_runtime", key, size = shared.len(), "value over the size limit; not cached");
+            return Landed::Value {
+                bytes: shared,
+                token: read.seq,
+                stored: false,
+            };
+        }
+        if started.elapsed() >= inner.fill_window {
+            Stats::add(&inner.stats.fills_rejected, 1);
+            inner.metrics.fill_rejected();
+            return Landed::Retry;
+        }
+        // A value stale past `ttl` is kept for the stale window too.
+        let keep = ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default()));
+        let links = tags(inner_value);
+        if links.not_stored {
+            // `unless`: returned (and shared with waiters), not stored.
+            return Landed::Value {
+                bytes: shared,
+                token: read.seq,
+                stored: false,
+            };
+        }
+        let mut req = self.fill_request(key, shared.to_vec(), keep, links, read);
+        req.idle = options.idle_choice();
+        req.version = version_key.map(|name| (name.to_owned(), version));
+        req.release = lock.as_ref().map(LockGuard::release_parts);
+        // Kept decoded in process: by the in-process store, or by the tier.
+        let kept = match typed {
+            Some(t) if !self.is_redis() || inner.tier.is_some() => Some((t.pack)(stored)),
+            _ => None,
+        };
+        if !self.is_redis() {
+            req.typed = kept.clone();
+        }
+        let filled = self.store_fill(req).await;
+        if filled.is_ok() {
+            // The fill released the lock and announced the landing.
+            if let Some(lock) = lock {
+                lock.released_elsewhere();
+            }
+        }
+        match filled {
+            Ok(true) => {
+                Stats::add(&inner.stats.fills, 1);
+                if let (Some(tier), Some(local_token)) = (&inner.tier, local_token) {
+                    let ttl = local_for(&meta, options);
+                    tier.fill(&inner.layout.entry(key), &shared, kept, ttl, local_token);
+                }
+                Landed::Value {
+                    bytes: shared,
+                    token: read.seq,
+                    stored: true,
+                }
+            }
+            Ok(false) => {
+                Stats::add(&inner.stats.fills_rejected, 1);
+                inner.metrics.fill_rejected();
+                tracing::debug!(target: "cache_runtime", key, "fill refused: invalidated since the read");
+                Landed::Retry
+            }
+            Err(e) => {
+                self.report("fill", &e);
+                Landed::Value {
+                    bytes: shared,
+                    token: read.seq,
+                    stored: false,
+                }
+            }
+        }
+    }
+
+    /// A fresh hit that needs no network: from the in-process tier, or from
+    /// the in-process store.
+    pub(crate) fn in_process_entry(&self, entry_key: &str) -> Option<Shared> {
+        match &self.inner.backend {
+            Backend::Memory(m) => m.entry(entry_key),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => self.inner.tier.as_deref()?.get(entry_key),
+        }
+    }
+
+    /// Whether an in-process entry answers the read: current version (on
+    /// the in-process store, the store's; in the tier, as last heard from
+    /// Redis), and fresh.
+    pub(crate) fn in_process_hit<S: Shape<R>, R>(
+        &self,
+        found: &Shared,
+        version_key: Option<&str>,
+        options: &CacheOptions,
+        typed: Option<&Typed<S::Stored>>,
+    ) -> Option<R> {
+        // A value that does not decode is reported by the full path.
+        let (meta, stored) =
+            decode_quietly::<S::Stored>(&found.bytes, found.typed.as_ref(), typed)?;
+        let current = match &self.inner.backend {
+            Backend::Memory(m) => version_key.map_or(Some(0), |name| Some(m.version(name))),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => match (version_key, self.inner.tier.as_deref()) {
+                (None, _) => Some(0),
+                (Some(name), Some(tier)) => tier.version(name),
+                (Some(_), None) => None,
+            },
+        };
+        if current != Some(meta.version)
+            || !matches!(freshness::check(&meta, options), Freshness::Fresh)
+        {
+            return None;
+        }
+        let stats = &self.inner.stats;
+        Stats::add(&stats.hits, 1);
+        if self.is_redis() {
+            Stats::add(&stats.local_hits, 1);
+        }
+        self.inner.metrics.hit(options.name(), Source::Process);
+        crate::status::record(CacheStatus::Hit);
+        tracing::debug!(target: "cache_runtime", name = options.name(), outcome = "hit", source = "process");
+        Some(S::join(stored))
+    }
+
+    /// Like `decode_entry`, but takes the value kept decoded beside the
+    /// bytes when there is one (the header is still read from the bytes).
+    pub(crate) fn decode_kept<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+        kept: Option<&AnyValue>,
+        typed: Option<&Typed<T>>,
+    ) -> Option<(Meta, T)> {
+        decode_quietly(bytes, kept, typed).or_else(|| self.decode_entry(key, bytes))
+    }
+
+    pub(crate) fn decode_entry<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        bytes: &[u8],
+    ) -> Option<(Meta, T)> {
+        match entry::decode(bytes)
+            .and_then(|env| env.codec.decode::<T>(env.payload).map(|v| (env.meta, v)))
+        {
+            Ok(v) => Some(v),
+            Err(e) => {
+                Stats::add(&self.inner.stats.decode_errors, 1);
+                tracing::warn!(target: "cache_runtime", key, error = %e, "cached value does not decode; treating it as a miss");
+                None
+            }
+        }
+    }
+
+    /// One read of the store: the entry, the fill token and the version.
+    /// With `idle`, a hit on Redis also extends the entry's life (same round
+    /// trip); the in-process store extends it on any read by the entry's own
+    /// `idle`.
+    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
+    pub(crate) async fn lookup(
+        &self,
+        entry_key: &str,
+        version_key: Option<&str>,
+        idle: Option<Duration>,
+    ) -> Option<Lookup> {
+        match &self.inner.backend {
+            Backend::Memory(m) => Some(m.lookup(entry_key, version_key)),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                // Which epoch's entries may be served: learnt first when it
+                // may have changed unseen (the token read checks the
+                // server), and kept as this read's fill token.
+                let learnt = match self.inner.epoch.get() {
+                    Some(_) => None,
+                    None => Some(self.read_token().await?),
+                };
+                let started = Instant::now();
+                let read = self.bounded(
+                    "read",
+                    r.lookup(entry_key, &self.inner.seq_keys, version_key, idle),
+                );
+                let result = read.await;
+                // The store's latency, on the call's span (the first read's).
+                tracing::Span::current().record("store_ms", started.elapsed().as_secs_f64() * 1e3);
+                match result {
+                    Ok(mut l) => {
+                        if let (Some(tier), Some(name)) = (&self.inner.tier, version_key) {
+                            tier.saw_version(name, l.version);
+                        }
+                        if learnt.is_some() {
+                            l.token = learnt;
+                        }
+                        Some(l)
+                    }
+                    Err(e) => {
+                        self.report("read", &e);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Reads the fill token if the read did not (a Redis hit fetches the
+    /// entry alone). A store that does not answer makes it a faulted read
+    /// (`None`): nothing is filled from it.
+    pub(crate) async fn ensure_token(&self, found: &mut Option<Lookup>) {
+        if found.as_ref().is_none_or(|l| l.token.is_some()) {
+            return;
+        }
+        let token = self.read_token().await;
+        match (found.as_mut(), token) {
+            (Some(lookup), Some(token)) => lookup.token = Some(token),
+            _ => *found = None,
+        }
+    }
+
+    /// The fill token of a load that starts after this call (`None`: the
+    /// store did not answer; reported). On Redis it checks the server, and
+    /// teaches this instance the epoch.
+    pub(crate) async fn read_token(&self) -> Option<Token> {
+        match &self.inner.backend {
+            Backend::Memory(m) => Some(m.token()),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                let generation = self.inner.epoch.generation();
+                match self.bounded("read", r.token(&self.inner.seq_keys)).await {
+                    Ok((token, identity)) => {
+                        self.learn_epoch(generation, token.seq);
+                        self.inner.identity.store(
+                            if identity { 1 } else { 2 },
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        Some(token)
+                    }
+                    Err(e) => {
+                        self.report("read", &e);
+                        None
+                    }
+                }
+            }
+        }
+    }
+
+    /// Learns the server's epoch from a number read in `generation`; if it
+    /// changed, what the tier holds is of the older one and goes.
+    #[cfg(feature = "redis")]
+    pub(crate) fn learn_epoch(&self, generation: u32, seq: u64) {
+        if self.inner.epoch.learn(generation, crate::epoch::of(seq)) {
+            tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "the Redis server's data was lost or rolled back (a new epoch): entries of the old one are not served");
+            if let Some(tier) = &self.inner.tier {
+                tier.clear();
+            }
+        }
+    }
+
+    /// Whether an entry read from the store may be served: on Redis, only
+    /// in the epoch this instance knows (an entry of another epoch was
+    /// brought back by a restart or failover, or the instance has not
+    /// learnt the new epoch yet: either way a miss, and replaced).
+    pub(crate) fn current_epoch(&self, meta: &Meta) -> bool {
+        !self.is_redis() || self.inner.epoch.get() == Some(meta.epoch)
+    }
+}
+
+impl Cache {
+    /// A read in bypass mode: the loader alone.
+    pub(crate) async fn bypass<R, L, Fut>(&self, load: L) -> R
+    where
+        L: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+    {
+        Stats::add(&self.stats_ref().bypassed, 1);
+        crate::status::record(CacheStatus::Bypass);
+        tracing::Span::current().record("outcome", "bypass");
+        load().await
+    }
+
+    /// A read inside [`refreshing`]: the fill token is read, then the loader
+    /// runs, and its value is stored over whatever is cached unless an
+    /// invalidation came since the token (`Cache::store_refreshed`: then
+    /// the key is marked and its dependents go, as for a put). An absent
+    /// value, or one not to be stored, removes the entry; an error leaves
+    /// it as it was.
+    pub(crate) async fn reload<S, R, L, Fut, G>(
+        &self,
+        key: &str,
+        options: &CacheOptions,
+        tags: G,
+        load: L,
+    ) -> R
+    where
+        S: Shape<R>,
+        L: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+        G: FnOnce(Option<&S::Inner>) -> Links,
+    {
+        Stats::add(&self.stats_ref().forced_refreshes, 1);
+        crate::status::record(CacheStatus::Refresh);
+        tracing::Span::current().record("outcome", "forced");
+        // Read before the loader starts (see `ensure_token`).
+        let token = self.read_token().await;
+        let value = load().await;
+        match S::split(&value) {
+            Fill::Value { stored, inner } => {
+                let links = tags(Some(inner));
+                if links.not_stored {
+                    // Not to be cached: what was cached is stale now.
+                    self.invalidate().key(key).run_reported().await;
+                    return value;
+                }
+                let Some(token) = token else {
+                    // The store did not answer: what it holds is stale now.
+                    self.invalidate().key(key).run_reported().await;
+                    return value;
+                };
+                match self.encode_put(key.to_owned(), stored, options, links) {
+                    Ok(put) => {
+                        if let Err(e) = self.store_refreshed(put, token).await {
+                            self.report("refresh", &e);
+                        }
+                    }
+                    Err(e) => self.report("refresh", &e),
+                }
+            }
+            Fill::Absent(_) => {
+                self.invalidate().key(key).run_reported().await;
+            }
+            Fill::Skip => {}
+        }
+        value
+    }
+}
