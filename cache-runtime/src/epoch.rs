@@ -40,6 +40,12 @@ pub(crate) struct Known(AtomicU64);
 const KNOWN: u64 = 1 << 32;
 
 impl Known {
+    /// An epoch known from the start and for good: the in-process store's,
+    /// which loses its data only with the process.
+    pub(crate) fn fixed(epoch: u32) -> Self {
+        Known(AtomicU64::new(KNOWN | u64::from(epoch)))
+    }
+
     /// The current generation, to learn with once a reply comes back.
     pub(crate) fn generation(&self) -> u32 {
         (self.0.load(Ordering::Acquire) >> 33) as u32

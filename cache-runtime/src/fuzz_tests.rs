@@ -209,7 +209,6 @@ mod entries {
     use serde::{Deserialize, Serialize};
 
     use super::*;
-    use crate::cache::Backend;
     use crate::codec::Codec;
     use crate::entry::{self, Meta};
     use crate::error::ErrorKind;
@@ -372,9 +371,11 @@ mod entries {
             .build()
             .unwrap();
         let cache = Cache::in_memory();
-        let Backend::Memory(store) = cache.backend() else {
-            unreachable!("an in-memory cache")
-        };
+        let store = cache
+            .store()
+            .backend()
+            .as_memory()
+            .expect("an in-memory cache");
         let loaded = Sample {
             name: "from the loader".into(),
             ids: vec![1],
@@ -422,11 +423,11 @@ mod entries {
                         &mutations,
                     );
                     let (entry, marker) = cache.entry_names(&key);
-                    assert!(store.fill(FillRequest::new(
+                    assert!(store.fill_now(FillRequest::new(
                         entry,
                         marker,
                         bytes.clone(),
-                        store.token().seq
+                        store.current_token().seq
                     )));
                     let options = [&plain, &stale, &early][policy];
                     let read = || {

@@ -179,7 +179,7 @@ impl LocalTier {
 
     /// The token to fill with after a Redis read that starts now.
     pub(crate) fn token(&self) -> u64 {
-        self.store.token().seq
+        self.store.current_token().seq
     }
 
     /// The known current value of a version name.
@@ -211,7 +211,7 @@ impl LocalTier {
         if ttl.is_zero() {
             return;
         }
-        self.store.fill(FillRequest {
+        self.store.fill_now(FillRequest {
             typed,
             ttl: Some(ttl),
             window: self.marker_ttl,

@@ -35,7 +35,7 @@ use std::time::Duration;
 
 use serde::{Serialize, de::DeserializeOwned};
 
-use crate::cache::{Backend, Cache, Links};
+use crate::cache::{Cache, Links};
 use crate::error::{Error, ErrorKind};
 use crate::options::CacheOptions;
 
@@ -112,7 +112,7 @@ impl<T: Serialize + DeserializeOwned> WriteBehind<T> {
     /// The queue `name` of `cache` (a Redis cache); creates the stream and
     /// its consumer group if needed.
     pub async fn new(cache: &Cache, name: &str) -> Result<WriteBehind<T>, Error> {
-        let Backend::Redis(r) = cache.backend() else {
+        let Some(r) = cache.redis_store() else {
             return Err(redis_only());
         };
         let stream = cache.layout().write_behind(name);
@@ -157,7 +157,7 @@ impl<T: Serialize + DeserializeOwned> WriteBehind<T> {
     ) -> Result<String, Error> {
         let payload = serde_json::to_vec(value)
             .map_err(|e| Error::with_source(ErrorKind::Codec, "encoding a write", e))?;
-        let Backend::Redis(r) = self.cache.backend() else {
+        let Some(r) = self.cache.redis_store() else {
             return Err(redis_only());
         };
         let id: String = self
@@ -202,7 +202,7 @@ impl<T: Serialize + DeserializeOwned> WriteBehind<T> {
     /// The writes in the dead-letter stream (oldest first), with the error
     /// of their last try.
     pub async fn dead_letters(&self) -> Result<Vec<(Write<T>, String)>, Error> {
-        let Backend::Redis(r) = self.cache.backend() else {
+        let Some(r) = self.cache.redis_store() else {
             return Err(redis_only());
         };
         let reply: redis::streams::StreamRangeReply = self
@@ -419,7 +419,7 @@ where
         what: &str,
         cmd: &redis::Cmd,
     ) -> Result<R, Error> {
-        let Backend::Redis(r) = self.queue.cache.backend() else {
+        let Some(r) = self.queue.cache.redis_store() else {
             return Err(redis_only());
         };
         self.queue
@@ -487,7 +487,7 @@ where
     /// the database has it now, and a value a reader loaded meanwhile (an
     /// older row) must not stay.
     async fn ack(&self, writes: &[(String, String)]) -> Result<(), Error> {
-        let Backend::Redis(r) = self.queue.cache.backend() else {
+        let Some(r) = self.queue.cache.redis_store() else {
             return Err(redis_only());
         };
         let settled: Vec<String> = self

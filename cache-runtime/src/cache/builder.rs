@@ -11,8 +11,12 @@ use crate::error::{Error, ErrorKind};
 use crate::flight::Flights;
 use crate::key::{Layout, validate_namespace};
 use crate::stats::Stats;
+#[cfg(feature = "redis")]
 use crate::store::SeqKeys;
 use crate::store::memory::MemoryStore;
+#[cfg(feature = "redis")]
+use crate::store::redis::RedisStore;
+use crate::store::{Backend, Guarded};
 use crate::tier::LocalTier;
 
 use super::*;
@@ -270,6 +274,17 @@ impl CacheBuilder {
                 "a Redis-backed cache must be built inside a Tokio runtime (with time enabled, as `#[tokio::main]` does)",
             ));
         }
+        #[cfg(feature = "redis")]
+        let cluster = matches!(self.store, StoreChoice::RedisCluster(_));
+        #[cfg(not(feature = "redis"))]
+        let cluster = false;
+        let layout = Layout::new(&self.namespace, cluster);
+        #[cfg(feature = "redis")]
+        let seq = SeqKeys {
+            seq: layout.seq(),
+            srv: layout.server_id(),
+            patterns: layout.prefixes().patterns,
+        };
         let backend = match self.store {
             StoreChoice::Memory => Backend::Memory(MemoryStore::new(self.memory_capacity)),
             #[cfg(feature = "redis")]
@@ -277,29 +292,25 @@ impl CacheBuilder {
                 let client = redis::Client::open(url.as_str()).map_err(|e| {
                     Error::with_source(ErrorKind::Config, format!("bad Redis URL `{url}`"), e)
                 })?;
-                Backend::Redis(crate::store::redis::RedisStore::new(client, self.timeout)?)
+                Backend::Redis(RedisStore::new(client, self.timeout, seq)?)
             }
             #[cfg(feature = "redis")]
             StoreChoice::RedisClient(client) => {
-                Backend::Redis(crate::store::redis::RedisStore::new(client, self.timeout)?)
+                Backend::Redis(RedisStore::new(client, self.timeout, seq)?)
             }
             #[cfg(feature = "redis")]
             StoreChoice::RedisCluster(nodes) => {
                 if nodes.is_empty() {
                     return Err(Error::config("a Redis Cluster needs at least one node URL"));
                 }
-                Backend::Redis(crate::store::redis::RedisStore::cluster(
-                    nodes,
-                    self.timeout,
-                )?)
+                Backend::Redis(RedisStore::cluster(nodes, self.timeout, seq)?)
             }
         };
-        let layout = Layout::new(&self.namespace, backend.is_cluster());
         let instance = self.instance.unwrap_or_else(default_instance_name);
         // Only a Redis cache has a tier in front of it.
         #[cfg(feature = "redis")]
-        let tier = match (&backend, self.local_ttl) {
-            (Backend::Redis(_), Some(ttl)) => Some(Arc::new(LocalTier::new(
+        let tier = match self.local_ttl {
+            Some(ttl) if backend.is_remote() => Some(Arc::new(LocalTier::new(
                 self.local_capacity,
                 ttl,
                 self.local_grace,
@@ -310,15 +321,18 @@ impl CacheBuilder {
         };
         #[cfg(not(feature = "redis"))]
         let tier = None;
+        let stats = Arc::new(Stats::default());
+        let metrics = Arc::new(crate::observe::Metrics::new(&self.namespace));
+        let store = Guarded::new(
+            backend,
+            self.timeout,
+            Arc::clone(&stats),
+            Arc::clone(&metrics),
+            &self.namespace,
+        );
         let cache = Cache {
             inner: Arc::new(Inner {
-                backend,
-                seq_keys: SeqKeys {
-                    seq: layout.seq(),
-                    srv: layout.server_id(),
-                    patterns: layout.prefixes().patterns,
-                },
-                epoch: crate::epoch::Known::default(),
+                store,
                 identity: std::sync::atomic::AtomicU8::new(0),
                 eviction: std::sync::Mutex::new(None),
                 layout,
@@ -332,12 +346,11 @@ impl CacheBuilder {
                 families: crate::stats::Families::default(),
                 outbox: crate::outbox::Outbox::default(),
                 inbox: crate::inbox::Inbox::default(),
-                breaker: crate::breaker::Breaker::default(),
-                metrics: crate::observe::Metrics::new(&self.namespace),
+                metrics,
                 coherence_id: format!("{:016x}{:016x}", fastrand::u64(..), fastrand::u64(..)),
                 lock_lease: self.lock_lease,
                 invalidation_batch: self.invalidation_batch,
-                stats: Stats::default(),
+                stats,
                 flights: Flights::default(),
                 events: broadcast::channel(256).0,
                 tier,

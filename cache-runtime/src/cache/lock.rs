@@ -23,6 +23,7 @@ use tokio::sync::broadcast;
 use crate::error::Error;
 use crate::options::CacheOptions;
 use crate::stats::Stats;
+use crate::store::Store;
 
 use super::*;
 
@@ -153,16 +154,10 @@ impl LockGuard {
     /// this guard's token. `Ok(false)`: the lease ran out and the lock is
     /// gone or someone else's.
     pub async fn renew(&self) -> Result<bool, Error> {
-        let cache = &self.cache;
-        match cache.backend() {
-            Backend::Memory(m) => Ok(m.renew(&self.name, &self.token, self.lease)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                cache
-                    .bounded("lock renewal", r.renew(&self.name, &self.token, self.lease))
-                    .await
-            }
-        }
+        self.cache
+            .store()
+            .renew(&self.name, &self.token, self.lease)
+            .await
     }
 
     /// Releases the lock if it is still held with this guard's token (never
@@ -233,23 +228,14 @@ impl Drop for LockGuard {
     }
 }
 
-#[cfg_attr(not(feature = "redis"), allow(unused_variables))]
 async fn unlock(
     cache: &Cache,
     name: &str,
     token: &str,
     announce: Option<&(String, String)>,
 ) -> Result<bool, Error> {
-    match cache.backend() {
-        Backend::Memory(m) => Ok(m.unlock(name, token)),
-        #[cfg(feature = "redis")]
-        Backend::Redis(r) => {
-            let (channel, entry) = announce.map_or(("", ""), |(c, e)| (c.as_str(), e.as_str()));
-            cache
-                .bounded("lock release", r.unlock(name, token, channel, entry))
-                .await
-        }
-    }
+    let (channel, entry) = announce.map_or(("", ""), |(c, e)| (c.as_str(), e.as_str()));
+    cache.store().unlock(name, token, channel, entry).await
 }
 
 impl Cache {
@@ -298,18 +284,10 @@ impl Cache {
             announce,
             released: false,
         };
-        let taken = match self.backend() {
-            Backend::Memory(m) => u8::from(m.try_lock(&guard.name, &guard.token, lease)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                self.bounded(
-                    "lock",
-                    r.try_lock(&guard.name, &guard.token, lease, unless_exists),
-                )
-                .await?
-            }
-        };
-        let _ = unless_exists;
+        let taken = self
+            .store()
+            .try_lock(&guard.name, &guard.token, lease, unless_exists)
+            .await?;
         Ok(match taken {
             1 => Attempt::Held(guard),
             2 => {

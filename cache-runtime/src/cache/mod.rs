@@ -21,14 +21,13 @@ use std::time::Duration;
 use tokio::sync::broadcast;
 
 use crate::codec::Codec;
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::events::InvalidationEvent;
 use crate::flight::Flights;
 use crate::key::Layout;
 use crate::options::{CacheOptions, Ttl};
 use crate::stats::{Stats, StatsSnapshot};
-use crate::store::memory::MemoryStore;
-use crate::store::{CoherenceChannel, SeqKeys, TagNames};
+use crate::store::{CoherenceChannel, TagNames};
 use crate::tier::LocalTier;
 use crate::ttl::{millis, with_jitter};
 
@@ -90,31 +89,10 @@ impl WeakCache {
 }
 
 #[derive(Debug)]
-pub(crate) enum Backend {
-    Memory(MemoryStore),
-    #[cfg(feature = "redis")]
-    Redis(crate::store::redis::RedisStore),
-}
-
-impl Backend {
-    /// Whether names must share one hash slot (a Redis Cluster).
-    fn is_cluster(&self) -> bool {
-        match self {
-            Backend::Memory(_) => false,
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => r.is_cluster(),
-        }
-    }
-}
-
-#[derive(Debug)]
 struct Inner {
-    backend: Backend,
+    /// The store, behind the timeout and the breaker.
+    store: crate::store::Guarded,
     layout: Layout,
-    /// The names of the sequence number (and its server's id).
-    seq_keys: SeqKeys,
-    /// What this instance knows of the server's epoch (Redis; see `epoch`).
-    epoch: crate::epoch::Known,
     /// Whether the scripts can read the server's identity: 0 not known yet,
     /// 1 yes, 2 denied (an ACL without `+info`).
     identity: std::sync::atomic::AtomicU8,
@@ -131,14 +109,13 @@ struct Inner {
     outbox: crate::outbox::Outbox,
     /// Events from other services waiting to be applied.
     inbox: crate::inbox::Inbox,
-    breaker: crate::breaker::Breaker,
     /// Signs coherence messages: random per cache, whatever `instance` says,
     /// so that replicas never mistake each other's messages for echoes.
     coherence_id: String,
     lock_lease: Duration,
     /// The most entries one invalidation step removes (Redis).
     invalidation_batch: usize,
-    stats: Stats,
+    stats: Arc<Stats>,
     flights: Flights,
     events: broadcast::Sender<InvalidationEvent>,
     /// The in-process tier in front of Redis, if turned on.
@@ -150,7 +127,7 @@ struct Inner {
     #[cfg(feature = "redis")]
     subscriber: std::sync::OnceLock<crate::subscriber::Subscriber>,
     /// Labels and handles of the metrics (feature `metrics`).
-    metrics: crate::observe::Metrics,
+    metrics: Arc<crate::observe::Metrics>,
     /// `Cache::set_enabled`: off, reads bypass the cache.
     enabled: std::sync::atomic::AtomicBool,
 }
@@ -274,19 +251,13 @@ impl Cache {
         #[cfg(not(feature = "redis"))]
         let (listening, last_heard_ms) = (false, None);
         crate::Health {
-            store: match &inner.backend {
-                Backend::Memory(_) => "memory",
-                #[cfg(feature = "redis")]
-                Backend::Redis(r) if r.is_cluster() => "redis-cluster",
-                #[cfg(feature = "redis")]
-                Backend::Redis(_) => "redis",
-            },
+            store: inner.store.backend().kind(),
             listening,
             last_heard_ms,
             tier_serving: inner.tier.as_ref().map(|tier| tier.trusted()),
             outbox: inner.outbox.len(),
             events_waiting: inner.inbox.len(),
-            breaker: inner.breaker.state(),
+            breaker: inner.store.breaker().state(),
             server_identity: match inner.identity.load(std::sync::atomic::Ordering::Relaxed) {
                 1 => Some(true),
                 2 => Some(false),
@@ -407,24 +378,23 @@ impl Cache {
     }
 
     pub(crate) fn is_redis(&self) -> bool {
-        !matches!(self.inner.backend, Backend::Memory(_))
+        self.inner.store.backend().is_remote()
     }
 
     /// The Redis store, if this cache is on Redis.
     #[cfg(feature = "redis")]
     pub(crate) fn redis_store(&self) -> Option<&crate::store::redis::RedisStore> {
-        match &self.inner.backend {
-            Backend::Redis(r) => Some(r),
-            Backend::Memory(_) => None,
-        }
+        self.inner.store.backend().as_redis()
     }
 
     pub(crate) fn inner_eviction(&self) -> &std::sync::Mutex<Option<crate::health::Eviction>> {
         &self.inner.eviction
     }
 
-    pub(crate) fn backend(&self) -> &Backend {
-        &self.inner.backend
+    /// The store, behind the timeout and the breaker: every call to it
+    /// goes through here.
+    pub(crate) fn store(&self) -> &crate::store::Guarded {
+        &self.inner.store
     }
 
     pub(crate) fn layout(&self) -> &Layout {
@@ -472,43 +442,15 @@ impl Cache {
             .saturating_add(self.inner.timeout.saturating_mul(2))
     }
 
+    /// Runs an operation of only one kind of store (pub/sub, streams, the
+    /// server's settings) with the timeout and the breaker.
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) async fn bounded<T>(
         &self,
         what: &str,
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
-        let Some(permit) = self.inner.breaker.allow() else {
-            Stats::add(&self.inner.stats.breaker_skipped, 1);
-            return Err(Error::new(
-                ErrorKind::Connection,
-                format!("{what} not tried: the store failed repeatedly (circuit open)"),
-            ));
-        };
-        let result = match tokio::time::timeout(self.inner.timeout, op).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::timeout(what, self.inner.timeout)),
-        };
-        match &result {
-            Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Connection) => {
-                // The server may have restarted, or failed over, meanwhile.
-                self.inner.epoch.forget();
-                if permit.failure() {
-                    Stats::add(&self.inner.stats.breaker_trips, 1);
-                    self.inner.metrics.circuit(true);
-                    tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "the store failed repeatedly: calls skip it for a while (circuit open)");
-                }
-            }
-            // An error the store answered with: it is reachable. (Left
-            // unreported, a probe would keep the breaker open for good.)
-            Ok(_) | Err(_) => {
-                if permit.success() {
-                    self.inner.metrics.circuit(false);
-                    tracing::info!(target: "cache_runtime", namespace = self.namespace(), "the store answers again (circuit closed)");
-                }
-            }
-        }
-        result
+        self.inner.store.call(what, op).await
     }
 
     pub(crate) fn report(&self, op: &str, error: &Error) {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crate::events::InvalidationEvent;
 use crate::stats::Stats;
+use crate::store::Store;
 
 use super::*;
 use crate::spec::Spec;
@@ -36,7 +37,7 @@ impl crate::subscriber::Hooks for CacheHooks {
         };
         // The server may have changed while the link was down: its epoch,
         // and its settings.
-        cache.inner.epoch.forget();
+        cache.inner.store.epoch().forget();
         cache.start_eviction_check();
         if let Some(tier) = cache.tier() {
             tier.connected();
@@ -50,7 +51,7 @@ impl crate::subscriber::Hooks for CacheHooks {
 
     fn disconnected(&self) {
         if let Some(cache) = self.cache.upgrade() {
-            cache.inner.epoch.forget();
+            cache.inner.store.epoch().forget();
             if let Some(tier) = cache.tier() {
                 tier.disconnected();
             }
@@ -134,9 +135,7 @@ impl Cache {
     /// The cache's pub/sub connection (Redis only), started on first use.
     #[cfg(feature = "redis")]
     pub(crate) fn subscriber(&self) -> Option<&crate::subscriber::Subscriber> {
-        let Backend::Redis(r) = &self.inner.backend else {
-            return None;
-        };
+        let r = self.redis_store()?;
         Some(self.inner.subscriber.get_or_init(|| {
             if self.inner.tier.is_some() {
                 self.start_watch();
@@ -167,22 +166,14 @@ impl Cache {
     /// in process there is nobody to share with). When the store does not
     /// answer, the event is applied anyway: twice is harmless, never is not.
     pub(crate) async fn claim_event(&self, id: &str) -> bool {
-        #[cfg(feature = "redis")]
-        if let Backend::Redis(r) = &self.inner.backend {
-            let claim = self.inner.layout.event_claim(id);
-            return match self
-                .bounded("event claim", r.claim(&claim, EVENT_CLAIM_TTL))
-                .await
-            {
-                Ok(first) => first,
-                Err(e) => {
-                    self.report("event claim", &e);
-                    true
-                }
-            };
+        let claim = self.inner.layout.event_claim(id);
+        match self.inner.store.claim(&claim, EVENT_CLAIM_TTL).await {
+            Ok(first) => first,
+            Err(e) => {
+                self.report("event claim", &e);
+                true
+            }
         }
-        let _ = id;
-        true
     }
 }
 

@@ -19,7 +19,7 @@ use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::Stats;
 use crate::status::CacheStatus;
 use crate::store::memory::Shared;
-use crate::store::{AnyValue, Lookup, Token, Typed};
+use crate::store::{AnyValue, Lookup, Store, Token, Typed};
 use crate::switch::Mode;
 use crate::tier::LocalTier;
 use crate::ttl::{millis, with_jitter};
@@ -691,10 +691,9 @@ impl Cache {
     /// A fresh hit that needs no network: from the in-process tier, or from
     /// the in-process store.
     pub(crate) fn in_process_entry(&self, entry_key: &str) -> Option<Shared> {
-        match &self.inner.backend {
-            Backend::Memory(m) => m.entry(entry_key),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => self.inner.tier.as_deref()?.get(entry_key),
+        match self.inner.store.backend().as_memory() {
+            Some(m) => m.entry(entry_key),
+            None => self.inner.tier.as_deref()?.get(entry_key),
         }
     }
 
@@ -711,14 +710,10 @@ impl Cache {
         // A value that does not decode is reported by the full path.
         let (meta, stored) =
             decode_quietly::<S::Stored>(&found.bytes, found.typed.as_ref(), typed)?;
-        let current = match &self.inner.backend {
-            Backend::Memory(m) => version_key.map_or(Some(0), |name| Some(m.version(name))),
-            #[cfg(feature = "redis")]
-            Backend::Redis(_) => match (version_key, self.inner.tier.as_deref()) {
-                (None, _) => Some(0),
-                (Some(name), Some(tier)) => tier.version(name),
-                (Some(_), None) => None,
-            },
+        let current = match (version_key, self.inner.store.backend().as_memory()) {
+            (None, _) => Some(0),
+            (Some(name), Some(m)) => Some(m.version(name)),
+            (Some(name), None) => self.inner.tier.as_deref()?.version(name),
         };
         if current != Some(meta.version)
             || !matches!(freshness::check(&meta, options), Freshness::Fresh)
@@ -769,47 +764,38 @@ impl Cache {
     /// With `idle`, a hit on Redis also extends the entry's life (same round
     /// trip); the in-process store extends it on any read by the entry's own
     /// `idle`.
-    #[cfg_attr(not(feature = "redis"), allow(unused_variables))]
     pub(crate) async fn lookup(
         &self,
         entry_key: &str,
         version_key: Option<&str>,
         idle: Option<Duration>,
     ) -> Option<Lookup> {
-        match &self.inner.backend {
-            Backend::Memory(m) => Some(m.lookup(entry_key, version_key)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                // Which epoch's entries may be served: learnt first when it
-                // may have changed unseen (the token read checks the
-                // server), and kept as this read's fill token.
-                let learnt = match self.inner.epoch.get() {
-                    Some(_) => None,
-                    None => Some(self.read_token().await?),
-                };
-                let started = Instant::now();
-                let read = self.bounded(
-                    "read",
-                    r.lookup(entry_key, &self.inner.seq_keys, version_key, idle),
-                );
-                let result = read.await;
-                // The store's latency, on the call's span (the first read's).
-                tracing::Span::current().record("store_ms", started.elapsed().as_secs_f64() * 1e3);
-                match result {
-                    Ok(mut l) => {
-                        if let (Some(tier), Some(name)) = (&self.inner.tier, version_key) {
-                            tier.saw_version(name, l.version);
-                        }
-                        if learnt.is_some() {
-                            l.token = learnt;
-                        }
-                        Some(l)
-                    }
-                    Err(e) => {
-                        self.report("read", &e);
-                        None
-                    }
+        // Which epoch's entries may be served: learnt first when it may
+        // have changed unseen (the token read checks the server), and kept
+        // as this read's fill token.
+        let learnt = match self.inner.store.epoch().get() {
+            Some(_) => None,
+            None => Some(self.read_token().await?),
+        };
+        let started = self.is_redis().then(Instant::now);
+        let result = self.inner.store.lookup(entry_key, version_key, idle).await;
+        if let Some(started) = started {
+            // The store's latency, on the call's span (the first read's).
+            tracing::Span::current().record("store_ms", started.elapsed().as_secs_f64() * 1e3);
+        }
+        match result {
+            Ok(mut l) => {
+                if let (Some(tier), Some(name)) = (&self.inner.tier, version_key) {
+                    tier.saw_version(name, l.version);
                 }
+                if learnt.is_some() {
+                    l.token = learnt;
+                }
+                Some(l)
+            }
+            Err(e) => {
+                self.report("read", &e);
+                None
             }
         }
     }
@@ -832,34 +818,36 @@ impl Cache {
     /// store did not answer; reported). On Redis it checks the server, and
     /// teaches this instance the epoch.
     pub(crate) async fn read_token(&self) -> Option<Token> {
-        match &self.inner.backend {
-            Backend::Memory(m) => Some(m.token()),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                let generation = self.inner.epoch.generation();
-                match self.bounded("read", r.token(&self.inner.seq_keys)).await {
-                    Ok((token, identity)) => {
-                        self.learn_epoch(generation, token.seq);
-                        self.inner.identity.store(
-                            if identity { 1 } else { 2 },
-                            std::sync::atomic::Ordering::Relaxed,
-                        );
-                        Some(token)
-                    }
-                    Err(e) => {
-                        self.report("read", &e);
-                        None
-                    }
+        let generation = self.inner.store.epoch().generation();
+        match self.inner.store.token().await {
+            Ok((token, identity)) => {
+                self.learn_epoch(generation, token.seq);
+                if self.is_redis() {
+                    self.inner.identity.store(
+                        if identity { 1 } else { 2 },
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                 }
+                Some(token)
+            }
+            Err(e) => {
+                self.report("read", &e);
+                None
             }
         }
     }
 
     /// Learns the server's epoch from a number read in `generation`; if it
-    /// changed, what the tier holds is of the older one and goes.
-    #[cfg(feature = "redis")]
+    /// changed, what the tier holds is of the older one and goes. (The
+    /// in-process store's epoch is fixed.)
     pub(crate) fn learn_epoch(&self, generation: u32, seq: u64) {
-        if self.inner.epoch.learn(generation, crate::epoch::of(seq)) {
+        if self.is_redis()
+            && self
+                .inner
+                .store
+                .epoch()
+                .learn(generation, crate::epoch::of(seq))
+        {
             tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "the Redis server's data was lost or rolled back (a new epoch): entries of the old one are not served");
             if let Some(tier) = &self.inner.tier {
                 tier.clear();
@@ -872,7 +860,7 @@ impl Cache {
     /// brought back by a restart or failover, or the instance has not
     /// learnt the new epoch yet: either way a miss, and replaced).
     pub(crate) fn current_epoch(&self, meta: &Meta) -> bool {
-        !self.is_redis() || self.inner.epoch.get() == Some(meta.epoch)
+        self.inner.store.epoch().get() == Some(meta.epoch)
     }
 }
 

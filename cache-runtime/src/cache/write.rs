@@ -13,7 +13,9 @@ use crate::error::Error;
 use crate::events::{InvalidationEvent, now_ms};
 use crate::options::CacheOptions;
 use crate::stats::Stats;
-use crate::store::{Applied, FillRequest, InvalidationPlan, TagNames, Token, UNCONDITIONAL};
+use crate::store::{
+    Applied, Continuation, FillRequest, InvalidationPlan, Store, TagNames, Token, UNCONDITIONAL,
+};
 use crate::ttl::millis;
 
 use super::invalidation::Invalidation;
@@ -139,12 +141,12 @@ impl Cache {
         tags: &[&str],
     ) -> Result<(), Error> {
         // Stamped with the epoch readers know (learnt first if need be).
-        if self.is_redis() && self.inner.epoch.get().is_none() {
+        if self.inner.store.epoch().get().is_none() {
             self.read_token().await;
         }
         let meta = Meta {
             fresh_until_ms: ttl.map_or(0, |t| now_ms().saturating_add(millis(t))),
-            epoch: self.inner.epoch.get().unwrap_or(0),
+            epoch: self.inner.store.epoch().get().unwrap_or(0),
             ..Meta::default()
         };
         let bytes = entry::encode(self.inner.codec, meta, value)?;
@@ -277,18 +279,9 @@ impl Cache {
                 None => reqs.push(self.put_request(put, token)),
             }
         }
-        let results: Vec<Result<bool, Error>> = match &self.inner.backend {
-            Backend::Memory(m) => reqs.into_iter().map(|req| Ok(m.fill(req))).collect(),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                let seq = &self.inner.seq_keys;
-                futures_util::future::join_all(
-                    reqs.into_iter()
-                        .map(|req| self.bounded("fill", r.fill(seq, req))),
-                )
-                .await
-            }
-        };
+        let results: Vec<Result<bool, Error>> =
+            futures_util::future::join_all(reqs.into_iter().map(|req| self.inner.store.fill(req)))
+                .await;
         let mut first_error = None;
         for result in results {
             match result {
@@ -324,32 +317,27 @@ impl Cache {
             patterns: vec![full.clone()],
             ..self.plan()
         };
-        let applied = self.apply(&marked).await?;
-        #[cfg(feature = "redis")]
-        if let Some(r) = self.redis_store() {
-            // The own tier at once (dropping is always safe), and again at
-            // the end for copies a racing read put back.
-            if let Some(tier) = &self.inner.tier {
-                tier.apply_pattern(&full);
-            }
-            let mut cursor = 0;
-            let mut removed = 0;
-            loop {
-                let (next, names) = self
-                    .bounded("pattern scan", r.scan_step(&full, cursor))
-                    .await?;
-                removed += self.remove_entries(names).await?;
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
-            }
-            if let Some(tier) = &self.inner.tier {
-                tier.apply_pattern(&full);
-            }
-            return Ok(removed);
+        let mut removed = self.apply(&marked).await?.removed;
+        // The own tier at once (dropping is always safe), and again at the
+        // end for copies a racing read put back.
+        if let Some(tier) = &self.inner.tier {
+            tier.apply_pattern(&full);
         }
-        Ok(applied.removed)
+        let mut cursor = 0;
+        loop {
+            let (next, names) = self.inner.store.scan_step(&full, cursor).await?;
+            if !names.is_empty() {
+                removed += self.remove_entries(names).await?;
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        if let Some(tier) = &self.inner.tier {
+            tier.apply_pattern(&full);
+        }
+        Ok(removed)
     }
 
     /// Removes entries named in full, as an invalidation of their keys does
@@ -476,74 +464,49 @@ impl Cache {
     }
 
     pub(crate) async fn store_fill(&self, req: FillRequest) -> Result<bool, Error> {
-        match &self.inner.backend {
-            Backend::Memory(m) => Ok(m.fill(req)),
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                self.bounded("fill", r.fill(&self.inner.seq_keys, req))
-                    .await
-            }
-        }
+        self.inner.store.fill(req).await
     }
 
     /// Runs a plan of key deletes, tag invalidations and a publish, in one
     /// round trip on Redis, then drops what it removed from this instance's
     /// in-process tier (the other instances hear it on pub/sub).
     pub(crate) async fn apply(&self, plan: &InvalidationPlan) -> Result<Applied, Error> {
-        match &self.inner.backend {
-            Backend::Memory(m) => {
-                let (removed, seq, at_ms, conflicts) = m.invalidate_seq(plan);
-                Ok(Applied {
-                    removed,
-                    seq,
-                    at_ms,
-                    conflicts,
-                    ..Applied::default()
-                })
+        // Big invalidations run in steps on Redis (each bounded by the
+        // timeout); a failed step fails the whole, which the outbox then
+        // retries from the start.
+        let mut total = Applied::default();
+        let mut from = None;
+        let generation = self.inner.store.epoch().generation();
+        for step in 0u32.. {
+            let (applied, next) = self.invalidation_step(plan, from, step).await?;
+            if step == 0 {
+                total.seq = applied.seq;
+                total.at_ms = applied.at_ms;
+                total.conflicts = applied.conflicts;
+                self.learn_epoch(generation, applied.seq);
             }
-            #[cfg(feature = "redis")]
-            Backend::Redis(r) => {
-                // Big invalidations run in steps (each bounded by the
-                // timeout); a failed step fails the whole, which the outbox
-                // then retries from the start.
-                let mut total = Applied::default();
-                let mut from = None;
-                let generation = self.inner.epoch.generation();
-                for step in 0u32.. {
-                    let (applied, next) = self.invalidation_step(r, plan, from, step).await?;
-                    if step == 0 {
-                        total.seq = applied.seq;
-                        total.at_ms = applied.at_ms;
-                        total.conflicts = applied.conflicts;
-                        self.learn_epoch(generation, applied.seq);
-                    }
-                    total.removed += applied.removed;
-                    total.entries.extend(applied.entries);
-                    total.versions.extend(applied.versions);
-                    match next {
-                        Some(next) => from = Some(next),
-                        None => break,
-                    }
-                    crate::hooks::point("invalidate.step", self.namespace()).await;
-                }
-                Ok(total)
+            total.removed += applied.removed;
+            total.entries.extend(applied.entries);
+            total.versions.extend(applied.versions);
+            match next {
+                Some(next) => from = Some(next),
+                None => break,
             }
+            crate::hooks::point("invalidate.step", self.namespace()).await;
         }
+        Ok(total)
     }
 
-    /// One step of an invalidation on Redis, keeping the tier coherent.
-    #[cfg(feature = "redis")]
+    /// One step of an invalidation, keeping the tier coherent.
     pub(crate) async fn invalidation_step(
         &self,
-        r: &crate::store::redis::RedisStore,
         plan: &InvalidationPlan,
-        from: Option<crate::store::redis::Continuation>,
+        from: Option<Continuation>,
         step: u32,
-    ) -> Result<(Applied, Option<crate::store::redis::Continuation>), Error> {
-        let seq_key = &self.inner.seq_keys;
+    ) -> Result<(Applied, Option<Continuation>), Error> {
+        let store = &self.inner.store;
         let Some(tier) = &self.inner.tier else {
-            let run = r.invalidate_step(seq_key, plan, from.as_ref(), "");
-            return self.bounded("invalidate", run).await;
+            return store.invalidate_step(plan, from.as_ref(), "").await;
         };
         // The nonce (set by `plan()`, one per step) lets this instance tell
         // its own echo (ignored once the reply is applied) from a lost reply
@@ -555,8 +518,7 @@ impl Cache {
         // Settled by the reply; dropped unsettled (the reply is lost, or
         // the caller gave up at this await), the echo is applied instead.
         let pending = tier.sending(&nonce);
-        let run = r.invalidate_step(seq_key, plan, from.as_ref(), &nonce);
-        let result = self.bounded("invalidate", run).await;
+        let result = store.invalidate_step(plan, from.as_ref(), &nonce).await;
         match &result {
             Ok((applied, _)) => {
                 tier.apply(&applied.entries, &applied.versions);

@@ -14,7 +14,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use moka::Expiry;
 
-use super::{AnyValue, FillRequest, InvalidationPlan, Lookup, Token};
+use super::{AnyValue, Applied, Continuation, FillRequest, InvalidationPlan, Lookup, Store, Token};
+use crate::error::Error;
 use crate::key::{Prefixes, glob_match};
 use crate::ttl::after;
 
@@ -153,8 +154,8 @@ impl MemoryStore {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    pub(crate) fn lookup(&self, entry: &str, version: Option<&str>) -> Lookup {
-        let token = self.token();
+    pub(crate) fn read(&self, entry: &str, version: Option<&str>) -> Lookup {
+        let token = self.current_token();
         let version = version.map_or(0, |v| self.version(v));
         let (value, typed) = self
             .entries
@@ -180,14 +181,14 @@ impl MemoryStore {
 
     /// The current sequence number and clock: the token of a read
     /// starting now.
-    pub(crate) fn token(&self) -> Token {
+    pub(crate) fn current_token(&self) -> Token {
         Token {
             seq: self.seq.load(Ordering::Acquire),
             at_ms: self.now_ms(),
         }
     }
 
-    pub(crate) fn fill(&self, req: FillRequest) -> bool {
+    pub(crate) fn fill_now(&self, req: FillRequest) -> bool {
         let mut state = self.state();
         let now = Instant::now();
         let marker_of = |state: &WriteState, name: &str| {
@@ -454,7 +455,7 @@ impl MemoryStore {
     }
 
     /// Takes the lock `name` for `lease` unless someone holds it.
-    pub(crate) fn try_lock(&self, name: &str, token: &str, lease: Duration) -> bool {
+    pub(crate) fn lock_now(&self, name: &str, token: &str, lease: Duration) -> bool {
         let mut state = self.state();
         let now = Instant::now();
         if state.locks.get(name).is_some_and(|(_, until)| *until > now) {
@@ -467,7 +468,7 @@ impl MemoryStore {
     }
 
     /// Extends the lease of a lock still held with `token`.
-    pub(crate) fn renew(&self, name: &str, token: &str, lease: Duration) -> bool {
+    pub(crate) fn renew_now(&self, name: &str, token: &str, lease: Duration) -> bool {
         let mut state = self.state();
         let now = Instant::now();
         match state.locks.get_mut(name) {
@@ -480,7 +481,7 @@ impl MemoryStore {
     }
 
     /// Releases the lock `name` if it is still held with `token`.
-    pub(crate) fn unlock(&self, name: &str, token: &str) -> bool {
+    pub(crate) fn unlock_now(&self, name: &str, token: &str) -> bool {
         Self::release(&mut self.state(), name, token)
     }
 
@@ -507,13 +508,90 @@ impl MemoryStore {
     }
 }
 
+/// The operations, answered at once (every future is ready when made).
+impl Store for MemoryStore {
+    /// An in-process entry's life is extended by its own `idle` on any
+    /// read, so the read's is not needed.
+    async fn lookup(
+        &self,
+        entry: &str,
+        version: Option<&str>,
+        _idle: Option<Duration>,
+    ) -> Result<Lookup, Error> {
+        Ok(self.read(entry, version))
+    }
+
+    /// The in-process store has no identity to check (it loses its data
+    /// only with the process).
+    async fn token(&self) -> Result<(Token, bool), Error> {
+        Ok((self.current_token(), true))
+    }
+
+    async fn fill(&self, req: FillRequest) -> Result<bool, Error> {
+        Ok(self.fill_now(req))
+    }
+
+    /// The whole plan in one step, patterns included.
+    async fn invalidate_step(
+        &self,
+        plan: &InvalidationPlan,
+        _from: Option<&Continuation>,
+        _nonce: &str,
+    ) -> Result<(Applied, Option<Continuation>), Error> {
+        let (removed, seq, at_ms, conflicts) = self.invalidate_seq(plan);
+        let applied = Applied {
+            removed,
+            seq,
+            at_ms,
+            conflicts,
+            ..Applied::default()
+        };
+        Ok((applied, None))
+    }
+
+    /// Nothing to scan: the invalidation step applied the pattern.
+    async fn scan_step(&self, _pattern: &str, _cursor: u64) -> Result<(u64, Vec<String>), Error> {
+        Ok((0, Vec::new()))
+    }
+
+    /// Never `2`: a caller that takes the lock checks the entry after.
+    async fn try_lock(
+        &self,
+        name: &str,
+        token: &str,
+        lease: Duration,
+        _unless_exists: Option<&str>,
+    ) -> Result<u8, Error> {
+        Ok(u8::from(self.lock_now(name, token, lease)))
+    }
+
+    async fn renew(&self, name: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        Ok(self.renew_now(name, token, lease))
+    }
+
+    /// Nobody else listens for landings in process: the channel is unused.
+    async fn unlock(
+        &self,
+        name: &str,
+        token: &str,
+        _channel: &str,
+        _entry: &str,
+    ) -> Result<bool, Error> {
+        Ok(self.unlock_now(name, token))
+    }
+
+    async fn claim(&self, _key: &str, _ttl: Duration) -> Result<bool, Error> {
+        Ok(true)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::store::TagNames;
 
     fn fill(store: &MemoryStore, entry: &str, tags: &[&str], token: u64) -> bool {
-        store.fill(FillRequest {
+        store.fill_now(FillRequest {
             tags: tags
                 .iter()
                 .map(|t| TagNames {
@@ -569,30 +647,38 @@ mod tests {
         assert_eq!(store.version("v7"), 1);
         std::thread::sleep(Duration::from_millis(5));
         for i in 0..SWEEP_EVERY {
-            fill(&store, &format!("other{i}"), &[], store.token().seq);
+            fill(&store, &format!("other{i}"), &[], store.current_token().seq);
         }
         assert_eq!(store.versions_kept(), 0, "bumped, never read, swept");
         // A read-and-filled version lives as long as its entry.
         let versioned = |ttl| FillRequest {
             ttl,
             version: Some(("kept".into(), 0)),
-            ..FillRequest::new("e".into(), "m:e".into(), b"v".to_vec(), store.token().seq)
+            ..FillRequest::new(
+                "e".into(),
+                "m:e".into(),
+                b"v".to_vec(),
+                store.current_token().seq,
+            )
         };
         let req = versioned(Some(Duration::from_secs(60)));
-        assert!(store.fill(req));
+        assert!(store.fill_now(req));
         store.invalidate(&bump("kept".into()));
         for i in 0..SWEEP_EVERY {
-            fill(&store, &format!("more{i}"), &[], store.token().seq);
+            fill(&store, &format!("more{i}"), &[], store.current_token().seq);
         }
         assert_eq!(store.version("kept"), 1, "kept while its entry may be read");
         let req = versioned(None);
-        assert!(!store.fill(req), "read under an older version: not stored");
+        assert!(
+            !store.fill_now(req),
+            "read under an older version: not stored"
+        );
     }
 
     #[test]
     fn a_fill_older_than_an_invalidation_is_refused() {
         let store = MemoryStore::new(100);
-        let token = store.lookup("e", None).token.expect("read in process").seq;
+        let token = store.read("e", None).token.expect("read in process").seq;
         let plan = InvalidationPlan {
             tags: vec![TagNames {
                 set: "s:t".into(),
@@ -615,7 +701,7 @@ mod tests {
             "the refused fill marked its entry: the same stale read cannot store it under other tags"
         );
         assert!(
-            fill(&store, "e", &["t"], store.token().seq),
+            fill(&store, "e", &["t"], store.current_token().seq),
             "a read after the invalidation may fill"
         );
     }

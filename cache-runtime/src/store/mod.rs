@@ -32,9 +32,243 @@ use bytes::Bytes;
 
 use crate::key::Prefixes;
 
+mod guarded;
 pub(crate) mod memory;
 #[cfg(feature = "redis")]
 pub(crate) mod redis;
+
+use std::future::Future;
+
+pub(crate) use guarded::Guarded;
+
+use crate::error::Error;
+
+/// What a cache asks of the place its entries live, in the cache's terms.
+/// The in-process store and Redis implement it with the same meaning (see
+/// the module's description); [`Backend`] is the one a cache chose, and
+/// [`Guarded`] the same with the timeout and the breaker.
+pub(crate) trait Store {
+    /// The entry under `entry` and, for a versioned read, the current
+    /// version of `version`; with `idle`, the read extends the entry's life.
+    /// The fill token comes with it when the read fetches it anyway.
+    fn lookup(
+        &self,
+        entry: &str,
+        version: Option<&str>,
+        idle: Option<Duration>,
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send;
+
+    /// The fill token of a load that starts after this call (on Redis,
+    /// checked against the server's identity: see `epoch`), and whether the
+    /// server's identity could be read.
+    fn token(&self) -> impl Future<Output = Result<(Token, bool), Error>> + Send;
+
+    /// Stores a value unless an invalidation came after its token (see
+    /// [`FillRequest`]); whether it was stored.
+    fn fill(&self, req: FillRequest) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// One step of an invalidation: the whole plan (`from` = `None`), or the
+    /// sets an earlier step left. What it did, and what is left. In process
+    /// the first step does everything.
+    fn invalidate_step(
+        &self,
+        plan: &InvalidationPlan,
+        from: Option<&Continuation>,
+        nonce: &str,
+    ) -> impl Future<Output = Result<(Applied, Option<Continuation>), Error>> + Send;
+
+    /// One batch of the entry names matching `pattern`: the next cursor (0
+    /// when done) and the names. In process there is nothing to scan (the
+    /// invalidation step applies the pattern itself).
+    fn scan_step(
+        &self,
+        pattern: &str,
+        cursor: u64,
+    ) -> impl Future<Output = Result<(u64, Vec<String>), Error>> + Send;
+
+    /// Takes the lock `name` with `token` for `lease`, unless it is held, or
+    /// (on Redis) the entry `unless_exists` is there: 1 taken, 0 held, 2 the
+    /// entry exists.
+    fn try_lock(
+        &self,
+        name: &str,
+        token: &str,
+        lease: Duration,
+        unless_exists: Option<&str>,
+    ) -> impl Future<Output = Result<u8, Error>> + Send;
+
+    /// Extends a lease still held with `token`.
+    fn renew(
+        &self,
+        name: &str,
+        token: &str,
+        lease: Duration,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Releases the lock if still held with `token`, and announces the
+    /// landing of `entry` on `channel` (if not empty) either way.
+    fn unlock(
+        &self,
+        name: &str,
+        token: &str,
+        channel: &str,
+        entry: &str,
+    ) -> impl Future<Output = Result<bool, Error>> + Send;
+
+    /// Claims `key` for `ttl`: whether this caller is the first (in process
+    /// there is nobody to share with: always).
+    fn claim(&self, key: &str, ttl: Duration) -> impl Future<Output = Result<bool, Error>> + Send;
+}
+
+/// Where a step of an invalidation starts: the first step runs the whole
+/// plan; later ones only drain the sets the previous step left.
+#[derive(Debug, Default)]
+pub(crate) struct Continuation {
+    /// The invalidation's sequence number (markers of later steps).
+    pub(crate) seq: u64,
+    pub(crate) sets: Vec<String>,
+}
+
+/// The store a cache chose. The one place that tells the two apart.
+#[derive(Debug)]
+pub(crate) enum Backend {
+    Memory(memory::MemoryStore),
+    #[cfg(feature = "redis")]
+    Redis(redis::RedisStore),
+}
+
+impl Backend {
+    /// Whether the store is out of process (Redis).
+    pub(crate) fn is_remote(&self) -> bool {
+        !matches!(self, Backend::Memory(_))
+    }
+
+    /// `memory`, `redis` or `redis-cluster`.
+    pub(crate) fn kind(&self) -> &'static str {
+        match self {
+            Backend::Memory(_) => "memory",
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) if r.is_cluster() => "redis-cluster",
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => "redis",
+        }
+    }
+
+    /// The Redis store, for what only Redis does (pub/sub, streams, server
+    /// settings).
+    #[cfg(feature = "redis")]
+    pub(crate) fn as_redis(&self) -> Option<&redis::RedisStore> {
+        match self {
+            Backend::Redis(r) => Some(r),
+            Backend::Memory(_) => None,
+        }
+    }
+
+    /// The in-process store, if that is the store.
+    pub(crate) fn as_memory(&self) -> Option<&memory::MemoryStore> {
+        match self {
+            Backend::Memory(m) => Some(m),
+            #[cfg(feature = "redis")]
+            Backend::Redis(_) => None,
+        }
+    }
+}
+
+impl Store for Backend {
+    async fn lookup(
+        &self,
+        entry: &str,
+        version: Option<&str>,
+        idle: Option<Duration>,
+    ) -> Result<Lookup, Error> {
+        match self {
+            Backend::Memory(m) => m.lookup(entry, version, idle).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.lookup(entry, version, idle).await,
+        }
+    }
+
+    async fn token(&self) -> Result<(Token, bool), Error> {
+        match self {
+            Backend::Memory(m) => m.token().await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.token().await,
+        }
+    }
+
+    async fn fill(&self, req: FillRequest) -> Result<bool, Error> {
+        match self {
+            Backend::Memory(m) => Store::fill(m, req).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.fill(req).await,
+        }
+    }
+
+    async fn invalidate_step(
+        &self,
+        plan: &InvalidationPlan,
+        from: Option<&Continuation>,
+        nonce: &str,
+    ) -> Result<(Applied, Option<Continuation>), Error> {
+        match self {
+            Backend::Memory(m) => m.invalidate_step(plan, from, nonce).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.invalidate_step(plan, from, nonce).await,
+        }
+    }
+
+    async fn scan_step(&self, pattern: &str, cursor: u64) -> Result<(u64, Vec<String>), Error> {
+        match self {
+            Backend::Memory(m) => m.scan_step(pattern, cursor).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.scan_step(pattern, cursor).await,
+        }
+    }
+
+    async fn try_lock(
+        &self,
+        name: &str,
+        token: &str,
+        lease: Duration,
+        unless_exists: Option<&str>,
+    ) -> Result<u8, Error> {
+        match self {
+            Backend::Memory(m) => Store::try_lock(m, name, token, lease, unless_exists).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.try_lock(name, token, lease, unless_exists).await,
+        }
+    }
+
+    async fn renew(&self, name: &str, token: &str, lease: Duration) -> Result<bool, Error> {
+        match self {
+            Backend::Memory(m) => Store::renew(m, name, token, lease).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.renew(name, token, lease).await,
+        }
+    }
+
+    async fn unlock(
+        &self,
+        name: &str,
+        token: &str,
+        channel: &str,
+        entry: &str,
+    ) -> Result<bool, Error> {
+        match self {
+            Backend::Memory(m) => Store::unlock(m, name, token, channel, entry).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.unlock(name, token, channel, entry).await,
+        }
+    }
+
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, Error> {
+        match self {
+            Backend::Memory(m) => m.claim(key, ttl).await,
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => r.claim(key, ttl).await,
+        }
+    }
+}
 
 /// What a read found: the stored bytes, if any, the fill token, and the
 /// current version of the read's version namespace (0 when it has none).

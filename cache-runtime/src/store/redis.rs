@@ -24,7 +24,10 @@ use redis::aio::{ConnectionLike, ConnectionManager};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
-use super::{Applied, FillRequest, InvalidationPlan, Lookup, SeqKeys, Token, UNCONDITIONAL};
+use super::{
+    Applied, Continuation, FillRequest, InvalidationPlan, Lookup, SeqKeys, Store, Token,
+    UNCONDITIONAL,
+};
 use crate::error::Error;
 
 /// Lua shared by the scripts that read or take sequence numbers:
@@ -534,15 +537,6 @@ local t = redis.call('TIME')
 return {v, redis.call('GET', KEYS[2]), version, tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)}
 "#;
 
-/// Where a step of an invalidation starts: the first step runs the whole
-/// plan; later ones only drain the sets the previous step left.
-#[derive(Debug, Default)]
-pub(crate) struct Continuation {
-    /// The invalidation's sequence number (markers of later steps).
-    pub(crate) seq: u64,
-    pub(crate) sets: Vec<String>,
-}
-
 /// What a read found: entry, fill token (if read) and version (0 when
 /// missing).
 fn found(value: Option<Vec<u8>>, token: Option<Token>, version: Option<u64>) -> Lookup {
@@ -614,6 +608,8 @@ pub(crate) struct RedisStore {
     /// Where the subscriber connects: the server, or each cluster node in
     /// turn (a classic `PUBLISH` reaches every node of a cluster).
     pubsub: Vec<redis::Client>,
+    /// The names of the namespace's sequence number.
+    seq: SeqKeys,
     conn: Conn,
     fill: Script,
     token: Script,
@@ -654,19 +650,27 @@ fn millis(d: Duration) -> u64 {
 impl RedisStore {
     /// Connects lazily: building never waits on Redis, and a Redis that is
     /// down at start-up only means misses until it is back.
-    pub(crate) fn new(client: redis::Client, timeout: Duration) -> Result<Self, Error> {
+    pub(crate) fn new(
+        client: redis::Client,
+        timeout: Duration,
+        seq: SeqKeys,
+    ) -> Result<Self, Error> {
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout))
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(500));
         let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
-        Ok(RedisStore::with(Conn::Single(conn), vec![client]))
+        Ok(RedisStore::with(Conn::Single(conn), vec![client], seq))
     }
 
     /// A store on the Redis Cluster reached through `nodes` (any of its
     /// nodes; the rest are discovered). Connects in the background.
-    pub(crate) fn cluster(nodes: Vec<String>, timeout: Duration) -> Result<Self, Error> {
+    pub(crate) fn cluster(
+        nodes: Vec<String>,
+        timeout: Duration,
+        seq: SeqKeys,
+    ) -> Result<Self, Error> {
         let bad = |e| Error::with_source(crate::ErrorKind::Config, "bad Redis Cluster URL", e);
         let client = redis::cluster::ClusterClientBuilder::new(nodes.iter().map(String::as_str))
             .retries(1)
@@ -683,12 +687,13 @@ impl RedisStore {
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout);
         let conn = client.get_pending_async_connection_with_config(config);
-        Ok(RedisStore::with(Conn::Cluster(conn), pubsub))
+        Ok(RedisStore::with(Conn::Cluster(conn), pubsub, seq))
     }
 
-    fn with(conn: Conn, pubsub: Vec<redis::Client>) -> Self {
+    fn with(conn: Conn, pubsub: Vec<redis::Client>, seq: SeqKeys) -> Self {
         RedisStore {
             pubsub,
+            seq,
             conn,
             fill: Script::new(FILL),
             token: Script::new(TOKEN),
@@ -712,54 +717,6 @@ impl RedisStore {
     /// The clients the subscriber connects with, tried in turn.
     pub(crate) fn pubsub_clients(&self) -> &[redis::Client] {
         &self.pubsub
-    }
-
-    /// Reads the entry (and the version). The fill token is read with it
-    /// only by the time-to-idle script (which runs anyway); otherwise the
-    /// caller reads it on a miss (`seq`).
-    pub(crate) async fn lookup(
-        &self,
-        entry: &str,
-        seq: &SeqKeys,
-        version: Option<&str>,
-        idle: Option<Duration>,
-    ) -> Result<Lookup, Error> {
-        let mut conn = self.conn.clone();
-        if let Some(idle) = idle {
-            let mut inv = self.read_idle.prepare_invoke();
-            inv.key(entry).key(&seq.seq);
-            if let Some(version) = version {
-                inv.key(version);
-            }
-            inv.arg(millis(idle)).arg(crate::events::now_ms());
-            let (value, token, version, at_ms): LookupReply = inv.invoke_async(&mut conn).await?;
-            let token = token.map(|seq| Token { seq, at_ms });
-            return Ok(found(value, token, version));
-        }
-        if let Some(version) = version {
-            let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(entry).cmd("GET").arg(version);
-            let (value, version): VersionedReply = pipe.query_async(&mut conn).await?;
-            return Ok(found(value, None, version));
-        }
-        let value: Option<Vec<u8>> = redis::cmd("GET").arg(entry).query_async(&mut conn).await?;
-        Ok(found(value, None, None))
-    }
-
-    /// The namespace's sequence number, checked against the server (and
-    /// created, or started over at a new epoch: see `prelude`), with the
-    /// server's clock: the token of a fill whose loader starts after this
-    /// read.
-    /// Also whether the server's identity could be read (see `prelude`).
-    pub(crate) async fn token(&self, seq: &SeqKeys) -> Result<(Token, bool), Error> {
-        let mut conn = self.conn.clone();
-        let mut inv = self.token.prepare_invoke();
-        inv.key(&seq.seq)
-            .key(&seq.srv)
-            .arg(new_epoch())
-            .arg(&seq.patterns);
-        let (seq, at_ms, identity): (u64, u64, u8) = inv.invoke_async(&mut conn).await?;
-        Ok((Token { seq, at_ms }, identity == 1))
     }
 
     /// The server's `maxmemory` and `maxmemory-policy` (from `INFO memory`,
@@ -792,8 +749,57 @@ impl RedisStore {
         let policy = field("maxmemory_policy").unwrap_or("unknown").to_owned();
         Ok((maxmemory, policy))
     }
+}
 
-    pub(crate) async fn fill(&self, seq: &SeqKeys, req: FillRequest) -> Result<bool, Error> {
+impl Store for RedisStore {
+    /// Reads the entry (and the version). The fill token is read with it
+    /// only by the time-to-idle script (which runs anyway); otherwise the
+    /// caller reads it on a miss (`seq`).
+    async fn lookup(
+        &self,
+        entry: &str,
+        version: Option<&str>,
+        idle: Option<Duration>,
+    ) -> Result<Lookup, Error> {
+        let mut conn = self.conn.clone();
+        if let Some(idle) = idle {
+            let mut inv = self.read_idle.prepare_invoke();
+            inv.key(entry).key(&self.seq.seq);
+            if let Some(version) = version {
+                inv.key(version);
+            }
+            inv.arg(millis(idle)).arg(crate::events::now_ms());
+            let (value, token, version, at_ms): LookupReply = inv.invoke_async(&mut conn).await?;
+            let token = token.map(|seq| Token { seq, at_ms });
+            return Ok(found(value, token, version));
+        }
+        if let Some(version) = version {
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(entry).cmd("GET").arg(version);
+            let (value, version): VersionedReply = pipe.query_async(&mut conn).await?;
+            return Ok(found(value, None, version));
+        }
+        let value: Option<Vec<u8>> = redis::cmd("GET").arg(entry).query_async(&mut conn).await?;
+        Ok(found(value, None, None))
+    }
+
+    /// The namespace's sequence number, checked against the server (and
+    /// created, or started over at a new epoch: see `prelude`), with the
+    /// server's clock: the token of a fill whose loader starts after this
+    /// read.
+    /// Also whether the server's identity could be read (see `prelude`).
+    async fn token(&self) -> Result<(Token, bool), Error> {
+        let mut conn = self.conn.clone();
+        let mut inv = self.token.prepare_invoke();
+        inv.key(&self.seq.seq)
+            .key(&self.seq.srv)
+            .arg(new_epoch())
+            .arg(&self.seq.patterns);
+        let (seq, at_ms, identity): (u64, u64, u8) = inv.invoke_async(&mut conn).await?;
+        Ok((Token { seq, at_ms }, identity == 1))
+    }
+
+    async fn fill(&self, req: FillRequest) -> Result<bool, Error> {
         let mut inv = self.fill.prepare_invoke();
         inv.key(&req.entry);
         for tag in &req.tags {
@@ -803,7 +809,7 @@ impl RedisStore {
         for tag in &req.tags {
             inv.key(&tag.marker);
         }
-        inv.key(&seq.seq).key(&seq.srv);
+        inv.key(&self.seq.seq).key(&self.seq.srv);
         let (lock, lock_token, channel) = req.release.as_ref().map_or(("", "", ""), |r| {
             (r.lock.as_str(), r.token.as_str(), r.channel.as_str())
         });
@@ -839,7 +845,7 @@ impl RedisStore {
             Some((key, stamp)) => inv.arg(key).arg(*stamp),
             None => inv.arg("").arg(0),
         };
-        inv.arg(&seq.patterns);
+        inv.arg(&self.seq.patterns);
         for key in &req.depends_on {
             inv.arg(key);
         }
@@ -850,15 +856,14 @@ impl RedisStore {
 
     /// One step of an invalidation: the whole plan (`from` = `None`), or
     /// the sets an earlier step left. Returns what it did and what is left.
-    pub(crate) async fn invalidate_step(
+    async fn invalidate_step(
         &self,
-        seq: &SeqKeys,
         plan: &InvalidationPlan,
         from: Option<&Continuation>,
         nonce: &str,
     ) -> Result<(Applied, Option<Continuation>), Error> {
         let mut inv = self.invalidate.prepare_invoke();
-        inv.key(&seq.seq);
+        inv.key(&self.seq.seq);
         let first = from.is_none();
         let (keys, tags, bumps) = if first {
             (&plan.keys[..], &plan.tags[..], &plan.bumps[..])
@@ -889,7 +894,7 @@ impl RedisStore {
             .arg(tags.len())
             .arg(millis(plan.marker_ttl))
             .arg(events.len())
-            .arg(&seq.srv)
+            .arg(&self.seq.srv)
             .arg(bumps.len())
             .arg(&plan.prefixes.entry)
             .arg(&plan.prefixes.key_marker)
@@ -901,7 +906,7 @@ impl RedisStore {
             .arg(from.map_or(String::new(), |c| c.seq.to_string()))
             .arg(sets.len())
             .arg(new_epoch())
-            .arg(&seq.patterns);
+            .arg(&self.seq.patterns);
         let patterns = if first { &plan.patterns[..] } else { &[][..] };
         inv.arg(patterns.len());
         for pattern in patterns {
@@ -934,7 +939,7 @@ impl RedisStore {
 
     /// `SET NX PX`: takes the lock unless someone holds it or `entry` is
     /// there. 1 taken, 0 held by someone, 2 the entry exists.
-    pub(crate) async fn try_lock(
+    async fn try_lock(
         &self,
         name: &str,
         token: &str,
@@ -951,12 +956,7 @@ impl RedisStore {
         Ok(inv.invoke_async(&mut conn).await?)
     }
 
-    pub(crate) async fn renew(
-        &self,
-        name: &str,
-        token: &str,
-        lease: Duration,
-    ) -> Result<bool, Error> {
+    async fn renew(&self, name: &str, token: &str, lease: Duration) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
         let renewed: i64 = self
             .renew
@@ -970,7 +970,7 @@ impl RedisStore {
 
     /// Releases the lock if still held with `token`, and announces the
     /// landing of `entry` on `channel` (if not empty) either way.
-    pub(crate) async fn unlock(
+    async fn unlock(
         &self,
         name: &str,
         token: &str,
@@ -990,7 +990,7 @@ impl RedisStore {
     }
 
     /// `SET key 1 NX PX ttl`: whether this caller is the first.
-    pub(crate) async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, Error> {
+    async fn claim(&self, key: &str, ttl: Duration) -> Result<bool, Error> {
         let mut conn = self.conn.clone();
         let set: Option<String> = redis::cmd("SET")
             .arg(key)
@@ -1005,11 +1005,7 @@ impl RedisStore {
 
     /// One batch of a pattern scan: the next cursor (0 when done) and the
     /// entry names that matched.
-    pub(crate) async fn scan_step(
-        &self,
-        pattern: &str,
-        cursor: u64,
-    ) -> Result<(u64, Vec<String>), Error> {
+    async fn scan_step(&self, pattern: &str, cursor: u64) -> Result<(u64, Vec<String>), Error> {
         let mut scan = redis::cmd("SCAN");
         scan.arg(cursor)
             .arg("MATCH")
