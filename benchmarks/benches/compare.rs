@@ -8,7 +8,7 @@
 //! - `cached` crate: `#[concurrent_cached(redis = true, ..)]` of the `cached`
 //!   crate (version 4) over its `AsyncRedisCache` (MessagePack values);
 //! - this crate's `#[cached]` over Redis (one pipelined round trip per hit:
-//!   `GET` entry + `GET` sequence number, a 24-byte header before the JSON);
+//!   `GET` entry + `GET` sequence number, a 28-byte header before the JSON);
 //! - the same `#[cached]` over two tiers (`CacheBuilder::local_ttl`): hits
 //!   served from process memory;
 //!
@@ -164,7 +164,7 @@ async fn floor(conn: &mut MultiplexedConnection, key: &str) -> Article {
 
 /// Not a contender: this crate's Redis round trip for a hit written by hand
 /// (one pipeline, `GET` of the entry and of the namespace's sequence
-/// number; the JSON after the 24-byte header decoded), to tell the cost of
+/// number; the JSON after the 28-byte header decoded), to tell the cost of
 /// the protocol from the cost of the runtime's code.
 async fn ours_by_hand(conn: &mut MultiplexedConnection) -> Article {
     let (bytes, _seq): (Vec<u8>, Option<u64>) = redis::pipe()
@@ -173,7 +173,7 @@ async fn ours_by_hand(conn: &mut MultiplexedConnection) -> Article {
         .query_async(conn)
         .await
         .expect("GET, GET");
-    serde_json::from_slice(&bytes[24..]).expect("JSON")
+    serde_json::from_slice(&bytes[28..]).expect("JSON")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

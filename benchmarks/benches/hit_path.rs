@@ -88,7 +88,7 @@ fn hit_path(c: &mut Criterion) {
 /// values) beside `format!`, for a plain id, a slug that needs escaping, and
 /// a long value (bounded to a prefix and a hash).
 fn key_building(c: &mut Criterion) {
-    use cache_runtime::KeyBuilder;
+    use cache_runtime::__private::KeyBuilder;
     let mut group = c.benchmark_group("key");
     group.bench_function("format! post:{id}", |b| {
         b.iter(|| black_box(format!("post:{}", black_box(4711u64))))

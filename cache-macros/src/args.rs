@@ -337,44 +337,9 @@ fn idle_ms(value: &Expr) -> syn::Result<u64> {
     }
 }
 
-/// The compile-time twin of `cache_runtime::parse_duration`, in milliseconds.
+/// `cache_runtime::parse_duration` (the same parser), in milliseconds.
 fn parse_duration_ms(text: &str) -> Result<u64, String> {
-    let mut total: u64 = 0;
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return Err("it is empty".into());
-    }
-    if let Ok(secs) = rest.parse::<u64>() {
-        return Ok(secs.saturating_mul(1000));
-    }
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("expected a number at `{rest}`"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| "the number is too large".to_string())?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let factor = match unit {
-            "ms" => 1,
-            "s" => 1000,
-            "m" => 60_000,
-            "h" => 3_600_000,
-            "d" => 86_400_000,
-            "" => return Err(format!("`{n}` has no unit (use ms, s, m, h or d)")),
-            other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
-        };
-        total = total.saturating_add(n.saturating_mul(factor));
-    }
-    Ok(total)
+    crate::duration::parse(text).map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 fn krate(value: &Expr) -> syn::Result<Path> {

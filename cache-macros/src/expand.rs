@@ -11,8 +11,9 @@ use syn::spanned::Spanned;
 use syn::{AttrStyle, Attribute, Expr, Ident, ItemFn, Path, Stmt, Type};
 
 use crate::args::{CachedArgs, Errors, InvalidatesArgs, PutArgs, TtlArg};
-use crate::func::{FnInfo, Receiver, ShapeKind, mentions_generics, shape_of};
+use crate::func::{FnInfo, Receiver, has_impl_trait, mentions_generics};
 use crate::template::{Segment, Template};
+use crate::validate::{self, Write, names_ret};
 
 #[derive(Debug, Clone, Copy)]
 pub(crate) enum Kind {
@@ -49,8 +50,9 @@ pub(crate) fn entry(kind: Kind, args: TokenStream, item: TokenStream) -> TokenSt
     let expanded = match kind {
         Kind::Cached => {
             let args = CachedArgs::parse(args, &mut errors);
-            FnInfo::analyze(&func, "cached", &mut errors)
-                .and_then(|info| cached(&func, &info, &args, &mut errors))
+            FnInfo::analyze(&func, "cached", &mut errors).and_then(|info| {
+                validate::cached(&func, &info, &args, &mut errors).map(|plan| cached(&plan))
+            })
         }
         Kind::Invalidates | Kind::Put => {
             let mut ops = vec![Op::parse(kind, args, None, &mut errors)];
@@ -59,8 +61,9 @@ pub(crate) fn entry(kind: Kind, args: TokenStream, item: TokenStream) -> TokenSt
                     .into_iter()
                     .map(|(kind, args, span)| Op::parse(kind, args, Some(span), &mut errors)),
             );
-            FnInfo::analyze(&func, kind.name(), &mut errors)
-                .and_then(|info| writes(&func, &info, &ops, &mut errors))
+            FnInfo::analyze(&func, kind.name(), &mut errors).and_then(|info| {
+                validate::writes(&func, &info, &ops, &mut errors).map(|plan| writes(&plan))
+            })
         }
     };
     match (errors.finish(), expanded) {
@@ -159,81 +162,6 @@ fn helper(name: &str) -> Ident {
 
 fn default_crate() -> Path {
     syn::parse_quote!(::cache_runtime)
-}
-
-/// Where a placeholder's root may point.
-struct Scope<'a> {
-    info: &'a FnInfo,
-    ret_allowed: bool,
-}
-
-impl Scope<'_> {
-    /// Checks every tag and dependency (each error reported; `false` if any).
-    fn check_links(&self, tags: &[Template], deps: &[Template], errors: &mut Errors) -> bool {
-        let tags = tags.iter().map(|t| (t, "tag"));
-        let deps = deps.iter().map(|t| (t, "dependency"));
-        tags.chain(deps)
-            .fold(true, |ok, (t, what)| self.check(t, what, errors) && ok)
-    }
-
-    fn check(&self, t: &Template, what: &str, errors: &mut Errors) -> bool {
-        let mut ok = true;
-        for place in t.places() {
-            let root = place[0].as_str();
-            if root == "ret" && self.ret_allowed && self.info.args.iter().any(|a| a == "ret") {
-                errors.at(t.span(), "`ret` names the returned value here, and an argument is also called `ret`; rename the argument");
-                ok = false;
-                continue;
-            }
-            let known = self.info.args.iter().any(|a| a == root)
-                || (root == "self" && self.info.receiver.is_some());
-            if known {
-                continue;
-            }
-            ok = false;
-            if root == "ret" {
-                if self.ret_allowed {
-                    if self.info.ret.is_none() {
-                        errors.at(
-                            t.span(),
-                            format!(
-                                "`{}` names the returned value, but this function returns nothing",
-                                place.join(".")
-                            ),
-                        );
-                    } else {
-                        ok = true;
-                    }
-                } else {
-                    errors.at(
-                        t.span(),
-                        format!("the {what} is needed before the body runs, so it cannot name the returned value `{}`; build it from the arguments (tags may use `ret`)", place.join(".")),
-                    );
-                }
-                continue;
-            }
-            let mut names: Vec<String> = self.info.args.iter().map(|a| format!("`{a}`")).collect();
-            if self.info.receiver.is_some() {
-                names.insert(0, "`self`".into());
-            }
-            if self.ret_allowed && self.info.ret.is_some() {
-                names.push("`ret` (the returned value)".into());
-            }
-            let available = if names.is_empty() {
-                "this function has no arguments".to_string()
-            } else {
-                format!("it can name {}", names.join(", "))
-            };
-            errors.at(
-                t.span(),
-                format!(
-                    "the placeholder `{{{}}}` in this {what} names nothing; {available}",
-                    place.join(".")
-                ),
-            );
-        }
-        ok
-    }
 }
 
 /// The expression a placeholder path stands for, spanned at its template.
@@ -372,83 +300,14 @@ fn rebuild(func: &ItemFn, info: &FnInfo, inner: TokenStream) -> TokenStream {
     quote!(#(#outer)* #vis #sig #body)
 }
 
-/// Checks `#[cached]` arguments that only make sense together or apart.
-fn check_combinations(args: &CachedArgs, errors: &mut Errors) {
-    if let (Some((_, stale)), Some((_, early))) = (args.stale, args.early) {
-        errors.at(early, "`early` and `stale` are two refresh policies; choose one (`stale` serves the old value while one caller refreshes, `early` refreshes before expiry)");
-        let _ = stale;
-    }
-    let distributed = matches!(args.lock, Some((true, _)));
-    if let (true, Some(false), Some(span)) =
-        (distributed, args.single_flight, args.single_flight_span)
-    {
-        errors.at(span, "`lock = \"distributed\"` makes callers wait for one loader across processes; `single_flight = false` asks every caller to load; choose one");
-    }
-    if let (false, Some((_, span))) = (distributed, args.lock_wait) {
-        errors.at(span, "`lock_wait` bounds how long a caller waits for another process's loader; it needs `lock = \"distributed\"`");
-    }
-    if let Some((_, span)) = args.idle
-        && (args.stale.is_some() || args.early.is_some())
-    {
-        errors.at(span, "`idle` expires an entry that is not read, while `stale` and `early` refresh it by its TTL; choose one");
-    }
-    check_idle(args.idle, args.ttl, errors);
-    if let Some(TtlArg::Forever) = args.ttl {
-        let span = args.ttl_span.unwrap_or_else(Span::call_site);
-        if args.stale.is_some() || args.early.is_some() {
-            errors.at(span, "an entry cached \"forever\" never goes stale, so `stale`/`early` would never act; give a finite `ttl`");
-        }
-    }
-}
-
-fn cached(
-    func: &ItemFn,
-    info: &FnInfo,
-    args: &CachedArgs,
-    errors: &mut Errors,
-) -> Option<TokenStream> {
+fn cached(plan: &validate::Cached<'_>) -> TokenStream {
+    let validate::Cached {
+        func,
+        info,
+        args,
+        ret,
+    } = *plan;
     let krate = args.krate.clone().unwrap_or_else(default_crate);
-    let Some(ret) = &info.ret else {
-        errors.at(
-            func.sig.fn_token.span,
-            "#[cached] needs a return value to cache; this function returns `()`",
-        );
-        return None;
-    };
-    // The spelling tells only when it is plainly a `Result` of a non-Option;
-    // aliases are resolved by type below.
-    if let (Some((_, span)), ShapeKind::Res) = (args.cache_none, shape_of(ret).0) {
-        errors.at(span, "`cache_none` caches `None`, but this function does not return an `Option` (or `Result<Option<_>, _>`); remove it");
-    }
-    check_combinations(args, errors);
-    if let Some(cond) = args.condition.as_ref().filter(|c| names_ret(c)) {
-        errors.at(cond.span(), "`condition` is decided before the body runs, so it cannot name the returned value `ret`; to decide from the value whether to store it, write `unless = ...`");
-    }
-    let scope = Scope {
-        info,
-        ret_allowed: false,
-    };
-    let tag_scope = Scope {
-        info,
-        ret_allowed: true,
-    };
-    let mut ok = true;
-    if let Some(key) = &args.key {
-        ok &= scope.check(key, "key", errors);
-    } else {
-        for span in &info.pattern_args {
-            errors.at(*span, "the default key is built from the arguments, and this one is a pattern; name it, or give the attribute a `key = \"...\"`");
-            ok = false;
-        }
-    }
-    if let Some(version) = &args.version {
-        ok &= scope.check(version, "version", errors);
-    }
-    ok &= tag_scope.check_links(&args.tags, &args.depends_on, errors);
-    if !ok {
-        return None;
-    }
-
     let fn_name = func.sig.ident.to_string();
     let key_code = match &args.key {
         Some(key) => build(key, &krate, None),
@@ -552,17 +411,21 @@ fn cached(
     let share_code = if generic {
         quote!(::core::option::Option::None)
     } else {
+        // At the return type: in a generic impl whose parameter is not
+        // `'static`, the compiler's message (bound it) points there.
+        let probe = quote_spanned!(ret.span()=> (&#krate::__private::ShareProbe::<#ret>(::core::marker::PhantomData)).sharer());
         quote!({
             use #krate::__private::{ShareByClone as _, ShareNot as _};
-            (&#krate::__private::ShareProbe::<#ret>(::core::marker::PhantomData)).sharer()
+            #probe
         })
     };
     let typed_code = if generic {
         quote!(::core::option::Option::None)
     } else {
+        let probe = quote_spanned!(ret.span()=> (&&&&#krate::__private::TypedProbe::<#ret>(::core::marker::PhantomData)).typed());
         quote!({
             use #krate::__private::{TypedNot as _, TypedOpt as _, TypedPlain as _, TypedRes as _, TypedResOpt as _};
-            (&&&&#krate::__private::TypedProbe::<#ret>(::core::marker::PhantomData)).typed()
+            #probe
         })
     };
     // Located at the return type (same hygiene), so a value that cannot be
@@ -613,7 +476,7 @@ fn cached(
             move || async move { #(#stmts)* },
         ).await
     };
-    Some(rebuild(func, info, inner))
+    rebuild(func, info, inner)
 }
 
 /// The code of a `condition` or `unless`: a closure is called with `arg`
@@ -635,18 +498,6 @@ fn decision(expr: &Expr, krate: &Path, arg: Option<&Ident>) -> TokenStream {
             })
         }
     }
-}
-
-/// Whether an expression names `ret` (as an identifier anywhere in it).
-fn names_ret(expr: &Expr) -> bool {
-    fn walk(tokens: TokenStream) -> bool {
-        tokens.into_iter().any(|t| match t {
-            proc_macro2::TokenTree::Ident(i) => i == "ret",
-            proc_macro2::TokenTree::Group(g) => walk(g.stream()),
-            _ => false,
-        })
-    }
-    walk(expr.to_token_stream())
 }
 
 /// `module::function@types:arg1:arg2` (or `Type::method@types:...` for
@@ -709,35 +560,16 @@ pub(crate) enum Op {
 /// the body runs, and once it has succeeded every invalidation and every
 /// put is handed to the runtime together, which applies each cache's share
 /// in one step (invalidations first, then puts; see `Cache::change`).
-fn writes(func: &ItemFn, info: &FnInfo, ops: &[Op], errors: &mut Errors) -> Option<TokenStream> {
-    let krate = ops
+fn writes(plan: &validate::Writes<'_>) -> TokenStream {
+    let validate::Writes { func, info, .. } = *plan;
+    let krate = plan
+        .ops
         .iter()
         .find_map(|op| match op {
-            Op::Invalidates(a, _) => a.krate.clone(),
-            Op::Put(a) => a.krate.clone(),
+            Write::Invalidates(a) => a.krate.clone(),
+            Write::Put(a, _) => a.krate.clone(),
         })
         .unwrap_or_else(default_crate);
-    let scope = Scope {
-        info,
-        ret_allowed: true,
-    };
-    if info.ret.is_none() && ops.iter().any(|op| matches!(op, Op::Put(_))) {
-        errors.at(
-            func.sig.fn_token.span,
-            "#[cache_put] stores the returned value; this function returns `()`",
-        );
-        return None;
-    }
-    let mut ok = true;
-    for op in ops {
-        ok &= match op {
-            Op::Invalidates(args, parsed) => check_invalidates(args, *parsed, &scope, errors),
-            Op::Put(args) => check_put(args, &scope, errors),
-        };
-    }
-    if !ok {
-        return None;
-    }
     let mut pre = Prerendered::default();
     let changes = helper("__cache_changes");
     let ok_var = helper("__cache_ok");
@@ -745,22 +577,19 @@ fn writes(func: &ItemFn, info: &FnInfo, ops: &[Op], errors: &mut Errors) -> Opti
     let mut consts = Vec::new();
     let mut before = Vec::new();
     let mut after = Vec::new();
-    for (i, op) in ops.iter().enumerate() {
+    for (i, op) in plan.ops.iter().enumerate() {
         let cache_var = helper(&format!("__cache{i}"));
         match op {
-            Op::Invalidates(args, _) => {
+            Write::Invalidates(args) => {
                 let (cache_let, cache_use) =
                     cache_handle(args.cache.as_ref(), info, &krate, &cache_var);
                 cache_lets.push(cache_let);
-                let mut lists = [&args.keys, &args.tags, &args.patterns, &args.bump]
-                    .map(|list| {
+                let [keys, tags, patterns, bumps] =
+                    [&args.keys, &args.tags, &args.patterns, &args.bump].map(|list| {
                         list.iter()
                             .map(|t| build(t, &krate, Some(&mut pre)))
                             .collect::<Vec<TokenStream>>()
-                    })
-                    .into_iter();
-                let (keys, tags, patterns, bumps) =
-                    (lists.next()?, lists.next()?, lists.next()?, lists.next()?);
+                    });
                 let publish = match &args.publish {
                     Some(p) => quote!(::core::option::Option::Some(#p)),
                     None => quote!(::core::option::Option::None),
@@ -770,16 +599,8 @@ fn writes(func: &ItemFn, info: &FnInfo, ops: &[Op], errors: &mut Errors) -> Opti
                 // the `Ok` value.
                 let cond_var = helper(&format!("__cache_condition{i}"));
                 let cond_after = match &args.condition {
-                    Some(cond) if names_ret(cond) => {
-                        if info.ret.is_none() {
-                            errors.at(
-                                cond.span(),
-                                "`ret` names the returned value, but this function returns nothing",
-                            );
-                            return None;
-                        }
-                        decision(cond, &krate, None)
-                    }
+                    // (A function that returns nothing was refused.)
+                    Some(cond) if names_ret(cond) => decision(cond, &krate, None),
                     Some(cond) => {
                         let test = decision(cond, &krate, None);
                         before.push(quote!(let #cond_var: ::core::primitive::bool = #test;));
@@ -800,11 +621,10 @@ fn writes(func: &ItemFn, info: &FnInfo, ops: &[Op], errors: &mut Errors) -> Opti
                     }
                 });
             }
-            Op::Put(args) => {
+            Write::Put(args, key) => {
                 let (cache_let, cache_use) =
                     cache_handle(args.cache.as_ref(), info, &krate, &cache_var);
                 cache_lets.push(cache_let);
-                let key = args.key.as_ref()?;
                 let key_code = build(key, &krate, Some(&mut pre));
                 let [tags, deps] = [&args.tags, &args.depends_on].map(|list| {
                     list.iter()
@@ -838,7 +658,7 @@ fn writes(func: &ItemFn, info: &FnInfo, ops: &[Op], errors: &mut Errors) -> Opti
     let pre_lets = pre.lets(&krate);
     // `impl Trait` cannot be named in a `let`; such a body needs no hint.
     let annotation = match &info.ret {
-        Some(ret) if !ret.to_token_stream().to_string().contains("impl") => quote!(: #ret),
+        Some(ret) if !has_impl_trait(ret) => quote!(: #ret),
         Some(_) => quote!(),
         None => quote!(: ()),
     };
@@ -874,62 +694,7 @@ fn writes(func: &ItemFn, info: &FnInfo, ops: &[Op], errors: &mut Errors) -> Opti
         }
         #result
     };
-    Some(rebuild(func, info, inner))
-}
-
-/// Checks one `#[invalidates]` (each error reported; `false` if any).
-fn check_invalidates(
-    args: &InvalidatesArgs,
-    parsed: bool,
-    scope: &Scope<'_>,
-    errors: &mut Errors,
-) -> bool {
-    if args.keys.is_empty()
-        && args.tags.is_empty()
-        && args.patterns.is_empty()
-        && args.bump.is_empty()
-        && args.publish.is_none()
-    {
-        // Only worth saying when nothing else was wrong with its arguments.
-        if parsed {
-            let span = args.span.unwrap_or_else(Span::call_site);
-            errors.at(span, "#[invalidates] has nothing to do; give it `keys = [...]`, `tags = [...]`, `patterns = [...]`, `bump = [...]` or `publish = \"...\"`");
-        }
-        return false;
-    }
-    let mut ok = true;
-    for (list, what) in [
-        (&args.keys, "key"),
-        (&args.tags, "tag"),
-        (&args.patterns, "pattern"),
-        (&args.bump, "version"),
-    ] {
-        for t in list {
-            ok &= scope.check(t, what, errors);
-        }
-    }
-    ok
-}
-
-/// Checks one `#[cache_put]` (each error reported; `false` if any).
-fn check_put(args: &PutArgs, scope: &Scope<'_>, errors: &mut Errors) -> bool {
-    check_idle(args.idle, args.ttl, errors);
-    let Some(key) = &args.key else {
-        let span = args.span.unwrap_or_else(Span::call_site);
-        errors.at(span, "#[cache_put] needs the key to store under: `key = \"post:{ret.id}\"` (it may name the arguments and `ret`, the value)");
-        return false;
-    };
-    let ok = scope.check(key, "key", errors);
-    scope.check_links(&args.tags, &args.depends_on, errors) && ok
-}
-
-/// A time-to-idle at least as long as the TTL would never act.
-fn check_idle(idle: Option<(u64, Span)>, ttl: Option<TtlArg>, errors: &mut Errors) {
-    if let (Some((idle, span)), Some(TtlArg::Millis(ttl))) = (idle, ttl)
-        && idle >= ttl
-    {
-        errors.at(span, format!("`idle` ({idle} ms) is not shorter than `ttl` ({ttl} ms), so it would never expire anything; make it shorter, or leave it out"));
-    }
+    rebuild(func, info, inner)
 }
 
 /// The `CacheOptions` setters for `ttl`, `jitter` and `idle`.

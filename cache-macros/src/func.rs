@@ -171,10 +171,11 @@ fn find_future_output(ty: &Type) -> Option<Type> {
     }
 }
 
-/// Whether a return type may involve generic parameters: the function's own,
-/// `Self`, or a single-letter type (an impl's parameter, which a method cannot
-/// see). Sharing a value between tasks needs `'static`, which such types do
-/// not promise.
+/// Whether a return type involves generic parameters the attribute can see:
+/// the function's own, `Self`, or `impl Trait`. Sharing a value between
+/// tasks needs `'static`, which such types do not promise. An impl's
+/// parameters are out of the attribute's sight: a method that returns one
+/// needs it bounded `'static` (the compiler says so, at the attribute).
 pub(crate) fn mentions_generics(ty: &Type, func: &ItemFn) -> bool {
     use syn::visit::Visit;
     struct Finder<'a> {
@@ -183,14 +184,10 @@ pub(crate) fn mentions_generics(ty: &Type, func: &ItemFn) -> bool {
     }
     impl<'ast> Visit<'ast> for Finder<'_> {
         fn visit_path(&mut self, path: &'ast syn::Path) {
-            if let Some(ident) = path.get_ident() {
-                let name = ident.to_string();
-                let single_letter = name.len() <= 2
-                    && name.starts_with(|c: char| c.is_ascii_uppercase())
-                    && name[1..].chars().all(|c| c.is_ascii_digit());
-                if name == "Self" || single_letter || self.params.contains(&ident) {
-                    self.found = true;
-                }
+            if let Some(ident) = path.get_ident()
+                && self.params.contains(&ident)
+            {
+                self.found = true;
             }
             if path.segments.first().is_some_and(|s| s.ident == "Self") {
                 self.found = true;
@@ -207,6 +204,20 @@ pub(crate) fn mentions_generics(ty: &Type, func: &ItemFn) -> bool {
     };
     finder.visit_type(ty);
     finder.found
+}
+
+/// Whether a type contains `impl Trait` (which a `let` cannot name).
+pub(crate) fn has_impl_trait(ty: &Type) -> bool {
+    use syn::visit::Visit;
+    struct Finder(bool);
+    impl<'ast> Visit<'ast> for Finder {
+        fn visit_type_impl_trait(&mut self, _: &'ast syn::TypeImplTrait) {
+            self.0 = true;
+        }
+    }
+    let mut finder = Finder(false);
+    finder.visit_type(ty);
+    finder.0
 }
 
 /// The shape of a return type, and the type `ret` placeholders see.

@@ -19,7 +19,11 @@ use serde::{Deserialize, Serialize};
 pub const EVENT_SCHEMA_VERSION: u32 = 1;
 
 /// An invalidation that happened, as published on pub/sub.
+///
+/// The schema may gain fields (with defaults, so older events still read);
+/// build one with [`new`](InvalidationEvent::new) and set what it names.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
 pub struct InvalidationEvent {
     /// Schema version (currently 1).
     pub v: u32,
@@ -67,6 +71,35 @@ pub struct InvalidationEvent {
 }
 
 impl InvalidationEvent {
+    /// An event `event` of `namespace`, sent now, naming nothing yet (push
+    /// onto `keys`, `tags`, `patterns` and `bumps`), not applied by its
+    /// sender, without an id.
+    ///
+    /// ```
+    /// let mut event = cache_runtime::InvalidationEvent::new("blog", "post:updated");
+    /// event.keys.push("post:42".into());
+    /// event.id = Some("outbox-row-981".into());
+    /// assert_eq!(event.entity, "post");
+    /// assert_eq!(event.channel(), "blog:post:updated");
+    /// ```
+    pub fn new(namespace: impl Into<String>, event: impl Into<String>) -> Self {
+        let event = event.into();
+        InvalidationEvent {
+            v: EVENT_SCHEMA_VERSION,
+            namespace: namespace.into(),
+            entity: entity_of(&event).to_owned(),
+            event,
+            keys: Vec::new(),
+            tags: Vec::new(),
+            patterns: Vec::new(),
+            bumps: Vec::new(),
+            ts: now_ms(),
+            instance: String::new(),
+            id: None,
+            applied: false,
+        }
+    }
+
     /// The channel this event is published on.
     pub fn channel(&self) -> String {
         format!("{}:{}", self.namespace, self.event)

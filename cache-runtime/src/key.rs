@@ -17,7 +17,7 @@ use std::fmt::{self, Write as _};
 /// Appends literal parts and escaped values into one key.
 ///
 /// ```
-/// use cache_runtime::KeyBuilder;
+/// use cache_runtime::__private::KeyBuilder;
 /// let mut key = KeyBuilder::new();
 /// key.lit("post:");
 /// key.part(&"a:b*");
@@ -107,7 +107,7 @@ fn needs_escape(c: char) -> bool {
 
 /// Appends `value` to `out`, percent-encoding separators, glob
 /// metacharacters, whitespace and control characters.
-pub fn escape_part_into(value: &str, out: &mut String) {
+pub(crate) fn escape_part_into(value: &str, out: &mut String) {
     if !value.chars().any(needs_escape) {
         out.push_str(value);
         return;
@@ -142,7 +142,7 @@ pub fn glob_escape(text: &str) -> String {
 
 /// Matches `text` against a glob `pattern` with the semantics of Redis's
 /// `MATCH`/`KEYS` (`*`, `?`, `[abc]`, `[^a]`, `[a-z]`, `\x`).
-pub fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     glob_match_bytes(pattern.as_bytes(), text.as_bytes())
 }
 
@@ -267,7 +267,8 @@ fn bound_part(escaped: &str) -> String {
 }
 
 /// Keys longer than this (in bytes, after escaping) are stored under a
-/// bounded name: see [`bound_key`].
+/// bounded name: their first 128 bytes, `#sha256:` and the SHA-256 of the
+/// whole key (200 bytes in all). A pattern then sees only those 128 bytes.
 pub const MAX_KEY_LEN: usize = 256;
 
 /// How much of a long key is kept readable in front of its hash, so that
@@ -279,17 +280,7 @@ const KEPT_PREFIX: usize = 128;
 /// (200 bytes in all, so bounding is idempotent). A placeholder value can
 /// never produce `#` (it is escaped), so a bounded key cannot collide with a
 /// key built from values; two long keys collide only if SHA-256 does.
-///
-/// ```
-/// use cache_runtime::bound_key;
-/// let long = format!("search:{}", "x".repeat(1000));
-/// let stored = bound_key(&long);
-/// assert_eq!(stored.len(), 200);
-/// assert!(stored.starts_with("search:xxx"));
-/// assert_eq!(bound_key(&stored), stored);
-/// assert_eq!(bound_key("post:1"), "post:1");
-/// ```
-pub fn bound_key(key: &str) -> std::borrow::Cow<'_, str> {
+pub(crate) fn bound_key(key: &str) -> std::borrow::Cow<'_, str> {
     use sha2::Digest as _;
     if key.len() <= MAX_KEY_LEN {
         return std::borrow::Cow::Borrowed(key);
@@ -469,6 +460,16 @@ pub(crate) fn validate_namespace(ns: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bounded_key_is_200_bytes_and_bounding_is_idempotent() {
+        let long = format!("search:{}", "x".repeat(1000));
+        let stored = bound_key(&long);
+        assert_eq!(stored.len(), 200);
+        assert!(stored.starts_with("search:xxx"));
+        assert_eq!(bound_key(&stored), stored);
+        assert_eq!(bound_key("post:1"), "post:1");
+    }
 
     #[test]
     fn escaping_prevents_collisions() {

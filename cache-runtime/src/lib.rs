@@ -29,9 +29,10 @@
 //! # }
 //! ```
 //!
-//! The attribute reference is in the README; the design, with the cost of
-//! each operation in round trips, is in `docs/ARCHITECTURE.md`.
-#![warn(missing_docs)]
+//! The attribute reference is the documentation of [`cached`],
+//! [`invalidates`] and [`cache_put`]; the design, with the cost of each
+//! operation in round trips, is in `docs/ARCHITECTURE.md`.
+#![deny(missing_docs)]
 // Without Redis (`default-features = false`), the names, channels and
 // prefixes that only the Redis store reads go unused.
 #![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
@@ -39,6 +40,7 @@
 mod breaker;
 mod cache;
 mod codec;
+mod duration;
 mod entry;
 mod epoch;
 mod error;
@@ -54,7 +56,7 @@ mod key;
 mod observe;
 mod options;
 mod outbox;
-pub mod shape;
+mod shape;
 mod spec;
 mod stats;
 mod status;
@@ -79,10 +81,7 @@ pub use error::{Error, ErrorKind, Result};
 pub use events::InvalidationEvent;
 pub use global::{default_cache, install_default};
 pub use health::{BreakerState, Eviction, Health};
-pub use key::{
-    KeyBuilder, MAX_KEY_LEN, MAX_PART_LEN, bound_key, escape_part_into, glob_escape, glob_match,
-    render_part,
-};
+pub use key::{MAX_KEY_LEN, MAX_PART_LEN, glob_escape, render_part};
 pub use options::{CacheOptions, Ttl};
 pub use stats::{InvalidationCounts, StatsSnapshot};
 pub use status::{CacheStatus, with_cache_status};
@@ -92,6 +91,12 @@ pub use ttl::parse_duration;
 #[cfg(feature = "redis")]
 pub use write_behind::{FlushReport, Worker, Write, WriteBehind};
 
+/// The `redis` crate this one is built on: [`CacheBuilder::redis_client`]
+/// takes its `Client` (for TLS, ACL users, or a `Client` configured
+/// elsewhere), so this is the version to build it with.
+#[cfg(feature = "redis")]
+pub use redis;
+
 #[cfg(feature = "macros")]
 #[doc(inline)]
 pub use cache_macros::{cache_put, cached, invalidates};
@@ -100,3 +105,17 @@ pub use cache_macros::{cache_put, cached, invalidates};
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 struct ReadmeDoctests;
+
+/// The attribute reference's examples (the macros' documentation), which
+/// need this crate to run.
+#[cfg(doctest)]
+#[doc = include_str!("../../cache-macros/docs/cached.md")]
+struct CachedDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../cache-macros/docs/invalidates.md")]
+struct InvalidatesDoctests;
+
+#[cfg(doctest)]
+#[doc = include_str!("../../cache-macros/docs/cache_put.md")]
+struct CachePutDoctests;

@@ -8,6 +8,7 @@ pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// How long an entry lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Ttl {
     /// The cache's default TTL (see [`CacheBuilder::default_ttl`](crate::CacheBuilder::default_ttl)).
     Default,

@@ -1,5 +1,5 @@
-//! Turning caching off without touching code: a switch per [`Cache`]
-//! ([`Cache::set_enabled`]), one for the whole process ([`set_enabled`]),
+//! Turning caching off without touching code: a switch per [`Cache`](crate::Cache)
+//! ([`Cache::set_enabled`](crate::Cache::set_enabled)), one for the whole process ([`set_enabled`]),
 //! and a per-call scope that reloads and stores ([`refreshing`]).
 //!
 //! Off, a read-through call runs its loader directly: nothing is read and
@@ -81,8 +81,8 @@ impl Drop for ScopeGuard {
     }
 }
 
-/// Turns caching on or off for every [`Cache`] of the process (each cache
-/// also has its own switch, [`Cache::set_enabled`]; a read uses the cache
+/// Turns caching on or off for every [`Cache`](crate::Cache) of the process (each cache
+/// also has its own switch, [`Cache::set_enabled`](crate::Cache::set_enabled); a read uses the cache
 /// only when both are on). Off, annotated functions run their bodies
 /// directly; invalidations and puts still run.
 ///
@@ -118,7 +118,7 @@ pub fn enabled() -> bool {
 /// and `get_or_load*` calls it makes, at any depth) reloading its value and
 /// storing it, whatever is cached: a force-refresh for one call, as
 /// `cashews`' `invalidate_further` or a `Cache-Control: no-cache` request
-/// would ask for. The store is a write-through (as [`Cache::put`]): a fill
+/// would ask for. The store is a write-through (as [`Cache::put`](crate::Cache::put)): a fill
 /// that read the old value before it cannot overwrite it. A value that is
 /// not stored (an `Err`) leaves the entry as it was; a `None` removes it.
 ///

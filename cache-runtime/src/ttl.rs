@@ -14,43 +14,7 @@ use std::time::{Duration, Instant};
 /// assert!(cache_runtime::parse_duration("5x").is_err());
 /// ```
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    if text.is_empty() {
-        return Err("empty duration".into());
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("expected a number at `{rest}`"));
-        }
-        let n: u64 = rest[..digits]
-            .parse()
-            .map_err(|_| format!("number too large in `{text}`"))?;
-        rest = &rest[digits..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        let unit = &rest[..unit_len];
-        rest = &rest[unit_len..];
-        let part = match unit {
-            "ms" => Duration::from_millis(n),
-            "s" => Duration::from_secs(n),
-            "m" => Duration::from_secs(n.saturating_mul(60)),
-            "h" => Duration::from_secs(n.saturating_mul(3600)),
-            "d" => Duration::from_secs(n.saturating_mul(86_400)),
-            "" => return Err(format!("missing unit after `{n}` (use ms, s, m, h or d)")),
-            other => return Err(format!("unknown unit `{other}` (use ms, s, m, h or d)")),
-        };
-        total = total.saturating_add(part);
-    }
-    Ok(total)
+    crate::duration::parse(text)
 }
 
 /// Shortens `ttl` by a random fraction of at most `jitter` (0.0 to 1.0), so

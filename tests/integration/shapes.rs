@@ -182,8 +182,11 @@ struct Table<T> {
     rows: Vec<T>,
 }
 
-impl<T: Clone + Serialize + DeserializeOwned + Send + Sync> Table<T> {
-    /// A method of a generic impl.
+impl<T: Clone + Serialize + DeserializeOwned + Send + Sync + 'static> Table<T> {
+    /// A method of a generic impl. The parameter is `'static`: the attribute
+    /// cannot see the impl's bounds, and shares the value between tasks
+    /// (without the bound it is a compile error at the return type:
+    /// `ui/fail/generic_impl_not_static.rs`).
     #[cached(cache = self.cache, key = "row:{index}", cache_none = "10s")]
     async fn row(&self, index: usize) -> Result<Option<T>, String> {
         Ok(self.rows.get(index).cloned())

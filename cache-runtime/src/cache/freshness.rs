@@ -25,6 +25,8 @@ pub(crate) enum Freshness {
     RefreshEarly,
 }
 
+/// What a read does with a value of the current version: the TTL, then
+/// `stale` past it, or `early` before it.
 pub(crate) fn check(meta: &Meta, options: &CacheOptions) -> Freshness {
     // Without a refresh policy the store expires the entry at its TTL (and
     // the tier never keeps it past that): no clock needed.
@@ -37,21 +39,60 @@ pub(crate) fn check(meta: &Meta, options: &CacheOptions) -> Freshness {
     if now >= meta.fresh_until_ms {
         // Without a stale window the store expires the entry at its TTL; a
         // value read a moment after is still the one the TTL allowed.
-        return if options.stale_window().is_some() {
+        return if stale(options) {
             Freshness::Stale
         } else {
             Freshness::Fresh
         };
     }
-    if let Some(beta) = options.early_beta() {
-        // XFetch: refresh when now - cost * beta * ln(U) >= expiry, U in (0, 1].
-        let u = 1.0 - fastrand::f64();
-        let ahead = -(f64::from(meta.cost_ms.max(1)) * f64::from(beta) * u.ln());
-        if now as f64 + ahead >= meta.fresh_until_ms as f64 {
-            return Freshness::RefreshEarly;
-        }
+    if early(meta, options, now) {
+        return Freshness::RefreshEarly;
     }
     Freshness::Fresh
+}
+
+/// Stale-while-revalidate (`stale = "30s"`): the store keeps an entry its
+/// stale window past its TTL ([`kept_for`]), and a read in that window
+/// serves it while one caller refreshes it in the background.
+pub(crate) fn stale(options: &CacheOptions) -> bool {
+    options.stale_window().is_some()
+}
+
+/// How long the store keeps an entry fresh for `ttl` (`None`: for good):
+/// the TTL, plus the stale window.
+pub(crate) fn kept_for(ttl: Option<Duration>, options: &CacheOptions) -> Option<Duration> {
+    ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default()))
+}
+
+/// Early refresh (`early = 1.0`, XFetch): a read of a fresh value refreshes
+/// it with a probability that grows as the expiry nears, faster for values
+/// that took long to load (`cost_ms`), so that the hottest keys are
+/// reloaded before they expire instead of by a crowd after.
+pub(crate) fn early(meta: &Meta, options: &CacheOptions, now: u64) -> bool {
+    let Some(beta) = options.early_beta() else {
+        return false;
+    };
+    // Refresh when now - cost * beta * ln(U) >= expiry, U in (0, 1].
+    let u = 1.0 - fastrand::f64();
+    let ahead = -(f64::from(meta.cost_ms.max(1)) * f64::from(beta) * u.ln());
+    now as f64 + ahead >= meta.fresh_until_ms as f64
+}
+
+/// Versions (`version = "user:{id}"`): an entry answers only while the
+/// version it was written under is the current one (`current`: as read
+/// with it from the store, or last heard by the tier; `None`: not known).
+/// `bump` makes every entry written under the old version a miss at once.
+pub(crate) fn version(meta: &Meta, current: Option<u64>) -> bool {
+    current == Some(meta.version)
+}
+
+/// Time-to-idle (`idle = "10m"`): the store extends the entry's life on
+/// each read (the Redis read script, the in-process store's expiry). The
+/// tier, which does not see other instances' reads, keeps a copy at most
+/// half of it, so that a hot entry is read from Redis, and extended there,
+/// before it expires.
+pub(crate) fn idle(options: &CacheOptions) -> Option<Duration> {
+    options.idle_choice().map(|i| i / 2)
 }
 
 /// How much longer an entry is fresh (`None`: it does not expire).
@@ -62,19 +103,14 @@ pub(crate) fn fresh_for(meta: &Meta) -> Option<Duration> {
 
 /// How long the in-process tier may keep an entry: while it is fresh, and
 /// no longer than the read's `local_ttl` (the tier caps it at its own) or
-/// half its time-to-idle (the Redis entry lives `idle` from the read that
-/// filled the tier, so a hot entry is read from Redis again, and extended
-/// there, before it expires).
+/// what `idle` allows.
 pub(crate) fn local_for(meta: &Meta, options: &CacheOptions) -> Option<Duration> {
-    [
-        options.local_ttl_choice(),
-        options.idle_choice().map(|i| i / 2),
-    ]
-    .into_iter()
-    .flatten()
-    .fold(fresh_for(meta), |bound, d| {
-        Some(bound.map_or(d, |b| b.min(d)))
-    })
+    [options.local_ttl_choice(), idle(options)]
+        .into_iter()
+        .flatten()
+        .fold(fresh_for(meta), |bound, d| {
+            Some(bound.map_or(d, |b| b.min(d)))
+        })
 }
 
 impl Cache {

@@ -6,6 +6,7 @@
 //! |---|---|
 //! | `builder` | [`CacheBuilder`]: settings, their checks, the store chosen |
 //! | `read` | read-through (`#[cached]`, `get_or_load`): the in-process check, the network path, fills |
+//! | `lookup` | one look at the in-process copy or the store: whether it answers, the fill token, the server's epoch |
 //! | `freshness` | whether a cached value answers: stale-while-revalidate, early refresh, time-to-idle, versions |
 //! | `lock` | the distributed lock and the wait for another process's loader; `try_lock` |
 //! | `write` | invalidations and write-through puts: one step per cache, the echo to tiers, pattern deletes |
@@ -35,6 +36,7 @@ pub(crate) mod builder;
 pub(crate) mod freshness;
 pub(crate) mod invalidation;
 pub(crate) mod lock;
+pub(crate) mod lookup;
 pub(crate) mod outbox;
 #[cfg(feature = "redis")]
 pub(crate) mod pubsub;

@@ -18,8 +18,7 @@ use crate::options::CacheOptions;
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::Stats;
 use crate::status::CacheStatus;
-use crate::store::memory::Shared;
-use crate::store::{AnyValue, Lookup, Store, Token, Typed};
+use crate::store::{AnyValue, Lookup, Token, Typed};
 use crate::switch::Mode;
 use crate::tier::LocalTier;
 use crate::ttl::{millis, with_jitter};
@@ -172,6 +171,53 @@ impl Cache {
         L: Into<Links>,
     {
         self.read_through::<Plain, _, _, _, _>(
+            Read::new(key.to_owned(), options),
+            |v| tags(v).into(),
+            load,
+        )
+        .await
+    }
+
+    /// [`get_or_load_tagged`](Self::get_or_load_tagged) for a fallible
+    /// loader: an `Err` is returned as it is and not cached; the tags are
+    /// computed from the `Ok` value (`None` when there is none to store).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use cache_runtime::{Cache, CacheOptions, Links};
+    /// let cache = Cache::in_memory();
+    /// let opts = CacheOptions::new("post");
+    /// let tags = |post: Option<&(u32, String)>| match post {
+    ///     Some((author, _)) => Links::new().tag(format!("author:{author}")),
+    ///     None => Links::new(),
+    /// };
+    /// let failed: Result<(u32, String), String> = cache
+    ///     .try_get_or_load_tagged("post:1", &opts, tags, || async { Err("database down".to_string()) })
+    ///     .await;
+    /// assert!(failed.is_err());
+    /// let post: Result<(u32, String), String> = cache
+    ///     .try_get_or_load_tagged("post:1", &opts, tags, || async { Ok((7, "hello".to_string())) })
+    ///     .await;
+    /// assert_eq!(post.unwrap().1, "hello", "the error was not cached");
+    /// cache.invalidate().tag("author:7").await.unwrap();
+    /// assert_eq!(cache.get::<(u32, String)>("post:1").await, None, "filed under its author");
+    /// # }
+    /// ```
+    pub async fn try_get_or_load_tagged<T, E, F, Fut, G, L>(
+        &self,
+        key: &str,
+        options: &CacheOptions,
+        tags: G,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        G: FnOnce(Option<&T>) -> L,
+        L: Into<Links>,
+    {
+        self.read_through::<Res, _, _, _, _>(
             Read::new(key.to_owned(), options),
             |v| tags(v).into(),
             load,
@@ -332,7 +378,8 @@ impl Cache {
             {
                 match self.decode_kept::<S::Stored>(key, bytes, kept.as_ref(), typed) {
                     Some((meta, stored))
-                        if meta.version == *current && self.current_epoch(&meta) =>
+                        if freshness::version(&meta, Some(*current))
+                            && self.current_epoch(&meta) =>
                     {
                         match freshness::check(&meta, options) {
                             Freshness::Fresh => {
@@ -629,7 +676,7 @@ impl Cache {
             return Landed::Retry;
         }
         // A value stale past `ttl` is kept for the stale window too.
-        let keep = ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default()));
+        let keep = freshness::kept_for(ttl, options);
         let links = tags(inner_value);
         if links.not_stored {
             // `unless`: returned (and shared with waiters), not stored.
@@ -686,181 +733,6 @@ impl Cache {
                 }
             }
         }
-    }
-
-    /// A fresh hit that needs no network: from the in-process tier, or from
-    /// the in-process store.
-    pub(crate) fn in_process_entry(&self, entry_key: &str) -> Option<Shared> {
-        match self.inner.store.backend().as_memory() {
-            Some(m) => m.entry(entry_key),
-            None => self.inner.tier.as_deref()?.get(entry_key),
-        }
-    }
-
-    /// Whether an in-process entry answers the read: current version (on
-    /// the in-process store, the store's; in the tier, as last heard from
-    /// Redis), and fresh.
-    pub(crate) fn in_process_hit<S: Shape<R>, R>(
-        &self,
-        found: &Shared,
-        version_key: Option<&str>,
-        options: &CacheOptions,
-        typed: Option<&Typed<S::Stored>>,
-    ) -> Option<R> {
-        // A value that does not decode is reported by the full path.
-        let (meta, stored) =
-            decode_quietly::<S::Stored>(&found.bytes, found.typed.as_ref(), typed)?;
-        let current = match (version_key, self.inner.store.backend().as_memory()) {
-            (None, _) => Some(0),
-            (Some(name), Some(m)) => Some(m.version(name)),
-            (Some(name), None) => self.inner.tier.as_deref()?.version(name),
-        };
-        if current != Some(meta.version)
-            || !matches!(freshness::check(&meta, options), Freshness::Fresh)
-        {
-            return None;
-        }
-        let stats = &self.inner.stats;
-        Stats::add(&stats.hits, 1);
-        if self.is_redis() {
-            Stats::add(&stats.local_hits, 1);
-        }
-        self.inner.metrics.hit(options.name(), Source::Process);
-        crate::status::record(CacheStatus::Hit);
-        tracing::debug!(target: "cache_runtime", name = options.name(), outcome = "hit", source = "process");
-        Some(S::join(stored))
-    }
-
-    /// Like `decode_entry`, but takes the value kept decoded beside the
-    /// bytes when there is one (the header is still read from the bytes).
-    pub(crate) fn decode_kept<T: DeserializeOwned>(
-        &self,
-        key: &str,
-        bytes: &[u8],
-        kept: Option<&AnyValue>,
-        typed: Option<&Typed<T>>,
-    ) -> Option<(Meta, T)> {
-        decode_quietly(bytes, kept, typed).or_else(|| self.decode_entry(key, bytes))
-    }
-
-    pub(crate) fn decode_entry<T: DeserializeOwned>(
-        &self,
-        key: &str,
-        bytes: &[u8],
-    ) -> Option<(Meta, T)> {
-        match entry::decode(bytes)
-            .and_then(|env| env.codec.decode::<T>(env.payload).map(|v| (env.meta, v)))
-        {
-            Ok(v) => Some(v),
-            Err(e) => {
-                Stats::add(&self.inner.stats.decode_errors, 1);
-                tracing::warn!(target: "cache_runtime", key, error = %e, "cached value does not decode; treating it as a miss");
-                None
-            }
-        }
-    }
-
-    /// One read of the store: the entry, the fill token and the version.
-    /// With `idle`, a hit on Redis also extends the entry's life (same round
-    /// trip); the in-process store extends it on any read by the entry's own
-    /// `idle`.
-    pub(crate) async fn lookup(
-        &self,
-        entry_key: &str,
-        version_key: Option<&str>,
-        idle: Option<Duration>,
-    ) -> Option<Lookup> {
-        // Which epoch's entries may be served: learnt first when it may
-        // have changed unseen (the token read checks the server), and kept
-        // as this read's fill token.
-        let learnt = match self.inner.store.epoch().get() {
-            Some(_) => None,
-            None => Some(self.read_token().await?),
-        };
-        let started = self.is_redis().then(Instant::now);
-        let result = self.inner.store.lookup(entry_key, version_key, idle).await;
-        if let Some(started) = started {
-            // The store's latency, on the call's span (the first read's).
-            tracing::Span::current().record("store_ms", started.elapsed().as_secs_f64() * 1e3);
-        }
-        match result {
-            Ok(mut l) => {
-                if let (Some(tier), Some(name)) = (&self.inner.tier, version_key) {
-                    tier.saw_version(name, l.version);
-                }
-                if learnt.is_some() {
-                    l.token = learnt;
-                }
-                Some(l)
-            }
-            Err(e) => {
-                self.report("read", &e);
-                None
-            }
-        }
-    }
-
-    /// Reads the fill token if the read did not (a Redis hit fetches the
-    /// entry alone). A store that does not answer makes it a faulted read
-    /// (`None`): nothing is filled from it.
-    pub(crate) async fn ensure_token(&self, found: &mut Option<Lookup>) {
-        if found.as_ref().is_none_or(|l| l.token.is_some()) {
-            return;
-        }
-        let token = self.read_token().await;
-        match (found.as_mut(), token) {
-            (Some(lookup), Some(token)) => lookup.token = Some(token),
-            _ => *found = None,
-        }
-    }
-
-    /// The fill token of a load that starts after this call (`None`: the
-    /// store did not answer; reported). On Redis it checks the server, and
-    /// teaches this instance the epoch.
-    pub(crate) async fn read_token(&self) -> Option<Token> {
-        let generation = self.inner.store.epoch().generation();
-        match self.inner.store.token().await {
-            Ok((token, identity)) => {
-                self.learn_epoch(generation, token.seq);
-                if self.is_redis() {
-                    self.inner.identity.store(
-                        if identity { 1 } else { 2 },
-                        std::sync::atomic::Ordering::Relaxed,
-                    );
-                }
-                Some(token)
-            }
-            Err(e) => {
-                self.report("read", &e);
-                None
-            }
-        }
-    }
-
-    /// Learns the server's epoch from a number read in `generation`; if it
-    /// changed, what the tier holds is of the older one and goes. (The
-    /// in-process store's epoch is fixed.)
-    pub(crate) fn learn_epoch(&self, generation: u32, seq: u64) {
-        if self.is_redis()
-            && self
-                .inner
-                .store
-                .epoch()
-                .learn(generation, crate::epoch::of(seq))
-        {
-            tracing::warn!(target: "cache_runtime", namespace = self.namespace(), "the Redis server's data was lost or rolled back (a new epoch): entries of the old one are not served");
-            if let Some(tier) = &self.inner.tier {
-                tier.clear();
-            }
-        }
-    }
-
-    /// Whether an entry read from the store may be served: on Redis, only
-    /// in the epoch this instance knows (an entry of another epoch was
-    /// brought back by a restart or failover, or the instance has not
-    /// learnt the new epoch yet: either way a miss, and replaced).
-    pub(crate) fn current_epoch(&self, meta: &Meta) -> bool {
-        self.inner.store.epoch().get() == Some(meta.epoch)
     }
 }
 

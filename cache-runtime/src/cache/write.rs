@@ -133,6 +133,13 @@ pub struct InvalidationReport {
 impl Cache {
     /// Stores `value` under `key` for `ttl` (`None`: no expiry), as a member
     /// of `tags`, whatever was there.
+    ///
+    /// Not race-safe: a reader that loaded an older value before this call
+    /// may still fill it over this one (and another instance's tier keeps
+    /// its copy until it expires). For a value written to the database, use
+    /// [`put`](Self::put) (or [`put_after`](Self::put_after), what
+    /// `#[cache_put]` does), which refuses such fills. `set` suits values
+    /// nothing else writes: seeding, tests, derived data.
     pub async fn set<T: Serialize + ?Sized>(
         &self,
         key: &str,
@@ -240,7 +247,7 @@ impl Cache {
                 .then_some(Skip::Oversized),
             bytes,
             // A value stale past `ttl` is kept for the stale window too.
-            ttl: ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default())),
+            ttl: super::freshness::kept_for(ttl, options),
             idle: options.idle_choice(),
             links,
         })
