@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use cache_runtime::{Cache, InvalidationEvent, Links};
-use integration_tests::{CountingProxy, RedisServer, wait_until};
+use integration_tests::{CountingProxy, RedisServer, closed_port, wait_until};
 
 use crate::common::{Post, Repo};
 
@@ -589,4 +589,56 @@ async fn postcard_entries_are_compact_and_a_codec_change_reads_older_entries() {
     assert_eq!(load(&json, "compact", 99).await.unwrap(), post(2));
     assert_eq!(compact.stats().hits, hits + 1);
     assert_eq!(json.stats().hits, 1);
+}
+
+/// The README's "When does the cache listen?": `build()` never waits for
+/// Redis; `ready(wait)` is true once the subscription is live, so an event
+/// another service publishes from then on is heard (here: `PUBLISH` counts
+/// one receiver, and the entry goes); a cache that needs no subscription is
+/// ready at once; one whose Redis cannot be reached is not, by the bound.
+#[tokio::test]
+async fn ready_means_an_event_published_from_then_on_is_heard() {
+    let server = RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("ready")
+        .build()
+        .unwrap();
+    let repo = Repo::new(cache.clone());
+    repo.get(1).await.unwrap();
+    assert!(cache.ready(Duration::from_secs(5)).await);
+    assert!(cache.listening() && cache.health().listening);
+    let receivers: u32 = redis::cmd("PUBLISH")
+        .arg("ready:post:updated")
+        .arg(r#"{"v":1,"namespace":"ready","event":"post:updated","keys":["post:1"]}"#)
+        .query(&mut server.conn())
+        .unwrap();
+    assert_eq!(receivers, 1, "the cache is subscribed once ready");
+    wait_until(
+        "the foreign event applied",
+        Duration::from_secs(5),
+        async || cache.get::<Post>("post:1").await.is_none(),
+    )
+    .await;
+
+    // Nothing to listen for: neither a tier nor foreign events.
+    let quiet = Cache::builder()
+        .redis_url(server.url())
+        .namespace("ready-quiet")
+        .apply_events(false)
+        .build()
+        .unwrap();
+    assert!(quiet.ready(Duration::from_millis(1)).await);
+    assert!(!quiet.listening(), "no subscription was needed");
+    let memory = Cache::in_memory();
+    assert!(memory.ready(Duration::from_millis(1)).await && !memory.listening());
+
+    // A Redis that cannot be reached: not ready, by the bound.
+    let down = Cache::builder()
+        .redis_url(format!("redis://127.0.0.1:{}/", closed_port()))
+        .namespace("ready-down")
+        .build()
+        .unwrap();
+    assert!(!down.ready(Duration::from_millis(300)).await);
+    assert!(!down.listening());
 }
