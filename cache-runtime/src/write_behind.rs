@@ -416,7 +416,7 @@ where
 
     async fn query<R: redis::FromRedisValue>(
         &self,
-        what: &str,
+        what: &'static str,
         cmd: &redis::Cmd,
     ) -> Result<R, Error> {
         let Some(r) = self.queue.cache.redis_store() else {

@@ -155,6 +155,39 @@ async fn a_frozen_server_costs_at_most_the_timeout() {
     serves_hits_again(&repo).await;
 }
 
+/// A hit's `GET` on a connection that is up is not timed by the cache: the
+/// connection's own response timeout (the cache's `timeout`) bounds it. On a
+/// frozen server, the read still gives up after about the timeout, falls
+/// back to the loader, and counts the fault; once the server answers again
+/// the same connection serves hits.
+#[tokio::test]
+async fn a_read_on_a_connection_that_is_up_gives_up_after_the_timeout() {
+    let server = RedisServer::start();
+    let timeout = Duration::from_millis(300);
+    let repo = Repo::new(cache_at(server.url(), timeout));
+    repo.get(1).await.unwrap();
+    assert_eq!(repo.get(1).await.unwrap().id, 1);
+    assert_eq!(repo.loads(), 1, "the connection is up and the entry cached");
+    server.pause();
+    let started = Instant::now();
+    let read = tokio::time::timeout(Duration::from_secs(10), repo.get(1))
+        .await
+        .expect("a read on a frozen server must not wait for it");
+    let took = started.elapsed();
+    server.resume();
+    assert_eq!(read.unwrap().id, 1);
+    assert_eq!(repo.loads(), 2, "the read fell back to the loader");
+    assert!(repo.cache.stats().store_errors >= 1);
+    // It waited on the server (this is the bounded path, not a refusal)...
+    assert!(
+        took >= timeout - Duration::from_millis(50),
+        "gave up after {took:?}"
+    );
+    // ...and no longer than the timeout, give or take a loaded machine.
+    assert!(took < timeout * 5 / 2, "a read waited {took:?}");
+    serves_hits_again(&repo).await;
+}
+
 /// A write during a network cut: its invalidation fails, is kept in the
 /// outbox, and is applied once Redis is reachable again, before anything is
 /// served from the old data Redis still holds. Both on the instance that

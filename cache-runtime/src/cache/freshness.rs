@@ -17,6 +17,7 @@ use crate::status::CacheStatus;
 use super::*;
 
 /// Whether a cached value may be returned as it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Freshness {
     Fresh,
     /// Past its TTL, within the stale window.

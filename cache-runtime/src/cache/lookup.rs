@@ -108,9 +108,13 @@ impl Cache {
         // as this read's fill token.
         let learnt = match self.inner.store.epoch().get() {
             Some(_) => None,
-            None => Some(self.read_token().await?),
+            // Rare (after a connection error): boxed, to keep a hit's
+            // future small.
+            None => Some(Box::pin(self.read_token()).await?),
         };
-        let started = self.is_redis().then(Instant::now);
+        // Timed for the call's span only when it may be recorded.
+        let started =
+            (self.is_redis() && tracing::level_enabled!(tracing::Level::DEBUG)).then(Instant::now);
         let result = self.inner.store.lookup(entry_key, version_key, idle).await;
         if let Some(started) = started {
             // The store's latency, on the call's span (the first read's).

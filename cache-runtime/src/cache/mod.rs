@@ -449,7 +449,7 @@ impl Cache {
     #[cfg_attr(not(feature = "redis"), allow(dead_code))]
     pub(crate) async fn bounded<T>(
         &self,
-        what: &str,
+        what: &'static str,
         op: impl Future<Output = Result<T, Error>>,
     ) -> Result<T, Error> {
         self.inner.store.call(what, op).await

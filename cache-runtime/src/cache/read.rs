@@ -52,11 +52,30 @@ impl<'a, R, T> Read<'a, R, T> {
     }
 }
 
+/// What the first step of a remote read (`read_remote`) found, handed to
+/// the rest of the network path: when the fill window started, the entry's
+/// name, the tier's token taken before the read, the lookup, and its value
+/// decoded (`Some(None)`: bytes that did not decode, already reported),
+/// and its freshness as checked.
+pub(crate) struct First<T> {
+    started: Instant,
+    entry_key: String,
+    local_token: Option<u64>,
+    found: Option<Lookup>,
+    decoded: Option<Option<(Meta, T)>>,
+    /// The freshness of `decoded`, when it was of the current version and
+    /// epoch.
+    checked: Option<Freshness>,
+}
+
 /// The future of a cached read: a hit is ready at once (found before the
 /// future was made); a miss is the boxed network path.
 pub(crate) enum ReadThrough<R, F> {
     Hit(Option<R>),
-    Miss(std::pin::Pin<Box<F>>),
+    /// The network path in the call's span.
+    Miss(std::pin::Pin<Box<tracing::instrument::Instrumented<F>>>),
+    /// The same with no span to enter (no subscriber wants it).
+    Quiet(std::pin::Pin<Box<F>>),
 }
 
 // Never pinned structurally: the value is moved out, the miss is boxed.
@@ -74,6 +93,7 @@ impl<R, F: Future<Output = R>> Future for ReadThrough<R, F> {
                 std::task::Poll::Ready(value.take().expect("a ready read polled after completion"))
             }
             ReadThrough::Miss(miss) => miss.as_mut().poll(cx),
+            ReadThrough::Quiet(miss) => miss.as_mut().poll(cx),
         }
     }
 }
@@ -272,7 +292,8 @@ impl Cache {
         // user code, which may itself read the cache.
         // With invalidations waiting to be retried, nothing cached may be
         // trusted: go the network path, which retries them first.
-        let found = if mode == Mode::Normal && inner.outbox.is_empty() {
+        let local = inner.tier.is_some() || !self.is_redis();
+        let found = if local && mode == Mode::Normal && inner.outbox.is_empty() {
             ENTRY_NAME.with_borrow_mut(|name| {
                 name.clear();
                 inner.layout.entry_into(&read.key, name);
@@ -303,10 +324,151 @@ impl Cache {
                     store_ms = tracing::field::Empty,
                     load_ms = tracing::field::Empty,
                 );
-                let network =
-                    self.read_network::<S, R, L, Fut, G>(read, version_key, tags, load, mode);
-                ReadThrough::Miss(Box::pin(network.instrument(span)))
+                let remote =
+                    self.read_remote::<S, R, L, Fut, G>(read, version_key, tags, load, mode);
+                if span.is_disabled() {
+                    ReadThrough::Quiet(Box::pin(remote))
+                } else {
+                    ReadThrough::Miss(Box::pin(remote.instrument(span)))
+                }
             }
+        }
+    }
+
+    /// The read-through path past the in-process check, in two steps so
+    /// that a hit in the store never builds the state of a miss: the
+    /// store's lookup and a fresh hit are a small future; anything else
+    /// (a miss, a stale entry, another version or epoch, bytes that do not
+    /// decode) continues in [`read_network`](Self::read_network), boxed,
+    /// from what the lookup found.
+    pub(crate) async fn read_remote<S, R, L, Fut, G>(
+        &self,
+        read: Read<'_, R, S::Stored>,
+        version_key: Option<String>,
+        tags: G,
+        load: L,
+        mode: Mode,
+    ) -> R
+    where
+        S: Shape<R>,
+        L: FnOnce() -> Fut,
+        Fut: Future<Output = R>,
+        G: FnOnce(Option<&S::Inner>) -> Links,
+    {
+        let inner = &*self.inner;
+        if mode != Mode::Normal || !inner.outbox.is_empty() {
+            return Box::pin(self.read_network::<S, R, L, Fut, G>(
+                read,
+                version_key,
+                tags,
+                load,
+                mode,
+                None,
+            ))
+            .await;
+        }
+        // The fill window runs from before the read: a marker must outlive
+        // every fill whose read preceded its invalidation.
+        let started = Instant::now();
+        let entry_key = inner.layout.entry(&read.key);
+        // Taken before the store's read: a tier fill from it is refused if
+        // an invalidation of the entry arrives in between.
+        let local_token = inner.tier.as_deref().map(LocalTier::token);
+        let found = self
+            .lookup(
+                &entry_key,
+                version_key.as_deref(),
+                read.options.idle_choice(),
+            )
+            .await;
+        let decoded = found.as_ref().and_then(|l| {
+            let bytes = l.value.as_ref()?;
+            Some(self.decode_kept::<S::Stored>(
+                &read.key,
+                bytes,
+                l.typed.as_ref(),
+                read.typed.as_ref(),
+            ))
+        });
+        // Checked once (an early refresh is a random draw): what is not
+        // fresh goes on to the network path with its verdict.
+        let checked = match (&found, &decoded) {
+            (Some(lookup), Some(Some((meta, _))))
+                if freshness::version(meta, Some(lookup.version)) && self.current_epoch(meta) =>
+            {
+                Some(freshness::check(meta, read.options))
+            }
+            _ => None,
+        };
+        if let (Some(lookup), Some(Freshness::Fresh)) = (&found, checked) {
+            let Some(Some((meta, stored))) = decoded else {
+                unreachable!("matched above")
+            };
+            self.fresh_from_store::<S::Stored>(
+                lookup,
+                &meta,
+                &stored,
+                &entry_key,
+                version_key.as_deref(),
+                read.options,
+                read.typed.as_ref(),
+                local_token,
+            );
+            return S::join(stored);
+        }
+        let first = First {
+            started,
+            entry_key,
+            local_token,
+            found,
+            decoded,
+            checked,
+        };
+        Box::pin(self.read_network::<S, R, L, Fut, G>(
+            read,
+            version_key,
+            tags,
+            load,
+            mode,
+            Some(first),
+        ))
+        .await
+    }
+
+    /// Counts and reports a fresh hit read from the store, and keeps a copy
+    /// in the tier (when there is one).
+    #[allow(clippy::too_many_arguments)]
+    fn fresh_from_store<T>(
+        &self,
+        lookup: &Lookup,
+        meta: &Meta,
+        stored: &T,
+        entry_key: &str,
+        version_key: Option<&str>,
+        options: &CacheOptions,
+        typed: Option<&Typed<T>>,
+        local_token: Option<u64>,
+    ) {
+        let inner = &*self.inner;
+        Stats::add(&inner.stats.hits, 1);
+        inner.metrics.hit(options.name(), Source::Redis);
+        crate::status::record(CacheStatus::Hit);
+        if tracing::level_enabled!(tracing::Level::DEBUG) {
+            tracing::Span::current().record("outcome", "hit");
+        }
+        if let (Some(tier), Some(local_token), Some(bytes)) =
+            (inner.tier.as_deref(), local_token, &lookup.value)
+        {
+            if let Some(name) = version_key {
+                tier.saw_version(name, lookup.version);
+            }
+            tier.fill(
+                entry_key,
+                bytes,
+                typed.map(|t| (t.pack)(stored)),
+                local_for(meta, options),
+                local_token,
+            );
         }
     }
 
@@ -318,6 +480,7 @@ impl Cache {
         tags: G,
         load: L,
         mode: Mode,
+        first: Option<First<S::Stored>>,
     ) -> R
     where
         S: Shape<R>,
@@ -342,9 +505,6 @@ impl Cache {
                 .reload::<S, R, L, Fut, G>(&read.key, read.options, tags, load)
                 .await;
         }
-        // The fill window runs from before the read: a marker must outlive
-        // every fill whose read preceded its invalidation.
-        let started = Instant::now();
         let inner = &*self.inner;
         let Read {
             key,
@@ -355,50 +515,75 @@ impl Cache {
         } = read;
         let key = key.as_str();
         let typed = typed.as_ref();
-        let entry_key = inner.layout.entry(key);
         let tier = inner.tier.as_deref();
-        // Taken before the Redis read: a tier fill from it is refused if an
-        // invalidation of the entry arrives in between.
-        let local_token = tier.map(LocalTier::token);
-        let mut found = self
-            .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
-            .await;
+        let First {
+            started,
+            entry_key,
+            local_token,
+            mut found,
+            decoded: mut first_decoded,
+            checked: mut first_checked,
+        } = match first {
+            Some(first) => first,
+            None => {
+                // As in `read_remote`: the window starts before the read,
+                // the tier's token is taken before it.
+                let started = Instant::now();
+                let entry_key = inner.layout.entry(key);
+                let local_token = tier.map(LocalTier::token);
+                let found = self
+                    .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+                    .await;
+                First {
+                    started,
+                    entry_key,
+                    local_token,
+                    found,
+                    decoded: None,
+                    checked: None,
+                }
+            }
+        };
         let mut leader: Option<flight::Leader<'_>> = None;
         // The fill token this caller read when it became the leader.
         let mut leader_token: Option<u64> = None;
         let mut waiting = LockWait::default();
         let (lock, refreshing) = loop {
             let mut stale = None;
-            if let Some(Lookup {
-                value: Some(bytes),
-                version: current,
-                token,
-                typed: kept,
-            }) = &found
+            // The first lookup's verdict, when `read_remote` checked it.
+            let checked = first_checked.take();
+            if let Some(
+                lookup @ Lookup {
+                    value: Some(bytes),
+                    version: current,
+                    token,
+                    typed: kept,
+                },
+            ) = &found
             {
-                match self.decode_kept::<S::Stored>(key, bytes, kept.as_ref(), typed) {
+                // What `read_remote` decoded of the first lookup is not
+                // decoded (nor reported) twice.
+                let decoded = match first_decoded.take() {
+                    Some(decoded) => decoded,
+                    None => self.decode_kept::<S::Stored>(key, bytes, kept.as_ref(), typed),
+                };
+                match decoded {
                     Some((meta, stored))
                         if freshness::version(&meta, Some(*current))
                             && self.current_epoch(&meta) =>
                     {
-                        match freshness::check(&meta, options) {
+                        match checked.unwrap_or_else(|| freshness::check(&meta, options)) {
                             Freshness::Fresh => {
-                                Stats::add(&inner.stats.hits, 1);
-                                inner.metrics.hit(options.name(), Source::Redis);
-                                crate::status::record(CacheStatus::Hit);
-                                tracing::Span::current().record("outcome", "hit");
-                                if let (Some(tier), Some(local_token)) = (tier, local_token) {
-                                    if let Some(name) = &version_key {
-                                        tier.saw_version(name, *current);
-                                    }
-                                    tier.fill(
-                                        &entry_key,
-                                        bytes,
-                                        typed.map(|t| (t.pack)(&stored)),
-                                        local_for(&meta, options),
-                                        local_token,
-                                    );
-                                }
+                                self.fresh_from_store(
+                                    lookup,
+                                    &meta,
+                                    &stored,
+                                    &entry_key,
+                                    version_key.as_deref(),
+                                    options,
+                                    typed,
+                                    local_token,
+                                );
                                 if let Some(leader) = leader.take() {
                                     // Another process's loader landed it. It
                                     // is at least as fresh as this caller's

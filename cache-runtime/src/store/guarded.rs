@@ -5,11 +5,15 @@
 //! The in-process store answers at once: it is neither timed nor guarded.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
+use futures_util::future::Either;
+
 use super::{Applied, Backend, Continuation, FillRequest, InvalidationPlan, Lookup, Store, Token};
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Permit};
 use crate::epoch::Known;
 use crate::error::{Error, ErrorKind};
 use crate::observe::Metrics;
@@ -69,26 +73,61 @@ impl Guarded {
     /// Runs `op` against the store, bounded by the timeout, unless the
     /// breaker is open (then it fails at once). `what` names the operation
     /// in errors.
-    pub(crate) async fn call<T>(
-        &self,
-        what: &str,
-        op: impl Future<Output = Result<T, Error>>,
-    ) -> Result<T, Error> {
-        if !self.backend.is_remote() {
-            return op.await;
+    pub(crate) fn call<'g, T, F>(&'g self, what: &'static str, op: F) -> Call<'g, F>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        let op = match self.permit() {
+            Ok(None) => Op::InProcess { op },
+            Ok(Some(permit)) => Op::Timed {
+                op: tokio::time::timeout(self.timeout, op),
+                permit: Some(permit),
+            },
+            Err(()) => Op::Refused,
+        };
+        Call {
+            guarded: self,
+            what,
+            op,
         }
-        let Some(permit) = self.breaker.allow() else {
-            Stats::add(&self.stats.breaker_skipped, 1);
-            return Err(Error::new(
-                ErrorKind::Connection,
-                format!("{what} not tried: the store failed repeatedly (circuit open)"),
-            ));
+    }
+
+    /// [`call`](Self::call) without the timer, for an `op` that is bounded
+    /// by the timeout on its own (a request on a connection that is up: see
+    /// `store::redis::Link`).
+    fn bounded<'g, T, F>(&'g self, what: &'static str, op: F) -> Call<'g, F, Untimed<F>>
+    where
+        F: Future<Output = Result<T, Error>>,
+    {
+        let op = match self.permit() {
+            Ok(None) => Op::InProcess { op },
+            Ok(Some(permit)) => Op::Bounded {
+                op,
+                permit: Some(permit),
+            },
+            Err(()) => Op::Refused,
         };
-        let result = match tokio::time::timeout(self.timeout, op).await {
-            Ok(result) => result,
-            Err(_) => Err(Error::timeout(what, self.timeout)),
-        };
-        match &result {
+        Call {
+            guarded: self,
+            what,
+            op,
+        }
+    }
+
+    /// Whether a call may go: `Ok(None)` in process (not guarded),
+    /// `Err(())` while the breaker is open.
+    fn permit(&self) -> Result<Option<Permit<'_>>, ()> {
+        if !self.backend.is_remote() {
+            return Ok(None);
+        }
+        self.breaker.allow().map(Some).ok_or(())
+    }
+
+    /// Records the outcome of a call that was let through: an availability
+    /// failure makes the epoch unknown and counts towards opening the
+    /// breaker; any answer closes it.
+    fn settle<T>(&self, permit: Permit<'_>, result: &Result<T, Error>) {
+        match result {
             Err(e) if matches!(e.kind(), ErrorKind::Timeout | ErrorKind::Connection) => {
                 // The server may have restarted, or failed over, meanwhile.
                 self.epoch.forget();
@@ -107,18 +146,96 @@ impl Guarded {
                 }
             }
         }
-        result
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A store call through the guard: a hand-written future, so that the
+    /// call's own future is held once, in place (an `async fn` taking it
+    /// would keep it twice, and move it on every layer: a hit's read is
+    /// most of its cost in copies otherwise).
+    pub(crate) struct Call<'g, F: Future, W = tokio::time::Timeout<F>> {
+        guarded: &'g Guarded,
+        what: &'static str,
+        #[pin]
+        op: Op<'g, F, W>,
+    }
+}
+
+pin_project_lite::pin_project! {
+    #[project = OpProj]
+    enum Op<'g, F: Future, W> {
+        /// The in-process store: neither timed nor guarded.
+        InProcess { #[pin] op: F },
+        /// Timed by the cache.
+        Timed { #[pin] op: W, permit: Option<Permit<'g>> },
+        /// Bounded by the timeout on its own.
+        Bounded { #[pin] op: F, permit: Option<Permit<'g>> },
+        /// The breaker is open.
+        Refused,
+    }
+}
+
+/// The timer of a call that has none (never polled: a call is `Timed` only
+/// with a real one).
+pub(crate) type Untimed<F> =
+    std::future::Pending<Result<<F as Future>::Output, tokio::time::error::Elapsed>>;
+
+impl<T, F, W> Future for Call<'_, F, W>
+where
+    F: Future<Output = Result<T, Error>>,
+    W: Future<Output = Result<Result<T, Error>, tokio::time::error::Elapsed>>,
+{
+    type Output = Result<T, Error>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let guarded = *this.guarded;
+        let (result, permit) = match this.op.project() {
+            OpProj::InProcess { op } => return op.poll(cx),
+            OpProj::Timed { op, permit } => match std::task::ready!(op.poll(cx)) {
+                Ok(result) => (result, permit.take()),
+                Err(_) => (
+                    Err(Error::timeout(this.what, guarded.timeout)),
+                    permit.take(),
+                ),
+            },
+            OpProj::Bounded { op, permit } => (std::task::ready!(op.poll(cx)), permit.take()),
+            OpProj::Refused => {
+                Stats::add(&guarded.stats.breaker_skipped, 1);
+                return Poll::Ready(Err(Error::new(
+                    ErrorKind::Connection,
+                    format!(
+                        "{} not tried: the store failed repeatedly (circuit open)",
+                        this.what
+                    ),
+                )));
+            }
+        };
+        if let Some(permit) = permit {
+            guarded.settle(permit, &result);
+        }
+        Poll::Ready(result)
     }
 }
 
 impl Store for Guarded {
-    fn lookup(
-        &self,
-        entry: &str,
-        version: Option<&str>,
+    fn lookup<'a>(
+        &'a self,
+        entry: &'a str,
+        version: Option<&'a str>,
         idle: Option<Duration>,
-    ) -> impl Future<Output = Result<Lookup, Error>> + Send {
-        self.call("read", self.backend.lookup(entry, version, idle))
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
+        // A hit's read on a connection that is up is bounded by the
+        // connection's response timeout (the timeout): no second timer.
+        match self.backend.bounded_lookup(entry, version, idle) {
+            Some(read) => Either::Left(self.bounded("read", read)),
+            // Timed: boxed, to keep the hit's future small (a read with a
+            // version or `idle`, or one that has to wait for a connection).
+            None => Either::Right(Box::pin(
+                self.call("read", self.backend.lookup(entry, version, idle)),
+            )),
+        }
     }
 
     fn token(&self) -> impl Future<Output = Result<(Token, bool), Error>> + Send {

@@ -51,12 +51,12 @@ pub(crate) trait Store {
     /// The entry under `entry` and, for a versioned read, the current
     /// version of `version`; with `idle`, the read extends the entry's life.
     /// The fill token comes with it when the read fetches it anyway.
-    fn lookup(
-        &self,
-        entry: &str,
-        version: Option<&str>,
+    fn lookup<'a>(
+        &'a self,
+        entry: &'a str,
+        version: Option<&'a str>,
         idle: Option<Duration>,
-    ) -> impl Future<Output = Result<Lookup, Error>> + Send;
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a;
 
     /// The fill token of a load that starts after this call (on Redis,
     /// checked against the server's identity: see `epoch`), and whether the
@@ -143,6 +143,32 @@ impl Backend {
         !matches!(self, Backend::Memory(_))
     }
 
+    /// A read that is bounded by the timeout without a timer of the
+    /// cache's: on Redis, a plain `GET` on a connection that is up (see
+    /// `RedisStore::bounded_lookup`); never in process (not timed anyway).
+    #[cfg(feature = "redis")]
+    pub(crate) fn bounded_lookup<'a>(
+        &'a self,
+        entry: &'a str,
+        version: Option<&str>,
+        idle: Option<Duration>,
+    ) -> Option<impl Future<Output = Result<Lookup, Error>> + Send + 'a> {
+        match self {
+            Backend::Memory(_) => None,
+            Backend::Redis(r) => r.bounded_lookup(entry, version, idle),
+        }
+    }
+
+    #[cfg(not(feature = "redis"))]
+    pub(crate) fn bounded_lookup(
+        &self,
+        _entry: &str,
+        _version: Option<&str>,
+        _idle: Option<Duration>,
+    ) -> Option<std::future::Ready<Result<Lookup, Error>>> {
+        None
+    }
+
     /// `memory`, `redis` or `redis-cluster`.
     pub(crate) fn kind(&self) -> &'static str {
         match self {
@@ -175,16 +201,25 @@ impl Backend {
 }
 
 impl Store for Backend {
-    async fn lookup(
-        &self,
-        entry: &str,
-        version: Option<&str>,
+    /// Not an `async fn`: the future is the store's own (no state of the
+    /// other store's in it), as small as a hit's read can be.
+    fn lookup<'a>(
+        &'a self,
+        entry: &'a str,
+        version: Option<&'a str>,
         idle: Option<Duration>,
-    ) -> Result<Lookup, Error> {
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
         match self {
-            Backend::Memory(m) => m.lookup(entry, version, idle).await,
             #[cfg(feature = "redis")]
-            Backend::Redis(r) => r.lookup(entry, version, idle).await,
+            Backend::Memory(m) => {
+                futures_util::future::Either::Left(m.lookup(entry, version, idle))
+            }
+            #[cfg(not(feature = "redis"))]
+            Backend::Memory(m) => m.lookup(entry, version, idle),
+            #[cfg(feature = "redis")]
+            Backend::Redis(r) => {
+                futures_util::future::Either::Right(r.lookup(entry, version, idle))
+            }
         }
     }
 

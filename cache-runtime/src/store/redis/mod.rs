@@ -20,7 +20,8 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use redis::aio::{ConnectionLike, ConnectionManager};
+use futures_util::future::{BoxFuture, Either, FutureExt};
+use redis::aio::ConnectionLike;
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Script, Value};
 
@@ -30,7 +31,10 @@ use super::{
 };
 use crate::error::Error;
 
+mod link;
 mod scripts;
+
+pub(crate) use link::Link;
 use scripts::{FILL, INVALIDATE, LOCK, READ_IDLE, RENEW, TOKEN, UNLOCK};
 
 /// What a read found: entry, fill token (if read) and version (0 when
@@ -44,11 +48,12 @@ fn found(value: Option<Vec<u8>>, token: Option<Token>, version: Option<u64>) -> 
     }
 }
 
-/// The shared connection: one server (reconnecting by itself), or a
-/// cluster (routing by slot, following `MOVED`/`ASK`, refreshing its map).
+/// The shared connection: one server (reconnecting by itself, see
+/// [`Link`]), or a cluster (routing by slot, following `MOVED`/`ASK`,
+/// refreshing its map).
 #[derive(Clone)]
 pub(crate) enum Conn {
-    Single(ConnectionManager),
+    Single(Link),
     Cluster(ClusterConnection),
 }
 
@@ -151,12 +156,10 @@ impl RedisStore {
         timeout: Duration,
         seq: SeqKeys,
     ) -> Result<Self, Error> {
-        let config = redis::aio::ConnectionManagerConfig::new()
+        let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
-            .set_response_timeout(Some(timeout))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client.clone(), config)?;
+            .set_response_timeout(Some(timeout));
+        let conn = Link::new(client.clone(), config);
         Ok(RedisStore::with(Conn::Single(conn), vec![client], seq))
     }
 
@@ -247,36 +250,91 @@ impl RedisStore {
     }
 }
 
+impl RedisStore {
+    /// A read with a version or `idle` (a pipeline, or the time-to-idle
+    /// script): boxed, so that the plain `GET` of a hit stays a small future.
+    fn lookup_more<'a>(
+        &'a self,
+        entry: &'a str,
+        version: Option<&'a str>,
+        idle: Option<Duration>,
+    ) -> BoxFuture<'a, Result<Lookup, Error>> {
+        async move {
+            let mut conn = self.conn.clone();
+            if let Some(idle) = idle {
+                let mut inv = self.read_idle.prepare_invoke();
+                inv.key(entry).key(&self.seq.seq);
+                if let Some(version) = version {
+                    inv.key(version);
+                }
+                inv.arg(millis(idle)).arg(crate::events::now_ms());
+                let (value, token, version, at_ms): LookupReply =
+                    inv.invoke_async(&mut conn).await?;
+                let token = token.map(|seq| Token { seq, at_ms });
+                return Ok(found(value, token, version));
+            }
+            let mut pipe = redis::pipe();
+            pipe.cmd("GET").arg(entry).cmd("GET").arg(version);
+            let (value, version): VersionedReply = pipe.query_async(&mut conn).await?;
+            Ok(found(value, None, version))
+        }
+        .boxed()
+    }
+
+    /// A plain read (one `GET`) on the connection if it is up now: bounded
+    /// by the connection's own response timeout, so the caller need not
+    /// time it (`store::Guarded`). `None` on a cluster, for a read with a
+    /// version or `idle`, or with no connection up.
+    pub(crate) fn bounded_lookup<'a>(
+        &'a self,
+        entry: &'a str,
+        version: Option<&str>,
+        idle: Option<Duration>,
+    ) -> Option<impl Future<Output = Result<Lookup, Error>> + Send + 'a> {
+        let Conn::Single(link) = &self.conn else {
+            return None;
+        };
+        if version.is_some() || idle.is_some() {
+            return None;
+        }
+        let mut up = link.up()?;
+        Some(async move {
+            let mut cmd = redis::cmd("GET");
+            cmd.arg(entry);
+            // Through the connection's boxed request (as a plain `GET`
+            // on the connection is): a hit's future stays small.
+            let reply = up.conn.req_packed_command(&cmd).await;
+            up.check(link, &reply);
+            let value: Option<Vec<u8>> =
+                redis::from_redis_value(reply?).map_err(redis::RedisError::from)?;
+            Ok(found(value, None, None))
+        })
+    }
+
+    /// The entry alone: one `GET`.
+    async fn get(&self, entry: &str) -> Result<Lookup, Error> {
+        let value: Option<Vec<u8>> = redis::cmd("GET")
+            .arg(entry)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(found(value, None, None))
+    }
+}
+
 impl Store for RedisStore {
     /// Reads the entry (and the version). The fill token is read with it
     /// only by the time-to-idle script (which runs anyway); otherwise the
     /// caller reads it on a miss (`seq`).
-    async fn lookup(
-        &self,
-        entry: &str,
-        version: Option<&str>,
+    fn lookup<'a>(
+        &'a self,
+        entry: &'a str,
+        version: Option<&'a str>,
         idle: Option<Duration>,
-    ) -> Result<Lookup, Error> {
-        let mut conn = self.conn.clone();
-        if let Some(idle) = idle {
-            let mut inv = self.read_idle.prepare_invoke();
-            inv.key(entry).key(&self.seq.seq);
-            if let Some(version) = version {
-                inv.key(version);
-            }
-            inv.arg(millis(idle)).arg(crate::events::now_ms());
-            let (value, token, version, at_ms): LookupReply = inv.invoke_async(&mut conn).await?;
-            let token = token.map(|seq| Token { seq, at_ms });
-            return Ok(found(value, token, version));
+    ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
+        match (version, idle) {
+            (None, None) => Either::Left(self.get(entry)),
+            _ => Either::Right(self.lookup_more(entry, version, idle)),
         }
-        if let Some(version) = version {
-            let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(entry).cmd("GET").arg(version);
-            let (value, version): VersionedReply = pipe.query_async(&mut conn).await?;
-            return Ok(found(value, None, version));
-        }
-        let value: Option<Vec<u8>> = redis::cmd("GET").arg(entry).query_async(&mut conn).await?;
-        Ok(found(value, None, None))
     }
 
     /// The namespace's sequence number, checked against the server (and

@@ -1,0 +1,179 @@
+//! The connection to one Redis server: a multiplexed connection made on
+//! first use, and made again after it fails (one attempt at a time, shared
+//! by the calls that wait on it, and driven by its own task so that callers
+//! giving up do not cancel it).
+//!
+//! It does what `redis`'s `ConnectionManager` did here, and one thing more:
+//! it says whether a connection is up right now ([`Link::up`]). A request
+//! sent on an established connection is bounded by that connection's own
+//! response timeout (send and reply), so a read that finds the connection up
+//! needs no second timer (`store::Guarded`); a call that has to wait for a
+//! connection is timed by the cache as before.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use futures_util::future::{BoxFuture, FutureExt, Shared};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+type Connecting = Shared<BoxFuture<'static, Result<MultiplexedConnection, RedisError>>>;
+
+enum State {
+    /// No connection, none being made: the next call starts one.
+    Down,
+    Connecting(u64, Connecting),
+    Up(u64, MultiplexedConnection),
+}
+
+struct Inner {
+    client: Client,
+    config: AsyncConnectionConfig,
+    /// The state, and the number the next connection gets (so that a
+    /// failure reported on an older connection does not drop a newer one).
+    state: Mutex<(State, u64)>,
+}
+
+/// A cheap handle (clones share the connection).
+#[derive(Clone)]
+pub(crate) struct Link(Arc<Inner>);
+
+/// A connection that was up when taken, and its number.
+pub(crate) struct Up {
+    pub(crate) conn: MultiplexedConnection,
+    generation: u64,
+}
+
+impl Link {
+    /// Connects lazily: nothing happens until the first call.
+    pub(crate) fn new(client: Client, config: AsyncConnectionConfig) -> Self {
+        Link(Arc::new(Inner {
+            client,
+            config,
+            state: Mutex::new((State::Down, 0)),
+        }))
+    }
+
+    fn state(&self) -> MutexGuard<'_, (State, u64)> {
+        // The lock is never held across user code or an await: a poisoned
+        // lock still holds a consistent state.
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The connection, if one is up now.
+    pub(crate) fn up(&self) -> Option<Up> {
+        match &self.state().0 {
+            State::Up(generation, conn) => Some(Up {
+                conn: conn.clone(),
+                generation: *generation,
+            }),
+            State::Down | State::Connecting(..) => None,
+        }
+    }
+
+    /// The connection: the one up, or the one being made (starting it if
+    /// none is). Waiting for it is not bounded here: callers time it.
+    async fn get(&self) -> Result<Up, RedisError> {
+        let (generation, connecting) = {
+            let mut state = self.state();
+            let (current, next) = &mut *state;
+            match current {
+                State::Up(generation, conn) => {
+                    return Ok(Up {
+                        conn: conn.clone(),
+                        generation: *generation,
+                    });
+                }
+                State::Connecting(generation, connecting) => (*generation, connecting.clone()),
+                State::Down => {
+                    let generation = *next;
+                    *next += 1;
+                    let connecting = self.connect(generation);
+                    *current = State::Connecting(generation, connecting.clone());
+                    (generation, connecting)
+                }
+            }
+        };
+        let conn = connecting.await?;
+        Ok(Up { conn, generation })
+    }
+
+    /// Starts connection attempt `generation` on its own task, which records
+    /// the outcome.
+    fn connect(&self, generation: u64) -> Connecting {
+        let inner = Arc::clone(&self.0);
+        let attempt = async move {
+            inner
+                .client
+                .get_multiplexed_async_connection_with_config(&inner.config)
+                .await
+        }
+        .boxed()
+        .shared();
+        let weak = Arc::downgrade(&self.0);
+        let outcome = attempt.clone();
+        tokio::spawn(async move {
+            let result = outcome.await;
+            let Some(inner) = weak.upgrade() else { return };
+            let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
+            if matches!(state.0, State::Connecting(g, _) if g == generation) {
+                state.0 = match result {
+                    Ok(conn) => State::Up(generation, conn),
+                    Err(_) => State::Down,
+                };
+            }
+        });
+        attempt
+    }
+
+    /// Reports the outcome of a request on connection `generation`: an
+    /// error that means the connection is gone (dropped, broken, timed out)
+    /// makes the next call connect again.
+    pub(crate) fn check<T>(&self, generation: u64, result: &Result<T, RedisError>) {
+        if let Err(e) = result
+            && e.is_unrecoverable_error()
+        {
+            let mut state = self.state();
+            if matches!(state.0, State::Up(g, _) if g == generation) {
+                state.0 = State::Down;
+            }
+        }
+    }
+}
+
+impl Up {
+    /// Reports the outcome of a request on this connection to `link`.
+    pub(crate) fn check<T>(&self, link: &Link, result: &Result<T, RedisError>) {
+        link.check(self.generation, result);
+    }
+}
+
+impl ConnectionLike for Link {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        async move {
+            let mut up = self.get().await?;
+            let result = up.conn.send_packed_command(cmd).await;
+            up.check(self, &result);
+            result
+        }
+        .boxed()
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        cmd: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        async move {
+            let mut up = self.get().await?;
+            let result = up.conn.send_packed_commands(cmd, offset, count).await;
+            up.check(self, &result);
+            result
+        }
+        .boxed()
+    }
+
+    fn get_db(&self) -> i64 {
+        self.0.client.get_connection_info().redis_settings().db()
+    }
+}
