@@ -7,8 +7,8 @@
 //!   the key, `GET`, decode, on a miss load and `SET EX`;
 //! - `cached` crate: `#[concurrent_cached(redis = true, ..)]` of the `cached`
 //!   crate (version 4) over its `AsyncRedisCache` (MessagePack values);
-//! - this crate's `#[cached]` over Redis (one pipelined round trip per hit:
-//!   `GET` entry + `GET` sequence number, a 28-byte header before the JSON);
+//! - this crate's `#[cached]` over Redis (one `GET` per hit, a 28-byte
+//!   header before the JSON);
 //! - the same `#[cached]` over two tiers (`CacheBuilder::local_ttl`): hits
 //!   served from process memory;
 //!
@@ -26,7 +26,8 @@
 //! Run: `cargo bench -p benchmarks --bench compare` (under a minute once
 //! built; prints markdown tables; the figures are in docs/BENCHMARKS.md).
 //! `COMPARE_ONLY=<contender>` runs one contender's throughput alone, for a
-//! profiler (see [`only_one`]).
+//! profiler (see [`only_one`]). The run ends with a line per target of
+//! issue 17 (`target met: ...` / `target missed: ...`, with the figure).
 
 use std::collections::BTreeMap;
 use std::hint::black_box;
@@ -661,6 +662,12 @@ fn main() {
             });
         }
         let stats = [bench.ours.cache.stats(), bench.two_tiers.cache.stats()];
+        let index = |who: Contender| CONTENDERS.iter().position(|&c| c == who).unwrap();
+        let (floor, ours, two_tiers) = (
+            index(Contender::Floor),
+            index(Contender::Ours),
+            index(Contender::TwoTiers),
+        );
 
         println!(
             "| contender | p50 µs | p99 µs | hits/s, 16 tasks | hits/s, 64 tasks | client CPU µs per hit, 16 / 64 tasks | loader runs, {STAMPEDE_TASKS} tasks on a cold key | until all {STAMPEDE_TASKS} had the value |"
@@ -753,6 +760,15 @@ fn main() {
                 ms(median(t, true)) / ms(tag_server),
             );
         }
+        let targets = Targets {
+            p50: p50(ours) / p50(floor),
+            t16: t16[ours].0 / t16[floor].0,
+            t64: t64[ours].0 / t64[floor].0,
+            cpu: (t16[ours].1 / t16[floor].1, t64[ours].1 / t64[floor].1),
+            tier_p99: p99(two_tiers),
+            tag: ms(tag_client) / ms(median(&del, false)),
+            stampede: [storms[ours], storms[two_tiers]].map(|s| s.map_or(0, |(n, _)| n)),
+        };
         println!();
         println!("Inside the server, the tag invalidation's last round (commands the script called):");
         println!();
@@ -761,5 +777,77 @@ fn main() {
         for (name, calls, usec) in &tag[tag.len() - 1].commands {
             println!("| `{name}` | {calls} | {:.1} |", *usec as f64 / 1e3);
         }
+        println!();
+        targets.print();
     });
+}
+
+/// The figures issue 17 sets targets for, from one run.
+struct Targets {
+    /// `#[cached]` over Redis against the floor: p50, hits/s with 16 and 64
+    /// tasks, client CPU per hit with 16 / 64 tasks.
+    p50: f64,
+    t16: f64,
+    t64: f64,
+    cpu: (f64, f64),
+    /// A two-tier hit's p99, seconds.
+    tier_p99: f64,
+    /// Invalidating the tag against the `DEL` pipeline, as the caller sees it.
+    tag: f64,
+    /// Loader runs for the cold-key stampede: Redis, two tiers.
+    stampede: [u64; 2],
+}
+
+impl Targets {
+    /// One line per target: met or missed, with the figure.
+    fn print(&self) {
+        let line = |met: bool, what: &str, figure: String| {
+            println!(
+                "target {}: {what}: {figure}",
+                if met { "met" } else { "missed" }
+            );
+        };
+        println!("Targets (issue 17), this run:");
+        println!();
+        line(
+            self.p50 <= 1.05,
+            "Redis hit p50 <= 1.05x the floor",
+            format!("{:.2}x", self.p50),
+        );
+        line(
+            self.t16 >= 0.95,
+            "Redis hit throughput, 16 tasks, >= 0.95x the floor",
+            format!("{:.2}x", self.t16),
+        );
+        line(
+            self.t64 >= 0.95,
+            "Redis hit throughput, 64 tasks, >= 0.95x the floor",
+            format!("{:.2}x", self.t64),
+        );
+        println!(
+            "(client CPU per hit vs the floor, 16 / 64 tasks: {:.2}x / {:.2}x; instructions per hit are counted with callgrind, see docs/BENCHMARKS.md)",
+            self.cpu.0, self.cpu.1
+        );
+        line(
+            self.tier_p99 < 2e-6,
+            "two-tier hit p99 below 2 us",
+            format!("{:.2} us", self.tier_p99 * 1e6),
+        );
+        println!(
+            "(an in-process hit against a bare moka get is measured by `cargo bench -p benchmarks --bench hit_path`)"
+        );
+        line(
+            self.tag <= 1.5,
+            "tag invalidation of 10,000 entries <= 1.5x the DEL pipeline",
+            format!("{:.2}x", self.tag),
+        );
+        line(
+            self.stampede == [1, 1],
+            "stampede: one loader run for 1,000 cold callers",
+            format!(
+                "{} (Redis), {} (two tiers)",
+                self.stampede[0], self.stampede[1]
+            ),
+        );
+    }
 }
