@@ -77,19 +77,10 @@ impl Guarded {
     where
         F: Future<Output = Result<T, Error>>,
     {
-        let op = match self.permit() {
-            Ok(None) => Op::InProcess { op },
-            Ok(Some(permit)) => Op::Timed {
-                op: tokio::time::timeout(self.timeout, op),
-                permit: Some(permit),
-            },
-            Err(()) => Op::Refused,
-        };
-        Call {
-            guarded: self,
-            what,
-            op,
-        }
+        self.start(what, op, |op, permit| Op::Timed {
+            op: tokio::time::timeout(self.timeout, op),
+            permit: Some(permit),
+        })
     }
 
     /// [`call`](Self::call) without the timer, for an `op` that is bounded
@@ -99,12 +90,23 @@ impl Guarded {
     where
         F: Future<Output = Result<T, Error>>,
     {
+        self.start(what, op, |op, permit| Op::Bounded {
+            op,
+            permit: Some(permit),
+        })
+    }
+
+    /// A call: in process as it is, refused while the breaker is open,
+    /// else let through as `go` wraps it.
+    fn start<'g, F: Future, W>(
+        &'g self,
+        what: &'static str,
+        op: F,
+        go: impl FnOnce(F, Permit<'g>) -> Op<'g, F, W>,
+    ) -> Call<'g, F, W> {
         let op = match self.permit() {
             Ok(None) => Op::InProcess { op },
-            Ok(Some(permit)) => Op::Bounded {
-                op,
-                permit: Some(permit),
-            },
+            Ok(Some(permit)) => go(op, permit),
             Err(()) => Op::Refused,
         };
         Call {
