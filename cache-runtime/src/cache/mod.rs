@@ -41,6 +41,7 @@ pub(crate) mod outbox;
 #[cfg(feature = "redis")]
 pub(crate) mod pubsub;
 pub(crate) mod read;
+pub(crate) mod remote;
 #[cfg(feature = "redis")]
 pub(crate) mod watch;
 pub(crate) mod write;

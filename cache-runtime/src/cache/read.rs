@@ -13,7 +13,6 @@ use serde::{Serialize, de::DeserializeOwned};
 use crate::entry::{self, Meta};
 use crate::events::now_ms;
 use crate::flight::{self, Landed, Role, Sharer};
-use crate::observe::Source;
 use crate::options::CacheOptions;
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::Stats;
@@ -25,6 +24,7 @@ use crate::ttl::{millis, with_jitter};
 
 use super::freshness::{self, Freshness, local_for};
 use super::lock::{LockWait, Step};
+use super::remote::First;
 use super::*;
 
 /// One cached read: the key, its options, the version namespace it belongs
@@ -50,22 +50,6 @@ impl<'a, R, T> Read<'a, R, T> {
             typed: None,
         }
     }
-}
-
-/// What the first step of a remote read (`read_remote`) found, handed to
-/// the rest of the network path: when the fill window started, the entry's
-/// name, the tier's token taken before the read, the lookup, and its value
-/// decoded (`Some(None)`: bytes that did not decode, already reported),
-/// and its freshness as checked.
-pub(crate) struct First<T> {
-    started: Instant,
-    entry_key: String,
-    local_token: Option<u64>,
-    found: Option<Lookup>,
-    decoded: Option<Option<(Meta, T)>>,
-    /// The freshness of `decoded`, when it was of the current version and
-    /// epoch.
-    checked: Option<Freshness>,
 }
 
 /// The future of a cached read: a hit is ready at once (found before the
@@ -332,130 +316,6 @@ impl Cache {
                     ReadThrough::Miss(Box::pin(remote.instrument(span)))
                 }
             }
-        }
-    }
-
-    /// The read-through path past the in-process check, in two steps so
-    /// that a hit in the store never builds the state of a miss: the
-    /// store's lookup and a fresh hit are a small future; anything else
-    /// (a miss, a stale entry, another version or epoch, bytes that do not
-    /// decode) continues in [`read_network`](Self::read_network), boxed,
-    /// from what the lookup found.
-    pub(crate) async fn read_remote<S, R, L, Fut, G>(
-        &self,
-        read: Read<'_, R, S::Stored>,
-        version_key: Option<String>,
-        tags: G,
-        load: L,
-        mode: Mode,
-    ) -> R
-    where
-        S: Shape<R>,
-        L: FnOnce() -> Fut,
-        Fut: Future<Output = R>,
-        G: FnOnce(Option<&S::Inner>) -> Links,
-    {
-        let inner = &*self.inner;
-        let first = if mode == Mode::Normal && inner.outbox.is_empty() {
-            // The fill window runs from before the read: a marker must
-            // outlive every fill whose read preceded its invalidation.
-            let started = Instant::now();
-            let entry_key = inner.layout.entry(&read.key);
-            // Taken before the store's read: a tier fill from it is refused
-            // if an invalidation of the entry arrives in between.
-            let local_token = inner.tier.as_deref().map(LocalTier::token);
-            let found = self
-                .lookup(
-                    &entry_key,
-                    version_key.as_deref(),
-                    read.options.idle_choice(),
-                )
-                .await;
-            let decoded = found.as_ref().and_then(|l| {
-                let bytes = l.value.as_ref()?;
-                Some(self.decode_kept::<S::Stored>(
-                    &read.key,
-                    bytes,
-                    l.typed.as_ref(),
-                    read.typed.as_ref(),
-                ))
-            });
-            // Checked once (an early refresh is a random draw): what is not
-            // fresh goes on to the network path with its verdict.
-            let checked = match (&found, &decoded) {
-                (Some(lookup), Some(Some((meta, _))))
-                    if freshness::version(meta, Some(lookup.version))
-                        && self.current_epoch(meta) =>
-                {
-                    Some(freshness::check(meta, read.options))
-                }
-                _ => None,
-            };
-            if let (Some(lookup), Some(Freshness::Fresh)) = (&found, checked) {
-                let Some(Some((meta, stored))) = decoded else {
-                    unreachable!("matched above")
-                };
-                self.fresh_from_store::<S::Stored>(
-                    lookup,
-                    &meta,
-                    &stored,
-                    &entry_key,
-                    version_key.as_deref(),
-                    read.options,
-                    read.typed.as_ref(),
-                    local_token,
-                );
-                return S::join(stored);
-            }
-            Some(First {
-                started,
-                entry_key,
-                local_token,
-                found,
-                decoded,
-                checked,
-            })
-        } else {
-            None
-        };
-        Box::pin(self.read_network::<S, R, L, Fut, G>(read, version_key, tags, load, mode, first))
-            .await
-    }
-
-    /// Counts and reports a fresh hit read from the store, and keeps a copy
-    /// in the tier (when there is one).
-    #[allow(clippy::too_many_arguments)]
-    fn fresh_from_store<T>(
-        &self,
-        lookup: &Lookup,
-        meta: &Meta,
-        stored: &T,
-        entry_key: &str,
-        version_key: Option<&str>,
-        options: &CacheOptions,
-        typed: Option<&Typed<T>>,
-        local_token: Option<u64>,
-    ) {
-        let inner = &*self.inner;
-        Stats::add(&inner.stats.hits, 1);
-        inner.metrics.hit(options.name(), Source::Redis);
-        crate::status::record(CacheStatus::Hit);
-        if tracing::level_enabled!(tracing::Level::DEBUG) {
-            tracing::Span::current().record("outcome", "hit");
-        }
-        if let (Some(tier), Some(local_token), Some(bytes)) =
-            (inner.tier.as_deref(), local_token, &lookup.value)
-        {
-            if let Some(name) = version_key {
-                tier.saw_version(name, lookup.version);
-            }
-            tier.fill(
-                entry_key,
-                bytes,
-                typed.map(|t| (t.pack)(stored)),
-                local_for(meta, options),
-                local_token,
-            );
         }
     }
 

@@ -159,10 +159,7 @@ proptest! {
 
     #[test]
     fn arbitrary_bytes_are_rejected_or_read_consistently(
-        bytes in prop_oneof![
-            vec(any::<u8>(), 0..64),
-            json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
-        ]
+        bytes in message_bytes()
     ) {
         check(&bytes);
     }

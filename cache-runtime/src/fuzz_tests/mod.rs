@@ -145,6 +145,14 @@ pub(crate) fn json_value() -> impl Strategy<Value = serde_json::Value> {
     })
 }
 
+/// What a pub/sub message may carry: arbitrary bytes, or any JSON.
+pub(crate) fn message_bytes() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        vec(any::<u8>(), 0..64),
+        json_value().prop_map(|v| serde_json::to_vec(&v).unwrap()),
+    ]
+}
+
 /// Any Redis reply (RESP2 and RESP3 types), a few levels deep.
 #[cfg(feature = "redis")]
 pub(crate) fn redis_value() -> impl Strategy<Value = redis::Value> {

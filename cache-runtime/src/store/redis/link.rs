@@ -124,26 +124,22 @@ impl Link {
         });
         attempt
     }
-
-    /// Reports the outcome of a request on connection `generation`: an
-    /// error that means the connection is gone (dropped, broken, timed out)
-    /// makes the next call connect again.
-    pub(crate) fn check<T>(&self, generation: u64, result: &Result<T, RedisError>) {
-        if let Err(e) = result
-            && e.is_unrecoverable_error()
-        {
-            let mut state = self.state();
-            if matches!(state.0, State::Up(g, _) if g == generation) {
-                state.0 = State::Down;
-            }
-        }
-    }
 }
 
 impl Up {
-    /// Reports the outcome of a request on this connection to `link`.
+    /// Reports the outcome of a request on this connection to `link`: an
+    /// error that means the connection is gone (dropped, broken, timed out)
+    /// makes the next call connect again (unless a newer connection is up
+    /// already).
     pub(crate) fn check<T>(&self, link: &Link, result: &Result<T, RedisError>) {
-        link.check(self.generation, result);
+        if let Err(e) = result
+            && e.is_unrecoverable_error()
+        {
+            let mut state = link.state();
+            if matches!(state.0, State::Up(g, _) if g == self.generation) {
+                state.0 = State::Down;
+            }
+        }
     }
 }
 
