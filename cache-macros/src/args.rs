@@ -74,6 +74,12 @@ pub(crate) struct CachedArgs {
     pub(crate) idle: Option<(u64, Span)>,
     /// The span of `single_flight`, for conflicts with it.
     pub(crate) single_flight_span: Option<Span>,
+    /// `fail_safe`: (window ms, span of the argument).
+    pub(crate) fail_safe: Option<(u64, Span)>,
+    /// `fail_safe_throttle`: (ms, span of the argument).
+    pub(crate) fail_safe_throttle: Option<(u64, Span)>,
+    /// `hard_timeout`: (ms, span of the argument).
+    pub(crate) hard_timeout: Option<(u64, Span)>,
 }
 
 /// Arguments of `#[invalidates]`.
@@ -129,6 +135,9 @@ const CACHED_ARGS: &[&str] = &[
     "cache_none",
     "stale",
     "early",
+    "fail_safe",
+    "fail_safe_throttle",
+    "hard_timeout",
     "version",
     "max_size",
     "single_flight",
@@ -386,6 +395,19 @@ impl CachedArgs {
                     }
                 }),
                 "early" => parse_beta(&value).map(|b| args.early = Some((b, name.span()))),
+                "fail_safe" | "fail_safe_throttle" | "hard_timeout" => {
+                    let what = name.to_string();
+                    duration_ms(&value, &what, false).map(|t| {
+                        if let TtlArg::Millis(ms) = t {
+                            let slot = match what.as_str() {
+                                "fail_safe" => &mut args.fail_safe,
+                                "fail_safe_throttle" => &mut args.fail_safe_throttle,
+                                _ => &mut args.hard_timeout,
+                            };
+                            *slot = Some((ms, name.span()));
+                        }
+                    })
+                }
                 "version" => {
                     template(&value, "version", "\"user:{id}\"").map(|t| args.version = Some(t))
                 }

@@ -389,6 +389,12 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
     if let Some((beta, _)) = args.early {
         setters.push(quote!(.early(#beta)));
     }
+    if let Some((ms, _)) = args.fail_safe {
+        setters.push(quote!(.fail_safe(::core::time::Duration::from_millis(#ms))));
+    }
+    if let Some((ms, _)) = args.fail_safe_throttle {
+        setters.push(quote!(.fail_safe_throttle(::core::time::Duration::from_millis(#ms))));
+    }
     if let Some(bytes) = args.max_size {
         setters.push(quote!(.max_size(#bytes)));
     }
@@ -447,6 +453,18 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
         }
         None => (quote!(), cache_use),
     };
+    // `hard_timeout`: the outcome of an abandoned loader; a return type
+    // that cannot carry it is reported at the return type.
+    let hard_timeout = match args.hard_timeout {
+        Some((ms, span)) => {
+            let outcome = quote_spanned!(span=> #krate::__private::timed_out::<#ret>());
+            quote!(::core::option::Option::Some(#krate::__private::HardTimeout::new(
+                ::core::time::Duration::from_millis(#ms),
+                #outcome,
+            )))
+        }
+        None => quote!(::core::option::Option::None),
+    };
     let key_var = helper("__cache_key");
     let version_var = helper("__cache_version");
     let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
@@ -473,6 +491,7 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
             #share,
             #typed_code,
             #tags_closure,
+            #hard_timeout,
             move || async move { #(#stmts)* },
         ).await
     };

@@ -150,11 +150,23 @@ fn check_combinations(args: &CachedArgs, errors: &mut Errors) {
     {
         errors.at(span, "`idle` expires an entry that is not read, while `stale` and `early` refresh it by its TTL; choose one");
     }
+    if let (Some((_, span)), Some(_)) = (args.idle, args.fail_safe) {
+        errors.at(span, "`idle` expires an entry that is not read, while `fail_safe` keeps it past its TTL to answer when the loader fails; choose one");
+    }
+    if let (Some((_, span)), None) = (args.fail_safe_throttle, args.fail_safe) {
+        errors.at(span, "`fail_safe_throttle` says how long a fail-safe copy answers without the loader; it needs `fail_safe = \"...\"`");
+    }
+    if let Some((0, span)) = args.hard_timeout {
+        errors.at(span, "a `hard_timeout` of zero would abandon every loader; give it a duration such as \"2s\"");
+    }
     check_idle(args.idle, args.ttl, errors);
     if let Some(TtlArg::Forever) = args.ttl {
         let span = args.ttl_span.unwrap_or_else(Span::call_site);
         if args.stale.is_some() || args.early.is_some() {
             errors.at(span, "an entry cached \"forever\" never goes stale, so `stale`/`early` would never act; give a finite `ttl`");
+        }
+        if args.fail_safe.is_some() {
+            errors.at(span, "an entry cached \"forever\" never expires, so `fail_safe` would never act; give a finite `ttl`");
         }
     }
 }

@@ -121,3 +121,48 @@ impl From<redis::RedisError> for Error {
 
 /// The result type of the runtime's fallible operations.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A loader ran past its `hard_timeout` and was abandoned, with no
+/// fail-safe copy to answer instead. A cached function with `hard_timeout`
+/// returns it as its error, so its error type must implement
+/// `From<Timeout>`.
+///
+/// ```
+/// use cache_runtime::Timeout;
+/// #[derive(Debug)]
+/// enum DbError { Timeout(Timeout), NotFound }
+/// impl From<Timeout> for DbError {
+///     fn from(t: Timeout) -> Self { DbError::Timeout(t) }
+/// }
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeout {
+    /// The read's name (the function's, or `name = "..."`).
+    pub name: &'static str,
+    /// The hard timeout it ran past.
+    pub after: std::time::Duration,
+}
+
+impl fmt::Display for Timeout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "the loader of `{}` ran past its hard timeout of {:?} and was abandoned",
+            self.name, self.after
+        )
+    }
+}
+
+impl std::error::Error for Timeout {}
+
+impl From<Timeout> for std::io::Error {
+    fn from(t: Timeout) -> Self {
+        std::io::Error::new(std::io::ErrorKind::TimedOut, t)
+    }
+}
+
+impl From<Timeout> for String {
+    fn from(t: Timeout) -> Self {
+        t.to_string()
+    }
+}

@@ -77,7 +77,7 @@ pub mod __private;
 pub use cache::invalidation::Invalidation;
 pub use cache::{Cache, CacheBuilder, InvalidationReport, Links, LockGuard, Ticket};
 pub use codec::Codec;
-pub use error::{Error, ErrorKind, Result};
+pub use error::{Error, ErrorKind, Result, Timeout};
 pub use events::InvalidationEvent;
 pub use global::{default_cache, install_default};
 pub use health::{BreakerState, Eviction, Health};

@@ -12,6 +12,7 @@
 //! | `cache_hits_total` | counter | cache, name, source (`process` or `redis`) |
 //! | `cache_misses_total` | counter | cache, name |
 //! | `cache_stale_served_total` | counter | cache, name |
+//! | `cache_fail_safe_served_total` | counter | cache, name |
 //! | `cache_refreshes_total` | counter | cache, name |
 //! | `cache_load_seconds` | histogram | cache, name (every loader run) |
 //! | `cache_fills_rejected_total` | counter | cache |
@@ -75,6 +76,11 @@ impl Metrics {
         self.of_fn("cache_stale_served_total", name).increment(1);
     }
 
+    pub(crate) fn fail_safe_served(&self, name: &'static str) {
+        self.of_fn("cache_fail_safe_served_total", name)
+            .increment(1);
+    }
+
     pub(crate) fn refresh(&self, name: &'static str) {
         self.of_fn("cache_refreshes_total", name).increment(1);
     }
@@ -123,6 +129,8 @@ impl Metrics {
     pub(crate) fn miss(&self, _name: &'static str) {}
     #[inline]
     pub(crate) fn stale_served(&self, _name: &'static str) {}
+    #[inline]
+    pub(crate) fn fail_safe_served(&self, _name: &'static str) {}
     #[inline]
     pub(crate) fn refresh(&self, _name: &'static str) {}
     #[inline]

@@ -6,6 +6,10 @@ use std::time::Duration;
 /// How long a caller waits for another process's loader by default.
 pub(crate) const DEFAULT_LOCK_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a fail-safe copy answers without the loader being tried again,
+/// by default.
+pub(crate) const DEFAULT_FAIL_SAFE_THROTTLE: Duration = Duration::from_secs(5);
+
 /// How long an entry lives.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
@@ -42,6 +46,8 @@ pub struct CacheOptions {
     lock_wait: Option<Duration>,
     local_ttl: Option<Duration>,
     idle: Option<Duration>,
+    fail_safe: Option<Duration>,
+    fail_safe_throttle: Option<Duration>,
 }
 
 impl Default for CacheOptions {
@@ -66,6 +72,8 @@ impl CacheOptions {
             lock_wait: None,
             local_ttl: None,
             idle: None,
+            fail_safe: None,
+            fail_safe_throttle: None,
         }
     }
 
@@ -156,8 +164,8 @@ impl CacheOptions {
     /// Time-to-idle (sliding expiry): an entry not read for `idle` expires;
     /// each hit extends it by `idle` again, in the same round trip as the
     /// read, but never past its TTL (the hard bound; with
-    /// [`forever`](Self::forever), none). Ignored with `stale` or `early`,
-    /// which refresh by the TTL. On Redis, reads with `idle` extend the
+    /// [`forever`](Self::forever), none). Ignored with `stale`, `early` or
+    /// `fail_safe`, which act by the TTL. On Redis, reads with `idle` extend the
     /// entry (by the reader's `idle`); in process, every read extends it (by
     /// the `idle` it was stored with): give the functions that read and
     /// write an entry the same `idle`.
@@ -168,6 +176,30 @@ impl CacheOptions {
         } else {
             Some(idle)
         };
+        self
+    }
+
+    /// Fail-safe: when the loader fails (an `Err`, a panic, or the
+    /// hard timeout of [`Cache::get_or_load_within`](crate::Cache::get_or_load_within)) and the entry expired less than
+    /// `window` ago, return the expired copy instead of the failure, and
+    /// serve it without trying the loader again for the
+    /// [`fail_safe_throttle`](Self::fail_safe_throttle). The store keeps
+    /// entries `window` past their TTL for this (they are not served as
+    /// hits past it). An invalidation removes the copy: a fail-safe never
+    /// answers with a value a write has invalidated.
+    pub const fn fail_safe(mut self, window: Duration) -> Self {
+        self.fail_safe = if window.as_millis() == 0 {
+            None
+        } else {
+            Some(window)
+        };
+        self
+    }
+
+    /// How long a copy served by [`fail_safe`](Self::fail_safe) answers
+    /// without the loader being tried again, in this process. Default 5 s.
+    pub const fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = Some(throttle);
         self
     }
 
@@ -204,11 +236,11 @@ impl CacheOptions {
         self.single_flight || self.distributed
     }
 
-    /// The time-to-idle; none with `stale` or `early`, which refresh by
-    /// the TTL (the macros refuse the combination).
+    /// The time-to-idle; none with `stale`, `early` or `fail_safe`, which
+    /// act by the TTL (the macros refuse the combination).
     pub(crate) fn idle_choice(&self) -> Option<Duration> {
-        match (self.stale, self.early) {
-            (None, None) => self.idle,
+        match (self.stale, self.early, self.fail_safe) {
+            (None, None, None) => self.idle,
             _ => None,
         }
     }
@@ -219,6 +251,15 @@ impl CacheOptions {
 
     pub(crate) fn distributed(&self) -> bool {
         self.distributed
+    }
+
+    pub(crate) fn fail_safe_window(&self) -> Option<Duration> {
+        self.fail_safe
+    }
+
+    pub(crate) fn fail_safe_throttle_choice(&self) -> Duration {
+        self.fail_safe_throttle
+            .unwrap_or(DEFAULT_FAIL_SAFE_THROTTLE)
     }
 
     pub(crate) fn lock_wait_bound(&self) -> Duration {

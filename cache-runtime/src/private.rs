@@ -2,6 +2,7 @@
 
 use std::future::Future;
 
+pub use crate::cache::read::HardTimeout;
 pub use crate::cache::{Cache, Links, Put};
 pub use crate::key::{KeyBuilder, render_part};
 pub use crate::options::CacheOptions;
@@ -288,6 +289,31 @@ impl<R> TypedNot for TypedProbe<R> {
     }
 }
 
+/// What a `#[cached]` function with `hard_timeout` returns when its loader
+/// ran past it and no fail-safe copy answers: `Err(E::from(timeout))`.
+#[diagnostic::on_unimplemented(
+    message = "`hard_timeout` returns an error when the loader is abandoned, but `{Self}` is not a `Result`",
+    label = "`hard_timeout` needs a `Result<_, E>` return type whose `E: From<cache_runtime::Timeout>`"
+)]
+pub trait TimedOut {
+    /// The outcome.
+    fn timed_out(timeout: crate::Timeout) -> Self;
+}
+
+impl<T, E: From<crate::Timeout>> TimedOut for Result<T, E> {
+    #[inline]
+    fn timed_out(timeout: crate::Timeout) -> Self {
+        Err(E::from(timeout))
+    }
+}
+
+/// `hard_timeout`'s outcome for the return type `R` (spanned at the
+/// argument, so a type that cannot carry it is reported there).
+#[inline]
+pub fn timed_out<R: TimedOut>() -> fn(crate::Timeout) -> R {
+    R::timed_out
+}
+
 /// The body of a `#[cached]` function: a future that is ready at once on an
 /// in-process hit.
 #[inline]
@@ -301,6 +327,7 @@ pub fn cached<'a, S, R, L, Fut, G>(
     share: Option<Sharer<R>>,
     typed: Option<Typed<S::Stored>>,
     tags: G,
+    hard_timeout: Option<HardTimeout<R>>,
     load: L,
 ) -> Cached<impl Future<Output = R> + 'a, Fut>
 where
@@ -318,6 +345,7 @@ where
                 version,
                 share,
                 typed,
+                hard_timeout,
             };
             Cached::Read(cache.read_through::<S, R, L, Fut, G>(read, tags, load))
         }

@@ -56,6 +56,10 @@ counters! {
     /// Refreshes whose loader failed (an `Err`); the cached value was served
     /// instead.
     refresh_failures,
+    /// Reads answered with an expired copy because the loader failed (an
+    /// `Err`, a panic, the hard timeout) or was throttled after failing
+    /// (`fail_safe`).
+    fail_safe_served,
     /// Values not stored because they exceeded the size limit.
     oversized,
     /// Values that could not be encoded (not stored).

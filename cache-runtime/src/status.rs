@@ -21,6 +21,10 @@ pub enum CacheStatus {
     /// Served from the cache past its TTL, within the `stale` window (also
     /// when the refresh failed and the stale value answered).
     Stale,
+    /// The loader failed (an `Err`, a panic, the hard timeout), or was held
+    /// off after failing a moment ago, and an expired copy answered
+    /// (`fail_safe`).
+    FailSafe,
     /// Loaded: the body ran, or this caller waited for another caller's
     /// load of the same key (single-flight). Stale refreshes are misses too.
     Miss,
@@ -32,21 +36,25 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
-    /// `"hit"`, `"stale"`, `"miss"`, `"bypass"` or `"refresh"`: the usual
+    /// `"hit"`, `"stale"`, `"fail-safe"`, `"miss"`, `"bypass"` or `"refresh"`: the usual
     /// values of an `X-Cache` header.
     pub const fn as_str(self) -> &'static str {
         match self {
             CacheStatus::Hit => "hit",
             CacheStatus::Stale => "stale",
+            CacheStatus::FailSafe => "fail-safe",
             CacheStatus::Miss => "miss",
             CacheStatus::Bypass => "bypass",
             CacheStatus::Refresh => "refresh",
         }
     }
 
-    /// Whether the value came from the cache (`Hit` or `Stale`).
+    /// Whether the value came from the cache (`Hit`, `Stale` or `FailSafe`).
     pub const fn from_cache(self) -> bool {
-        matches!(self, CacheStatus::Hit | CacheStatus::Stale)
+        matches!(
+            self,
+            CacheStatus::Hit | CacheStatus::Stale | CacheStatus::FailSafe
+        )
     }
 }
 

@@ -13,6 +13,7 @@ mod combined;
 mod common;
 mod conditions;
 mod consistency;
+mod fail_safe;
 mod faults;
 mod idle;
 mod locks;

@@ -352,6 +352,7 @@ impl CacheBuilder {
                 invalidation_batch: self.invalidation_batch,
                 stats,
                 flights: Flights::default(),
+                fail_safe: Default::default(),
                 events: broadcast::channel(256).0,
                 tier,
                 apply_events: self.apply_events,

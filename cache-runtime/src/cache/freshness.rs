@@ -1,6 +1,7 @@
 //! Whether a cached value answers a read, by refresh policy: its TTL
 //! (`Fresh`), stale-while-revalidate (`stale`: past the TTL, within the stale
-//! window), early refresh (`early`: XFetch), time-to-idle (`idle`: how long
+//! window), early refresh (`early`: XFetch), fail-safe (`fail_safe`: past
+//! the TTL, what answers when the loader fails), time-to-idle (`idle`: how long
 //! the tier may keep it), and versions (`version`: checked where the entry is
 //! read).
 
@@ -24,26 +25,40 @@ pub(crate) enum Freshness {
     Stale,
     /// Fresh, but picked for an early refresh.
     RefreshEarly,
+    /// Past its TTL (and stale window), within the fail-safe window: not
+    /// an answer, but what answers if the loader fails.
+    FailSafe,
+    /// Past every window: a miss.
+    Expired,
 }
 
 /// What a read does with a value of the current version: the TTL, then
-/// `stale` past it, or `early` before it.
+/// `stale` past it (stale-while-revalidate: the store keeps the entry its
+/// stale window past its TTL, [`kept_for`], and a read in that window
+/// serves it while one caller refreshes it), then `fail_safe` (the copy
+/// answers only if the loader fails), or `early` before it.
 pub(crate) fn check(meta: &Meta, options: &CacheOptions) -> Freshness {
     // Without a refresh policy the store expires the entry at its TTL (and
     // the tier never keeps it past that): no clock needed.
     if meta.fresh_until_ms == 0
-        || (options.stale_window().is_none() && options.early_beta().is_none())
+        || (options.stale_window().is_none()
+            && options.early_beta().is_none()
+            && options.fail_safe_window().is_none())
     {
         return Freshness::Fresh;
     }
     let now = now_ms();
     if now >= meta.fresh_until_ms {
-        // Without a stale window the store expires the entry at its TTL; a
-        // value read a moment after is still the one the TTL allowed.
-        return if stale(options) {
-            Freshness::Stale
-        } else {
-            Freshness::Fresh
+        let past = now - meta.fresh_until_ms;
+        return match (options.stale_window(), options.fail_safe_window()) {
+            // Without a fail-safe window the store expires the entry at the
+            // end of the stale window, or at its TTL; a value read a moment
+            // after is still the one they allowed.
+            (Some(_), None) => Freshness::Stale,
+            (None, None) => Freshness::Fresh,
+            (Some(stale), Some(_)) if u128::from(past) < stale.as_millis() => Freshness::Stale,
+            (_, Some(fail_safe)) if u128::from(past) < fail_safe.as_millis() => Freshness::FailSafe,
+            (_, Some(_)) => Freshness::Expired,
         };
     }
     if early(meta, options, now) {
@@ -52,17 +67,14 @@ pub(crate) fn check(meta: &Meta, options: &CacheOptions) -> Freshness {
     Freshness::Fresh
 }
 
-/// Stale-while-revalidate (`stale = "30s"`): the store keeps an entry its
-/// stale window past its TTL ([`kept_for`]), and a read in that window
-/// serves it while one caller refreshes it in the background.
-pub(crate) fn stale(options: &CacheOptions) -> bool {
-    options.stale_window().is_some()
-}
-
 /// How long the store keeps an entry fresh for `ttl` (`None`: for good):
-/// the TTL, plus the stale window.
+/// the TTL, plus the longer of the stale and fail-safe windows.
 pub(crate) fn kept_for(ttl: Option<Duration>, options: &CacheOptions) -> Option<Duration> {
-    ttl.map(|ttl| ttl.saturating_add(options.stale_window().unwrap_or_default()))
+    let past = options
+        .stale_window()
+        .unwrap_or_default()
+        .max(options.fail_safe_window().unwrap_or_default());
+    ttl.map(|ttl| ttl.saturating_add(past))
 }
 
 /// Early refresh (`early = 1.0`, XFetch): a read of a fresh value refreshes

@@ -33,6 +33,7 @@ use crate::tier::LocalTier;
 use crate::ttl::{millis, with_jitter};
 
 pub(crate) mod builder;
+pub(crate) mod fail_safe;
 pub(crate) mod freshness;
 pub(crate) mod invalidation;
 pub(crate) mod lock;
@@ -120,6 +121,8 @@ struct Inner {
     invalidation_batch: usize,
     stats: Arc<Stats>,
     flights: Flights,
+    /// Fail-safe copies answering without their loader for a while.
+    fail_safe: fail_safe::Throttle,
     events: broadcast::Sender<InvalidationEvent>,
     /// The in-process tier in front of Redis, if turned on.
     tier: Option<Arc<LocalTier>>,

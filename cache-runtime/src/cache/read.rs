@@ -22,6 +22,7 @@ use crate::switch::Mode;
 use crate::tier::LocalTier;
 use crate::ttl::{millis, with_jitter};
 
+use super::fail_safe::Failure;
 use super::freshness::{self, Freshness, local_for};
 use super::lock::{LockWait, Step};
 use super::remote::First;
@@ -38,6 +39,24 @@ pub(crate) struct Read<'a, R, T> {
     /// How to keep the stored value decoded in process (`T` is the stored
     /// part of `R`).
     pub(crate) typed: Option<Typed<T>>,
+    /// `hard_timeout`: how long the loader may run, and the outcome when it
+    /// ran past that with no fail-safe copy to answer.
+    pub(crate) hard_timeout: Option<HardTimeout<R>>,
+}
+
+/// A loader abandoned after `after`; `outcome` is what the call returns
+/// then, when no copy answers (built from a [`Timeout`](crate::Timeout)).
+#[derive(Debug)]
+pub struct HardTimeout<R> {
+    pub(crate) after: Duration,
+    pub(crate) outcome: fn(crate::Timeout) -> R,
+}
+
+impl<R> HardTimeout<R> {
+    /// Abandon the loader after `after`; without a copy, return `outcome`.
+    pub const fn new(after: Duration, outcome: fn(crate::Timeout) -> R) -> Self {
+        HardTimeout { after, outcome }
+    }
 }
 
 impl<'a, R, T> Read<'a, R, T> {
@@ -48,6 +67,7 @@ impl<'a, R, T> Read<'a, R, T> {
             version: None,
             share: None,
             typed: None,
+            hard_timeout: None,
         }
     }
 }
@@ -229,6 +249,49 @@ impl Cache {
         .await
     }
 
+    /// [`get_or_load`](Self::get_or_load) with a hard timeout: the loader is
+    /// abandoned (dropped) after `hard_timeout`, and the call returns the
+    /// fail-safe copy if the options keep one
+    /// ([`fail_safe`](CacheOptions::fail_safe)), else
+    /// `Err(E::from(Timeout))`. Callers coalesced on the same load get the
+    /// same outcome.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use cache_runtime::{Cache, CacheOptions};
+    /// let cache = Cache::in_memory();
+    /// let opts = CacheOptions::new("slow");
+    /// let slow = || async {
+    ///     tokio::time::sleep(Duration::from_secs(60)).await;
+    ///     Ok::<u32, std::io::Error>(1)
+    /// };
+    /// let v = cache.get_or_load_within("slow", &opts, Duration::from_millis(10), slow).await;
+    /// assert_eq!(v.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    /// # }
+    /// ```
+    pub async fn get_or_load_within<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: &CacheOptions,
+        hard_timeout: Duration,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<crate::Timeout>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut read = Read::new(key.to_owned(), options);
+        read.hard_timeout = Some(HardTimeout {
+            after: hard_timeout,
+            outcome: |t| Err(E::from(t)),
+        });
+        self.read_through::<Res, _, _, _, _>(read, |_| Links::new(), load)
+            .await
+    }
+
     /// The cached value under `key`, if there is one that decodes as `T`.
     /// It is read as stored: freshness and versions are not checked.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
@@ -359,6 +422,7 @@ impl Cache {
             version: _,
             share,
             typed,
+            hard_timeout,
         } = read;
         let key = key.as_str();
         let typed = typed.as_ref();
@@ -395,8 +459,12 @@ impl Cache {
         // The fill token this caller read when it became the leader.
         let mut leader_token: Option<u64> = None;
         let mut waiting = LockWait::default();
+        // The expired copy that answers if the loader fails (`fail_safe`),
+        // as the last lookup found it: an invalidation since removes it.
+        let mut fallback: Option<S::Stored>;
         let (lock, refreshing) = loop {
             let mut stale = None;
+            fallback = None;
             // The first lookup's verdict, when `read_remote` checked it.
             let checked = first_checked.take();
             if let Some(
@@ -446,6 +514,8 @@ impl Cache {
                             }
                             Freshness::Stale => stale = Some((stored, true)),
                             Freshness::RefreshEarly => stale = Some((stored, false)),
+                            Freshness::FailSafe => fallback = Some(stored),
+                            Freshness::Expired => {}
                         }
                     }
                     Some(_) => {
@@ -453,6 +523,10 @@ impl Cache {
                     }
                     None => {}
                 }
+            }
+            // The loader failed a moment ago: the copy answers without it.
+            if let Some(stored) = fallback.take_if(|_| inner.fail_safe.holds(&entry_key)) {
+                return self.serve_fail_safe::<S, R>(&entry_key, options, stored, Failure::Held);
             }
             if leader.is_none() {
                 if !options.coalesce() && stale.is_none() {
@@ -502,6 +576,18 @@ impl Cache {
                             Landed::Shared(any, token) if fresh(token) => {
                                 if let Some(value) = share.as_ref().and_then(|s| (s.unpack)(&*any))
                                 {
+                                    // The leader's loader failed: this
+                                    // caller's copy answers, as the leader's.
+                                    if matches!(S::split(&value), Fill::Skip)
+                                        && let Some(stored) = fallback.take()
+                                    {
+                                        return self.serve_fail_safe::<S, R>(
+                                            &entry_key,
+                                            options,
+                                            stored,
+                                            Failure::Held,
+                                        );
+                                    }
                                     Stats::add(&inner.stats.coalesced, 1);
                                     crate::status::record(CacheStatus::Miss);
                                     return value;
@@ -567,17 +653,65 @@ impl Cache {
         self.ensure_token(&mut found).await;
         let loading = Instant::now();
         let load = load();
-        let value = match &lock {
-            // Renew the lease for as long as the loader runs.
-            Some(guard) => {
-                let mut load = std::pin::pin!(load);
-                tokio::select! {
-                    biased;
-                    value = &mut load => value,
-                    () = guard.keep_alive() => load.await,
+        let run = async {
+            match &lock {
+                // Renew the lease for as long as the loader runs.
+                Some(guard) => {
+                    let mut load = std::pin::pin!(load);
+                    tokio::select! {
+                        biased;
+                        value = &mut load => value,
+                        () = guard.keep_alive() => load.await,
+                    }
                 }
+                None => load.await,
             }
-            None => load.await,
+        };
+        // A panic is caught only to answer with a fail-safe copy; without
+        // one it goes on unwinding. Past the hard timeout the loader is
+        // dropped.
+        let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run));
+        let outcome = match &hard_timeout {
+            Some(hard) => tokio::time::timeout(hard.after, run).await.ok(),
+            None => Some(run.await),
+        };
+        let failure = match &outcome {
+            Some(Ok(_)) => None,
+            Some(Err(_)) => Some(Failure::Panic),
+            None => Some(Failure::Timeout),
+        };
+        if let Some(why) = failure
+            && (fallback.is_some() || refreshing.is_some())
+        {
+            // Waiters read again, and find the copy held.
+            if let Some(leader) = leader.take() {
+                leader.land(Landed::Retry);
+            }
+            if let Some(stored) = fallback {
+                return self.serve_fail_safe::<S, R>(&entry_key, options, stored, why);
+            }
+            if let Some((stored, past_ttl)) = refreshing {
+                if let Some(Err(panic)) = outcome {
+                    std::panic::resume_unwind(panic);
+                }
+                Stats::add(&inner.stats.refresh_failures, 1);
+                tracing::warn!(target: "cache_runtime", name = options.name(), key, "refresh ran past its hard timeout; serving the cached value");
+                return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
+            }
+        }
+        let value = match outcome {
+            Some(Ok(value)) => value,
+            Some(Err(panic)) => std::panic::resume_unwind(panic),
+            None => {
+                let hard = hard_timeout
+                    .as_ref()
+                    .expect("only a hard timeout times out");
+                tracing::warn!(target: "cache_runtime", name = options.name(), key, after = ?hard.after, "loader ran past its hard timeout; abandoned");
+                (hard.outcome)(crate::Timeout {
+                    name: options.name(),
+                    after: hard.after,
+                })
+            }
         };
         let cost = loading.elapsed();
         inner.metrics.load(options.name(), cost);
@@ -601,11 +735,27 @@ impl Cache {
                 typed,
             )
             .await;
+        let failed = matches!(S::split(&value), Fill::Skip);
+        // Held before the waiters are told, so those that read again find
+        // the copy held.
+        let fail_safe = match fallback {
+            Some(stored) if failed => {
+                Some(self.serve_fail_safe::<S, R>(&entry_key, options, stored, Failure::Error))
+            }
+            Some(_) => {
+                inner.fail_safe.release(&entry_key);
+                None
+            }
+            None => None,
+        };
         if let Some(leader) = leader {
             leader.land(landed);
         }
+        if let Some(answer) = fail_safe {
+            return answer;
+        }
         if let Some((stored, past_ttl)) = refreshing
-            && matches!(S::split(&value), Fill::Skip)
+            && failed
         {
             // Stale-if-error: a failed refresh keeps serving what is
             // cached (until the entry's stale window ends).

@@ -186,7 +186,10 @@ impl Articles {
         Ok(Page { slugs, total })
     }
 
-    #[cached(cache = self.cache, key = "article:{slug}", ttl = "10m", cache_none = "30s")]
+    /// Fail-safe: if the database fails once the entry expired, the last
+    /// copy answers (for up to an hour past its TTL) rather than an error
+    /// page; a write still removes it at once.
+    #[cached(cache = self.cache, key = "article:{slug}", ttl = "10m", cache_none = "30s", fail_safe = "1h")]
     pub async fn by_slug(&self, slug: &str) -> Result<Option<ArticleRow>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM articles WHERE slug = $1"))
@@ -274,7 +277,7 @@ impl Articles {
     }
 
     /// Every tag in use, sorted.
-    #[cached(cache = self.cache, key = "tags", ttl = "10m")]
+    #[cached(cache = self.cache, key = "tags", ttl = "10m", fail_safe = "1d")]
     pub async fn tags(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT DISTINCT tag FROM article_tags ORDER BY tag")
             .fetch_all(&self.pool)
