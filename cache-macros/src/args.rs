@@ -19,6 +19,11 @@ struct RawArg {
 impl Parse for RawArg {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let name = input.call(Ident::parse_any)?;
+        // `batch` alone is a flag (`batch = ids` names the argument).
+        if name == "batch" && !input.peek(Token![=]) {
+            let value = syn::parse_quote_spanned!(name.span()=> true);
+            return Ok(RawArg { name, value });
+        }
         if !input.peek(Token![=]) {
             return Err(syn::Error::new(
                 name.span(),
@@ -30,6 +35,26 @@ impl Parse for RawArg {
             name,
             value: input.parse()?,
         })
+    }
+}
+
+/// `batch` (`true`, from the flag) or `batch = ids`.
+fn batch_arg(value: &Expr) -> syn::Result<Option<Ident>> {
+    match value {
+        Expr::Lit(ExprLit {
+            lit: Lit::Bool(b), ..
+        }) if b.value => Ok(None),
+        Expr::Path(p) if p.qself.is_none() => match p.path.get_ident() {
+            Some(ident) => Ok(Some(ident.clone())),
+            None => Err(syn::Error::new(
+                value.span(),
+                "`batch` names the argument that holds the ids: `batch = ids`, or `batch` alone",
+            )),
+        },
+        _ => Err(syn::Error::new(
+            value.span(),
+            "`batch` names the argument that holds the ids: `batch = ids`, or `batch` alone",
+        )),
     }
 }
 
@@ -80,6 +105,9 @@ pub(crate) struct CachedArgs {
     pub(crate) fail_safe_throttle: Option<(u64, Span)>,
     /// `hard_timeout`: (ms, span of the argument).
     pub(crate) hard_timeout: Option<(u64, Span)>,
+    /// `batch` (the ids' argument found by type) or `batch = ids`, with
+    /// the span of the argument.
+    pub(crate) batch: Option<(Option<Ident>, Span)>,
 }
 
 /// Arguments of `#[invalidates]`.
@@ -127,6 +155,7 @@ const PUT_ARGS: &[&str] = &[
 
 const CACHED_ARGS: &[&str] = &[
     "key",
+    "batch",
     "ttl",
     "idle",
     "jitter",
@@ -442,6 +471,7 @@ impl CachedArgs {
                 .map(|e| args.unless = Some(e)),
                 "name" => lit_str(&value, "name", "\"posts.by_id\"").map(|n| args.name = Some(n)),
                 "crate" => krate(&value).map(|k| args.krate = Some(k)),
+                "batch" => batch_arg(&value).map(|named| args.batch = Some((named, name.span()))),
                 _ => {
                     let hint = match name.to_string().as_str() {
                         "keys" => Some("#[cached] reads one key: write `key = \"...\"`"),

@@ -182,6 +182,9 @@ fn place_expr(place: &[String], span: Span) -> TokenStream {
 #[derive(Default)]
 struct Prerendered {
     places: Vec<(Vec<String>, Ident, Span)>,
+    /// A batch read's name for one id: rendered where it is bound (per id),
+    /// not before the body.
+    element: Option<String>,
 }
 
 impl Prerendered {
@@ -214,7 +217,13 @@ fn build(t: &Template, krate: &Path, mut pre: Option<&mut Prerendered>) -> Token
     let cap = t.literal_len();
     let pushes = t.segments.iter().map(|s| match s {
         Segment::Lit(l) => quote!(#k.lit(#l);),
-        Segment::Place(place) if place[0] == "ret" => {
+        Segment::Place(place)
+            if place[0] == "ret"
+                || pre
+                    .as_deref()
+                    .and_then(|p| p.element.as_deref())
+                    .is_some_and(|e| place[0] == e) =>
+        {
             let expr = place_expr(place, t.span());
             quote_spanned!(t.span()=> #k.part(&#expr);)
         }
@@ -301,11 +310,15 @@ fn rebuild(func: &ItemFn, info: &FnInfo, inner: TokenStream) -> TokenStream {
 }
 
 fn cached(plan: &validate::Cached<'_>) -> TokenStream {
+    if let Some(batch) = &plan.batch {
+        return cached_batch(plan, batch);
+    }
     let validate::Cached {
         func,
         info,
         args,
         ret,
+        batch: _,
     } = *plan;
     let krate = args.krate.clone().unwrap_or_else(default_crate);
     let fn_name = func.sig.ident.to_string();
@@ -493,6 +506,122 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
             #tags_closure,
             #hard_timeout,
             move || async move { #(#stmts)* },
+        ).await
+    };
+    rebuild(func, info, inner)
+}
+
+/// `#[cached(batch, key = "user:{id}")]`: the keys are built per id
+/// before the body; the body becomes a loader called with the missing ids
+/// (bound to the ids' argument), the other arguments cloned per call.
+fn cached_batch(plan: &validate::Cached<'_>, batch: &validate::BatchPlan) -> TokenStream {
+    let validate::Cached {
+        func,
+        info,
+        args,
+        ret,
+        batch: _,
+    } = *plan;
+    let krate = args.krate.clone().unwrap_or_else(default_crate);
+    let key = args.key.as_ref().expect("checked: a batch read has a key");
+    let element = Ident::new(&batch.element, key.span());
+    let key_code = build(key, &krate, None);
+    let mut pre = Prerendered {
+        element: Some(batch.element.clone()),
+        ..Prerendered::default()
+    };
+    let ret_ident = Ident::new("ret", Span::call_site());
+    let mut link_lists = Vec::new();
+    for (templates, var) in [
+        (&args.tags, helper("__tags")),
+        (&args.depends_on, helper("__depends_on")),
+    ] {
+        let parts: Vec<TokenStream> = templates
+            .iter()
+            .map(|t| build(t, &krate, Some(&mut pre)))
+            .collect();
+        let n = templates.len();
+        link_lists.push(quote! {
+            let mut #var: ::std::vec::Vec<::std::string::String> = ::std::vec::Vec::with_capacity(#n);
+            #(#var.push(#parts);)*
+        });
+    }
+    let pre_lets = pre.lets(&krate);
+    let (tags_var, deps_var) = (helper("__tags"), helper("__depends_on"));
+    let name = args
+        .name
+        .as_ref()
+        .map(|n| n.value())
+        .unwrap_or_else(|| func.sig.ident.to_string());
+    let mut setters = lifetime_setters(args.ttl, args.jitter, None);
+    if let Some((ms, _)) = args.cache_none {
+        setters.push(quote!(.cache_none(::core::time::Duration::from_millis(#ms))));
+    }
+    if let Some(bytes) = args.max_size {
+        setters.push(quote!(.max_size(#bytes)));
+    }
+    if let Some(on) = args.single_flight {
+        setters.push(quote!(.single_flight(#on)));
+    }
+    if let Some(ms) = args.local_ttl {
+        setters.push(quote!(.local_ttl(::core::time::Duration::from_millis(#ms))));
+    }
+    let options = helper("__CACHE_OPTIONS");
+    let (cache_let, cache_use) =
+        cache_handle(args.cache.as_ref(), info, &krate, &helper("__cache"));
+    let cond_var = helper("__cache_condition");
+    let (cond_let, cache_use) = match &args.condition {
+        Some(cond) => {
+            let test = decision(cond, &krate, None);
+            (
+                quote!(let #cond_var: ::core::primitive::bool = #test;),
+                quote!(#krate::__private::when(#cache_use, #cond_var)),
+            )
+        }
+        None => (quote!(), cache_use),
+    };
+    let ids = &batch.ids;
+    let (ids_var, keys_var, missing) = (
+        helper("__cache_ids"),
+        helper("__cache_keys"),
+        helper("__cache_missing"),
+    );
+    let rebind = match batch.kind {
+        validate::IdsArg::Slice => quote!(&#missing[..]),
+        validate::IdsArg::VecRef => quote!(&#missing),
+        validate::IdsArg::Vec => quote!(#missing),
+    };
+    // Every other argument the body may use, cloned for each call.
+    let others: Vec<&Ident> = info.args.iter().filter(|a| *a != ids).collect();
+    let assert = quote_spanned!(ret.span()=> #krate::__private::assert_batch::<#ret>(););
+    let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
+    let inner = quote! {
+        #assert
+        const #options: #krate::__private::CacheOptions = #krate::__private::CacheOptions::new(#name) #(#setters)*;
+        #cache_let
+        #(#prefix)*
+        #cond_let
+        let #ids_var: ::std::vec::Vec<_> = #ids.iter().cloned().collect();
+        let #keys_var: ::std::vec::Vec<::std::string::String> =
+            #ids_var.iter().map(|#element| #key_code).collect();
+        #pre_lets
+        #krate::__private::cached_batch::<#ret, _, _, _>(
+            #cache_use,
+            &#options,
+            #ids_var,
+            #keys_var,
+            move |#element: &_, #ret_ident: &_| -> #krate::Links {
+                let _ = (#element, #ret_ident);
+                #(#link_lists)*
+                #krate::Links::of(#tags_var, #deps_var)
+            },
+            move |#missing: ::std::vec::Vec<_>| {
+                #(let #others = ::core::clone::Clone::clone(&#others);)*
+                async move {
+                    let #ids = #rebind;
+                    #(#stmts)*
+                }
+            },
         ).await
     };
     rebuild(func, info, inner)

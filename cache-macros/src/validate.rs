@@ -21,6 +21,29 @@ pub(crate) struct Cached<'a> {
     pub(crate) args: &'a CachedArgs,
     /// The return type (there is one).
     pub(crate) ret: &'a Type,
+    /// With `batch`: where the ids are and what the key calls each one.
+    pub(crate) batch: Option<BatchPlan>,
+}
+
+/// How a batch read's ids reach its body.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(crate) enum IdsArg {
+    /// `ids: &[K]`
+    Slice,
+    /// `ids: &Vec<K>`
+    VecRef,
+    /// `ids: Vec<K>`
+    Vec,
+}
+
+/// A checked `#[cached(batch)]`.
+pub(crate) struct BatchPlan {
+    /// The argument that holds the ids, and its kind.
+    pub(crate) ids: syn::Ident,
+    pub(crate) kind: IdsArg,
+    /// The placeholder root that names one id in the key (`id` in
+    /// `user:{id}`).
+    pub(crate) element: String,
 }
 
 /// One checked write attribute.
@@ -52,9 +75,14 @@ pub(crate) fn cached<'a>(
         );
         return None;
     };
+    let batch = match &args.batch {
+        Some((named, span)) => Some(batch_plan(func, info, args, named.as_ref(), *span, errors)?),
+        None => None,
+    };
+    let element = batch.as_ref().map(|b| b.element.as_str());
     // The spelling tells only when it is plainly a `Result` of a non-Option;
     // aliases are resolved by type at compile time (`assert_cacheable`).
-    if let (Some((_, span)), ShapeKind::Res) = (args.cache_none, shape_of(ret).0) {
+    if let (Some((_, span)), ShapeKind::Res, None) = (args.cache_none, shape_of(ret).0, &batch) {
         errors.at(span, "`cache_none` caches `None`, but this function does not return an `Option` (or `Result<Option<_>, _>`); remove it");
     }
     check_combinations(args, errors);
@@ -64,10 +92,12 @@ pub(crate) fn cached<'a>(
     let scope = Scope {
         info,
         ret_allowed: false,
+        element,
     };
     let tag_scope = Scope {
         info,
         ret_allowed: true,
+        element,
     };
     let mut ok = true;
     if let Some(key) = &args.key {
@@ -87,7 +117,126 @@ pub(crate) fn cached<'a>(
         info,
         args,
         ret,
+        batch,
     })
+}
+
+/// Checks a `#[cached(batch)]`: the argument holding the ids (named, or the
+/// one slice or `Vec`), the key's placeholder for one id, and the
+/// arguments a batch read does not take.
+fn batch_plan(
+    func: &ItemFn,
+    info: &FnInfo,
+    args: &CachedArgs,
+    named: Option<&syn::Ident>,
+    span: Span,
+    errors: &mut Errors,
+) -> Option<BatchPlan> {
+    let mut ok = true;
+    let unsupported = [
+        ("version", args.version.as_ref().map(Template::span)),
+        ("stale", args.stale.map(|(_, s)| s)),
+        ("early", args.early.map(|(_, s)| s)),
+        ("idle", args.idle.map(|(_, s)| s)),
+        ("lock", args.lock.map(|(_, s)| s)),
+        ("lock_wait", args.lock_wait.map(|(_, s)| s)),
+        ("fail_safe", args.fail_safe.map(|(_, s)| s)),
+        (
+            "fail_safe_throttle",
+            args.fail_safe_throttle.map(|(_, s)| s),
+        ),
+        ("hard_timeout", args.hard_timeout.map(|(_, s)| s)),
+        ("unless", args.unless.as_ref().map(Spanned::span)),
+    ];
+    for (what, at) in unsupported {
+        if let Some(at) = at {
+            errors.at(at, format!("`{what}` is not supported on a batch read; read the ids one by one with a `#[cached]` function of its own to use it"));
+            ok = false;
+        }
+    }
+    if info.receiver == Some(crate::func::Receiver::Other) {
+        errors.at(span, "a batch read may call its body twice (for ids another caller was loading and did not store), so it takes `&self`, not `self` or `&mut self`");
+        ok = false;
+    }
+    // The arguments that could hold the ids, with their kinds.
+    let candidates: Vec<(syn::Ident, Option<IdsArg>)> = func
+        .sig
+        .inputs
+        .iter()
+        .filter_map(|input| match input {
+            syn::FnArg::Typed(t) => match &*t.pat {
+                syn::Pat::Ident(p) => Some((p.ident.clone(), ids_kind(&t.ty))),
+                _ => None,
+            },
+            syn::FnArg::Receiver(_) => None,
+        })
+        .collect();
+    let (ids, kind) = match named {
+        Some(name) => match candidates.iter().find(|(i, _)| i == name) {
+            Some((ids, Some(kind))) => (ids.clone(), *kind),
+            Some(_) => {
+                errors.at(name.span(), format!("`{name}` holds the ids of a batch read, so it must be a slice or a `Vec`: `{name}: &[u64]`"));
+                return None;
+            }
+            None => {
+                errors.at(
+                    name.span(),
+                    format!("`batch = {name}` names no argument of this function"),
+                );
+                return None;
+            }
+        },
+        None => {
+            let found: Vec<_> = candidates
+                .iter()
+                .filter_map(|(i, k)| k.map(|k| (i.clone(), k)))
+                .collect();
+            match found.as_slice() {
+                [(ids, kind)] => (ids.clone(), *kind),
+                [] => {
+                    errors.at(span, "a batch read takes its ids as a slice or a `Vec` argument, such as `ids: &[u64]`; this function has none");
+                    return None;
+                }
+                _ => {
+                    errors.at(span, "several arguments could hold the ids; name the one that does: `batch = ids`");
+                    return None;
+                }
+            }
+        }
+    };
+    let Some(key) = &args.key else {
+        errors.at(span, "a batch read caches each id under its own key; give it one that names the id, such as `key = \"user:{id}\"`");
+        return None;
+    };
+    let mut roots: Vec<&str> = key
+        .places()
+        .map(|p| p[0].as_str())
+        .filter(|root| !["self", "ret"].contains(root) && !info.args.iter().any(|a| a == root))
+        .collect();
+    roots.dedup();
+    let element = match roots.as_slice() {
+        [one] => (*one).to_owned(),
+        [] => {
+            errors.at(key.span(), format!("a batch key names each id with a placeholder that is not an argument, such as `{{id}}` in `user:{{id}}` (the ids are in `{ids}`)"));
+            return None;
+        }
+        _ => {
+            errors.at(key.span(), "a batch key names one id: it may have one placeholder that is not an argument (such as `{id}` in `user:{id}`), and this one has several");
+            return None;
+        }
+    };
+    ok.then_some(BatchPlan { ids, kind, element })
+}
+
+/// The kind of an argument that can hold a batch's ids.
+fn ids_kind(ty: &Type) -> Option<IdsArg> {
+    let is_vec = |ty: &Type| matches!(ty, Type::Path(p) if p.qself.is_none() && p.path.segments.last().is_some_and(|s| s.ident == "Vec"));
+    match ty {
+        Type::Reference(r) if matches!(&*r.elem, Type::Slice(_)) => Some(IdsArg::Slice),
+        Type::Reference(r) if is_vec(&r.elem) => Some(IdsArg::VecRef),
+        ty if is_vec(ty) => Some(IdsArg::Vec),
+        _ => None,
+    }
 }
 
 /// Checks the write attributes of a function: `None` (with every error
@@ -101,6 +250,7 @@ pub(crate) fn writes<'a>(
     let scope = Scope {
         info,
         ret_allowed: true,
+        element: None,
     };
     if info.ret.is_none() && ops.iter().any(|op| matches!(op, Op::Put(_))) {
         errors.at(
@@ -240,6 +390,8 @@ fn check_idle(idle: Option<(u64, Span)>, ttl: Option<TtlArg>, errors: &mut Error
 pub(crate) struct Scope<'a> {
     info: &'a FnInfo,
     ret_allowed: bool,
+    /// A batch read's name for one id.
+    element: Option<&'a str>,
 }
 
 impl Scope<'_> {
@@ -261,7 +413,8 @@ impl Scope<'_> {
                 continue;
             }
             let known = self.info.args.iter().any(|a| a == root)
-                || (root == "self" && self.info.receiver.is_some());
+                || (root == "self" && self.info.receiver.is_some())
+                || self.element == Some(root);
             if known {
                 continue;
             }

@@ -6,7 +6,7 @@ pub use crate::cache::read::HardTimeout;
 pub use crate::cache::{Cache, Links, Put};
 pub use crate::key::{KeyBuilder, render_part};
 pub use crate::options::CacheOptions;
-pub use crate::shape::{Always, OnOk, Opt, Outcome, Plain, Res, ResOpt, Shape};
+pub use crate::shape::{Always, Batch, OnOk, Opt, Outcome, Pairs, Plain, Res, ResOpt, Shape};
 
 /// Pause points for this workspace's tests (feature `test-hooks`).
 #[cfg(feature = "test-hooks")]
@@ -354,6 +354,49 @@ where
             Cached::Uncached(Box::pin(load()))
         }
     }
+}
+
+/// Fails to compile, at the return type, when a batch read's return type
+/// holds no pairs of id and value.
+#[inline(always)]
+pub fn assert_batch<R: Batch>() {}
+
+/// The body of a `#[cached(batch, ...)]` function: `keys[i]` is the key of
+/// `ids[i]`; `load` is called with the missing ids (once, and again only
+/// for ids another caller was loading and did not store).
+pub async fn cached_batch<R, L, Fut, G>(
+    cache: Option<&Cache>,
+    options: &CacheOptions,
+    ids: Vec<R::Key>,
+    keys: Vec<String>,
+    links: G,
+    mut load: L,
+) -> R
+where
+    R: Batch,
+    R::Key: Clone + Eq + ::core::hash::Hash,
+    R::Value: ::serde::Serialize + ::serde::de::DeserializeOwned,
+    L: FnMut(Vec<R::Key>) -> Fut,
+    Fut: Future<Output = R>,
+    G: Fn(&R::Key, &R::Value) -> Links,
+{
+    // The body is never asked for nothing (an empty `IN ()` is often a
+    // syntax error).
+    if ids.is_empty() {
+        return R::from_pairs(Ok(Vec::new()));
+    }
+    let Some(cache) = cache else {
+        crate::status::record(crate::status::CacheStatus::Bypass);
+        return load(ids).await;
+    };
+    R::from_pairs(
+        cache
+            .read_batch(options, ids, keys, links, |missing| {
+                let loading = load(missing);
+                async move { loading.await.into_pairs() }
+            })
+            .await,
+    )
 }
 
 /// The future [`cached`] returns.

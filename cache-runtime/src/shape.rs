@@ -138,3 +138,84 @@ impl<T, E> Outcome for OnOk<'_, T, E> {
         self.0.as_ref().ok()
     }
 }
+
+/// What a [`Batch`] holds: its pairs, or its error.
+pub type Pairs<B> = Result<Vec<(<B as Batch>::Key, <B as Batch>::Value)>, <B as Batch>::Error>;
+
+/// What a batch read (`#[cached(batch, ...)]`,
+/// [`Cache::get_many_or_load`](crate::Cache::get_many_or_load)) returns:
+/// the pairs of id and value it found, as a `HashMap<K, V>`, a
+/// `BTreeMap<K, V>` or a `Vec<(K, V)>`, or a `Result` of one. Ids with no
+/// value are left out.
+#[diagnostic::on_unimplemented(
+    message = "a batch read returns its values by id, and `{Self}` does not hold pairs",
+    label = "return a `HashMap<K, V>`, a `BTreeMap<K, V>` or a `Vec<(K, V)>` (or a `Result` of one)"
+)]
+pub trait Batch: Sized {
+    /// The id.
+    type Key;
+    /// The value cached under each id's key.
+    type Value;
+    /// The loader's error (`Infallible` when it cannot fail).
+    type Error;
+    /// The pairs, or the error.
+    fn into_pairs(self) -> Pairs<Self>;
+    /// Back from the pairs, or the error.
+    fn from_pairs(pairs: Pairs<Self>) -> Self;
+}
+
+impl<K: std::hash::Hash + Eq, V, H: std::hash::BuildHasher + Default> Batch
+    for std::collections::HashMap<K, V, H>
+{
+    type Key = K;
+    type Value = V;
+    type Error = std::convert::Infallible;
+    fn into_pairs(self) -> Result<Vec<(K, V)>, Self::Error> {
+        Ok(self.into_iter().collect())
+    }
+    fn from_pairs(pairs: Result<Vec<(K, V)>, Self::Error>) -> Self {
+        let Ok(pairs) = pairs;
+        pairs.into_iter().collect()
+    }
+}
+
+impl<K: Ord, V> Batch for std::collections::BTreeMap<K, V> {
+    type Key = K;
+    type Value = V;
+    type Error = std::convert::Infallible;
+    fn into_pairs(self) -> Result<Vec<(K, V)>, Self::Error> {
+        Ok(self.into_iter().collect())
+    }
+    fn from_pairs(pairs: Result<Vec<(K, V)>, Self::Error>) -> Self {
+        let Ok(pairs) = pairs;
+        pairs.into_iter().collect()
+    }
+}
+
+impl<K, V> Batch for Vec<(K, V)> {
+    type Key = K;
+    type Value = V;
+    type Error = std::convert::Infallible;
+    fn into_pairs(self) -> Result<Vec<(K, V)>, Self::Error> {
+        Ok(self)
+    }
+    fn from_pairs(pairs: Result<Vec<(K, V)>, Self::Error>) -> Self {
+        let Ok(pairs) = pairs;
+        pairs
+    }
+}
+
+impl<T: Batch<Error = std::convert::Infallible>, E> Batch for Result<T, E> {
+    type Key = T::Key;
+    type Value = T::Value;
+    type Error = E;
+    fn into_pairs(self) -> Pairs<Self> {
+        self.map(|t| {
+            let Ok(pairs) = t.into_pairs();
+            pairs
+        })
+    }
+    fn from_pairs(pairs: Pairs<Self>) -> Self {
+        pairs.map(|p| T::from_pairs(Ok(p)))
+    }
+}

@@ -49,6 +49,25 @@ macro_rules! on_every_store {
 }
 pub(crate) use on_every_store;
 
+/// Runs every `async fn case(fx: Fixture)` on the in-process store, on a
+/// `redis-server` of its own, and on one with an in-process tier in front
+/// (`Fixture::tiered`): for features whose tier behaviour matters more than
+/// the cluster's routing.
+macro_rules! on_memory_redis_and_tier {
+    ($($case:ident),* $(,)?) => {
+        mod memory {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
+        }
+        mod redis {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
+        }
+        mod tiered {
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::tiered().await).await })*
+        }
+    };
+}
+pub(crate) use on_memory_redis_and_tier;
+
 /// The store timeout of the suites' caches. The suites test what a cache
 /// does, not its timeouts (those are `faults.rs` and `reliability.rs`, with
 /// caches of their own): their crowd cases send 2,000 requests at once from
@@ -87,6 +106,30 @@ impl Fixture {
             .timeout(FIXTURE_TIMEOUT)
             .build()
             .unwrap();
+        Fixture {
+            cache,
+            _server: Some(server),
+            cluster: None,
+        }
+    }
+
+    /// Redis with an in-process tier, subscribed.
+    pub async fn tiered() -> Fixture {
+        let server = RedisServer::start();
+        let cache = Cache::builder()
+            .redis_url(server.url())
+            .namespace("test")
+            .jitter(0.0)
+            .timeout(FIXTURE_TIMEOUT)
+            .local_ttl(std::time::Duration::from_secs(30))
+            .build()
+            .unwrap();
+        integration_tests::wait_until(
+            "the tier subscribes",
+            std::time::Duration::from_secs(5),
+            async || cache.listening(),
+        )
+        .await;
         Fixture {
             cache,
             _server: Some(server),

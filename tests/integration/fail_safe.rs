@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cache_runtime::{Cache, CacheOptions, CacheStatus, cached, invalidates, with_cache_status};
-use integration_tests::{RedisServer, wait_until};
+use integration_tests::RedisServer;
 
 use crate::common::Fixture;
 
@@ -95,23 +95,7 @@ impl Users {
     }
 }
 
-/// Runs each case on the in-process store, on a `redis-server` of its own,
-/// and on one with an in-process tier in front.
-macro_rules! on_each_store {
-    ($($case:ident),* $(,)?) => {
-        mod memory {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
-        }
-        mod redis {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
-        }
-        mod tiered {
-            $(#[tokio::test] async fn $case() { super::$case(super::tiered().await).await })*
-        }
-    };
-}
-
-on_each_store!(
+crate::common::on_memory_redis_and_tier!(
     an_error_past_the_ttl_is_answered_with_the_expired_copy,
     the_loader_is_held_off_for_the_throttle_then_tried_again,
     an_invalidated_entry_is_never_a_fail_safe_copy,
@@ -120,29 +104,6 @@ on_each_store!(
     a_loader_past_its_hard_timeout_is_abandoned,
     coalesced_callers_get_the_copy_and_the_loader_runs_once,
 );
-
-/// Redis with an in-process tier (which never keeps a copy past its TTL: the
-/// fail-safe copy is Redis's).
-async fn tiered() -> Fixture {
-    let fx = Fixture::redis();
-    let server = fx._server.expect("a server");
-    let cache = Cache::builder()
-        .redis_url(server.url())
-        .namespace("test")
-        .jitter(0.0)
-        .local_ttl(Duration::from_secs(30))
-        .build()
-        .unwrap();
-    wait_until("the tier subscribes", Duration::from_secs(5), async || {
-        cache.listening()
-    })
-    .await;
-    Fixture {
-        cache,
-        _server: Some(server),
-        cluster: None,
-    }
-}
 
 async fn an_error_past_the_ttl_is_answered_with_the_expired_copy(fx: Fixture) {
     let users = Users::new(fx.cache.clone());

@@ -32,6 +32,7 @@ use crate::store::{CoherenceChannel, TagNames};
 use crate::tier::LocalTier;
 use crate::ttl::{millis, with_jitter};
 
+pub(crate) mod batch;
 pub(crate) mod builder;
 pub(crate) mod fail_safe;
 pub(crate) mod freshness;

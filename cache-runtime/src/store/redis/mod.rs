@@ -4,6 +4,7 @@
 //! | step | commands | round trips |
 //! |---|---|---|
 //! | read (a hit) | `GET entry` (pipelined with `GET version` for versioned reads) | 1 |
+//! | batch read | `MGET entry...` | 1 |
 //! | the fill token, on a miss, before the loader | `EVALSHA token` (`GET seq`, created if missing) | 1 |
 //! | read with a time-to-idle | `EVALSHA read_idle` (`GET`, `PEXPIRE`, `GET seq`) | 1 |
 //! | fill after a miss | `EVALSHA fill` (check markers, `SET PX`, `ZADD` tags) | 1 |
@@ -309,6 +310,19 @@ impl RedisStore {
                 redis::from_redis_value(reply?).map_err(redis::RedisError::from)?;
             Ok(found(value, None, None))
         })
+    }
+
+    /// Several entries in one round trip: one `MGET` (on a cluster every
+    /// entry of a namespace is in one slot, so it is one node's command).
+    pub(crate) async fn get_many(&self, entries: &[String]) -> Result<Vec<Option<Bytes>>, Error> {
+        if entries.is_empty() {
+            return Ok(Vec::new());
+        }
+        let values: Vec<Option<Vec<u8>>> = redis::cmd("MGET")
+            .arg(entries)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(values.into_iter().map(|v| v.map(Bytes::from)).collect())
     }
 
     /// The entry alone: one `GET`.

@@ -37,10 +37,8 @@ pub async fn list(
     Path(slug): Path<String>,
 ) -> Result<Json<Value>, AppError> {
     let article = article(&state, &slug).await?;
-    let mut comments = Vec::new();
-    for row in state.comments.list(article.id).await? {
-        comments.push(views::comment(&state, viewer.id(), row).await?);
-    }
+    let rows = state.comments.list(article.id).await?;
+    let comments = views::comments(&state, viewer.id(), rows).await?;
     Ok(Json(json!({ "comments": comments })))
 }
 
