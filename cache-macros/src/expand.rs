@@ -451,21 +451,7 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
     // stored is reported there.
     let shape_at_ret = Ident::new("__cache_shape", Span::mixed_site().located_at(ret.span()));
     let assert = quote_spanned!(ret.span()=> #krate::__private::assert_cacheable(&#shape_at_ret, ::core::marker::PhantomData::<#ret>););
-    let (cache_let, cache_use) =
-        cache_handle(args.cache.as_ref(), info, &krate, &helper("__cache"));
-    // `condition`: decided before the body is made (it may move the
-    // arguments); false reads and stores nothing.
-    let cond_var = helper("__cache_condition");
-    let (cond_let, cache_use) = match &args.condition {
-        Some(cond) => {
-            let test = decision(cond, &krate, None);
-            (
-                quote!(let #cond_var: ::core::primitive::bool = #test;),
-                quote!(#krate::__private::when(#cache_use, #cond_var)),
-            )
-        }
-        None => (quote!(), cache_use),
-    };
+    let (cache_let, cond_let, cache_use) = cache_and_condition(args, info, &krate);
     // `hard_timeout`: the outcome of an abandoned loader; a return type
     // that cannot carry it is reported at the return type.
     let hard_timeout = match args.hard_timeout {
@@ -567,19 +553,7 @@ fn cached_batch(plan: &validate::Cached<'_>, batch: &validate::BatchPlan) -> Tok
         setters.push(quote!(.local_ttl(::core::time::Duration::from_millis(#ms))));
     }
     let options = helper("__CACHE_OPTIONS");
-    let (cache_let, cache_use) =
-        cache_handle(args.cache.as_ref(), info, &krate, &helper("__cache"));
-    let cond_var = helper("__cache_condition");
-    let (cond_let, cache_use) = match &args.condition {
-        Some(cond) => {
-            let test = decision(cond, &krate, None);
-            (
-                quote!(let #cond_var: ::core::primitive::bool = #test;),
-                quote!(#krate::__private::when(#cache_use, #cond_var)),
-            )
-        }
-        None => (quote!(), cache_use),
-    };
+    let (cache_let, cond_let, cache_use) = cache_and_condition(args, info, &krate);
     let ids = &batch.ids;
     let (ids_var, keys_var, missing) = (
         helper("__cache_ids"),
@@ -625,6 +599,29 @@ fn cached_batch(plan: &validate::Cached<'_>, batch: &validate::BatchPlan) -> Tok
         ).await
     };
     rebuild(func, info, inner)
+}
+
+/// The cache handle's binding, the `condition`'s (decided before the body
+/// is made: it may move the arguments), and the cache a read uses (none,
+/// counted as bypassed, when the condition is false).
+fn cache_and_condition(
+    args: &CachedArgs,
+    info: &FnInfo,
+    krate: &Path,
+) -> (TokenStream, TokenStream, TokenStream) {
+    let (cache_let, cache_use) = cache_handle(args.cache.as_ref(), info, krate, &helper("__cache"));
+    let cond_var = helper("__cache_condition");
+    match &args.condition {
+        Some(cond) => {
+            let test = decision(cond, krate, None);
+            (
+                cache_let,
+                quote!(let #cond_var: ::core::primitive::bool = #test;),
+                quote!(#krate::__private::when(#cache_use, #cond_var)),
+            )
+        }
+        None => (cache_let, quote!(), cache_use),
+    }
 }
 
 /// The code of a `condition` or `unless`: a closure is called with `arg`
