@@ -2,7 +2,7 @@
 
 use std::future::Future;
 
-pub use crate::cache::read::HardTimeout;
+pub use crate::cache::fail_safe::HardTimeout;
 pub use crate::cache::{Cache, Links, Put};
 pub use crate::key::{KeyBuilder, render_part};
 pub use crate::options::CacheOptions;

@@ -146,17 +146,27 @@ impl Cache {
             .collect();
         drop(seen);
         // Inside `refreshing`, every id is loaded and stored.
-        if mode == Mode::Normal {
-            self.batch_lookup(options, &mut wanted).await;
-        }
+        let local = if mode == Mode::Normal {
+            self.batch_lookup(options, &mut wanted).await
+        } else {
+            0
+        };
         let hits = wanted.iter().filter(|w| w.found.is_some()).count();
         Stats::add(&inner.stats.hits, hits as u64);
+        if self.is_redis() {
+            Stats::add(&inner.stats.local_hits, local as u64);
+        }
         let missing: Vec<usize> = (0..wanted.len())
             .filter(|&i| wanted[i].found.is_none())
             .collect();
         Stats::add(&inner.stats.misses, missing.len() as u64);
-        for _ in 0..hits {
-            inner.metrics.hit(options.name(), Source::Redis);
+        for at in 0..hits {
+            let source = if at < local || !self.is_redis() {
+                Source::Process
+            } else {
+                Source::Redis
+            };
+            inner.metrics.hit(options.name(), source);
         }
         for _ in 0..missing.len() {
             inner.metrics.miss(options.name());
@@ -178,18 +188,21 @@ impl Cache {
 
     /// Finds what the cache holds of `wanted`: in process first (the tier,
     /// or the in-process store), then one `MGET` for the rest on Redis.
+    /// How many were found in process.
     async fn batch_lookup<K, V: DeserializeOwned>(
         &self,
         options: &CacheOptions,
         wanted: &mut [Wanted<K, V>],
-    ) {
+    ) -> usize {
         for w in wanted.iter_mut() {
             if let Some(shared) = self.in_process_entry(&w.entry) {
                 w.found = self.usable(&w.key, &shared.bytes, options, false);
             }
         }
+        let local = wanted.iter().filter(|w| w.found.is_some()).count();
         #[cfg(feature = "redis")]
         self.batch_lookup_redis(options, wanted).await;
+        local
     }
 
     /// The part of `batch_lookup` on Redis: one `MGET` for what the tier

@@ -12,12 +12,17 @@
 //! instant the loader may be tried again.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use serde::{Serialize, de::DeserializeOwned};
+
+use crate::shape::Res;
 use crate::stats::Stats;
 use crate::status::CacheStatus;
 
+use super::read::Read;
 use super::*;
 
 /// Above this many throttled names, the ones whose throttle ended are
@@ -81,7 +86,138 @@ impl Failure {
     }
 }
 
+/// A loader abandoned after `after`; `outcome` is what the call returns
+/// then, when no copy answers (built from a [`Timeout`](crate::Timeout)).
+#[derive(Debug)]
+pub struct HardTimeout<R> {
+    pub(crate) after: Duration,
+    pub(crate) outcome: fn(crate::Timeout) -> R,
+}
+
+impl<R> HardTimeout<R> {
+    /// Abandon the loader after `after`; without a copy, return `outcome`.
+    pub const fn new(after: Duration, outcome: fn(crate::Timeout) -> R) -> Self {
+        HardTimeout { after, outcome }
+    }
+}
+
+/// How a loader ended.
+pub(crate) enum Loaded<R> {
+    Value(R),
+    Panicked(Box<dyn std::any::Any + Send>),
+    TimedOut,
+}
+
+impl<R> Loaded<R> {
+    /// Why it gave no value, if it did not.
+    pub(crate) fn failure(&self) -> Option<Failure> {
+        match self {
+            Loaded::Value(_) => None,
+            Loaded::Panicked(_) => Some(Failure::Panic),
+            Loaded::TimedOut => Some(Failure::Timeout),
+        }
+    }
+
+    /// The call's outcome when no copy answered: the value, the panic
+    /// unwinding on, or the hard timeout's error.
+    pub(crate) fn into_value(
+        self,
+        name: &'static str,
+        key: &str,
+        hard: Option<&HardTimeout<R>>,
+    ) -> R {
+        match self {
+            Loaded::Value(value) => value,
+            Loaded::Panicked(panic) => std::panic::resume_unwind(panic),
+            Loaded::TimedOut => {
+                let hard = hard.expect("only a hard timeout times out");
+                tracing::warn!(target: "cache_runtime", name, key, after = ?hard.after, "loader ran past its hard timeout; abandoned");
+                (hard.outcome)(crate::Timeout {
+                    name,
+                    after: hard.after,
+                })
+            }
+        }
+    }
+}
+
+/// Runs a loader: the distributed lock's lease renewed while it runs, a
+/// panic caught (only a fail-safe copy answers it; otherwise it unwinds
+/// on), and the loader dropped past the hard timeout.
+pub(crate) async fn run_loader<R>(
+    load: impl Future<Output = R>,
+    lock: Option<&LockGuard>,
+    hard: Option<&HardTimeout<R>>,
+) -> Loaded<R> {
+    let run = async {
+        match lock {
+            Some(guard) => {
+                let mut load = std::pin::pin!(load);
+                tokio::select! {
+                    biased;
+                    value = &mut load => value,
+                    () = guard.keep_alive() => load.await,
+                }
+            }
+            None => load.await,
+        }
+    };
+    let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run));
+    let outcome = match hard {
+        Some(hard) => tokio::time::timeout(hard.after, run).await.ok(),
+        None => Some(run.await),
+    };
+    match outcome {
+        Some(Ok(value)) => Loaded::Value(value),
+        Some(Err(panic)) => Loaded::Panicked(panic),
+        None => Loaded::TimedOut,
+    }
+}
+
 impl Cache {
+    /// [`get_or_load`](Self::get_or_load) with a hard timeout: the loader is
+    /// abandoned (dropped) after `hard_timeout`, and the call returns the
+    /// fail-safe copy if the options keep one
+    /// ([`fail_safe`](CacheOptions::fail_safe)), else
+    /// `Err(E::from(Timeout))`. Callers coalesced on the same load get the
+    /// same outcome.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use cache_runtime::{Cache, CacheOptions};
+    /// let cache = Cache::in_memory();
+    /// let opts = CacheOptions::new("slow");
+    /// let slow = || async {
+    ///     tokio::time::sleep(Duration::from_secs(60)).await;
+    ///     Ok::<u32, std::io::Error>(1)
+    /// };
+    /// let v = cache.get_or_load_within("slow", &opts, Duration::from_millis(10), slow).await;
+    /// assert_eq!(v.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
+    /// # }
+    /// ```
+    pub async fn get_or_load_within<T, E, F, Fut>(
+        &self,
+        key: &str,
+        options: &CacheOptions,
+        hard_timeout: Duration,
+        load: F,
+    ) -> Result<T, E>
+    where
+        T: Serialize + DeserializeOwned,
+        E: From<crate::Timeout>,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let mut read = Read::new(key.to_owned(), options);
+        read.hard_timeout = Some(HardTimeout {
+            after: hard_timeout,
+            outcome: |t| Err(E::from(t)),
+        });
+        self.read_through::<Res, _, _, _, _>(read, |_| Links::new(), load)
+            .await
+    }
+
     /// Answers with the fail-safe copy of `entry` after the loader failed
     /// (`why`), and holds the loader off for the throttle (not extended by
     /// a read that did not try it).

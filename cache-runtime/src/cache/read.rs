@@ -22,7 +22,7 @@ use crate::switch::Mode;
 use crate::tier::LocalTier;
 use crate::ttl::{millis, with_jitter};
 
-use super::fail_safe::Failure;
+use super::fail_safe::{Failure, HardTimeout, run_loader};
 use super::freshness::{self, Freshness, local_for};
 use super::lock::{LockWait, Step};
 use super::remote::First;
@@ -42,21 +42,6 @@ pub(crate) struct Read<'a, R, T> {
     /// `hard_timeout`: how long the loader may run, and the outcome when it
     /// ran past that with no fail-safe copy to answer.
     pub(crate) hard_timeout: Option<HardTimeout<R>>,
-}
-
-/// A loader abandoned after `after`; `outcome` is what the call returns
-/// then, when no copy answers (built from a [`Timeout`](crate::Timeout)).
-#[derive(Debug)]
-pub struct HardTimeout<R> {
-    pub(crate) after: Duration,
-    pub(crate) outcome: fn(crate::Timeout) -> R,
-}
-
-impl<R> HardTimeout<R> {
-    /// Abandon the loader after `after`; without a copy, return `outcome`.
-    pub const fn new(after: Duration, outcome: fn(crate::Timeout) -> R) -> Self {
-        HardTimeout { after, outcome }
-    }
 }
 
 impl<'a, R, T> Read<'a, R, T> {
@@ -249,49 +234,6 @@ impl Cache {
         .await
     }
 
-    /// [`get_or_load`](Self::get_or_load) with a hard timeout: the loader is
-    /// abandoned (dropped) after `hard_timeout`, and the call returns the
-    /// fail-safe copy if the options keep one
-    /// ([`fail_safe`](CacheOptions::fail_safe)), else
-    /// `Err(E::from(Timeout))`. Callers coalesced on the same load get the
-    /// same outcome.
-    ///
-    /// ```
-    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
-    /// use std::time::Duration;
-    /// use cache_runtime::{Cache, CacheOptions};
-    /// let cache = Cache::in_memory();
-    /// let opts = CacheOptions::new("slow");
-    /// let slow = || async {
-    ///     tokio::time::sleep(Duration::from_secs(60)).await;
-    ///     Ok::<u32, std::io::Error>(1)
-    /// };
-    /// let v = cache.get_or_load_within("slow", &opts, Duration::from_millis(10), slow).await;
-    /// assert_eq!(v.unwrap_err().kind(), std::io::ErrorKind::TimedOut);
-    /// # }
-    /// ```
-    pub async fn get_or_load_within<T, E, F, Fut>(
-        &self,
-        key: &str,
-        options: &CacheOptions,
-        hard_timeout: Duration,
-        load: F,
-    ) -> Result<T, E>
-    where
-        T: Serialize + DeserializeOwned,
-        E: From<crate::Timeout>,
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        let mut read = Read::new(key.to_owned(), options);
-        read.hard_timeout = Some(HardTimeout {
-            after: hard_timeout,
-            outcome: |t| Err(E::from(t)),
-        });
-        self.read_through::<Res, _, _, _, _>(read, |_| Links::new(), load)
-            .await
-    }
-
     /// The cached value under `key`, if there is one that decodes as `T`.
     /// It is read as stored: freshness and versions are not checked.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
@@ -462,7 +404,7 @@ impl Cache {
         // The expired copy that answers if the loader fails (`fail_safe`),
         // as the last lookup found it: an invalidation since removes it.
         let mut fallback: Option<S::Stored>;
-        let (lock, refreshing) = loop {
+        let (lock, mut refreshing) = loop {
             let mut stale = None;
             fallback = None;
             // The first lookup's verdict, when `read_remote` checked it.
@@ -652,35 +594,8 @@ impl Cache {
         // after it has a greater number, and refuses the fill.
         self.ensure_token(&mut found).await;
         let loading = Instant::now();
-        let load = load();
-        let run = async {
-            match &lock {
-                // Renew the lease for as long as the loader runs.
-                Some(guard) => {
-                    let mut load = std::pin::pin!(load);
-                    tokio::select! {
-                        biased;
-                        value = &mut load => value,
-                        () = guard.keep_alive() => load.await,
-                    }
-                }
-                None => load.await,
-            }
-        };
-        // A panic is caught only to answer with a fail-safe copy; without
-        // one it goes on unwinding. Past the hard timeout the loader is
-        // dropped.
-        let run = futures_util::FutureExt::catch_unwind(std::panic::AssertUnwindSafe(run));
-        let outcome = match &hard_timeout {
-            Some(hard) => tokio::time::timeout(hard.after, run).await.ok(),
-            None => Some(run.await),
-        };
-        let failure = match &outcome {
-            Some(Ok(_)) => None,
-            Some(Err(_)) => Some(Failure::Panic),
-            None => Some(Failure::Timeout),
-        };
-        if let Some(why) = failure
+        let outcome = run_loader(load(), lock.as_ref(), hard_timeout.as_ref()).await;
+        if let Some(why) = outcome.failure()
             && (fallback.is_some() || refreshing.is_some())
         {
             // Waiters read again, and find the copy held.
@@ -690,29 +605,15 @@ impl Cache {
             if let Some(stored) = fallback {
                 return self.serve_fail_safe::<S, R>(&entry_key, options, stored, why);
             }
-            if let Some((stored, past_ttl)) = refreshing {
-                if let Some(Err(panic)) = outcome {
-                    std::panic::resume_unwind(panic);
-                }
+            if why == Failure::Timeout
+                && let Some((stored, past_ttl)) = refreshing.take()
+            {
                 Stats::add(&inner.stats.refresh_failures, 1);
                 tracing::warn!(target: "cache_runtime", name = options.name(), key, "refresh ran past its hard timeout; serving the cached value");
                 return self.serve_stale::<S, R>(options.name(), stored, past_ttl);
             }
         }
-        let value = match outcome {
-            Some(Ok(value)) => value,
-            Some(Err(panic)) => std::panic::resume_unwind(panic),
-            None => {
-                let hard = hard_timeout
-                    .as_ref()
-                    .expect("only a hard timeout times out");
-                tracing::warn!(target: "cache_runtime", name = options.name(), key, after = ?hard.after, "loader ran past its hard timeout; abandoned");
-                (hard.outcome)(crate::Timeout {
-                    name: options.name(),
-                    after: hard.after,
-                })
-            }
-        };
+        let value = outcome.into_value(options.name(), key, hard_timeout.as_ref());
         let cost = loading.elapsed();
         inner.metrics.load(options.name(), cost);
         tracing::Span::current().record("load_ms", cost.as_secs_f64() * 1e3);
