@@ -37,6 +37,7 @@
 // prefixes that only the Redis store reads go unused.
 #![cfg_attr(not(feature = "redis"), allow(dead_code, unused_imports))]
 
+mod adaptive;
 mod breaker;
 mod cache;
 mod codec;
@@ -74,6 +75,7 @@ mod write_behind;
 #[path = "private.rs"]
 pub mod __private;
 
+pub use adaptive::{Adapt, Decided, adapt};
 pub use cache::invalidation::Invalidation;
 pub use cache::{Cache, CacheBuilder, InvalidationReport, Links, LockGuard, Ticket};
 pub use codec::Codec;

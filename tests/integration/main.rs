@@ -7,6 +7,7 @@
 //! concurrent writes; a model of what a reader may see under random
 //! concurrent programs with faults (`model`); and the trybuild UI tests.
 
+mod adaptive;
 mod batch;
 mod cascades;
 mod cluster;

@@ -20,6 +20,7 @@ use std::hash::Hash;
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::adaptive::Adapt;
 use crate::entry::{self, Meta};
 use crate::events::now_ms;
 use crate::flight::{self, Landed, Role};
@@ -314,7 +315,8 @@ impl Cache {
             let ids = led.iter().map(|(i, _)| wanted[*i].id.clone()).collect();
             let loading = std::time::Instant::now();
             // On an `Err` the leaders are dropped: their waiters read again.
-            let loaded = load(ids).await?;
+            let (loaded, adapt) = crate::adaptive::collect(load(ids)).await;
+            let loaded = loaded?;
             inner.metrics.load(options.name(), loading.elapsed());
             let mut loaded: HashMap<K, V> = loaded.into_iter().collect();
             let indices: Vec<usize> = led.iter().map(|(i, _)| *i).collect();
@@ -326,6 +328,7 @@ impl Cache {
                     &mut loaded,
                     token,
                     links,
+                    &adapt,
                     started,
                     local_token,
                 )
@@ -356,7 +359,8 @@ impl Cache {
         }
         if !leftovers.is_empty() {
             let ids = leftovers.iter().map(|&i| wanted[i].id.clone()).collect();
-            let mut loaded: HashMap<K, V> = load(ids).await?.into_iter().collect();
+            let (loaded, adapt) = crate::adaptive::collect(load(ids)).await;
+            let mut loaded: HashMap<K, V> = loaded?.into_iter().collect();
             // Returned, not stored: this load has no token read before it
             // (the batch's is older than the invalidation that may have
             // refused the other loader's fill).
@@ -368,6 +372,7 @@ impl Cache {
                     &mut loaded,
                     None,
                     links,
+                    &adapt,
                     started,
                     local_token,
                 )
@@ -388,6 +393,7 @@ impl Cache {
         loaded: &mut HashMap<K, V>,
         token: Option<Token>,
         links: &G,
+        adapt: &Adapt,
         started: std::time::Instant,
         local_token: Option<u64>,
     ) -> Vec<Landed>
@@ -404,13 +410,13 @@ impl Cache {
         for &i in indices {
             let w = &mut wanted[i];
             let value = loaded.remove(&w.id);
+            // The loader's own TTL (`adapt`) is used as given.
             let ttl = match &value {
-                Some(_) => self.ttl_for(options),
+                Some(_) => adapt.ttl.or_else(|| self.ttl_for(options)),
                 None => match options.none_ttl() {
-                    Some(ttl) => Some(with_jitter(
-                        ttl,
-                        options.jitter_choice().unwrap_or(inner.jitter),
-                    )),
+                    Some(ttl) => Some(adapt.ttl.unwrap_or_else(|| {
+                        with_jitter(ttl, options.jitter_choice().unwrap_or(inner.jitter))
+                    })),
                     None => {
                         // An absence not to be cached.
                         w.found = Some(None);
@@ -442,12 +448,13 @@ impl Cache {
             };
             let storable = bytes.len() <= options.size_limit().unwrap_or(inner.max_value_size)
                 && started.elapsed() < inner.fill_window;
-            let link = match &value {
+            let mut link = match &value {
                 Some(v) => links(&w.id, v),
                 None => Links::new(),
             };
+            link.tags.extend(adapt.tags.iter().cloned());
             match token {
-                Some(token) if storable && !link.not_stored => {
+                Some(token) if storable && !link.not_stored && !adapt.skip => {
                     let keep = freshness::kept_for(ttl, options);
                     let req = self.fill_request(&w.key, bytes.to_vec(), keep, link, token);
                     fills.push((i, meta, bytes.clone()));

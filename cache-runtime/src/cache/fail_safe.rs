@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::adaptive::Adapt;
 use crate::shape::Res;
 use crate::stats::Stats;
 use crate::status::CacheStatus;
@@ -143,12 +144,14 @@ impl<R> Loaded<R> {
 
 /// Runs a loader: the distributed lock's lease renewed while it runs, a
 /// panic caught (only a fail-safe copy answers it; otherwise it unwinds
-/// on), and the loader dropped past the hard timeout.
+/// on), the loader dropped past the hard timeout, and what it decided of
+/// its entry ([`adapt`](crate::adapt)) collected.
 pub(crate) async fn run_loader<R>(
     load: impl Future<Output = R>,
     lock: Option<&LockGuard>,
     hard: Option<&HardTimeout<R>>,
-) -> Loaded<R> {
+) -> (Loaded<R>, Adapt) {
+    let load = crate::adaptive::collect(load);
     let run = async {
         match lock {
             Some(guard) => {
@@ -168,9 +171,9 @@ pub(crate) async fn run_loader<R>(
         None => Some(run.await),
     };
     match outcome {
-        Some(Ok(value)) => Loaded::Value(value),
-        Some(Err(panic)) => Loaded::Panicked(panic),
-        None => Loaded::TimedOut,
+        Some(Ok((value, adapt))) => (Loaded::Value(value), adapt),
+        Some(Err(panic)) => (Loaded::Panicked(panic), Adapt::default()),
+        None => (Loaded::TimedOut, Adapt::default()),
     }
 }
 

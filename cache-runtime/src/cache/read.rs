@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::adaptive::Adapt;
 use crate::entry::{self, Meta};
 use crate::events::now_ms;
 use crate::flight::{self, Landed, Role, Sharer};
@@ -594,7 +595,7 @@ impl Cache {
         // after it has a greater number, and refuses the fill.
         self.ensure_token(&mut found).await;
         let loading = Instant::now();
-        let outcome = run_loader(load(), lock.as_ref(), hard_timeout.as_ref()).await;
+        let (outcome, adapt) = run_loader(load(), lock.as_ref(), hard_timeout.as_ref()).await;
         if let Some(why) = outcome.failure()
             && (fallback.is_some() || refreshing.is_some())
         {
@@ -634,6 +635,7 @@ impl Cache {
                 lock,
                 local_token,
                 typed,
+                adapt,
             )
             .await;
         let failed = matches!(S::split(&value), Fill::Skip);
@@ -684,6 +686,7 @@ impl Cache {
         lock: Option<LockGuard>,
         local_token: Option<u64>,
         typed: Option<&Typed<S::Stored>>,
+        adapt: Adapt,
     ) -> Landed
     where
         S: Shape<R>,
@@ -696,15 +699,15 @@ impl Cache {
             Fill::Absent(stored) => (stored, true, None),
             Fill::Skip => return shared(share, value, token),
         };
+        // The loader's own TTL (`adapt`) is used as given.
         let ttl = if absent {
             options.none_ttl().map(|ttl| {
-                Some(with_jitter(
-                    ttl,
-                    options.jitter_choice().unwrap_or(inner.jitter),
-                ))
+                Some(adapt.ttl.unwrap_or_else(|| {
+                    with_jitter(ttl, options.jitter_choice().unwrap_or(inner.jitter))
+                }))
             })
         } else {
-            Some(self.ttl_for(options))
+            Some(adapt.ttl.or_else(|| self.ttl_for(options)))
         };
         // Always recorded, so a tier never keeps a copy past it.
         let fresh_until_ms = match ttl {
@@ -760,9 +763,11 @@ impl Cache {
         }
         // A value stale past `ttl` is kept for the stale window too.
         let keep = freshness::kept_for(ttl, options);
-        let links = tags(inner_value);
-        if links.not_stored {
-            // `unless`: returned (and shared with waiters), not stored.
+        let mut links = tags(inner_value);
+        links.tags.extend(adapt.tags);
+        if links.not_stored || adapt.skip {
+            // `unless`, or the loader's `skip`: returned (and shared with
+            // waiters), not stored.
             return Landed::Value {
                 bytes: shared,
                 token: read.seq,
@@ -856,11 +861,12 @@ impl Cache {
         tracing::Span::current().record("outcome", "forced");
         // Read before the loader starts (see `ensure_token`).
         let token = self.read_token().await;
-        let value = load().await;
+        let (value, adapt) = crate::adaptive::collect(load()).await;
         match S::split(&value) {
             Fill::Value { stored, inner } => {
-                let links = tags(Some(inner));
-                if links.not_stored {
+                let mut links = tags(Some(inner));
+                links.tags.extend(adapt.tags);
+                if links.not_stored || adapt.skip {
                     // Not to be cached: what was cached is stale now.
                     self.invalidate().key(key).run_reported().await;
                     return value;
@@ -870,7 +876,11 @@ impl Cache {
                     self.invalidate().key(key).run_reported().await;
                     return value;
                 };
-                match self.encode_put(key.to_owned(), stored, options, links) {
+                let options = match adapt.ttl {
+                    Some(ttl) => options.ttl(ttl).jitter(0.0),
+                    None => *options,
+                };
+                match self.encode_put(key.to_owned(), stored, &options, links) {
                     Ok(put) => {
                         if let Err(e) = self.store_refreshed(put, token).await {
                             self.report("refresh", &e);
