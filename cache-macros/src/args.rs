@@ -105,6 +105,8 @@ pub(crate) struct CachedArgs {
     pub(crate) fail_safe_throttle: Option<(u64, Span)>,
     /// `hard_timeout`: (ms, span of the argument).
     pub(crate) hard_timeout: Option<(u64, Span)>,
+    /// `soft_timeout`: (ms, span of the argument).
+    pub(crate) soft_timeout: Option<(u64, Span)>,
     /// `batch` (the ids' argument found by type) or `batch = ids`, with
     /// the span of the argument.
     pub(crate) batch: Option<(Option<Ident>, Span)>,
@@ -167,6 +169,7 @@ const CACHED_ARGS: &[&str] = &[
     "fail_safe",
     "fail_safe_throttle",
     "hard_timeout",
+    "soft_timeout",
     "version",
     "max_size",
     "single_flight",
@@ -424,13 +427,14 @@ impl CachedArgs {
                     }
                 }),
                 "early" => parse_beta(&value).map(|b| args.early = Some((b, name.span()))),
-                "fail_safe" | "fail_safe_throttle" | "hard_timeout" => {
+                "fail_safe" | "fail_safe_throttle" | "hard_timeout" | "soft_timeout" => {
                     let what = name.to_string();
                     duration_ms(&value, &what, false).map(|t| {
                         if let TtlArg::Millis(ms) = t {
                             let slot = match what.as_str() {
                                 "fail_safe" => &mut args.fail_safe,
                                 "fail_safe_throttle" => &mut args.fail_safe_throttle,
+                                "soft_timeout" => &mut args.soft_timeout,
                                 _ => &mut args.hard_timeout,
                             };
                             *slot = Some((ms, name.span()));

@@ -467,6 +467,22 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
     let key_var = helper("__cache_key");
     let version_var = helper("__cache_version");
     let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
+    // `soft_timeout`: a loader that owns what it uses, for a read that
+    // may return before it ends.
+    let body = quote!(#(#stmts)*);
+    let (run, soft_arg, owning, owned_prefix, body) = match args.soft_timeout {
+        Some((ms, span)) => {
+            let (before, inside, body) = crate::owned::loader(func, info, body, span);
+            (
+                quote!(cached_soft),
+                quote!(::core::time::Duration::from_millis(#ms),),
+                before,
+                inside,
+                body,
+            )
+        }
+        None => (quote!(cached), quote!(), quote!(), quote!(), body),
+    };
     let inner = quote! {
         let #shape = {
             use #krate::__private::{PickOpt as _, PickPlain as _, PickRes as _, PickResOpt as _};
@@ -481,7 +497,8 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
         let #key_var: ::std::string::String = #key_code;
         let #version_var: ::core::option::Option<::std::string::String> = #version_code;
         #pre_lets
-        #krate::__private::cached::<_, #ret, _, _, _>(
+        #owning
+        #krate::__private::#run::<_, #ret, _, _, _>(
             #shape,
             #cache_use,
             &#options,
@@ -491,7 +508,8 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
             #typed_code,
             #tags_closure,
             #hard_timeout,
-            move || async move { #(#stmts)* },
+            #soft_arg
+            move || async move { #owned_prefix #body },
         ).await
     };
     rebuild(func, info, inner)

@@ -9,6 +9,7 @@ mod args;
 mod duration;
 mod expand;
 mod func;
+mod owned;
 mod template;
 mod validate;
 

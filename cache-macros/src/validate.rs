@@ -112,6 +112,9 @@ pub(crate) fn cached<'a>(
         ok &= scope.check(version, "version", errors);
     }
     ok &= tag_scope.check_links(&args.tags, &args.depends_on, errors);
+    if let (Some((_, span)), None) = (args.soft_timeout, &batch) {
+        ok &= crate::owned::check(func, info, span, errors);
+    }
     ok.then_some(Cached {
         func,
         info,
@@ -146,6 +149,7 @@ fn batch_plan(
             args.fail_safe_throttle.map(|(_, s)| s),
         ),
         ("hard_timeout", args.hard_timeout.map(|(_, s)| s)),
+        ("soft_timeout", args.soft_timeout.map(|(_, s)| s)),
         ("unless", args.unless.as_ref().map(Spanned::span)),
     ];
     for (what, at) in unsupported {
@@ -308,6 +312,16 @@ fn check_combinations(args: &CachedArgs, errors: &mut Errors) {
     }
     if let Some((0, span)) = args.hard_timeout {
         errors.at(span, "a `hard_timeout` of zero would abandon every loader; give it a duration such as \"2s\"");
+    }
+    if let Some((soft, span)) = args.soft_timeout {
+        if args.stale.is_none() && args.early.is_none() && args.fail_safe.is_none() {
+            errors.at(span, "`soft_timeout` answers with the cached copy while the loader goes on, so it needs a copy past the TTL to answer with: add `fail_safe = \"...\"`, `stale = \"...\"` or `early = ...`");
+        }
+        if let Some((hard, _)) = args.hard_timeout
+            && soft >= hard
+        {
+            errors.at(span, "`soft_timeout` must be shorter than `hard_timeout`: past the hard timeout the loader is abandoned, so a later soft timeout would never act");
+        }
     }
     check_idle(args.idle, args.ttl, errors);
     if let Some(TtlArg::Forever) = args.ttl {

@@ -346,12 +346,58 @@ where
                 share,
                 typed,
                 hard_timeout,
+                soft: None,
             };
             Cached::Read(cache.read_through::<S, R, L, Fut, G>(read, tags, load))
         }
         None => {
             crate::status::record(crate::status::CacheStatus::Bypass);
             Cached::Uncached(Box::pin(load()))
+        }
+    }
+}
+
+/// [`cached`] with `soft_timeout`: the read past the in-process check runs
+/// on a task of its own, which owns the loader.
+#[allow(clippy::too_many_arguments)]
+pub async fn cached_soft<S, R, L, Fut, G>(
+    _shape: S,
+    cache: Option<&Cache>,
+    options: &CacheOptions,
+    key: String,
+    version: Option<String>,
+    share: Option<Sharer<R>>,
+    typed: Option<Typed<S::Stored>>,
+    tags: G,
+    hard_timeout: Option<HardTimeout<R>>,
+    soft_timeout: ::core::time::Duration,
+    load: L,
+) -> R
+where
+    S: Shape<R> + Send + 'static,
+    S::Stored: Send,
+    R: Send + Sync + 'static,
+    L: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = R> + Send + 'static,
+    G: FnOnce(Option<&S::Inner>) -> Links + Send + 'static,
+{
+    match cache {
+        Some(cache) => {
+            let read = crate::cache::soft::Owned {
+                key,
+                options: *options,
+                version,
+                share,
+                typed,
+                hard_timeout,
+            };
+            cache
+                .read_soft::<S, R, L, Fut, G>(read, soft_timeout, tags, load)
+                .await
+        }
+        None => {
+            crate::status::record(crate::status::CacheStatus::Bypass);
+            load().await
         }
     }
 }

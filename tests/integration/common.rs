@@ -337,3 +337,21 @@ pub fn one_load_at_a_time_blocking() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until `done` holds, checking every few milliseconds; panics with
+/// `what` past `within`. For what a test waits on (a background fill),
+/// never for a fixed time.
+pub async fn eventually<F, Fut>(what: &str, within: std::time::Duration, mut done: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = std::time::Instant::now() + within;
+    while !done().await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what}: not within {within:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}

@@ -25,6 +25,7 @@ mod redis_only;
 mod reliability;
 mod security;
 mod shapes;
+mod soft_timeout;
 mod strategies;
 mod suite;
 mod switches;

@@ -74,6 +74,8 @@ pub(crate) enum Failure {
     /// Not tried by this caller: held off after a recent failure, or the
     /// loader of the single flight it joined failed.
     Held,
+    /// Still running past the soft timeout (it goes on, and fills).
+    Slow,
 }
 
 impl Failure {
@@ -83,6 +85,7 @@ impl Failure {
             Failure::Panic => "panic",
             Failure::Timeout => "timeout",
             Failure::Held => "held",
+            Failure::Slow => "slow",
         }
     }
 }
@@ -232,7 +235,9 @@ impl Cache {
         why: Failure,
     ) -> R {
         let inner = &*self.inner;
-        if why != Failure::Held {
+        if why == Failure::Slow {
+            tracing::debug!(target: "cache_runtime", name = options.name(), entry, "loader past its soft timeout; serving the expired copy (fail-safe) while it goes on");
+        } else if why != Failure::Held {
             inner
                 .fail_safe
                 .hold(entry, options.fail_safe_throttle_choice());

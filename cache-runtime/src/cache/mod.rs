@@ -44,6 +44,7 @@ pub(crate) mod outbox;
 pub(crate) mod pubsub;
 pub(crate) mod read;
 pub(crate) mod remote;
+pub(crate) mod soft;
 #[cfg(feature = "redis")]
 pub(crate) mod watch;
 pub(crate) mod write;

@@ -27,6 +27,7 @@ use super::fail_safe::{Failure, HardTimeout, run_loader};
 use super::freshness::{self, Freshness, local_for};
 use super::lock::{LockWait, Step};
 use super::remote::First;
+use super::soft::Soft;
 use super::*;
 
 /// One cached read: the key, its options, the version namespace it belongs
@@ -43,6 +44,10 @@ pub(crate) struct Read<'a, R, T> {
     /// `hard_timeout`: how long the loader may run, and the outcome when it
     /// ran past that with no fail-safe copy to answer.
     pub(crate) hard_timeout: Option<HardTimeout<R>>,
+    /// `soft_timeout`: how long a caller holding a copy waits for the
+    /// loader before the copy answers (set only on a read running on its
+    /// own task, which goes on to fill).
+    pub(crate) soft: Option<Soft<R>>,
 }
 
 impl<'a, R, T> Read<'a, R, T> {
@@ -54,6 +59,7 @@ impl<'a, R, T> Read<'a, R, T> {
             share: None,
             typed: None,
             hard_timeout: None,
+            soft: None,
         }
     }
 }
@@ -276,44 +282,12 @@ impl Cache {
         let inner = &*self.inner;
         let mode = crate::switch::mode(&inner.enabled);
         let version_key = read.version.as_deref().map(|v| inner.layout.version(v));
-        // An in-process hit (tier, or the in-process store) builds the entry
-        // name in a reused buffer: no allocation but the key's.
-        // Only the lookup runs inside the borrow: decoding and cloning run
-        // user code, which may itself read the cache.
-        // With invalidations waiting to be retried, nothing cached may be
-        // trusted: go the network path, which retries them first.
-        let local = inner.tier.is_some() || !self.is_redis();
-        let found = if local && mode == Mode::Normal && inner.outbox.is_empty() {
-            ENTRY_NAME.with_borrow_mut(|name| {
-                name.clear();
-                inner.layout.entry_into(&read.key, name);
-                self.in_process_entry(name)
-            })
-        } else {
-            None
-        };
-        let in_process = found.and_then(|found| {
-            self.in_process_hit::<S, R>(
-                &found,
-                version_key.as_deref(),
-                read.options,
-                read.typed.as_ref(),
-            )
-        });
+        let in_process = self.in_process_read::<S, R>(&read, version_key.as_deref(), mode);
         match in_process {
             Some(hit) => ReadThrough::Hit(Some(hit)),
             None => {
                 use tracing::Instrument as _;
-                let span = tracing::debug_span!(
-                    target: "cache_runtime",
-                    "cache.read",
-                    cache = self.namespace(),
-                    name = read.options.name(),
-                    key = %read.key,
-                    outcome = tracing::field::Empty,
-                    store_ms = tracing::field::Empty,
-                    load_ms = tracing::field::Empty,
-                );
+                let span = self.read_span(read.options, &read.key);
                 let remote =
                     self.read_remote::<S, R, L, Fut, G>(read, version_key, tags, load, mode);
                 if span.is_disabled() {
@@ -323,6 +297,48 @@ impl Cache {
                 }
             }
         }
+    }
+
+    /// The span of a read that goes past the in-process check.
+    pub(crate) fn read_span(&self, options: &CacheOptions, key: &str) -> tracing::Span {
+        tracing::debug_span!(
+            target: "cache_runtime",
+            "cache.read",
+            cache = self.namespace(),
+            name = options.name(),
+            key = %key,
+            outcome = tracing::field::Empty,
+            store_ms = tracing::field::Empty,
+            load_ms = tracing::field::Empty,
+        )
+    }
+
+    /// The in-process check of a read: a fresh hit in the tier, or in the
+    /// in-process store.
+    #[inline]
+    pub(crate) fn in_process_read<S: Shape<R>, R>(
+        &self,
+        read: &Read<'_, R, S::Stored>,
+        version_key: Option<&str>,
+        mode: Mode,
+    ) -> Option<R> {
+        let inner = &*self.inner;
+        // An in-process hit (tier, or the in-process store) builds the entry
+        // name in a reused buffer: no allocation but the key's.
+        // Only the lookup runs inside the borrow: decoding and cloning run
+        // user code, which may itself read the cache.
+        // With invalidations waiting to be retried, nothing cached may be
+        // trusted: go the network path, which retries them first.
+        let local = inner.tier.is_some() || !self.is_redis();
+        if !(local && mode == Mode::Normal && inner.outbox.is_empty()) {
+            return None;
+        }
+        let found = ENTRY_NAME.with_borrow_mut(|name| {
+            name.clear();
+            inner.layout.entry_into(&read.key, name);
+            self.in_process_entry(name)
+        })?;
+        self.in_process_hit::<S, R>(&found, version_key, read.options, read.typed.as_ref())
     }
 
     /// The read-through path past the in-process check.
@@ -366,6 +382,7 @@ impl Cache {
             share,
             typed,
             hard_timeout,
+            mut soft,
         } = read;
         let key = key.as_str();
         let typed = typed.as_ref();
@@ -506,7 +523,22 @@ impl Cache {
                         let mine = found.as_ref().and_then(|l| l.token).map(|t| t.seq);
                         let fresh =
                             |token| mine.is_some_and(|mine| flight::fresh_enough(token, mine));
-                        match flight::wait(rx).await {
+                        let landed = match soft.as_ref().filter(|_| fallback.is_some()) {
+                            Some(soft) => match soft.wait(rx).await {
+                                Some(landed) => landed,
+                                None => {
+                                    let stored = fallback.take().expect("checked");
+                                    return self.serve_fail_safe::<S, R>(
+                                        &entry_key,
+                                        options,
+                                        stored,
+                                        Failure::Slow,
+                                    );
+                                }
+                            },
+                            None => flight::wait(rx).await,
+                        };
+                        match landed {
                             Landed::Value { bytes, token, .. } if fresh(token) => {
                                 if let Some((_, stored)) =
                                     self.decode_entry::<S::Stored>(key, &bytes)
@@ -595,7 +627,37 @@ impl Cache {
         // after it has a greater number, and refuses the fill.
         self.ensure_token(&mut found).await;
         let loading = Instant::now();
-        let (outcome, adapt) = run_loader(load(), lock.as_ref(), hard_timeout.as_ref()).await;
+        let run = run_loader(load(), lock.as_ref(), hard_timeout.as_ref());
+        // With a copy at hand and a soft timeout, the copy answers the
+        // caller once the loader takes longer; the loader goes on (this
+        // read runs on its own task) and fills as usual.
+        let answer = soft
+            .as_mut()
+            .filter(|_| fallback.is_some() || refreshing.is_some())
+            .and_then(Soft::take);
+        let mut answered_fail_safe = None;
+        let (outcome, adapt) = match answer {
+            Some((after, answer)) => {
+                let mut run = std::pin::pin!(run);
+                match tokio::time::timeout(after, run.as_mut()).await {
+                    Ok(done) => done,
+                    Err(_) => {
+                        answered_fail_safe = Some(fallback.is_some());
+                        answer.send(self.answer_early::<S, R>(
+                            &entry_key,
+                            options,
+                            fallback.take(),
+                            refreshing.take(),
+                        ));
+                        run.await
+                    }
+                }
+            }
+            None => run.await,
+        };
+        if answered_fail_safe == Some(true) && outcome.failure() == Some(Failure::Panic) {
+            self.after_soft_timeout(&entry_key, options, true);
+        }
         if let Some(why) = outcome.failure()
             && (fallback.is_some() || refreshing.is_some())
         {
@@ -649,7 +711,14 @@ impl Cache {
                 inner.fail_safe.release(&entry_key);
                 None
             }
-            None => None,
+            None => {
+                if answered_fail_safe == Some(true) {
+                    // The copy answered at the soft timeout; the loader's
+                    // outcome still sets the throttle.
+                    self.after_soft_timeout(&entry_key, options, failed);
+                }
+                None
+            }
         };
         if let Some(leader) = leader {
             leader.land(landed);

@@ -188,8 +188,9 @@ impl Articles {
 
     /// Fail-safe: if the database fails once the entry expired, the last
     /// copy answers (for up to an hour past its TTL) rather than an error
-    /// page; a write still removes it at once.
-    #[cached(cache = self.cache, key = "article:{slug}", ttl = "10m", cache_none = "30s", fail_safe = "1h")]
+    /// page; a write still removes it at once. A query slower than 250 ms
+    /// is answered with that copy too, and goes on to refresh the entry.
+    #[cached(cache = self.cache, key = "article:{slug}", ttl = "10m", cache_none = "30s", fail_safe = "1h", soft_timeout = "250ms")]
     pub async fn by_slug(&self, slug: &str) -> Result<Option<ArticleRow>, sqlx::Error> {
         let mut conn = self.pool.acquire().await?;
         let Some(row) = sqlx::query(&format!("SELECT {COLUMNS} FROM articles WHERE slug = $1"))
@@ -276,8 +277,9 @@ impl Articles {
         self.query_page(&filter, limit, offset).await
     }
 
-    /// Every tag in use, sorted.
-    #[cached(cache = self.cache, key = "tags", ttl = "10m", fail_safe = "1d")]
+    /// Every tag in use, sorted; past its TTL, a slow or failing query is
+    /// answered with the last list.
+    #[cached(cache = self.cache, key = "tags", ttl = "10m", fail_safe = "1d", soft_timeout = "250ms")]
     pub async fn tags(&self) -> Result<Vec<String>, sqlx::Error> {
         sqlx::query_scalar("SELECT DISTINCT tag FROM article_tags ORDER BY tag")
             .fetch_all(&self.pool)
