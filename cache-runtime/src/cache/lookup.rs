@@ -15,12 +15,60 @@ use crate::stats::Stats;
 use crate::status::CacheStatus;
 use crate::store::memory::Shared;
 use crate::store::{AnyValue, Lookup, Store, Token, Typed};
+use crate::switch::Mode;
 
 use super::freshness::{self, Freshness};
-use super::read::decode_quietly;
+use super::read::{Read, decode_quietly};
 use super::*;
 
+thread_local! {
+    /// The entry name of an in-process lookup, reused across calls.
+    static ENTRY_NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
 impl Cache {
+    /// The span of a read that goes past the in-process check.
+    pub(crate) fn read_span(&self, options: &CacheOptions, key: &str) -> tracing::Span {
+        tracing::debug_span!(
+            target: "cache_runtime",
+            "cache.read",
+            cache = self.namespace(),
+            name = options.name(),
+            key = %key,
+            outcome = tracing::field::Empty,
+            store_ms = tracing::field::Empty,
+            load_ms = tracing::field::Empty,
+        )
+    }
+
+    /// The in-process check of a read: a fresh hit in the tier, or in the
+    /// in-process store.
+    #[inline]
+    pub(crate) fn in_process_read<S: Shape<R>, R>(
+        &self,
+        read: &Read<'_, R, S::Stored>,
+        version_key: Option<&str>,
+        mode: Mode,
+    ) -> Option<R> {
+        let inner = &*self.inner;
+        // An in-process hit (tier, or the in-process store) builds the entry
+        // name in a reused buffer: no allocation but the key's.
+        // Only the lookup runs inside the borrow: decoding and cloning run
+        // user code, which may itself read the cache.
+        // With invalidations waiting to be retried, nothing cached may be
+        // trusted: go the network path, which retries them first.
+        let local = inner.tier.is_some() || !self.is_redis();
+        if !(local && mode == Mode::Normal && inner.outbox.is_empty()) {
+            return None;
+        }
+        let found = ENTRY_NAME.with_borrow_mut(|name| {
+            name.clear();
+            inner.layout.entry_into(&read.key, name);
+            self.in_process_entry(name)
+        })?;
+        self.in_process_hit::<S, R>(&found, version_key, read.options, read.typed.as_ref())
+    }
+
     /// A fresh hit that needs no network: from the in-process tier, or from
     /// the in-process store.
     pub(crate) fn in_process_entry(&self, entry_key: &str) -> Option<Shared> {

@@ -43,6 +43,7 @@ pub(crate) mod outbox;
 #[cfg(feature = "redis")]
 pub(crate) mod pubsub;
 pub(crate) mod read;
+pub(crate) mod reload;
 pub(crate) mod remote;
 pub(crate) mod soft;
 #[cfg(feature = "redis")]

@@ -1,8 +1,8 @@
 //! The read-through path of every cached call (`#[cached]`, `get_or_load`):
-//! the in-process check (tier, or the in-process store), then the network
-//! path (lookup, fill token, single-flight, the distributed lock, the
-//! loader, the fill), and the plain reads (`get`, `get_or_load*`), the
-//! bypass and the forced refresh (`refreshing`).
+//! the in-process check (`lookup.rs`), then the network path (lookup, fill
+//! token, single-flight, the distributed lock, the loader, the fill), and
+//! the plain reads (`get`, `get_or_load*`). The bypass and the forced
+//! refresh are `reload.rs`.
 
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -92,11 +92,6 @@ impl<R, F: Future<Output = R>> Future for ReadThrough<R, F> {
             ReadThrough::Quiet(miss) => miss.as_mut().poll(cx),
         }
     }
-}
-
-thread_local! {
-    /// The entry name of an in-process lookup, reused across calls.
-    static ENTRY_NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
 }
 
 /// The value kept decoded beside the bytes, else the bytes decoded; `None`
@@ -297,48 +292,6 @@ impl Cache {
                 }
             }
         }
-    }
-
-    /// The span of a read that goes past the in-process check.
-    pub(crate) fn read_span(&self, options: &CacheOptions, key: &str) -> tracing::Span {
-        tracing::debug_span!(
-            target: "cache_runtime",
-            "cache.read",
-            cache = self.namespace(),
-            name = options.name(),
-            key = %key,
-            outcome = tracing::field::Empty,
-            store_ms = tracing::field::Empty,
-            load_ms = tracing::field::Empty,
-        )
-    }
-
-    /// The in-process check of a read: a fresh hit in the tier, or in the
-    /// in-process store.
-    #[inline]
-    pub(crate) fn in_process_read<S: Shape<R>, R>(
-        &self,
-        read: &Read<'_, R, S::Stored>,
-        version_key: Option<&str>,
-        mode: Mode,
-    ) -> Option<R> {
-        let inner = &*self.inner;
-        // An in-process hit (tier, or the in-process store) builds the entry
-        // name in a reused buffer: no allocation but the key's.
-        // Only the lookup runs inside the borrow: decoding and cloning run
-        // user code, which may itself read the cache.
-        // With invalidations waiting to be retried, nothing cached may be
-        // trusted: go the network path, which retries them first.
-        let local = inner.tier.is_some() || !self.is_redis();
-        if !(local && mode == Mode::Normal && inner.outbox.is_empty()) {
-            return None;
-        }
-        let found = ENTRY_NAME.with_borrow_mut(|name| {
-            name.clear();
-            inner.layout.entry_into(&read.key, name);
-            self.in_process_entry(name)
-        })?;
-        self.in_process_hit::<S, R>(&found, version_key, read.options, read.typed.as_ref())
     }
 
     /// The read-through path past the in-process check.
@@ -890,79 +843,5 @@ impl Cache {
                 }
             }
         }
-    }
-}
-
-impl Cache {
-    /// A read in bypass mode: the loader alone.
-    pub(crate) async fn bypass<R, L, Fut>(&self, load: L) -> R
-    where
-        L: FnOnce() -> Fut,
-        Fut: Future<Output = R>,
-    {
-        Stats::add(&self.stats_ref().bypassed, 1);
-        crate::status::record(CacheStatus::Bypass);
-        tracing::Span::current().record("outcome", "bypass");
-        load().await
-    }
-
-    /// A read inside [`refreshing`]: the fill token is read, then the loader
-    /// runs, and its value is stored over whatever is cached unless an
-    /// invalidation came since the token (`Cache::store_refreshed`: then
-    /// the key is marked and its dependents go, as for a put). An absent
-    /// value, or one not to be stored, removes the entry; an error leaves
-    /// it as it was.
-    pub(crate) async fn reload<S, R, L, Fut, G>(
-        &self,
-        key: &str,
-        options: &CacheOptions,
-        tags: G,
-        load: L,
-    ) -> R
-    where
-        S: Shape<R>,
-        L: FnOnce() -> Fut,
-        Fut: Future<Output = R>,
-        G: FnOnce(Option<&S::Inner>) -> Links,
-    {
-        Stats::add(&self.stats_ref().forced_refreshes, 1);
-        crate::status::record(CacheStatus::Refresh);
-        tracing::Span::current().record("outcome", "forced");
-        // Read before the loader starts (see `ensure_token`).
-        let token = self.read_token().await;
-        let (value, adapt) = crate::adaptive::collect(load()).await;
-        match S::split(&value) {
-            Fill::Value { stored, inner } => {
-                let mut links = tags(Some(inner));
-                links.tags.extend(adapt.tags);
-                if links.not_stored || adapt.skip {
-                    // Not to be cached: what was cached is stale now.
-                    self.invalidate().key(key).run_reported().await;
-                    return value;
-                }
-                let Some(token) = token else {
-                    // The store did not answer: what it holds is stale now.
-                    self.invalidate().key(key).run_reported().await;
-                    return value;
-                };
-                let options = match adapt.ttl {
-                    Some(ttl) => options.ttl(ttl).jitter(0.0),
-                    None => *options,
-                };
-                match self.encode_put(key.to_owned(), stored, &options, links) {
-                    Ok(put) => {
-                        if let Err(e) = self.store_refreshed(put, token).await {
-                            self.report("refresh", &e);
-                        }
-                    }
-                    Err(e) => self.report("refresh", &e),
-                }
-            }
-            Fill::Absent(_) => {
-                self.invalidate().key(key).run_reported().await;
-            }
-            Fill::Skip => {}
-        }
-        value
     }
 }
