@@ -470,18 +470,24 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
     // `soft_timeout`: a loader that owns what it uses, for a read that
     // may return before it ends.
     let body = quote!(#(#stmts)*);
-    let (run, soft_arg, owning, owned_prefix, body) = match args.soft_timeout {
+    // The loader is made only past the in-process check (`own`), so that a
+    // hit clones nothing.
+    let (run, run_generics, soft_arg, loader) = match args.soft_timeout {
         Some((ms, span)) => {
             let (before, inside, body) = crate::owned::loader(func, info, body, span);
             (
                 quote!(cached_soft),
+                vec![quote!(_); 4],
                 quote!(::core::time::Duration::from_millis(#ms),),
-                before,
-                inside,
-                body,
+                quote!(|| { #before move || async move { #inside #body } }),
             )
         }
-        None => (quote!(cached), quote!(), quote!(), quote!(), body),
+        None => (
+            quote!(cached),
+            vec![quote!(_); 3],
+            quote!(),
+            quote!(move || async move { #body }),
+        ),
     };
     let inner = quote! {
         let #shape = {
@@ -497,8 +503,7 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
         let #key_var: ::std::string::String = #key_code;
         let #version_var: ::core::option::Option<::std::string::String> = #version_code;
         #pre_lets
-        #owning
-        #krate::__private::#run::<_, #ret, _, _, _>(
+        #krate::__private::#run::<_, #ret, #(#run_generics),*>(
             #shape,
             #cache_use,
             &#options,
@@ -509,7 +514,7 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
             #tags_closure,
             #hard_timeout,
             #soft_arg
-            move || async move { #owned_prefix #body },
+            #loader,
         ).await
     };
     rebuild(func, info, inner)

@@ -28,6 +28,10 @@ pub(crate) fn check(func: &ItemFn, info: &FnInfo, span: Span, errors: &mut Error
         let FnArg::Typed(arg) = input else { continue };
         let by_ref = matches!(&*arg.ty, Type::Reference(_));
         match (&*arg.ty, &*arg.pat) {
+            (Type::Reference(r), _) if matches!(&*r.elem, Type::ImplTrait(_)) => {
+                errors.at(syn::spanned::Spanned::span(&r.elem), "`soft_timeout` gives the body an owned copy of each borrowed argument, and an `impl Trait` behind a reference has no owned form to name; take a generic parameter `T: ToOwned` or an owned value");
+                ok = false;
+            }
             (Type::Reference(r), _) if r.mutability.is_some() => {
                 errors.at(r.and_token.span, "`soft_timeout` lets the body run on after the call returns, so it cannot borrow a `&mut` argument; pass an owned value");
                 ok = false;
@@ -78,8 +82,14 @@ pub(crate) fn loader(
         let elem = &r.elem;
         let target = without_lifetimes(quote!(#elem));
         let at = syn::spanned::Spanned::span(elem);
+        let mutability = &p.mutability;
+        if mutability.is_some() {
+            // The body's `mut` now applies to the borrow back inside; the
+            // signature's still counts as used.
+            before.extend(quote!(let _ = &mut #name;));
+        }
         before.extend(quote_spanned!(at=> let #name = ::std::borrow::ToOwned::to_owned(#name);));
-        inside.extend(quote!(#[allow(unused_variables)] let #name: &#target = ::core::borrow::Borrow::borrow(&#name);));
+        inside.extend(quote!(#[allow(unused_variables, unused_mut)] let #mutability #name: &#target = ::core::borrow::Borrow::borrow(&#name);));
     }
     (before, inside, body)
 }
@@ -95,12 +105,15 @@ fn mentions(tokens: &TokenStream, name: &str) -> bool {
     })
 }
 
-/// `self` in the body, as the clone's name (`__self`).
+/// `self` in the body, as the clone's name (`__self`); not a path's
+/// `self::` (the module).
 fn replace_self(tokens: TokenStream) -> TokenStream {
-    tokens
-        .into_iter()
-        .map(|tree| match tree {
-            TokenTree::Ident(ident) if ident == "self" => {
+    let mut trees = tokens.into_iter().peekable();
+    let mut out = Vec::new();
+    while let Some(tree) = trees.next() {
+        let path = matches!(trees.peek(), Some(TokenTree::Punct(p)) if p.as_char() == ':');
+        out.push(match tree {
+            TokenTree::Ident(ident) if ident == "self" && !path => {
                 TokenTree::Ident(Ident::new("__self", ident.span()))
             }
             TokenTree::Group(group) => {
@@ -109,8 +122,9 @@ fn replace_self(tokens: TokenStream) -> TokenStream {
                 TokenTree::Group(replaced)
             }
             other => other,
-        })
-        .collect()
+        });
+    }
+    out.into_iter().collect()
 }
 
 /// A type with its named lifetimes elided (`'_`), to name the borrow back

@@ -115,6 +115,12 @@ impl Adapt {
     }
 }
 
+/// Runs a loader whose decisions go nowhere (a read that bypasses the
+/// cache): they must not reach the scope of a loader around it.
+pub(crate) async fn ignored<F: Future>(load: F) -> F::Output {
+    collect(load).await.0
+}
+
 /// Runs a loader with a fresh decision, and returns its output with what
 /// it decided.
 pub(crate) async fn collect<F: Future>(load: F) -> (F::Output, Adapt) {

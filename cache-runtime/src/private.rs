@@ -329,7 +329,7 @@ pub fn cached<'a, S, R, L, Fut, G>(
     tags: G,
     hard_timeout: Option<HardTimeout<R>>,
     load: L,
-) -> Cached<impl Future<Output = R> + 'a, Fut>
+) -> Cached<impl Future<Output = R> + 'a, impl Future<Output = R> + 'a>
 where
     S: Shape<R> + 'a,
     R: 'a,
@@ -352,15 +352,16 @@ where
         }
         None => {
             crate::status::record(crate::status::CacheStatus::Bypass);
-            Cached::Uncached(Box::pin(load()))
+            Cached::Uncached(Box::pin(crate::adaptive::ignored(load())))
         }
     }
 }
 
 /// [`cached`] with `soft_timeout`: the read past the in-process check runs
-/// on a task of its own, which owns the loader.
+/// on a task of its own, with the loader `own` makes (owning what it uses)
+/// after that check missed.
 #[allow(clippy::too_many_arguments)]
-pub async fn cached_soft<S, R, L, Fut, G>(
+pub async fn cached_soft<S, R, O, L, Fut, G>(
     _shape: S,
     cache: Option<&Cache>,
     options: &CacheOptions,
@@ -371,9 +372,10 @@ pub async fn cached_soft<S, R, L, Fut, G>(
     tags: G,
     hard_timeout: Option<HardTimeout<R>>,
     soft_timeout: ::core::time::Duration,
-    load: L,
+    own: O,
 ) -> R
 where
+    O: FnOnce() -> L,
     S: Shape<R> + Send + 'static,
     S::Stored: Send,
     R: Send + Sync + 'static,
@@ -392,12 +394,12 @@ where
                 hard_timeout,
             };
             cache
-                .read_soft::<S, R, L, Fut, G>(read, soft_timeout, tags, load)
+                .read_soft::<S, R, O, L, Fut, G>(read, soft_timeout, tags, own)
                 .await
         }
         None => {
             crate::status::record(crate::status::CacheStatus::Bypass);
-            load().await
+            crate::adaptive::ignored(own()()).await
         }
     }
 }
@@ -433,7 +435,7 @@ where
     }
     let Some(cache) = cache else {
         crate::status::record(crate::status::CacheStatus::Bypass);
-        return load(ids).await;
+        return crate::adaptive::ignored(load(ids)).await;
     };
     R::from_pairs(
         cache

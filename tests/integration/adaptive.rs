@@ -74,6 +74,21 @@ impl Docs {
         self.post(id, true).await.into_iter().collect()
     }
 
+    /// A draft read without the cache (`condition` false): its `skip` is
+    /// its own, and there is no entry of its own to skip.
+    #[cached(cache = self.cache, key = "bypassed:{id}", condition = false)]
+    async fn bypassed(&self, id: u64) -> Doc {
+        adapt(|a| a.skip());
+        Doc { id, draft: true }
+    }
+
+    /// Calls `bypassed` inside its own loader.
+    #[cached(cache = self.cache, key = "outer:{id}", ttl = "1h")]
+    async fn outer(&self, id: u64) -> Doc {
+        self.loads.fetch_add(1, Ordering::SeqCst);
+        self.bypassed(id).await
+    }
+
     #[cached(batch, cache = self.cache, key = "item:{id}", ttl = "1h")]
     async fn items(&self, ids: &[u64]) -> HashMap<u64, Doc> {
         self.loads.fetch_add(1, Ordering::SeqCst);
@@ -89,6 +104,7 @@ crate::common::on_memory_redis_and_tier!(
     the_loader_adds_tags,
     the_loader_skips_storing,
     a_nested_loader_decides_for_its_own_entry_only,
+    a_bypassed_inner_call_decides_nothing_for_the_outer_entry,
     the_plain_api_adapts_too,
     a_batch_load_adapts_every_id_it_loaded,
     a_forced_refresh_adapts_too,
@@ -247,4 +263,16 @@ async fn a_forced_refresh_adapts_too(fx: Fixture) {
         None,
         "stored under the loader's tag"
     );
+}
+
+async fn a_bypassed_inner_call_decides_nothing_for_the_outer_entry(fx: Fixture) {
+    let docs = Docs::new(fx.cache.clone());
+    assert_eq!(docs.outer(4).await.id, 4);
+    let (_, status) = with_cache_status(docs.outer(4)).await;
+    assert_eq!(
+        status,
+        Some(CacheStatus::Hit),
+        "the inner skip did not reach the outer entry"
+    );
+    assert_eq!(docs.loads(), 1);
 }

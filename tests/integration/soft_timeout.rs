@@ -91,6 +91,17 @@ impl Users {
         self.load(name).await
     }
 
+    /// A read without a soft timeout, called from one with it.
+    #[cached(cache = self.cache, key = "inner:{name}", ttl = "1h")]
+    async fn inner(&self, name: &str) -> Result<String, String> {
+        self.load(name).await
+    }
+
+    #[cached(cache = self.cache, key = "wrap:{name}", ttl = "1h", fail_safe = "1h", soft_timeout = "50ms")]
+    async fn wrap(&self, name: &str) -> Result<String, String> {
+        self.inner(name).await
+    }
+
     #[invalidates(cache = self.cache, keys = ["safe:{name}"])]
     async fn update(&self, name: &str, value: u64) -> Result<(), String> {
         let _ = name;
@@ -108,6 +119,8 @@ crate::common::on_memory_redis_and_tier!(
     an_invalidation_during_the_background_load_refuses_its_fill,
     callers_during_the_slow_load_get_the_copy_and_it_runs_once,
     the_plain_api_answers_with_the_copy_too,
+    a_forced_refresh_reaches_a_soft_timeout_read,
+    an_in_process_hit_clones_nothing,
 );
 
 /// `call`, which must not wait for the held loader.
@@ -318,4 +331,71 @@ async fn the_plain_api_answers_with_the_copy_too(fx: Fixture) {
         fx.cache.get::<String>("plain").await.as_deref() == Some("p2")
     })
     .await;
+}
+
+async fn a_forced_refresh_reaches_a_soft_timeout_read(fx: Fixture) {
+    let users = Users::new(fx.cache.clone());
+    assert_eq!(users.wrap("gus").await, Ok("gus1".to_owned()));
+    users.db.value.store(2, Ordering::SeqCst);
+    let reloaded = cache_runtime::refreshing(users.wrap("gus")).await;
+    assert_eq!(
+        reloaded,
+        Ok("gus2".to_owned()),
+        "the scope reached the read inside the loader"
+    );
+    assert_eq!(
+        users.wrap("gus").await,
+        Ok("gus2".to_owned()),
+        "and both are stored"
+    );
+    assert_eq!(users.inner("gus").await, Ok("gus2".to_owned()));
+    assert_eq!(users.loads(), 2);
+}
+
+/// Counts its clones: a soft-timeout read clones `&self` for its loader.
+struct Counted {
+    cache: Cache,
+    clones: Arc<AtomicU32>,
+}
+
+impl Clone for Counted {
+    fn clone(&self) -> Self {
+        self.clones.fetch_add(1, Ordering::SeqCst);
+        Counted {
+            cache: self.cache.clone(),
+            clones: self.clones.clone(),
+        }
+    }
+}
+
+impl Counted {
+    #[cached(cache = self.cache, key = "counted:{id}", fail_safe = "1h", soft_timeout = "50ms")]
+    async fn get(&self, id: u64, label: &str) -> String {
+        let _ = &self.cache;
+        format!("{label}{id}")
+    }
+
+    fn clones(&self) -> u32 {
+        self.clones.load(Ordering::SeqCst)
+    }
+}
+
+async fn an_in_process_hit_clones_nothing(fx: Fixture) {
+    let counted = Counted {
+        cache: fx.cache.clone(),
+        clones: Arc::default(),
+    };
+    let in_process = fx._server.is_none() || {
+        let _ = counted.get(0, "warm").await;
+        fx.cache.in_local_tier("counted:0")
+    };
+    let _ = counted.get(1, "x").await;
+    let before = counted.clones();
+    for _ in 0..10 {
+        assert_eq!(counted.get(1, "x").await, "x1");
+    }
+    let clones = counted.clones() - before;
+    // Over Redis alone each hit goes past the in-process check, where the
+    // loader is made.
+    assert_eq!(clones, if in_process { 0 } else { 10 });
 }

@@ -124,14 +124,14 @@ impl Cache {
         if mode == Mode::Bypass {
             Stats::add(&inner.stats.bypassed, 1);
             crate::status::record(CacheStatus::Bypass);
-            return load(ids).await;
+            return crate::adaptive::ignored(load(ids)).await;
         }
         if !inner.outbox.is_empty() {
             // As for a single read: nothing cached may be trusted while
             // invalidations wait to be retried.
             self.outbox_wake();
             crate::status::record(CacheStatus::Bypass);
-            return load(ids).await;
+            return crate::adaptive::ignored(load(ids)).await;
         }
         let mut seen = HashSet::with_capacity(ids.len());
         let mut wanted: Vec<Wanted<K, V>> = ids
@@ -413,10 +413,13 @@ impl Cache {
             // The loader's own TTL (`adapt`) is used as given.
             let ttl = match &value {
                 Some(_) => adapt.ttl.or_else(|| self.ttl_for(options)),
+                // The loader's TTL is for the rows it found, not for the
+                // ids it did not.
                 None => match options.none_ttl() {
-                    Some(ttl) => Some(adapt.ttl.unwrap_or_else(|| {
-                        with_jitter(ttl, options.jitter_choice().unwrap_or(inner.jitter))
-                    })),
+                    Some(ttl) => Some(with_jitter(
+                        ttl,
+                        options.jitter_choice().unwrap_or(inner.jitter),
+                    )),
                     None => {
                         // An absence not to be cached.
                         w.found = Some(None);

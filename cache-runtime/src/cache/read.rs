@@ -320,7 +320,7 @@ impl Cache {
         if !self.inner.outbox.is_empty() {
             self.outbox_wake();
             crate::status::record(CacheStatus::Bypass);
-            return load().await;
+            return crate::adaptive::ignored(load()).await;
         }
         if mode == Mode::Refresh {
             return self
@@ -608,8 +608,10 @@ impl Cache {
             }
             None => run.await,
         };
-        if answered_fail_safe == Some(true) && outcome.failure() == Some(Failure::Panic) {
-            self.after_soft_timeout(&entry_key, options, true);
+        // A copy answered at the soft timeout: a panic ends this task here
+        // (nobody awaits it), counted first.
+        if let (Some(fail_safe), Some(Failure::Panic)) = (answered_fail_safe, outcome.failure()) {
+            self.after_soft_timeout(&entry_key, options, fail_safe, true);
         }
         if let Some(why) = outcome.failure()
             && (fallback.is_some() || refreshing.is_some())
@@ -665,10 +667,10 @@ impl Cache {
                 None
             }
             None => {
-                if answered_fail_safe == Some(true) {
+                if let Some(fail_safe) = answered_fail_safe {
                     // The copy answered at the soft timeout; the loader's
-                    // outcome still sets the throttle.
-                    self.after_soft_timeout(&entry_key, options, failed);
+                    // outcome is still counted, and sets the throttle.
+                    self.after_soft_timeout(&entry_key, options, fail_safe, failed);
                 }
                 None
             }

@@ -20,7 +20,7 @@ impl Cache {
         Stats::add(&self.stats_ref().bypassed, 1);
         crate::status::record(CacheStatus::Bypass);
         tracing::Span::current().record("outcome", "bypass");
-        load().await
+        crate::adaptive::ignored(load()).await
     }
 
     /// A read inside [`refreshing`]: the fill token is read, then the loader

@@ -19,6 +19,7 @@ use crate::flight::{self, Landed, Sharer};
 use crate::shape::{Res, Shape};
 use crate::status::CacheStatus;
 use crate::store::Typed;
+use crate::switch::Mode;
 
 use super::fail_safe::{Failure, HardTimeout};
 use super::read::Read;
@@ -117,21 +118,25 @@ impl Cache {
             typed: None,
             hard_timeout: None,
         };
-        self.read_soft::<Res, _, _, _, _>(read, soft_timeout, |_| Links::new(), load)
+        self.read_soft::<Res, _, _, _, _, _>(read, soft_timeout, |_| Links::new(), || load)
             .await
     }
 
     /// A read with a soft timeout: the in-process check here, the rest on
-    /// a task of its own (see the module's notes). Without a runtime to
-    /// spawn on, the read runs here, without the soft timeout.
-    pub(crate) async fn read_soft<S, R, L, Fut, G>(
+    /// a task of its own (see the module's notes), with the loader `own`
+    /// makes (only past the in-process check: a hit clones nothing).
+    /// Without a runtime to spawn on, the read runs here, without the soft
+    /// timeout. A caller dropped meanwhile does not stop the read: its
+    /// loader runs to the end and fills.
+    pub(crate) async fn read_soft<S, R, O, L, Fut, G>(
         &self,
         read: Owned<R, S::Stored>,
         soft_timeout: Duration,
         tags: G,
-        load: L,
+        own: O,
     ) -> R
     where
+        O: FnOnce() -> L,
         S: Shape<R> + Send + 'static,
         S::Stored: Send,
         R: Send + Sync + 'static,
@@ -159,11 +164,19 @@ impl Cache {
         if let Some(hit) = self.in_process_read::<S, R>(&read, version_key.as_deref(), mode) {
             return hit;
         }
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
-            return self
-                .read_remote::<S, R, L, Fut, G>(read, version_key, tags, load, mode)
-                .await;
+        // Bypassed, refreshed, or distrusted while invalidations wait: no
+        // copy answers early, so the read stays in the caller's task (and
+        // its scopes: `refreshing` reaches reads inside the loader).
+        let runtime = match tokio::runtime::Handle::try_current() {
+            Ok(runtime) if mode == Mode::Normal && inner.outbox.is_empty() => runtime,
+            _ => {
+                return self
+                    .read_remote::<S, R, L, Fut, G>(read, version_key, tags, own(), mode)
+                    .await;
+            }
         };
+        // Past the in-process check: the loader takes what it uses.
+        let load = own();
         let span = self.read_span(&options, &read.key);
         let (tx, rx) = oneshot::channel();
         let Read {
@@ -237,16 +250,28 @@ impl Cache {
         }
     }
 
-    /// The loader that a fail-safe copy answered for at the soft timeout
-    /// ended: failed, it holds the loader off for the throttle, as a
-    /// failure seen in time does; otherwise nothing is held.
-    pub(crate) fn after_soft_timeout(&self, entry_key: &str, options: &CacheOptions, failed: bool) {
-        let throttle = &self.inner.fail_safe;
+    /// The loader a copy answered for at the soft timeout ended. Failed (an
+    /// `Err`, a panic, the hard timeout), it is counted as a failed refresh
+    /// and, after a fail-safe copy, holds the loader off for the throttle,
+    /// as a failure seen in time does; otherwise nothing is held.
+    pub(crate) fn after_soft_timeout(
+        &self,
+        entry_key: &str,
+        options: &CacheOptions,
+        fail_safe: bool,
+        failed: bool,
+    ) {
+        let inner = &*self.inner;
         if failed {
-            throttle.hold(entry_key, options.fail_safe_throttle_choice());
+            crate::stats::Stats::add(&inner.stats.refresh_failures, 1);
+            if fail_safe {
+                inner
+                    .fail_safe
+                    .hold(entry_key, options.fail_safe_throttle_choice());
+            }
             tracing::warn!(target: "cache_runtime", name = options.name(), entry_key, "loader failed after its soft timeout; the copy answered");
-        } else {
-            throttle.release(entry_key);
+        } else if fail_safe {
+            inner.fail_safe.release(entry_key);
         }
     }
 }

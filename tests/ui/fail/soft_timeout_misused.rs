@@ -19,6 +19,12 @@ async fn c(id: u64, seen: &mut Vec<u64>) -> u64 {
     id
 }
 
+// An `impl Trait` behind a reference has no owned form to name.
+#[cached(key = "f:{id}", stale = "1m", soft_timeout = "100ms")]
+async fn f(id: u64, name: &impl std::fmt::Display) -> String {
+    format!("{name}{id}")
+}
+
 #[derive(Clone)]
 struct Repo {
     cache: Cache,

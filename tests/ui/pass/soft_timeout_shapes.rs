@@ -36,10 +36,24 @@ async fn free(cache: &Cache, id: u64, label: &String) -> String {
     format!("{label}{id}")
 }
 
+fn helper(id: u64) -> u64 {
+    id * 2
+}
+
+// `self::` paths stay paths; a `mut` borrowed argument may be reassigned.
+#[cached(cache = cache, key = "paths:{id}", stale = "1m", soft_timeout = "50ms")]
+async fn paths(cache: &Cache, id: u64, mut label: &str) -> String {
+    if label.is_empty() {
+        label = "none";
+    }
+    format!("{label}{}", self::helper(id))
+}
+
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
     let repo = Repo { cache: Cache::in_memory(), prefix: Arc::from("hi") };
     assert_eq!(repo.greet("ann", &[1, 2]).await, "hi ann 7");
     assert_eq!(repo.name(3).await, Ok("hi3".to_owned()));
     assert_eq!(free(&repo.cache, 4, &"n".to_owned()).await, "n4");
+    assert_eq!(paths(&repo.cache, 5, "").await, "none10");
 }
