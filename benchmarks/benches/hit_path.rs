@@ -59,6 +59,10 @@ fn hit_path(c: &mut Criterion) {
     group.bench_function("#[cached], in-process store", |b| {
         b.iter(|| black_box(now(memory.get(black_box(1)))))
     });
+    rt.block_on(memory.shared(1)).unwrap();
+    group.bench_function("#[cached], in-process store, Arc<Post> return", |b| {
+        b.iter(|| black_box(now(memory.shared(black_box(1)))))
+    });
 
     let server = RedisServer::start();
     let two_tier = rt.block_on(async {
@@ -81,6 +85,12 @@ fn hit_path(c: &mut Criterion) {
     group.bench_function("#[cached], two tiers, in-process hit", |b| {
         b.iter(|| black_box(now(two_tier.get(black_box(1)))))
     });
+    rt.block_on(two_tier.shared(1)).unwrap();
+    now(two_tier.shared(1)).unwrap();
+    group.bench_function(
+        "#[cached], two tiers, in-process hit, Arc<Post> return",
+        |b| b.iter(|| black_box(now(two_tier.shared(black_box(1))))),
+    );
     group.finish();
 }
 

@@ -225,3 +225,59 @@ async fn a_renamed_dependency() {
     renamed_dependency::forget(&cache, 1).await;
     assert_eq!(cache.get::<u32>("renamed:1").await, None);
 }
+
+/// A row shared, not copied: `Arc<T>` return types.
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Row {
+    id: u64,
+    author_id: u64,
+    body: String,
+}
+
+struct Rows {
+    cache: Cache,
+}
+
+impl Rows {
+    #[cached(cache = self.cache, key = "row:{id}", tags = ["author:{ret.author_id}"])]
+    async fn row(&self, id: u64) -> Result<Arc<Row>, String> {
+        Ok(Arc::new(Row {
+            id,
+            author_id: id % 3,
+            body: "x".repeat(1000),
+        }))
+    }
+}
+
+mod shared_values {
+    use super::*;
+    crate::common::on_memory_redis_and_tier!(an_arc_return_is_shared_where_it_is_kept_decoded);
+
+    /// Where the value is kept decoded in process (the in-process store,
+    /// the tier), the loader's `Arc` and every hit are one allocation: no
+    /// deep clone. Over Redis alone a hit decodes a value of its own.
+    async fn an_arc_return_is_shared_where_it_is_kept_decoded(fx: crate::common::Fixture) {
+        let rows = Rows {
+            cache: fx.cache.clone(),
+        };
+        let in_process = fx._server.is_none() || {
+            // A tier holds what is filled through it.
+            rows.row(7).await.unwrap();
+            fx.cache.in_local_tier("row:7")
+        };
+        let first = rows.row(1).await.unwrap();
+        let second = rows.row(1).await.unwrap();
+        let third = rows.row(1).await.unwrap();
+        assert_eq!(first.id, 1);
+        assert_eq!(first, second);
+        assert_eq!(Arc::ptr_eq(&first, &second), in_process);
+        assert_eq!(Arc::ptr_eq(&second, &third), in_process);
+        fx.cache.invalidate().tag("author:1").await.unwrap();
+        let after = rows.row(1).await.unwrap();
+        assert!(
+            !Arc::ptr_eq(&after, &third),
+            "loaded again once its tag went"
+        );
+        assert_eq!(after, third);
+    }
+}
