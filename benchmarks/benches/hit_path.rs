@@ -42,6 +42,13 @@ fn hit_path(c: &mut Criterion) {
     group.bench_function("bare moka get, key formatted per call", |b| {
         b.iter(|| black_box(moka.get(&format!("post:{}", black_box(1)))))
     });
+    // The same for a shared value: what an `Arc<Post>` return compares with.
+    let moka_arc: moka::sync::Cache<String, std::sync::Arc<Post>> = moka::sync::Cache::new(10_000);
+    moka_arc.insert("post:1".to_owned(), std::sync::Arc::new(Post::sample(1)));
+    group.bench_function(
+        "bare moka get of an Arc<Post>, key formatted per call",
+        |b| b.iter(|| black_box(moka_arc.get(&format!("post:{}", black_box(1))))),
+    );
     // What a hand-written cache would be: entries expire.
     let moka_ttl: moka::sync::Cache<String, Post> = moka::sync::Cache::builder()
         .max_capacity(10_000)
