@@ -58,71 +58,79 @@ impl Cache {
         Fut: Future<Output = R>,
         G: FnOnce(Option<&S::Inner>) -> Links,
     {
-        let inner = &*self.inner;
-        let first = if mode == Mode::Normal && inner.outbox.is_empty() {
-            // The fill window runs from before the read: a marker must
-            // outlive every fill whose read preceded its invalidation.
-            let started = Instant::now();
-            let entry_key = inner.layout.entry(&read.key);
-            // Taken before the store's read: a tier fill from it is refused
-            // if an invalidation of the entry arrives in between.
-            let local_token = inner.tier.as_deref().map(LocalTier::token);
-            let found = self
-                .lookup(
-                    &entry_key,
-                    version_key.as_deref(),
-                    read.options.idle_choice(),
-                )
-                .await;
-            let decoded = found.as_ref().and_then(|l| {
-                let bytes = l.value.as_ref()?;
-                Some(self.decode_kept::<S::Stored>(
-                    &read.key,
-                    bytes,
-                    l.typed.as_ref(),
-                    read.typed.as_ref(),
-                ))
-            });
-            // Checked once (an early refresh is a random draw): what is not
-            // fresh goes on to the network path with its verdict.
-            let checked = match (&found, &decoded) {
-                (Some(lookup), Some(Some((meta, _))))
-                    if freshness::version(meta, Some(lookup.version))
-                        && self.current_epoch(meta) =>
-                {
-                    Some(freshness::check(meta, read.options))
-                }
-                _ => None,
-            };
-            if let (Some(lookup), Some(Freshness::Fresh)) = (&found, checked) {
-                let Some(Some((meta, stored))) = decoded else {
-                    unreachable!("matched above")
-                };
-                self.fresh_from_store::<S::Stored>(
-                    lookup,
-                    &meta,
-                    &stored,
-                    &entry_key,
-                    version_key.as_deref(),
-                    read.options,
-                    read.typed.as_ref(),
-                    local_token,
-                );
-                return S::join(stored);
+        let first = if mode == Mode::Normal && self.inner.outbox.is_empty() {
+            match self.first_step::<S, R>(&read, version_key.as_deref()).await {
+                Ok(hit) => return hit,
+                Err(first) => Some(first),
             }
-            Some(First {
-                started,
-                entry_key,
-                local_token,
-                found,
-                decoded,
-                checked,
-            })
         } else {
             None
         };
         Box::pin(self.read_network::<S, R, L, Fut, G>(read, version_key, tags, load, mode, first))
             .await
+    }
+
+    /// The store's lookup: a fresh hit (`Ok`), or what the rest of the
+    /// network path goes on from (`Err`).
+    pub(crate) async fn first_step<S: Shape<R>, R>(
+        &self,
+        read: &Read<'_, R, S::Stored>,
+        version_key: Option<&str>,
+    ) -> Result<R, First<S::Stored>> {
+        let inner = &*self.inner;
+        // The fill window runs from before the read: a marker must
+        // outlive every fill whose read preceded its invalidation.
+        let started = Instant::now();
+        let entry_key = inner.layout.entry(&read.key);
+        // Taken before the store's read: a tier fill from it is refused
+        // if an invalidation of the entry arrives in between.
+        let local_token = inner.tier.as_deref().map(LocalTier::token);
+        let found = self
+            .lookup(&entry_key, version_key, read.options.idle_choice())
+            .await;
+        let decoded = found.as_ref().and_then(|l| {
+            let bytes = l.value.as_ref()?;
+            Some(self.decode_kept::<S::Stored>(
+                &read.key,
+                bytes,
+                l.typed.as_ref(),
+                read.typed.as_ref(),
+            ))
+        });
+        // Checked once (an early refresh is a random draw): what is not
+        // fresh goes on to the network path with its verdict.
+        let checked = match (&found, &decoded) {
+            (Some(lookup), Some(Some((meta, _))))
+                if freshness::version(meta, Some(lookup.version)) && self.current_epoch(meta) =>
+            {
+                Some(freshness::check(meta, read.options))
+            }
+            _ => None,
+        };
+        if let (Some(lookup), Some(Freshness::Fresh)) = (&found, checked) {
+            let Some(Some((meta, stored))) = decoded else {
+                unreachable!("matched above")
+            };
+            self.fresh_from_store::<S::Stored>(
+                lookup,
+                &meta,
+                &stored,
+                &entry_key,
+                version_key,
+                read.options,
+                read.typed.as_ref(),
+                local_token,
+            );
+            return Ok(S::join(stored));
+        }
+        Err(First {
+            started,
+            entry_key,
+            local_token,
+            found,
+            decoded,
+            checked,
+        })
     }
 
     /// Counts and reports a fresh hit read from the store, and keeps a copy

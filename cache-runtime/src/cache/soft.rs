@@ -5,9 +5,11 @@
 //! after the read).
 //!
 //! The loader outlives the call, so it cannot borrow from it: such a read
-//! runs past the in-process check on a task of its own, which owns the
-//! loader, and hands the caller either its outcome or, at the soft timeout,
-//! the copy (`Answer`). A hit in process never spawns.
+//! makes its in-process check and the store's lookup in the caller's task,
+//! and goes on past a miss (or a stale entry) on a task of its own, which
+//! owns the loader, and hands the caller either its outcome or, at the
+//! soft timeout, the copy (`Answer`). A hit, in process or in the store,
+//! never spawns and makes no loader.
 
 use std::future::Future;
 use std::time::Duration;
@@ -122,9 +124,10 @@ impl Cache {
             .await
     }
 
-    /// A read with a soft timeout: the in-process check here, the rest on
-    /// a task of its own (see the module's notes), with the loader `own`
-    /// makes (only past the in-process check: a hit clones nothing).
+    /// A read with a soft timeout: the in-process check and the store's
+    /// lookup here, the rest on a task of its own (see the module's notes),
+    /// with the loader `own` makes (only past a miss: a hit clones
+    /// nothing).
     /// Without a runtime to spawn on, the read runs here, without the soft
     /// timeout. A caller dropped meanwhile does not stop the read: its
     /// loader runs to the end and fills.
@@ -175,9 +178,19 @@ impl Cache {
                     .await;
             }
         };
-        // Past the in-process check: the loader takes what it uses.
-        let load = own();
+        // The store's lookup here: a fresh hit spawns nothing and makes no
+        // loader.
         let span = self.read_span(&options, &read.key);
+        let first = match self
+            .first_step::<S, R>(&read, version_key.as_deref())
+            .instrument(span.clone())
+            .await
+        {
+            Ok(hit) => return hit,
+            Err(first) => first,
+        };
+        // Past it: the loader takes what it uses.
+        let load = own();
         let (tx, rx) = oneshot::channel();
         let Read {
             key,
@@ -199,7 +212,7 @@ impl Cache {
                 answer: Some(tx),
             });
             cache
-                .read_remote::<S, R, L, Fut, G>(read, version_key, tags, load, mode)
+                .read_network::<S, R, L, Fut, G>(read, version_key, tags, load, mode, Some(first))
                 .await
         };
         let mut task = runtime.spawn(crate::status::with_cache_status(task.instrument(span)));
