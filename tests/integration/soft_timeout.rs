@@ -14,7 +14,9 @@ use std::time::Duration;
 use cache_runtime::{Cache, CacheOptions, CacheStatus, cached, invalidates, with_cache_status};
 use tokio::sync::watch;
 
-use crate::common::{Fixture, eventually};
+use integration_tests::wait_until;
+
+use crate::common::Fixture;
 
 const PAST_TTL: Duration = Duration::from_millis(450);
 const WITHIN: Duration = Duration::from_secs(5);
@@ -158,10 +160,10 @@ async fn a_slow_refresh_is_answered_with_the_stale_copy_then_lands(fx: Fixture) 
     users.open();
     // Watched in the store: a read of the function meanwhile would find
     // the stale entry and may rightly refresh it again.
-    eventually(
+    wait_until(
         "the background refresh stores its value",
         WITHIN,
-        || async { fx.cache.get::<String>("stale:1").await.as_deref() == Some("v2") },
+        async || fx.cache.get::<String>("stale:1").await.as_deref() == Some("v2"),
     )
     .await;
     let (user, status) = with_cache_status(users.stale(1)).await;
@@ -181,7 +183,7 @@ async fn a_slow_load_is_answered_with_the_fail_safe_copy_then_lands(fx: Fixture)
     assert_eq!(status, Some(CacheStatus::FailSafe));
     assert_eq!(fx.cache.stats().fail_safe_served, 1);
     users.open();
-    eventually("the background load stores its value", WITHIN, || async {
+    wait_until("the background load stores its value", WITHIN, async || {
         fx.cache.get::<String>("safe:ann").await.as_deref() == Some("ann2")
     })
     .await;
@@ -213,7 +215,11 @@ async fn without_a_copy_the_caller_waits_for_the_loader(fx: Fixture) {
         let users = users.clone();
         tokio::spawn(async move {
             // Opened once the load is well past the soft timeout.
-            eventually("the load starts", WITHIN, || async { users.loads() == 1 }).await;
+            let deadline = std::time::Instant::now() + WITHIN;
+            while users.loads() < 1 {
+                assert!(std::time::Instant::now() < deadline, "the load starts");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
             tokio::time::sleep(Duration::from_millis(200)).await; // 4 soft timeouts
             users.open();
         })
@@ -231,13 +237,13 @@ async fn a_load_that_fails_after_the_soft_timeout_holds_the_loader_off(fx: Fixtu
     users.hold();
     assert_eq!(soon(users.safe("dan")).await, Ok("dan1".to_owned()));
     users.open();
-    eventually("the background load fails", WITHIN, || async {
+    wait_until("the background load fails", WITHIN, async || {
         users.finished() == 2
     })
     .await;
     // The failure, seen after the copy answered, holds the loader off (the
     // throttle is an hour); wait for that hold, not for a time.
-    eventually("the copy answers without the loader", WITHIN, || async {
+    wait_until("the copy answers without the loader", WITHIN, async || {
         let before = users.loads();
         let (user, status) = with_cache_status(users.safe("dan")).await;
         assert_eq!(user, Ok("dan1".to_owned()));
@@ -260,7 +266,7 @@ async fn an_invalidation_during_the_background_load_refuses_its_fill(fx: Fixture
     assert_eq!(soon(users.safe("eve")).await, Ok("eve1".to_owned()));
     users.update("eve", 3).await.unwrap();
     users.open();
-    eventually("the background load ends", WITHIN, || async {
+    wait_until("the background load ends", WITHIN, async || {
         users.finished() == 2
     })
     .await;
@@ -294,7 +300,7 @@ async fn callers_during_the_slow_load_get_the_copy_and_it_runs_once(fx: Fixture)
         "one load for all of them (in one process)"
     );
     users.open();
-    eventually("the background load stores its value", WITHIN, || async {
+    wait_until("the background load stores its value", WITHIN, async || {
         fx.cache.get::<String>("safe:fay").await.as_deref() == Some("fay2")
     })
     .await;
@@ -332,7 +338,7 @@ async fn the_plain_api_answers_with_the_copy_too(fx: Fixture) {
         (Ok("p1".to_owned()), Some(CacheStatus::FailSafe))
     );
     users.open();
-    eventually("the background load stores its value", WITHIN, || async {
+    wait_until("the background load stores its value", WITHIN, async || {
         fx.cache.get::<String>("plain").await.as_deref() == Some("p2")
     })
     .await;

@@ -17,7 +17,7 @@ macro_rules! transaction_suite {
             $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::memory()).await })*
         }
         mod redis {
-            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis()).await })*
+            $(#[tokio::test] async fn $case() { super::$case(crate::common::Fixture::redis().ready().await).await })*
         }
     };
 }
