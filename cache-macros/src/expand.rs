@@ -467,24 +467,21 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
     let key_var = helper("__cache_key");
     let version_var = helper("__cache_version");
     let (prefix, stmts) = FnInfo::body_stmts(func, info.async_trait);
-    // `soft_timeout`: a loader that owns what it uses, for a read that
-    // may return before it ends.
     let body = quote!(#(#stmts)*);
-    // The loader is made only past the in-process check (`own`), so that a
-    // hit clones nothing.
-    let (run, run_generics, soft_arg, loader) = match args.soft_timeout {
+    // `soft_timeout`: a loader that owns what it uses, for a read that may
+    // return before it ends, made only past a miss (`own`): a hit clones
+    // nothing.
+    let (run, soft_arg, loader) = match args.soft_timeout {
         Some((ms, span)) => {
             let (before, inside, body) = crate::owned::loader(func, info, body, span);
             (
-                quote!(cached_soft),
-                vec![quote!(_); 4],
+                quote!(cached_soft::<_, #ret, _, _, _, _>),
                 quote!(::core::time::Duration::from_millis(#ms),),
                 quote!(|| { #before move || async move { #inside #body } }),
             )
         }
         None => (
-            quote!(cached),
-            vec![quote!(_); 3],
+            quote!(cached::<_, #ret, _, _, _>),
             quote!(),
             quote!(move || async move { #body }),
         ),
@@ -503,7 +500,7 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
         let #key_var: ::std::string::String = #key_code;
         let #version_var: ::core::option::Option<::std::string::String> = #version_code;
         #pre_lets
-        #krate::__private::#run::<_, #ret, #(#run_generics),*>(
+        #krate::__private::#run(
             #shape,
             #cache_use,
             &#options,

@@ -387,14 +387,13 @@ where
         Some(cache) => {
             let read = crate::cache::soft::Owned {
                 key,
-                options: *options,
                 version,
                 share,
                 typed,
                 hard_timeout,
             };
             cache
-                .read_soft::<S, R, O, L, Fut, G>(read, soft_timeout, tags, own)
+                .read_soft::<S, R, O, L, Fut, G>(read, *options, soft_timeout, tags, own)
                 .await
         }
         None => {

@@ -63,14 +63,37 @@ impl<R> Soft<R> {
     }
 }
 
-/// The parts of a read on its own task: everything it owns.
+/// What a read owns (all but its options): moved onto the read's task and
+/// made a [`Read`] again there.
 pub(crate) struct Owned<R, T> {
     pub(crate) key: String,
-    pub(crate) options: CacheOptions,
     pub(crate) version: Option<String>,
     pub(crate) share: Option<Sharer<R>>,
     pub(crate) typed: Option<Typed<T>>,
     pub(crate) hard_timeout: Option<HardTimeout<R>>,
+}
+
+impl<R, T> Owned<R, T> {
+    fn read(self, options: &CacheOptions) -> Read<'_, R, T> {
+        let mut read = Read::new(self.key, options);
+        read.version = self.version;
+        read.share = self.share;
+        read.typed = self.typed;
+        read.hard_timeout = self.hard_timeout;
+        read
+    }
+}
+
+impl<R, T> Read<'_, R, T> {
+    fn owned(self) -> Owned<R, T> {
+        Owned {
+            key: self.key,
+            version: self.version,
+            share: self.share,
+            typed: self.typed,
+            hard_timeout: self.hard_timeout,
+        }
+    }
 }
 
 impl Cache {
@@ -114,14 +137,19 @@ impl Cache {
     {
         let read = Owned {
             key: key.to_owned(),
-            options: *options,
             version: None,
             share: None,
             typed: None,
             hard_timeout: None,
         };
-        self.read_soft::<Res, _, _, _, _, _>(read, soft_timeout, |_| Links::new(), || load)
-            .await
+        self.read_soft::<Res, _, _, _, _, _>(
+            read,
+            *options,
+            soft_timeout,
+            |_| Links::new(),
+            || load,
+        )
+        .await
     }
 
     /// A read with a soft timeout: the in-process check and the store's
@@ -134,6 +162,7 @@ impl Cache {
     pub(crate) async fn read_soft<S, R, O, L, Fut, G>(
         &self,
         read: Owned<R, S::Stored>,
+        options: CacheOptions,
         soft_timeout: Duration,
         tags: G,
         own: O,
@@ -148,22 +177,10 @@ impl Cache {
         G: FnOnce(Option<&S::Inner>) -> Links + Send + 'static,
     {
         use tracing::Instrument as _;
-        let Owned {
-            key,
-            options,
-            version,
-            share,
-            typed,
-            hard_timeout,
-        } = read;
         let inner = &*self.inner;
         let mode = crate::switch::mode(&inner.enabled);
-        let version_key = version.as_deref().map(|v| inner.layout.version(v));
-        let mut read = Read::new(key, &options);
-        read.version = version;
-        read.share = share;
-        read.typed = typed;
-        read.hard_timeout = hard_timeout;
+        let read = read.read(&options);
+        let version_key = read.version.as_deref().map(|v| inner.layout.version(v));
         if let Some(hit) = self.in_process_read::<S, R>(&read, version_key.as_deref(), mode) {
             return hit;
         }
@@ -192,21 +209,10 @@ impl Cache {
         // Past it: the loader takes what it uses.
         let load = own();
         let (tx, rx) = oneshot::channel();
-        let Read {
-            key,
-            version,
-            share,
-            typed,
-            hard_timeout,
-            ..
-        } = read;
+        let owned = read.owned();
         let cache = self.clone();
         let task = async move {
-            let mut read = Read::new(key, &options);
-            read.version = version;
-            read.share = share;
-            read.typed = typed;
-            read.hard_timeout = hard_timeout;
+            let mut read = owned.read(&options);
             read.soft = Some(Soft {
                 after: soft_timeout,
                 answer: Some(tx),
