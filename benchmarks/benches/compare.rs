@@ -649,6 +649,11 @@ fn main() {
         println!();
 
         if let Ok(only) = std::env::var("COMPARE_ONLY") {
+            if only == "invalidation" {
+                let tag = report_invalidation(&url, &mut conn).await;
+                println!("tag invalidation vs the DEL pipeline, as the caller sees it: {tag:.2}x");
+                return;
+            }
             return only_one(&bench, &only).await;
         }
         let lat = latency(bench.clone()).await;
@@ -726,57 +731,16 @@ fn main() {
         }
         println!();
 
-        let [tag, del, unlink] = invalidation(&url, &mut conn).await;
-        println!(
-            "Removing {TAG_ENTRIES} entries of 1 KB ({TAG_ROUNDS} rounds each, refilled between):"
-        );
-        println!();
-        println!(
-            "| how | each round, ms | median ms | vs the tag | server time, median ms | server vs the tag |"
-        );
-        println!("|---|---|---|---|---|---|");
-        let median = |t: &[Removal], server: bool| {
-            let mut t: Vec<Duration> = t
-                .iter()
-                .map(|r| if server { r.server } else { r.client })
-                .collect();
-            t.sort();
-            t[t.len() / 2]
-        };
-        let ms = |d: Duration| d.as_secs_f64() * 1e3;
-        let (tag_client, tag_server) = (median(&tag, false), median(&tag, true));
-        for (name, t) in [
-            ("`cache.invalidate().tag(\"big\")` (one script call)", &tag),
-            ("pipeline of 10,000 `DEL`", &del),
-            ("pipeline of 10,000 `UNLINK`", &unlink),
-        ] {
-            let each: Vec<String> = t.iter().map(|r| format!("{:.1}", ms(r.client))).collect();
-            println!(
-                "| {name} | {} | {:.1} | {:.2}x | {:.1} | {:.2}x |",
-                each.join(", "),
-                ms(median(t, false)),
-                ms(median(t, false)) / ms(tag_client),
-                ms(median(t, true)),
-                ms(median(t, true)) / ms(tag_server),
-            );
-        }
+        let tag = report_invalidation(&url, &mut conn).await;
         let targets = Targets {
             p50: p50(ours) / p50(floor),
             t16: t16[ours].0 / t16[floor].0,
             t64: t64[ours].0 / t64[floor].0,
             cpu: (t16[ours].1 / t16[floor].1, t64[ours].1 / t64[floor].1),
             tier_p99: p99(two_tiers),
-            tag: ms(tag_client) / ms(median(&del, false)),
+            tag,
             stampede: [storms[ours], storms[two_tiers]].map(|s| s.map_or(0, |(n, _)| n)),
         };
-        println!();
-        println!("Inside the server, the tag invalidation's last round (commands the script called):");
-        println!();
-        println!("| command | calls | ms |");
-        println!("|---|---|---|");
-        for (name, calls, usec) in &tag[tag.len() - 1].commands {
-            println!("| `{name}` | {calls} | {:.1} |", *usec as f64 / 1e3);
-        }
         println!();
         targets.print();
     });
@@ -850,4 +814,52 @@ impl Targets {
             ),
         );
     }
+}
+
+/// Runs the tag invalidation against the pipelines and prints its tables;
+/// returns the tag's time over the `DEL` pipeline's, as the caller sees it.
+async fn report_invalidation(url: &str, conn: &mut MultiplexedConnection) -> f64 {
+    let [tag, del, unlink] = invalidation(url, conn).await;
+    println!(
+        "Removing {TAG_ENTRIES} entries of 1 KB ({TAG_ROUNDS} rounds each, refilled between):"
+    );
+    println!();
+    println!(
+        "| how | each round, ms | median ms | vs the tag | server time, median ms | server vs the tag |"
+    );
+    println!("|---|---|---|---|---|---|");
+    let median = |t: &[Removal], server: bool| {
+        let mut t: Vec<Duration> = t
+            .iter()
+            .map(|r| if server { r.server } else { r.client })
+            .collect();
+        t.sort();
+        t[t.len() / 2]
+    };
+    let ms = |d: Duration| d.as_secs_f64() * 1e3;
+    let (tag_client, tag_server) = (median(&tag, false), median(&tag, true));
+    for (name, t) in [
+        ("`cache.invalidate().tag(\"big\")` (one script call)", &tag),
+        ("pipeline of 10,000 `DEL`", &del),
+        ("pipeline of 10,000 `UNLINK`", &unlink),
+    ] {
+        let each: Vec<String> = t.iter().map(|r| format!("{:.1}", ms(r.client))).collect();
+        println!(
+            "| {name} | {} | {:.1} | {:.2}x | {:.1} | {:.2}x |",
+            each.join(", "),
+            ms(median(t, false)),
+            ms(median(t, false)) / ms(tag_client),
+            ms(median(t, true)),
+            ms(median(t, true)) / ms(tag_server),
+        );
+    }
+    println!();
+    println!("Inside the server, the tag invalidation's last round (commands the script called):");
+    println!();
+    println!("| command | calls | ms |");
+    println!("|---|---|---|");
+    for (name, calls, usec) in &tag[tag.len() - 1].commands {
+        println!("| `{name}` | {calls} | {:.1} |", *usec as f64 / 1e3);
+    }
+    ms(tag_client) / ms(median(&del, false))
 }

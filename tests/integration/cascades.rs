@@ -17,6 +17,7 @@ crate::common::on_every_store!(
     a_pattern_delete_cascades,
     a_dependent_that_read_before_the_invalidation_is_not_stored,
     a_dependent_two_levels_down_is_not_stored_either,
+    a_dependent_of_an_entry_its_tag_removed_is_not_stored,
     a_chain_holds_when_its_middle_expired,
     a_value_built_from_a_refused_fill_is_refused,
 );
@@ -224,6 +225,28 @@ async fn a_dependent_that_read_before_the_invalidation_is_not_stored(fx: Fixture
         "but the stale page is not stored"
     );
     assert_eq!(cache.stats().fills_rejected, 1);
+}
+
+/// A dependent whose dependency is removed by a tag invalidation while the
+/// dependent loads (it read the old dependency) is not stored: on Redis the
+/// dependency gets no marker of its own, and the fill finds it in the tag's
+/// tombstone.
+async fn a_dependent_of_an_entry_its_tag_removed_is_not_stored(fx: Fixture) {
+    let cache = &fx.cache;
+    let row: u32 = cache
+        .get_or_load_tagged("row", &OPTS, |_| Links::new().tag("rows"), || async { 1 })
+        .await;
+    assert_eq!(row, 1);
+    let (go, read, task) = start_slow_read(cache, "summary", &["row"]).await;
+    read.await.unwrap();
+    let report = cache.invalidate().tag("rows").await.unwrap();
+    assert_eq!(report.removed, 1);
+    go.send(()).unwrap();
+    task.await.unwrap();
+    assert_eq!(cache.get::<u32>("summary").await, None);
+
+    // Read after the invalidation, it is stored.
+    put(cache, "summary", &["row"], 2).await;
 }
 
 async fn a_dependent_two_levels_down_is_not_stored_either(fx: Fixture) {

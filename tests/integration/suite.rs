@@ -24,6 +24,7 @@ crate::common::on_every_store!(
     hostile_values_cannot_collide_two_keys,
     entries_expire_after_their_ttl,
     a_fill_that_read_before_an_invalidation_is_refused,
+    a_fill_without_the_tag_is_refused_when_the_tag_removed_its_entry,
     a_fill_that_read_before_a_matching_pattern_delete_is_refused,
     a_waiter_that_saw_an_invalidation_does_not_take_an_older_value,
     a_waiter_that_saw_an_invalidation_does_not_take_an_older_error,
@@ -347,6 +348,42 @@ async fn a_fill_that_read_before_an_invalidation_is_refused(fx: Fixture) {
     go_on.send(()).unwrap();
     reader.await.unwrap();
     assert_eq!(cache.get::<String>("row:4").await.as_deref(), Some("old"));
+}
+
+/// An entry removed by a tag invalidation refuses every fill whose read
+/// came before it, even a fill that does not carry the tag (another caller
+/// filing the same key under other tags). On Redis a tag that fits in one
+/// step is not marked entry by entry: its set is kept as a tombstone, which
+/// fills check (see `INVALIDATE` in `store/redis/scripts.rs`).
+async fn a_fill_without_the_tag_is_refused_when_the_tag_removed_its_entry(fx: Fixture) {
+    let cache = fx.cache.clone();
+    let (reader, go_on) = read_held_open(&cache, "row:7", vec![]).await;
+    // Meanwhile the key is cached under the tag, and the tag invalidated.
+    cache
+        .set(
+            "row:7",
+            &"tagged",
+            Some(Duration::from_secs(60)),
+            &["table:rows"],
+        )
+        .await
+        .unwrap();
+    let report = cache.invalidate().tag("table:rows").await.unwrap();
+    assert_eq!(report.removed, 1);
+    go_on.send(()).unwrap();
+    assert_eq!(reader.await.unwrap(), "old");
+    assert_eq!(
+        cache.get::<String>("row:7").await,
+        None,
+        "the value read before the tag's invalidation must not be stored"
+    );
+    assert_eq!(cache.stats().fills_rejected, 1);
+
+    // A read after the invalidation fills, under no tag.
+    let (reader, go_on) = read_held_open(&cache, "row:7", vec![]).await;
+    go_on.send(()).unwrap();
+    reader.await.unwrap();
+    assert_eq!(cache.get::<String>("row:7").await.as_deref(), Some("old"));
 }
 
 /// A value loading for a key that is not cached yet, read before a pattern

@@ -259,6 +259,25 @@ async fn a_put_overtaken_by_a_concurrent_write_is_not_stored(fx: Fixture) {
         .await
         .unwrap();
     assert_eq!(cache.get::<String>("post:2").await, None);
+    // A tag invalidation that removed the key since the ticket counts too.
+    cache
+        .set("post:3", &"v0", None, &["editor:3"])
+        .await
+        .unwrap();
+    let ticket = cache.ticket().await;
+    let report = cache.invalidate().tag("editor:3").await.unwrap();
+    assert_eq!(report.removed, 1);
+    cache
+        .put_after(
+            &ticket,
+            "post:3",
+            &"older",
+            &options,
+            cache_runtime::Links::new(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cache.get::<String>("post:3").await, None);
     let ticket = cache.ticket().await;
     cache
         .put_after(

@@ -413,7 +413,7 @@ impl Store for RedisStore {
             Some((key, stamp)) => inv.arg(key).arg(*stamp),
             None => inv.arg("").arg(0),
         };
-        inv.arg(&self.seq.patterns);
+        inv.arg(&self.seq.patterns).arg(&req.prefixes.entry);
         for key in &req.depends_on {
             inv.arg(key);
         }

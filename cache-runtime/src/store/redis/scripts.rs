@@ -119,8 +119,9 @@ end
 /// 17 the entry's own depends-of set, 18 a new epoch (`new_epoch`),
 /// 19 '1' for a conditional fill ('' for a plain `set`, which nothing
 /// refuses), 20 the version key of a versioned entry ('' = none), 21 the
-/// version the entry was read under, 22 the namespace's pattern markers,
-/// then the dependency keys (d).
+/// version the entry was read under, 22 the namespace's pattern markers
+/// (and tag tombstones, see `INVALIDATE`), 23 the entry prefix, then the
+/// dependency keys (d).
 ///
 /// Tag and dependents sets are sorted sets scored by when each member
 /// expires (server ms; `+inf` for an entry without expiry): every fill
@@ -170,7 +171,8 @@ local function newer(m)
   m = tonumber(m)
   return m and epoch_of(m) == epoch_of(token) and m > token
 end
-local patk = ARGV[22]
+local patk, eprefix = ARGV[22], ARGV[23]
+local tombs = {}
 local cur = server_seq(seqk, srvk, ARGV[18], patk)
 if conditional then
   if epoch_of(cur) ~= epoch_of(token) then
@@ -185,10 +187,19 @@ if conditional then
     local m = redis.call('GET', KEYS[i])
     if newer(m) then return refuse(tonumber(m)) end
   end
-  -- A pattern deleted after the token that matches this entry.
+  -- A pattern deleted after the token that matches this entry, or a tag
+  -- invalidated after it whose tombstone holds this entry (see
+  -- `INVALIDATE`; the dependencies are checked against them below).
   local deleted = redis.call('ZRANGEBYSCORE', patk, '(' .. string.format('%.0f', token), '+inf', 'WITHSCORES')
   for i = 1, #deleted, 2 do
-    if glob(deleted[i], KEYS[1]) then return refuse(tonumber(deleted[i + 1])) end
+    local p, m = deleted[i], tonumber(deleted[i + 1])
+    if string.byte(p) == 1 then
+      local tomb = string.sub(p, 2)
+      if redis.call('ZSCORE', tomb, KEYS[1]) then return refuse(m) end
+      tombs[#tombs + 1] = {tomb, m}
+    elseif glob(p, KEYS[1]) then
+      return refuse(m)
+    end
   end
 end
 if ARGV[20] ~= '' and tonumber(redis.call('GET', ARGV[20]) or '0') ~= tonumber(ARGV[21]) then
@@ -198,7 +209,7 @@ if ARGV[20] ~= '' and tonumber(redis.call('GET', ARGV[20]) or '0') ~= tonumber(A
 end
 local deps, seen = {}, {}
 for i = 1, d do
-  local key = ARGV[22 + i]
+  local key = ARGV[23 + i]
   if not seen[key] then
     seen[key] = true
     deps[#deps + 1] = key
@@ -211,6 +222,9 @@ while head <= #deps do
   if conditional then
     local m = redis.call('GET', mprefix .. key)
     if newer(m) then return refuse(tonumber(m)) end
+    for _, tomb in ipairs(tombs) do
+      if redis.call('ZSCORE', tomb[1], eprefix .. key) then return refuse(tomb[2]) end
+    end
   end
   for _, up in ipairs(redis.call('SMEMBERS', oprefix .. key)) do
     if not seen[up] then
@@ -329,10 +343,12 @@ return 0
 /// the sets not yet empty are returned, and the caller drains them in
 /// further calls under the same sequence number. Markers of the keys and
 /// tags are set in the first call, so no fill can slip in meanwhile. Every
-/// removed entry gets a marker and its dependents are removed in turn
-/// (breadth first, each entry once, so a cycle ends). The names of the
-/// removed entries and the bumped versions are published for the
-/// in-process tiers and returned:
+/// removed entry gets a marker (or, a tag removed whole in this call, a
+/// tombstone for all its members: see `drain_whole`) and its dependents
+/// are removed in turn (breadth first, each entry once, so a cycle ends).
+/// The names of the removed entries and the bumped versions are published
+/// for the in-process tiers, and returned to a caller that has a tier (a
+/// nonce given):
 /// `{removed, names, version names, version values, seq, sets left, the
 /// server's clock, the puts' checks that failed (1-based)}`.
 pub(super) const INVALIDATE: &str = concat!(
@@ -364,7 +380,8 @@ for i = 1, np do
   patterns[#patterns + 1] = ARGV[18 + i]
   redis.call('ZADD', patk, seq, ARGV[18 + i])
 end
-if np > 0 then
+-- Trims the pattern markers (and tombstones, below) to the newest 1,000.
+local function trim_patterns()
   local over = redis.call('ZCARD', patk) - 1000
   if over > 0 then
     local gone = redis.call('ZRANGE', patk, 0, over - 1, 'WITHSCORES')
@@ -375,27 +392,42 @@ if np > 0 then
   end
   redis.call('PEXPIRE', patk, mttl)
 end
+if np > 0 then trim_patterns() end
 -- Puts taken after a ticket (c checks: the key's marker, the ticket): a
 -- put whose key was invalidated since its ticket (a concurrent write that
 -- may be newer than its value) is not stored. Checked before this step
 -- marks anything.
 local nc = tonumber(ARGV[19 + np])
 local conflicts = {}
+-- Whether a tag invalidated after `since` held `entry` (its tombstone).
+local function entombed(entry, since)
+  local recent = redis.call('ZRANGEBYSCORE', patk, '(' .. string.format('%.0f', since), '+inf')
+  for _, p in ipairs(recent) do
+    if string.byte(p) == 1 and redis.call('ZSCORE', string.sub(p, 2), entry) then return true end
+  end
+  return false
+end
 for i = 1, nc do
   local since = tonumber(ARGV[19 + np + 2 * i])
-  local m = tonumber(redis.call('GET', ARGV[18 + np + 2 * i]))
-  if epoch_of(since) ~= epoch_of(seq) or (m and epoch_of(m) == epoch_of(since) and m > since) then
+  local marker = ARGV[18 + np + 2 * i]
+  local m = tonumber(redis.call('GET', marker))
+  if epoch_of(since) ~= epoch_of(seq) or (m and epoch_of(m) == epoch_of(since) and m > since)
+    or entombed(eprefix .. string.sub(marker, #mprefix + 1), since) then
     conflicts[#conflicts + 1] = i
   end
 end
 -- Markers only move forward: a later step of a big invalidation (an older
 -- number) never hides the marker of a newer invalidation of the same name.
 -- A marker of another epoch is older than anything of this one.
+-- The first step's number was just taken, newer than every marker: it
+-- needs no read.
+local first = ARGV[14] == ''
 local function mark(name)
-  local cur = tonumber(redis.call('GET', name))
-  if not cur or epoch_of(cur) ~= epoch_of(seq) or cur < seq then
-    redis.call('SET', name, seq, 'PX', mttl)
+  if not first then
+    local cur = tonumber(redis.call('GET', name))
+    if cur and epoch_of(cur) == epoch_of(seq) and cur >= seq then return end
   end
+  redis.call('SET', name, seq, 'PX', mttl)
 end
 local removed, popped = 0, 0
 local queue, seen, names, left = {}, {}, {}, {}
@@ -410,6 +442,38 @@ local function gone(entry)
   names[#names + 1] = entry
   mark(mprefix .. key)
   queue[#queue + 1] = key
+end
+-- A tag set that fits in what is left of the budget is not drained
+-- member by member: renamed, it becomes a tombstone, the record of the
+-- entries it held, kept for the fill window and registered with the
+-- pattern markers (as `\1` and its name), so that a fill of one of them
+-- whose token is older than this invalidation is refused by it, as a
+-- marker on each would. Its members are removed in batches, and only the
+-- members with dependents are walked further (a cascade marks them).
+local tombs = 0
+local function drain_whole(set)
+  local count = redis.call('ZCARD', set)
+  if count == 0 then return true end
+  if count > budget - popped then return false end
+  local tomb = set .. '~' .. string.format('%.0f', seq)
+  redis.call('RENAME', set, tomb)
+  redis.call('PEXPIRE', tomb, mttl)
+  redis.call('ZADD', patk, seq, '\1' .. tomb)
+  tombs = tombs + 1
+  popped = popped + count
+  local skip = #eprefix + 1
+  for from = 0, count - 1, 512 do
+    local members = redis.call('ZRANGE', tomb, from, from + 511)
+    removed = removed + redis.call('UNLINK', unpack(members))
+    local sets = {}
+    for i, m in ipairs(members) do sets[i] = dprefix .. string.sub(m, skip) end
+    if eprefix ~= '' and redis.call('EXISTS', unpack(sets)) > 0 then
+      for _, m in ipairs(members) do gone(m) end
+    else
+      for _, m in ipairs(members) do names[#names + 1] = m end
+    end
+  end
+  return true
 end
 local function drain(set)
   while popped < budget do
@@ -431,8 +495,9 @@ end
 local base = 2 + 2 * k
 for i = base, base + t - 1 do
   mark(KEYS[i + t])
-  drain(KEYS[i])
+  if not drain_whole(KEYS[i]) then drain(KEYS[i]) end
 end
+if tombs > 0 then trim_patterns() end
 local vnames, vvalues = {}, {}
 local vbase = base + 2 * t
 for i = vbase, vbase + v - 1 do
@@ -461,6 +526,9 @@ end
 for i = 1, tonumber(ARGV[4]) do
   redis.call('PUBLISH', ARGV[18 + np + 2 * nc + 2 * i], ARGV[19 + np + 2 * nc + 2 * i])
 end
+-- Only a caller with an in-process tier (which names its steps: a nonce)
+-- drops the names it removed; the others are spared the reply.
+if ARGV[12] == '' then names = {} end
 return {removed, names, vnames, vvalues, seq, left, now_ms(), conflicts}
 "#
 );
