@@ -89,7 +89,9 @@ struct WriteState {
 }
 
 pub(crate) struct MemoryStore {
-    entries: moka::sync::Cache<String, Shared>,
+    /// Hashed with foldhash (keyed per process, as std's SipHash is, and
+    /// faster on short keys: `benches/hit_path.rs`).
+    entries: moka::sync::Cache<String, Shared, foldhash::fast::RandomState>,
     seq: AtomicU64,
     state: Mutex<WriteState>,
     /// version name -> its current value, and how long it must live: as
@@ -127,7 +129,7 @@ impl MemoryStore {
             entries: moka::sync::Cache::builder()
                 .max_capacity(max_entries)
                 .expire_after(PerEntryTtl)
-                .build(),
+                .build_with_hasher(foldhash::fast::RandomState::default()),
             seq: AtomicU64::new(0),
             state: Mutex::new(WriteState::default()),
             versions: RwLock::new(HashMap::new()),
