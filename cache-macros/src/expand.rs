@@ -212,6 +212,18 @@ impl Prerendered {
 /// Code that builds a template into a `String`: argument placeholders from
 /// their pre-rendered values (or directly when `pre` is `None`), `ret`
 /// placeholders from the value bound as `ret`.
+/// Appends the value of `expr` to the key `k` (see `Part` in the runtime's
+/// `key.rs`: integers without `fmt`); needs `__private::{IntegerPart,
+/// DisplayPart}` in scope (`PART_TRAITS`).
+fn push_part(k: &Ident, krate: &Path, expr: &TokenStream, span: Span) -> TokenStream {
+    quote_spanned!(span=> (&#krate::__private::Part(&#expr)).kind().append(&mut #k, &#expr);)
+}
+
+/// The traits `push_part` calls through, in scope for a key's block.
+fn part_traits(krate: &Path) -> TokenStream {
+    quote!(use #krate::__private::{DisplayPart as _, IntegerPart as _};)
+}
+
 fn build(t: &Template, krate: &Path, mut pre: Option<&mut Prerendered>) -> TokenStream {
     let k = helper("__k");
     let cap = t.literal_len();
@@ -224,21 +236,19 @@ fn build(t: &Template, krate: &Path, mut pre: Option<&mut Prerendered>) -> Token
                     .and_then(|p| p.element.as_deref())
                     .is_some_and(|e| place[0] == e) =>
         {
-            let expr = place_expr(place, t.span());
-            quote_spanned!(t.span()=> #k.part(&#expr);)
+            push_part(&k, krate, &place_expr(place, t.span()), t.span())
         }
         Segment::Place(place) => match pre.as_deref_mut() {
             Some(pre) => {
                 let var = pre.var(place, t.span());
                 quote!(#k.rendered(&#var);)
             }
-            None => {
-                let expr = place_expr(place, t.span());
-                quote_spanned!(t.span()=> #k.part(&#expr);)
-            }
+            None => push_part(&k, krate, &place_expr(place, t.span()), t.span()),
         },
     });
+    let traits = part_traits(krate);
     quote!({
+        #traits
         let mut #k = #krate::__private::KeyBuilder::with_capacity(#cap);
         #(#pushes)*
         #k.finish()
@@ -690,8 +700,13 @@ fn default_key(
         .args
         .iter()
         .filter(|a| cache_root.as_ref() != Some(*a))
-        .map(|a| quote_spanned!(a.span()=> #k.lit(":"); #k.part(&#a);));
+        .map(|a| {
+            let part = push_part(&k, krate, &a.to_token_stream(), a.span());
+            quote_spanned!(a.span()=> #k.lit(":"); #part)
+        });
+    let traits = part_traits(krate);
     quote!({
+        #traits
         let mut #k = #krate::__private::KeyBuilder::with_capacity(64);
         #prefix
         #k.lit(#suffix);

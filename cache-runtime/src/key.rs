@@ -79,6 +79,58 @@ impl KeyBuilder {
     }
 }
 
+/// A key part as the macros append it: `(&Part(&v)).kind().append(&mut key, &v)`
+/// picks, by `v`'s type (autoref, as `anyhow`'s `kind` module does), an
+/// integer's digits written straight into the key (they never need
+/// escaping; no `fmt`), or else [`KeyBuilder::part`] (`Display`, escaped).
+/// Both render the same text. A type that is neither is reported as not
+/// `Display`, at the placeholder.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct Part<'a, T: ?Sized>(pub &'a T);
+
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct IntegerKind;
+
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct DisplayKind;
+
+#[doc(hidden)]
+pub trait IntegerPart {
+    #[inline]
+    fn kind(&self) -> IntegerKind {
+        IntegerKind
+    }
+}
+
+impl<T: itoa::Integer> IntegerPart for Part<'_, T> {}
+
+#[doc(hidden)]
+pub trait DisplayPart {
+    #[inline]
+    fn kind(&self) -> DisplayKind {
+        DisplayKind
+    }
+}
+
+impl<T: ?Sized> DisplayPart for &Part<'_, T> {}
+
+impl IntegerKind {
+    #[inline]
+    pub fn append<T: itoa::Integer + Copy>(self, key: &mut KeyBuilder, value: &T) {
+        key.buf.push_str(itoa::Buffer::new().format(*value));
+    }
+}
+
+impl DisplayKind {
+    #[inline]
+    pub fn append<T: fmt::Display + ?Sized>(self, key: &mut KeyBuilder, value: &T) {
+        key.part(value);
+    }
+}
+
 /// Renders a value as an escaped key part on its own.
 pub fn render_part<T: fmt::Display + ?Sized>(value: &T) -> String {
     let mut key = KeyBuilder::new();
@@ -460,6 +512,49 @@ pub(crate) fn validate_namespace(ns: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// What the macros append for a part, through the type's choice.
+    macro_rules! appended {
+        ($v:expr) => {{
+            let mut key = KeyBuilder::new();
+            let v = $v;
+            (&Part(&v)).kind().append(&mut key, &v);
+            key.finish()
+        }};
+    }
+
+    #[test]
+    fn integer_parts_render_as_display_does() {
+        macro_rules! same {
+            ($($v:expr),*) => {$(
+                assert_eq!(appended!($v), render_part(&$v), "{}", stringify!($v));
+            )*};
+        }
+        same!(
+            0u8,
+            u8::MAX,
+            i8::MIN,
+            u16::MAX,
+            i16::MIN,
+            u32::MAX,
+            i32::MIN,
+            -1i32
+        );
+        same!(
+            0u64,
+            7u64,
+            u64::MAX,
+            i64::MIN,
+            i64::MAX,
+            usize::MAX,
+            isize::MIN
+        );
+        same!(u128::MAX, i128::MIN, 1_000_000u64);
+        // Anything else goes through `Display`, escaped.
+        assert_eq!(appended!("a:b"), "a%3Ab");
+        assert_eq!(appended!(String::from("x y")), render_part("x y"));
+        assert_eq!(appended!(1.5f64), "1.5");
+    }
 
     #[test]
     fn a_bounded_key_is_200_bytes_and_bounding_is_idempotent() {

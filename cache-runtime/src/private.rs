@@ -4,7 +4,7 @@ use std::future::Future;
 
 pub use crate::cache::fail_safe::HardTimeout;
 pub use crate::cache::{Cache, Links, Put};
-pub use crate::key::{KeyBuilder, render_part};
+pub use crate::key::{DisplayPart, IntegerPart, KeyBuilder, Part, render_part};
 pub use crate::options::CacheOptions;
 pub use crate::shape::{Always, Batch, OnOk, Opt, Outcome, Pairs, Plain, Res, ResOpt, Shape};
 
