@@ -349,3 +349,24 @@ pub fn one_load_at_a_time_blocking() -> tokio::sync::MutexGuard<'static, ()> {
 }
 
 static LOAD: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Files `count` other entries under `tag`, so that invalidating it takes
+/// the big-tag path (on Redis, a tag of 256 members or more is removed as a
+/// tombstone rather than with a marker per member: `TOMBSTONE_FROM` in
+/// `store/redis/mod.rs`).
+pub async fn fill_tag(cache: &cache_runtime::Cache, tag: &str, count: usize) {
+    for i in 0..count {
+        cache
+            .set(
+                &format!("filler:{tag}:{i}"),
+                &i,
+                Some(std::time::Duration::from_secs(60)),
+                &[tag],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+/// Enough members for the big-tag path (see `fill_tag`).
+pub const BIG_TAG: usize = 300;

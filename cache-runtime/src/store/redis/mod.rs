@@ -335,6 +335,11 @@ impl RedisStore {
     }
 }
 
+/// The fewest members a tag's set needs to be removed as a tombstone rather
+/// than with a marker per member (see `INVALIDATE`): a fill checks every
+/// tombstone newer than its token, so only big invalidations take one.
+const TOMBSTONE_FROM: usize = 256;
+
 impl Store for RedisStore {
     /// Reads the entry (and the version). The fill token is read with it
     /// only by the time-to-idle script (which runs anyway); otherwise the
@@ -488,6 +493,7 @@ impl Store for RedisStore {
         for (channel, payload) in events {
             inv.arg(channel).arg(payload);
         }
+        inv.arg(TOMBSTONE_FROM);
         let mut conn = self.conn.clone();
         let (removed, entries, names, values, seq, left, at_ms, conflicts): InvalidateReply =
             inv.invoke_async(&mut conn).await?;

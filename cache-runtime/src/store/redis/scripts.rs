@@ -335,7 +335,8 @@ return 0
 /// namespace's pattern markers, p, the patterns deleted (p, recorded as
 /// pattern markers by the first step), c, the puts' checks (c pairs: the
 /// key's marker, the put's ticket), then the events' channels and
-/// payloads (2e), published in order at the end.
+/// payloads (2e), published in order at the end, then the fewest members a
+/// tag set needs to be removed as a tombstone (see `drain_whole`).
 ///
 /// Members are removed in batches (`ZPOPMIN`: soonest to expire first), and
 /// at most `budget` of them per
@@ -399,11 +400,17 @@ if np > 0 then trim_patterns() end
 -- marks anything.
 local nc = tonumber(ARGV[19 + np])
 local conflicts = {}
--- Whether a tag invalidated after `since` held `entry` (its tombstone).
+-- Whether an invalidation after `since` may have removed `entry`: a tag's
+-- tombstone that holds it, or a pattern (or the floor, `*`, which stands
+-- for tombstones and patterns trimmed away) that matches it.
 local function entombed(entry, since)
   local recent = redis.call('ZRANGEBYSCORE', patk, '(' .. string.format('%.0f', since), '+inf')
   for _, p in ipairs(recent) do
-    if string.byte(p) == 1 and redis.call('ZSCORE', string.sub(p, 2), entry) then return true end
+    if string.byte(p) == 1 then
+      if redis.call('ZSCORE', string.sub(p, 2), entry) then return true end
+    elseif glob(p, entry) then
+      return true
+    end
   end
   return false
 end
@@ -443,19 +450,26 @@ local function gone(entry)
   mark(mprefix .. key)
   queue[#queue + 1] = key
 end
--- A tag set that fits in what is left of the budget is not drained
--- member by member: renamed, it becomes a tombstone, the record of the
--- entries it held, kept for the fill window and registered with the
--- pattern markers (as `\1` and its name), so that a fill of one of them
--- whose token is older than this invalidation is refused by it, as a
--- marker on each would. Its members are removed in batches, and only the
--- members with dependents are walked further (a cascade marks them).
+-- A big tag set (`ARGV[20 + np + 2 * nc + 2 * e]` members or more) that
+-- fits in what is left of the budget is not drained member by member:
+-- renamed, it becomes a tombstone, the record of the entries it held, kept
+-- for the fill window and registered with the pattern markers (as `\1` and
+-- its name), so that a fill of one of them whose token is older than this
+-- invalidation is refused by it, as a marker on each would. Its members are
+-- removed in batches, and only the members with dependents are walked
+-- further (a cascade marks them). Small sets keep a marker per member: a
+-- fill checks every tombstone newer than its token, and tombstones share
+-- the pattern markers' 1,000 places, so only big invalidations take one.
+-- The name, `ns#tomb:seq:` and the set's own kind and name, is one no
+-- caller's tag or key can make.
 local tombs = 0
+local keys_prefix = string.sub(patk, 1, #patk - #'#patterns')
+local least = tonumber(ARGV[20 + np + 2 * nc + 2 * tonumber(ARGV[4])])
 local function drain_whole(set)
   local count = redis.call('ZCARD', set)
   if count == 0 then return true end
-  if count > budget - popped then return false end
-  local tomb = set .. '~' .. string.format('%.0f', seq)
+  if count < least or count > budget - popped then return false end
+  local tomb = keys_prefix .. '#tomb:' .. string.format('%.0f', seq) .. ':' .. string.sub(set, #keys_prefix + 2)
   redis.call('RENAME', set, tomb)
   redis.call('PEXPIRE', tomb, mttl)
   redis.call('ZADD', patk, seq, '\1' .. tomb)
