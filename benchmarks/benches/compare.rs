@@ -56,7 +56,7 @@ const STAMPEDE_TASKS: usize = 1_000;
 const LOAD_TIME: Duration = Duration::from_millis(20);
 /// Entries under the one tag invalidated at once.
 const TAG_ENTRIES: usize = 10_000;
-const TAG_ROUNDS: usize = 5;
+const TAG_ROUNDS: usize = 9;
 
 /// A row whose JSON is about 1 KB.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
