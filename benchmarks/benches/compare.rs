@@ -16,7 +16,8 @@
 //! (the same pipeline, header skipped, JSON decoded), which tells the cost
 //! of the protocol from the cost of the runtime's code.
 //!
-//! For each: p50/p99 latency of warm hits with one task, throughput (and
+//! For each: p50/p99 latency of warm hits with one task (on a current-thread
+//! runtime of its own, see [`latency_apart`]), throughput (and
 //! this process's CPU time per hit) with 16 and 64 concurrent tasks, and the
 //! loader invocations when 1,000 tasks hit one cold key at once. Then a tag
 //! covering 10,000 entries invalidated in one call, against deleting the
@@ -26,7 +27,8 @@
 //! Run: `cargo bench -p benchmarks --bench compare` (under a minute once
 //! built; prints markdown tables; the figures are in docs/BENCHMARKS.md).
 //! `COMPARE_ONLY=<contender>` runs one contender's throughput alone, for a
-//! profiler (see [`only_one`]). The run ends with a line per target of
+//! profiler (see [`only_one`]); `COMPARE_ONLY=invalidation` runs only the
+//! invalidation part. The run ends with a line per target of
 //! issue 17 (`target met: ...` / `target missed: ...`, with the figure).
 
 use std::collections::BTreeMap;
@@ -265,6 +267,43 @@ async fn redis_cache(url: &str, namespace: &str, local_ttl: Option<Duration>) ->
 
 fn quantile(sorted: &[Duration], q: f64) -> Duration {
     sorted[((sorted.len() as f64 * q) as usize).min(sorted.len() - 1)]
+}
+
+/// Single-task latency, measured on a current-thread runtime of its own
+/// (on a thread of its own), with its own connections and caches (the same
+/// namespaces, already warm): every wake-up of a round trip stays on that
+/// one thread, whichever contender. On the two-worker runtime a contender's
+/// p50 was about 20 µs or about 70 to 80 µs depending, it seems, on whether
+/// its connection's driver task had landed on the caller's worker (see
+/// BENCHMARKS.md). The `cached` crate's store is a `static` made on the
+/// main runtime, so its calls still cross to that runtime's workers.
+fn latency_apart(url: &str) -> (Vec<Vec<Duration>>, Vec<Duration>) {
+    let url = url.to_owned();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let redis = redis::Client::open(url.as_str())
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap();
+            let bench = Arc::new(Bench {
+                redis,
+                ours: Articles {
+                    cache: redis_cache(&url, "ours", None).await,
+                },
+                two_tiers: Articles {
+                    cache: redis_cache(&url, "two", Some(Duration::from_secs(600))).await,
+                },
+            });
+            latency(bench).await
+        })
+    })
+    .join()
+    .unwrap()
 }
 
 /// Single-task latency of warm hits: `LATENCY_ROUNDS` rounds, each timing
@@ -669,7 +708,7 @@ fn main() {
             }
             return only_one(&bench, &only).await;
         }
-        let (lat, bare) = latency(bench.clone()).await;
+        let (lat, bare) = latency_apart(&url);
         let t16 = throughput(&bench, 16).await;
         let t64 = throughput(&bench, 64).await;
         let mut storms = Vec::new();
