@@ -400,15 +400,16 @@ if np > 0 then trim_patterns() end
 -- marks anything.
 local nc = tonumber(ARGV[19 + np])
 local conflicts = {}
--- Whether an invalidation after `since` may have removed `entry`: a tag's
--- tombstone that holds it, or a pattern (or the floor, `*`, which stands
--- for tombstones and patterns trimmed away) that matches it.
+-- Whether a big tag invalidated after `since` removed `entry` (its
+-- tombstone holds it; the floor, `*`, stands for tombstones trimmed away,
+-- so it counts too). Patterns do not: an entry they removed has its marker,
+-- as in process.
 local function entombed(entry, since)
   local recent = redis.call('ZRANGEBYSCORE', patk, '(' .. string.format('%.0f', since), '+inf')
   for _, p in ipairs(recent) do
     if string.byte(p) == 1 then
       if redis.call('ZSCORE', string.sub(p, 2), entry) then return true end
-    elseif glob(p, entry) then
+    elseif p == '*' then
       return true
     end
   end
