@@ -237,6 +237,24 @@ const FLOOR_KEY: &str = "floor:article:1";
 const WARM_ID: u64 = 1;
 
 impl Bench {
+    /// A connection and the two caches of this crate, on the current
+    /// runtime (each connection's driver task is spawned there).
+    async fn connect(url: &str) -> Bench {
+        Bench {
+            redis: redis::Client::open(url)
+                .unwrap()
+                .get_multiplexed_async_connection()
+                .await
+                .unwrap(),
+            ours: Articles {
+                cache: redis_cache(url, "ours", None).await,
+            },
+            two_tiers: Articles {
+                cache: redis_cache(url, "two", Some(Duration::from_secs(600))).await,
+            },
+        }
+    }
+
     /// One read of the warm key (or of `id`), through `who`; `conn` is the
     /// calling task's own connection handle, for the floor.
     async fn read(&self, who: Contender, conn: &mut MultiplexedConnection, id: u64) -> Article {
@@ -284,23 +302,7 @@ fn latency_apart(url: &str) -> (Vec<Vec<Duration>>, Vec<Duration>) {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let redis = redis::Client::open(url.as_str())
-                .unwrap()
-                .get_multiplexed_async_connection()
-                .await
-                .unwrap();
-            let bench = Arc::new(Bench {
-                redis,
-                ours: Articles {
-                    cache: redis_cache(&url, "ours", None).await,
-                },
-                two_tiers: Articles {
-                    cache: redis_cache(&url, "two", Some(Duration::from_secs(600))).await,
-                },
-            });
-            latency(bench).await
-        })
+        rt.block_on(async { latency(Arc::new(Bench::connect(&url).await)).await })
     })
     .join()
     .unwrap()
@@ -661,21 +663,8 @@ fn main() {
     let url = server.url();
     URL.set(url.clone()).unwrap();
     rt.block_on(async {
-        let redis = redis::Client::open(url.as_str())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap();
-        let bench = Arc::new(Bench {
-            redis: redis.clone(),
-            ours: Articles {
-                cache: redis_cache(&url, "ours", None).await,
-            },
-            two_tiers: Articles {
-                cache: redis_cache(&url, "two", Some(Duration::from_secs(600))).await,
-            },
-        });
-        let mut conn = redis.clone();
+        let bench = Arc::new(Bench::connect(&url).await);
+        let mut conn = bench.redis.clone();
         let json = serde_json::to_vec(&Article::sample(WARM_ID)).unwrap();
         let _: () = conn.set(FLOOR_KEY, &json).await.unwrap();
         // Warm every contender's entry; each must load exactly once.
