@@ -209,12 +209,9 @@ impl Prerendered {
     }
 }
 
-/// Code that builds a template into a `String`: argument placeholders from
-/// their pre-rendered values (or directly when `pre` is `None`), `ret`
-/// placeholders from the value bound as `ret`.
 /// Appends the value of `expr` to the key `k` (see `Part` in the runtime's
 /// `key.rs`: integers without `fmt`); needs `__private::{IntegerPart,
-/// DisplayPart}` in scope (`PART_TRAITS`).
+/// DisplayPart}` in scope (`part_traits`).
 fn push_part(k: &Ident, krate: &Path, expr: &TokenStream, span: Span) -> TokenStream {
     quote_spanned!(span=> (&#krate::__private::Part(&#expr)).kind().append(&mut #k, &#expr);)
 }
@@ -224,6 +221,9 @@ fn part_traits(krate: &Path) -> TokenStream {
     quote!(use #krate::__private::{DisplayPart as _, IntegerPart as _};)
 }
 
+/// Code that builds a template into a `String`: argument placeholders from
+/// their pre-rendered values (or directly when `pre` is `None`), `ret`
+/// placeholders from the value bound as `ret`.
 fn build(t: &Template, krate: &Path, mut pre: Option<&mut Prerendered>) -> TokenStream {
     let k = helper("__k");
     let cap = t.literal_len();
