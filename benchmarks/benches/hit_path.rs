@@ -1,6 +1,7 @@
 //! The hit path: ns per hit of the macro-generated path (in-process store,
 //! and the in-process tier of a two-tier cache) beside a bare `moka` get of
-//! the same value, in one run. Run: `cargo bench -p benchmarks --bench hit_path`.
+//! the same value (and a bare `quick_cache` get, the map the in-process
+//! store is built on), in one run. Run: `cargo bench -p benchmarks --bench hit_path`.
 //!
 //! A hit never waits on anything, so the cached future is polled once with a
 //! no-op waker: what is measured is the cache, not an executor.
@@ -73,6 +74,15 @@ fn hit_path(c: &mut Criterion) {
     group.bench_function(
         "bare moka get of an Arc<Post>, per-entry expiry, namespaced key formatted per call",
         |b| b.iter(|| black_box(moka_store.get(&format!("cache:post:{}", black_box(1))))),
+    );
+    // The map the in-process store is built on (`quick_cache`), bare: the
+    // floor of its hit.
+    let quick: quick_cache::sync::Cache<String, std::sync::Arc<Post>> =
+        quick_cache::sync::Cache::new(10_000);
+    quick.insert("post:1".to_owned(), std::sync::Arc::new(Post::sample(1)));
+    group.bench_function(
+        "bare quick_cache get of an Arc<Post>, key formatted per call",
+        |b| b.iter(|| black_box(quick.get(&format!("post:{}", black_box(1))))),
     );
     // What a hand-written cache would be: entries expire.
     let moka_ttl: moka::sync::Cache<String, Post> = moka::sync::Cache::builder()

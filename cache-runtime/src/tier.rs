@@ -1,6 +1,6 @@
 //! The in-process tier in front of Redis: most hits never leave the process.
 //!
-//! It is an in-process store (bounded `moka`, per-entry expiry) holding the
+//! It is an in-process store (bounded, per-entry expiry) holding the
 //! same envelopes as Redis, under the same entry names, for at most the
 //! tier's TTL and never past the entry's own freshness. It is kept coherent
 //! by the cache's subscriber:
@@ -41,7 +41,9 @@ pub(crate) struct LocalTier {
     /// The current value of version names, as last seen on Redis or in a
     /// bump message; bounded like the tier, kept at most the tier's TTL (a
     /// name it forgot is read from Redis again), and read without a lock.
-    versions: moka::sync::Cache<String, Arc<AtomicU64>>,
+    versions: quick_cache::sync::Cache<String, Arc<Known>>,
+    /// How long a version value is known (the tier's TTL, in ms).
+    versions_ms: u64,
     connected: AtomicBool,
     /// The last proof that the subscriber hears everything (a message, or
     /// the moment a ping was sent that was then answered), in ms since
@@ -80,6 +82,13 @@ struct Heard {
 /// How long an echo is still awaited for an invalidation whose reply was
 /// lost.
 const LOST_FOR: Duration = Duration::from_secs(60);
+
+/// A version value the tier knows, and until when (ms since its epoch).
+#[derive(Debug)]
+struct Known {
+    value: AtomicU64,
+    until: u64,
+}
 
 /// What an invalidation removed: entry names, and bumped versions.
 type Removed = (Vec<String>, Vec<(String, u64)>);
@@ -134,12 +143,12 @@ impl LocalTier {
             store: MemoryStore::new(capacity),
             ttl,
             grace_ms: crate::ttl::millis(grace),
+            versions: quick_cache::sync::Cache::new(
+                usize::try_from(capacity.max(1)).unwrap_or(usize::MAX),
+            ),
             // Forgotten after the tier's TTL: a version key that expired on
             // Redis starts over lower, and the tier must learn that too.
-            versions: moka::sync::Cache::builder()
-                .max_capacity(capacity.max(1))
-                .time_to_live(ttl.clamp(Duration::from_millis(1), crate::ttl::FAR))
-                .build(),
+            versions_ms: crate::ttl::millis(ttl).max(1),
             connected: AtomicBool::new(false),
             alive_at: AtomicU64::new(0),
             epoch: Instant::now(),
@@ -184,14 +193,34 @@ impl LocalTier {
 
     /// The known current value of a version name.
     pub(crate) fn version(&self, name: &str) -> Option<u64> {
-        self.versions.get(name).map(|v| v.load(Ordering::Acquire))
+        self.known(name).map(|v| v.value.load(Ordering::Acquire))
+    }
+
+    /// What is known of a version name, unless it is past its time (then
+    /// it is forgotten).
+    fn known(&self, name: &str) -> Option<Arc<Known>> {
+        let found = self.versions.get(name)?;
+        if found.until > self.since_epoch() {
+            return Some(found);
+        }
+        self.versions.remove_if(name, |k| Arc::ptr_eq(k, &found));
+        None
     }
 
     /// Records a version value seen on Redis (versions only grow).
     pub(crate) fn saw_version(&self, name: &str, value: u64) {
-        self.versions
-            .get_with_by_ref(name, || Arc::new(AtomicU64::new(value)))
-            .fetch_max(value, Ordering::AcqRel);
+        let known = self.known(name).unwrap_or_else(|| {
+            let fresh = || {
+                Ok::<_, std::convert::Infallible>(Arc::new(Known {
+                    value: AtomicU64::new(value),
+                    until: self.since_epoch().saturating_add(self.versions_ms),
+                }))
+            };
+            // Two first sightings at once share one.
+            let Ok(known) = self.versions.get_or_insert_with(name, fresh);
+            known
+        });
+        known.value.fetch_max(value, Ordering::AcqRel);
     }
 
     /// Keeps `bytes` under `entry` for at most `ttl` (and the tier's TTL),
@@ -314,7 +343,7 @@ impl LocalTier {
     /// epoch changed).
     pub(crate) fn clear(&self) {
         self.store.clear();
-        self.versions.invalidate_all();
+        self.versions.clear();
     }
 
     pub(crate) fn connected(&self) {
@@ -445,12 +474,29 @@ mod tests {
         for i in 0..10_000 {
             tier.saw_version(&format!("v{i}"), i);
         }
-        tier.versions.run_pending_tasks();
-        assert!(
-            tier.versions.entry_count() <= 100,
-            "{}",
-            tier.versions.entry_count()
+        assert!(tier.versions.len() <= 100, "{}", tier.versions.len());
+    }
+
+    #[test]
+    fn a_version_is_known_only_for_the_tiers_ttl_and_only_grows() {
+        let tier = LocalTier::new(
+            100,
+            Duration::from_millis(50),
+            Duration::from_secs(60),
+            Duration::from_secs(30),
         );
+        tier.saw_version("v", 7);
+        tier.saw_version("v", 3);
+        assert_eq!(tier.version("v"), Some(7), "versions only grow");
+        // The version key may have expired on Redis and started over lower:
+        // after the tier's TTL the value is forgotten, and learnt again.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while tier.version("v").is_some() {
+            assert!(Instant::now() < deadline, "still known past the TTL");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        tier.saw_version("v", 2);
+        assert_eq!(tier.version("v"), Some(2));
     }
 
     #[test]

@@ -1,70 +1,56 @@
 //! The in-process store: the embedded default for a single process, and the
 //! reference the Redis store is tested against.
 //!
-//! Entries live in a bounded `moka` cache with a per-entry expiry. Writes
-//! (fills and invalidations) take one short lock around the sequence number,
-//! markers and tag index, so that a fill's marker check and its insert are
-//! atomic with respect to invalidations; reads take no lock.
+//! Entries live in a bounded `quick_cache` map (sharded, CLOCK-Pro
+//! eviction, no maintenance work on reads: a read takes its shard's read
+//! lock, and its tail stays that of a hash lookup). Each entry carries its
+//! expiry, checked on every read: an expired entry is never served, and it is
+//! dropped when read, when evicted for room, or by the sweep that runs every
+//! `SWEEP_EVERY` writes. Writes (fills and invalidations) take one short lock
+//! around the sequence number, markers and tag index, so that a fill's marker
+//! check and its insert are atomic with respect to invalidations; reads take
+//! no store-wide lock.
 
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use moka::Expiry;
 
 use super::{AnyValue, Applied, Continuation, FillRequest, InvalidationPlan, Lookup, Store, Token};
 use crate::error::Error;
 use crate::key::{Prefixes, glob_match};
 use crate::ttl::after;
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub(crate) struct MemEntry {
     pub(crate) bytes: Bytes,
     pub(crate) typed: Option<AnyValue>,
-    /// How long it lives from its write.
-    ttl: Option<Duration>,
-    /// Time-to-idle, and the hard deadline no read extends it past.
-    idle: Option<(Duration, Option<Instant>)>,
+    /// When it expires, in ns on the store's clock (`NEVER`: it does not).
+    /// A read of an entry with a time-to-idle moves it.
+    expires: AtomicU64,
+    /// Time-to-idle (ns), and the deadline no read extends it past.
+    idle: Option<(u64, u64)>,
 }
 
-struct PerEntryTtl;
+/// The `expires` of an entry that does not expire.
+const NEVER: u64 = u64::MAX;
+
+impl MemEntry {
+    /// Whether it is still live at `now` (ns on the store's clock).
+    fn live(&self, now: u64) -> bool {
+        self.expires.load(Ordering::Relaxed) > now
+    }
+}
 
 /// Entries are shared, so a hit clones one pointer.
-pub(crate) type Shared = std::sync::Arc<MemEntry>;
+pub(crate) type Shared = Arc<MemEntry>;
 
-impl Expiry<String, Shared> for PerEntryTtl {
-    fn expire_after_create(&self, _: &String, value: &Shared, _: Instant) -> Option<Duration> {
-        value.ttl
-    }
-
-    fn expire_after_update(
-        &self,
-        _: &String,
-        value: &Shared,
-        _: Instant,
-        _: Option<Duration>,
-    ) -> Option<Duration> {
-        value.ttl
-    }
-
-    /// A read of an entry with a time-to-idle extends it by that, up to its
-    /// hard deadline; other entries keep their expiry.
-    fn expire_after_read(
-        &self,
-        _: &String,
-        value: &Shared,
-        now: Instant,
-        left: Option<Duration>,
-        _: Instant,
-    ) -> Option<Duration> {
-        match value.idle {
-            Some((idle, Some(deadline))) => Some(idle.min(deadline.saturating_duration_since(now))),
-            Some((idle, None)) => Some(idle),
-            None => left,
-        }
-    }
+/// Nanoseconds of `d`, saturating ("never" for durations past ~584 years).
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(NEVER)
 }
 
 #[derive(Default)]
@@ -89,9 +75,9 @@ struct WriteState {
 }
 
 pub(crate) struct MemoryStore {
-    /// Hashed with foldhash (keyed per process, as std's SipHash is, and
-    /// faster on short keys: `benches/hit_path.rs`).
-    entries: moka::sync::Cache<String, Shared, foldhash::fast::RandomState>,
+    /// Hashed with foldhash, `quick_cache`'s default (keyed per process, as
+    /// std's SipHash is, and faster on short keys: `benches/hit_path.rs`).
+    entries: quick_cache::sync::Cache<String, Shared>,
     seq: AtomicU64,
     state: Mutex<WriteState>,
     /// version name -> its current value, and how long it must live: as
@@ -106,7 +92,7 @@ pub(crate) struct MemoryStore {
 impl std::fmt::Debug for MemoryStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MemoryStore")
-            .field("entries", &self.entries.entry_count())
+            .field("entries", &self.entries.len())
             .finish_non_exhaustive()
     }
 }
@@ -126,10 +112,9 @@ struct Version {
 impl MemoryStore {
     pub(crate) fn new(max_entries: u64) -> Self {
         MemoryStore {
-            entries: moka::sync::Cache::builder()
-                .max_capacity(max_entries)
-                .expire_after(PerEntryTtl)
-                .build_with_hasher(foldhash::fast::RandomState::default()),
+            entries: quick_cache::sync::Cache::new(
+                usize::try_from(max_entries).unwrap_or(usize::MAX),
+            ),
             seq: AtomicU64::new(0),
             state: Mutex::new(WriteState::default()),
             versions: RwLock::new(HashMap::new()),
@@ -140,6 +125,11 @@ impl MemoryStore {
     /// The store's clock, in ms.
     fn now_ms(&self) -> u64 {
         crate::ttl::millis(self.started.elapsed())
+    }
+
+    /// The store's clock, in ns (entries' expiry).
+    fn now_ns(&self) -> u64 {
+        nanos(self.started.elapsed())
     }
 
     fn versions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Version>> {
@@ -160,8 +150,7 @@ impl MemoryStore {
         let token = self.current_token();
         let version = version.map_or(0, |v| self.version(v));
         let (value, typed) = self
-            .entries
-            .get(entry)
+            .entry(entry)
             .map_or((None, None), |e| (Some(e.bytes.clone()), e.typed.clone()));
         Lookup {
             value,
@@ -171,9 +160,31 @@ impl MemoryStore {
         }
     }
 
-    /// The entry under `entry`, shared (a hit clones one pointer).
+    /// The entry under `entry`, shared (a hit clones one pointer), unless
+    /// it expired. A read of an entry with a time-to-idle extends it by that,
+    /// up to its deadline.
     pub(crate) fn entry(&self, entry: &str) -> Option<Shared> {
-        self.entries.get(entry)
+        let found = self.entries.get(entry)?;
+        if found.idle.is_none() && found.expires.load(Ordering::Relaxed) == NEVER {
+            return Some(found);
+        }
+        let now = self.now_ns();
+        if !found.live(now) {
+            // Dropped now, unless a fill replaced it meanwhile.
+            self.entries.remove_if(entry, |e| Arc::ptr_eq(e, &found));
+            return None;
+        }
+        if let Some((idle, deadline)) = found.idle {
+            found
+                .expires
+                .store(now.saturating_add(idle).min(deadline), Ordering::Relaxed);
+        }
+        Some(found)
+    }
+
+    /// Removes the entry under `name`; whether a live one was there.
+    fn remove(&self, name: &str, now: u64) -> bool {
+        self.entries.remove(name).is_some_and(|(_, e)| e.live(now))
     }
 
     /// The current version of a version name.
@@ -294,15 +305,14 @@ impl MemoryStore {
             let v = versions.entry(name.clone()).or_default();
             v.until = v.until.max(until);
         }
-        let (ttl, idle) = (
-            req.expiry(),
-            req.idle
-                .map(|idle| (idle, req.ttl.map(|ttl| after(now, ttl)))),
-        );
+        let at = self.now_ns();
+        let from_now = |d: Option<Duration>| d.map_or(NEVER, |d| at.saturating_add(nanos(d)));
+        let idle = req.idle.map(|idle| (nanos(idle), from_now(req.ttl)));
+        let expires = AtomicU64::new(from_now(req.expiry()));
         self.entries.insert(
             req.entry,
-            std::sync::Arc::new(MemEntry {
-                ttl,
+            Arc::new(MemEntry {
+                expires,
                 idle,
                 bytes: Bytes::from(req.value),
                 typed: req.typed,
@@ -322,9 +332,12 @@ impl MemoryStore {
         }
     }
 
-    /// Drops tag members whose entries are gone and markers past their window,
-    /// so the bookkeeping stays proportional to what is cached.
+    /// Drops expired entries, tag members whose entries are gone and markers
+    /// past their window, so the bookkeeping stays proportional to what is
+    /// cached.
     fn sweep(&self, state: &mut WriteState, now: Instant) {
+        let at = self.now_ns();
+        self.entries.retain(|_, e| e.live(at));
         state.tags.retain(|_, members| {
             members.retain(|m| self.entries.contains_key(m));
             !members.is_empty()
@@ -362,27 +375,38 @@ impl MemoryStore {
             .map(|(i, _)| i)
             .collect();
         let until = after(now, plan.marker_ttl);
+        let at = self.now_ns();
         let mut removed = 0;
         let mut gone = Vec::new();
         for (entry, marker) in &plan.keys {
-            removed += u64::from(self.entries.remove(entry).is_some());
+            removed += u64::from(self.remove(entry, at));
             state.markers.insert(marker.clone(), (seq, until));
             gone.push(entry.clone());
         }
         for tag in &plan.tags {
             if let Some(members) = state.tags.remove(&tag.set) {
                 for member in members {
-                    removed += u64::from(self.entries.remove(&member).is_some());
+                    removed += u64::from(self.remove(&member, at));
                     gone.push(member);
                 }
             }
             state.markers.insert(tag.marker.clone(), (seq, until));
         }
         for pattern in &plan.patterns {
-            for (name, _) in self.entries.iter().filter(|(k, _)| glob_match(pattern, k)) {
-                removed += u64::from(self.entries.remove(&*name).is_some());
-                gone.push((*name).clone());
-            }
+            // One pass, each shard under its lock once.
+            let matched = RefCell::new(Vec::new());
+            self.entries.retain(|name, e| {
+                if !glob_match(pattern, name) {
+                    return true;
+                }
+                if e.live(at) {
+                    matched.borrow_mut().push(name.clone());
+                }
+                false
+            });
+            let matched = matched.into_inner();
+            removed += matched.len() as u64;
+            gone.extend(matched);
             if state.patterns.len() >= PATTERNS {
                 let (_, oldest, _) = state.patterns.remove(0);
                 state.pattern_floor = state.pattern_floor.max(oldest);
@@ -420,6 +444,7 @@ impl MemoryStore {
         if prefixes.entry.is_empty() {
             return 0;
         }
+        let at = self.now_ns();
         let mut seen = HashSet::new();
         let mut removed = 0;
         let mut next = 0;
@@ -436,7 +461,7 @@ impl MemoryStore {
                 .insert(format!("{}{key}", prefixes.key_marker), marker);
             if let Some(members) = state.tags.remove(&format!("{}{key}", prefixes.dependents)) {
                 for member in members {
-                    removed += u64::from(self.entries.remove(&member).is_some());
+                    removed += u64::from(self.remove(&member, at));
                     queue.push(member);
                 }
             }
@@ -453,7 +478,7 @@ impl MemoryStore {
         state.tags.clear();
         state.depends_of.clear();
         state.patterns.clear();
-        self.entries.invalidate_all();
+        self.entries.clear();
     }
 
     /// Takes the lock `name` for `lease` unless someone holds it.
@@ -629,6 +654,45 @@ mod tests {
             store.tag_members("s:t"),
             0,
             "the sweep dropped members whose entries are gone"
+        );
+    }
+
+    /// Expiry is checked on read: an expired entry is never served, does
+    /// not count as removed, and is dropped by the sweep if nobody reads it.
+    #[test]
+    fn expired_entries_are_not_served_counted_or_kept() {
+        let store = MemoryStore::new(100_000);
+        let short = |entry: String| FillRequest {
+            ttl: Some(Duration::from_millis(100)),
+            ..FillRequest::new(entry.clone(), format!("m:{entry}"), b"v".to_vec(), 0)
+        };
+        for i in 0..100 {
+            assert!(store.fill_now(short(format!("e{i}"))));
+        }
+        // Filled last, so expired last.
+        assert!(store.fill_now(short("last".into())));
+        assert!(store.entry("last").is_some());
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while store.entry("last").is_some() {
+            assert!(Instant::now() < deadline, "served past its TTL");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        assert_eq!(store.read("e1", None).value, None);
+        let plan = InvalidationPlan {
+            keys: vec![("e2".into(), "m:e2".into())],
+            patterns: vec!["e1*".into()],
+            marker_ttl: Duration::from_secs(30),
+            ..Default::default()
+        };
+        assert_eq!(store.invalidate(&plan), 0, "nothing live was removed");
+        assert!(store.entries.len() > 50, "unread, not yet dropped");
+        for i in 0..SWEEP_EVERY {
+            fill(&store, &format!("other{i}"), &[], store.current_token().seq);
+        }
+        assert_eq!(
+            store.entries.len(),
+            SWEEP_EVERY,
+            "the sweep dropped the expired entries"
         );
     }
 
