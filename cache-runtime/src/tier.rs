@@ -143,9 +143,7 @@ impl LocalTier {
             store: MemoryStore::new(capacity),
             ttl,
             grace_ms: crate::ttl::millis(grace),
-            versions: quick_cache::sync::Cache::new(
-                usize::try_from(capacity.max(1)).unwrap_or(usize::MAX),
-            ),
+            versions: crate::store::memory::bounded(capacity.max(1)),
             // Forgotten after the tier's TTL: a version key that expired on
             // Redis starts over lower, and the tier must learn that too.
             versions_ms: crate::ttl::millis(ttl).max(1),

@@ -179,7 +179,9 @@ impl CacheBuilder {
         self
     }
 
-    /// The most entries the in-process store holds. Default 100,000.
+    /// The most entries the in-process store holds. Default 100,000. When
+    /// it is full, a fill makes room by evicting others (`quick_cache`'s
+    /// CLOCK-Pro).
     pub fn memory_capacity(mut self, entries: u64) -> Self {
         self.memory_capacity = entries;
         self
@@ -202,7 +204,8 @@ impl CacheBuilder {
         self
     }
 
-    /// The most entries the in-process tier holds. Default 10,000.
+    /// The most entries the in-process tier holds (evicted as in
+    /// [`memory_capacity`](Self::memory_capacity)). Default 10,000.
     pub fn local_capacity(mut self, entries: u64) -> Self {
         self.local_capacity = entries;
         self

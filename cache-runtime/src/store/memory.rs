@@ -48,6 +48,18 @@ impl MemEntry {
 /// Entries are shared, so a hit clones one pointer.
 pub(crate) type Shared = Arc<MemEntry>;
 
+/// A map holding at most `capacity` entries: `quick_cache` gives each
+/// shard its share rounded up, so the total is rounded down to a multiple
+/// of the shards first.
+pub(crate) fn bounded<V: Clone>(capacity: u64) -> quick_cache::sync::Cache<String, V> {
+    let map = quick_cache::sync::Cache::new(usize::try_from(capacity).unwrap_or(usize::MAX));
+    let shards = map.num_shards() as u64;
+    if !capacity.is_multiple_of(shards) {
+        map.set_capacity(capacity - capacity % shards);
+    }
+    map
+}
+
 /// Nanoseconds of `d`, saturating ("never" for durations past ~584 years).
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(NEVER)
@@ -112,9 +124,7 @@ struct Version {
 impl MemoryStore {
     pub(crate) fn new(max_entries: u64) -> Self {
         MemoryStore {
-            entries: quick_cache::sync::Cache::new(
-                usize::try_from(max_entries).unwrap_or(usize::MAX),
-            ),
+            entries: bounded(max_entries),
             seq: AtomicU64::new(0),
             state: Mutex::new(WriteState::default()),
             versions: RwLock::new(HashMap::new()),
@@ -655,6 +665,22 @@ mod tests {
             0,
             "the sweep dropped members whose entries are gone"
         );
+    }
+
+    /// It never holds more entries than its capacity (the map's shares
+    /// per shard are rounded down, not up), and uses nearly all of it.
+    #[test]
+    fn it_holds_at_most_its_capacity() {
+        for capacity in [1, 100, 1_000, 1_001, 1_023] {
+            let store = MemoryStore::new(capacity);
+            for i in 0..capacity * 3 {
+                fill(&store, &format!("e{i}"), &[], store.current_token().seq);
+            }
+            let held = store.entries.len() as u64;
+            let shards = store.entries.num_shards() as u64;
+            assert!(held <= capacity, "{held} held, capacity {capacity}");
+            assert!(held + shards > capacity, "{held} held, capacity {capacity}");
+        }
     }
 
     /// Expiry is checked on read: an expired entry is never served, does
