@@ -414,13 +414,13 @@ pub(crate) fn epoch_of(seq: u64) -> u64 {
 mod tests {
     use super::*;
 
+    /// A tier of 100 entries with this TTL and grace, not yet connected.
+    fn unconnected(ttl: Duration, grace: Duration) -> LocalTier {
+        LocalTier::new(100, ttl, grace, Duration::from_secs(30))
+    }
+
     fn tier() -> LocalTier {
-        let tier = LocalTier::new(
-            100,
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-            Duration::from_secs(30),
-        );
+        let tier = unconnected(Duration::from_secs(60), Duration::from_secs(60));
         tier.connected();
         tier
     }
@@ -463,12 +463,7 @@ mod tests {
 
     #[test]
     fn the_versions_it_knows_are_bounded() {
-        let tier = LocalTier::new(
-            100,
-            Duration::from_secs(60),
-            Duration::from_secs(60),
-            Duration::from_secs(30),
-        );
+        let tier = unconnected(Duration::from_secs(60), Duration::from_secs(60));
         for i in 0..10_000 {
             tier.saw_version(&format!("v{i}"), i);
         }
@@ -477,12 +472,7 @@ mod tests {
 
     #[test]
     fn a_version_is_known_only_for_the_tiers_ttl_and_only_grows() {
-        let tier = LocalTier::new(
-            100,
-            Duration::from_millis(50),
-            Duration::from_secs(60),
-            Duration::from_secs(30),
-        );
+        let tier = unconnected(Duration::from_millis(50), Duration::from_secs(60));
         tier.saw_version("v", 7);
         tier.saw_version("v", 3);
         assert_eq!(tier.version("v"), Some(7), "versions only grow");
@@ -523,12 +513,7 @@ mod tests {
 
     #[test]
     fn it_answers_only_within_the_grace_of_the_last_proof_of_life() {
-        let tier = LocalTier::new(
-            100,
-            Duration::from_secs(60),
-            Duration::from_millis(50),
-            Duration::from_secs(30),
-        );
+        let tier = unconnected(Duration::from_secs(60), Duration::from_millis(50));
         assert!(!tier.trusted(), "never before the first connection");
         tier.connected();
         // Connected, but nothing heard since: trust ends with the grace,
