@@ -40,7 +40,8 @@ pub(crate) struct LocalTier {
     grace_ms: u64,
     /// The current value of version names, as last seen on Redis or in a
     /// bump message; bounded like the tier, kept at most the tier's TTL (a
-    /// name it forgot is read from Redis again), and read without a lock.
+    /// name it forgot is read from Redis again), and read under its shard's
+    /// read lock only.
     versions: quick_cache::sync::Cache<String, Arc<Known>>,
     /// How long a version value is known (the tier's TTL, in ms).
     versions_ms: u64,

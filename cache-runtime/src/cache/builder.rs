@@ -179,9 +179,12 @@ impl CacheBuilder {
         self
     }
 
-    /// The most entries the in-process store holds. Default 100,000. When
-    /// it is full, a fill makes room by evicting others (`quick_cache`'s
-    /// CLOCK-Pro).
+    /// The most entries the in-process store holds. Default 100,000. The
+    /// bound is split evenly over the map's shards (of at least 32 entries
+    /// each), and a fill into a full shard makes room by evicting from that
+    /// shard (`quick_cache`'s CLOCK-Pro), so eviction may begin a little
+    /// before the whole store is full. Expired entries nobody reads keep
+    /// their room until a sweep (every 4,096 writes) drops them.
     pub fn memory_capacity(mut self, entries: u64) -> Self {
         self.memory_capacity = entries;
         self

@@ -5,8 +5,9 @@
 //! eviction, no maintenance work on reads: a read takes its shard's read
 //! lock, and its tail stays that of a hash lookup). Each entry carries its
 //! expiry, checked on every read: an expired entry is never served, and it is
-//! dropped when read, when evicted for room, or by the sweep that runs every
-//! `SWEEP_EVERY` writes. Writes (fills and invalidations) take one short lock
+//! dropped when a read finds it (under its shard's write lock), by the sweep
+//! that runs every `SWEEP_EVERY` writes, or if eviction picks it (eviction
+//! does not prefer expired entries: until the sweep they hold room). Writes (fills and invalidations) take one short lock
 //! around the sequence number, markers and tag index, so that a fill's marker
 //! check and its insert are atomic with respect to invalidations; reads take
 //! no store-wide lock.
@@ -87,8 +88,8 @@ struct WriteState {
 }
 
 pub(crate) struct MemoryStore {
-    /// Hashed with foldhash, `quick_cache`'s default (keyed per process, as
-    /// std's SipHash is, and faster on short keys: `benches/hit_path.rs`).
+    /// Hashed with `quick_cache`'s default hasher (foldhash, keyed per
+    /// process). Bounded per shard (`bounded`).
     entries: quick_cache::sync::Cache<String, Shared>,
     seq: AtomicU64,
     state: Mutex<WriteState>,
@@ -185,9 +186,11 @@ impl MemoryStore {
             return None;
         }
         if let Some((idle, deadline)) = found.idle {
+            // Only ever moved later: a reader with an older `now` must not
+            // undo a newer reader's extension.
             found
                 .expires
-                .store(now.saturating_add(idle).min(deadline), Ordering::Relaxed);
+                .fetch_max(now.saturating_add(idle).min(deadline), Ordering::Relaxed);
         }
         Some(found)
     }
