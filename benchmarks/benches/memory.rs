@@ -1,0 +1,134 @@
+//! Memory per cached entry: the resident set a process grows by when it
+//! caches `N` posts, for the in-process store through `#[cached]` (what it
+//! keeps: the encoded envelope, the decoded value, the tag index), beside a
+//! bare moka and a bare `quick_cache` map holding the same `Post`s. Run:
+//! `cargo bench -p benchmarks --bench memory`.
+//!
+//! Each contender runs in a process of its own (this binary again, with
+//! `MEMORY_ONLY` set), so that none reuses memory another freed; growth is
+//! read from `/proc/self/statm` (resident pages), so it includes the
+//! allocator's own overhead, as a service's would.
+
+use std::time::Duration;
+
+use benchmarks::{Post, Posts};
+use cache_runtime::Cache;
+
+/// Entries cached per contender (below the store's default capacity).
+const N: u64 = 50_000;
+
+const CONTENDERS: [(&str, &str); 4] = [
+    ("moka", "bare moka `Cache<String, Post>`, 10-minute TTL"),
+    ("quick_cache", "bare `quick_cache` `Cache<String, Post>`"),
+    (
+        "cached",
+        "`#[cached]`, in-process store (`Posts::get`: a tag per post)",
+    ),
+    (
+        "cached-arc",
+        "`#[cached]`, in-process store, `Arc<Post>` return",
+    ),
+];
+
+/// The resident set, in bytes.
+fn resident() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").expect("/proc/self/statm");
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .expect("resident pages");
+    pages * 4096
+}
+
+/// Caches `N` posts in the contender `who`; the bytes the process grew by
+/// per entry.
+fn grow(who: &str) -> f64 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let key = |id: u64| format!("post:{id}");
+    let before = resident();
+    match who {
+        "moka" => {
+            let map = moka::sync::Cache::builder()
+                .max_capacity(N * 2)
+                .time_to_live(Duration::from_secs(600))
+                .build();
+            for id in 0..N {
+                map.insert(key(id), Post::sample(id));
+            }
+            map.run_pending_tasks();
+            let held = map.entry_count();
+            let after = resident();
+            drop(map);
+            per(after - before, held)
+        }
+        "quick_cache" => {
+            let map = quick_cache::sync::Cache::new(usize::try_from(N * 2).unwrap());
+            for id in 0..N {
+                map.insert(key(id), Post::sample(id));
+            }
+            let held = map.len() as u64;
+            let after = resident();
+            drop(map);
+            per(after - before, held)
+        }
+        "cached" | "cached-arc" => {
+            let posts = Posts {
+                cache: Cache::in_memory(),
+            };
+            rt.block_on(async {
+                for id in 0..N {
+                    if who == "cached" {
+                        posts.get(id).await.unwrap();
+                    } else {
+                        posts.shared(id).await.unwrap();
+                    }
+                }
+            });
+            let held = posts.cache.stats().fills;
+            let after = resident();
+            drop(posts);
+            per(after - before, held)
+        }
+        other => panic!("MEMORY_ONLY is one of {CONTENDERS:?}, not {other}"),
+    }
+}
+
+fn per(bytes: u64, held: u64) -> f64 {
+    assert_eq!(held, N, "every entry is held");
+    bytes as f64 / held as f64
+}
+
+fn main() {
+    // `cargo test` runs bench targets without `--bench`: only measure when
+    // asked to.
+    if !std::env::args().any(|a| a == "--bench") {
+        return;
+    }
+    if let Ok(who) = std::env::var("MEMORY_ONLY") {
+        println!("{:.0}", grow(&who));
+        return;
+    }
+    let sample = Post::sample(N / 2);
+    println!(
+        "{N} posts; one post is {} bytes inline, {} bytes of strings on the heap",
+        std::mem::size_of::<Post>(),
+        sample.title.len() + sample.slug.len() + sample.tags.iter().map(String::len).sum::<usize>()
+    );
+    println!();
+    println!("| contender | resident bytes per entry |");
+    println!("|---|---|");
+    for (who, name) in CONTENDERS {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .arg("--bench")
+            .env("MEMORY_ONLY", who)
+            .output()
+            .expect("the contender's process");
+        assert!(out.status.success(), "{who}: {out:?}");
+        let bytes = String::from_utf8(out.stdout).unwrap();
+        println!("| {name} | {} |", bytes.trim());
+    }
+}
