@@ -7,10 +7,12 @@
 //! expiry, checked on every read: an expired entry is never served, and it is
 //! dropped when a read finds it (under its shard's write lock), by the sweep
 //! that runs every `SWEEP_EVERY` writes, or if eviction picks it (eviction
-//! does not prefer expired entries: until the sweep they hold room). Writes (fills and invalidations) take one short lock
-//! around the sequence number, markers and tag index, so that a fill's marker
-//! check and its insert are atomic with respect to invalidations; reads take
-//! no store-wide lock.
+//! does not prefer expired entries: until the sweep they hold room).
+//!
+//! Writes (fills and invalidations) take one short lock around the sequence
+//! number, markers and tag index, so that a fill's marker check and its
+//! insert are atomic with respect to invalidations; reads take no
+//! store-wide lock.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
@@ -138,9 +140,10 @@ impl MemoryStore {
         crate::ttl::millis(self.started.elapsed())
     }
 
-    /// The store's clock, in ns (entries' expiry).
-    fn now_ns(&self) -> u64 {
-        nanos(self.started.elapsed())
+    /// `t` on the store's clock, in ns (entries' expiry): from an
+    /// `Instant` the caller already took.
+    fn ns(&self, t: Instant) -> u64 {
+        nanos(t.saturating_duration_since(self.started))
     }
 
     fn versions(&self) -> std::sync::RwLockReadGuard<'_, HashMap<String, Version>> {
@@ -179,7 +182,7 @@ impl MemoryStore {
         if found.idle.is_none() && found.expires.load(Ordering::Relaxed) == NEVER {
             return Some(found);
         }
-        let now = self.now_ns();
+        let now = self.ns(Instant::now());
         if !found.live(now) {
             // Dropped now, unless a fill replaced it meanwhile.
             self.entries.remove_if(entry, |e| Arc::ptr_eq(e, &found));
@@ -318,7 +321,7 @@ impl MemoryStore {
             let v = versions.entry(name.clone()).or_default();
             v.until = v.until.max(until);
         }
-        let at = self.now_ns();
+        let at = self.ns(now);
         let from_now = |d: Option<Duration>| d.map_or(NEVER, |d| at.saturating_add(nanos(d)));
         let idle = req.idle.map(|idle| (nanos(idle), from_now(req.ttl)));
         let expires = AtomicU64::new(from_now(req.expiry()));
@@ -349,7 +352,7 @@ impl MemoryStore {
     /// past their window, so the bookkeeping stays proportional to what is
     /// cached.
     fn sweep(&self, state: &mut WriteState, now: Instant) {
-        let at = self.now_ns();
+        let at = self.ns(now);
         self.entries.retain(|_, e| e.live(at));
         state.tags.retain(|_, members| {
             members.retain(|m| self.entries.contains_key(m));
@@ -388,7 +391,7 @@ impl MemoryStore {
             .map(|(i, _)| i)
             .collect();
         let until = after(now, plan.marker_ttl);
-        let at = self.now_ns();
+        let at = self.ns(now);
         let mut removed = 0;
         let mut gone = Vec::new();
         for (entry, marker) in &plan.keys {
@@ -426,7 +429,7 @@ impl MemoryStore {
             }
             state.patterns.push((pattern.clone(), seq, until));
         }
-        removed += self.cascade(&mut state, &plan.prefixes, gone, (seq, until));
+        removed += self.cascade(&mut state, &plan.prefixes, gone, (seq, until), at);
         if !plan.bumps.is_empty() {
             // A version nobody read needs to live only as long as a read
             // racing the bump may fill.
@@ -447,17 +450,18 @@ impl MemoryStore {
 
     /// Marks every removed entry and removes its dependents, breadth first,
     /// each entry once (a cycle ends where it started).
+    /// `at` is the invalidation's time on the store's clock (what was live).
     fn cascade(
         &self,
         state: &mut WriteState,
         prefixes: &Prefixes,
         mut queue: Vec<String>,
         marker: (u64, Instant),
+        at: u64,
     ) -> u64 {
         if prefixes.entry.is_empty() {
             return 0;
         }
-        let at = self.now_ns();
         let mut seen = HashSet::new();
         let mut removed = 0;
         let mut next = 0;
