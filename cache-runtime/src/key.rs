@@ -351,6 +351,73 @@ pub(crate) fn bound_key(key: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// An entry's name (`ns:key`, the key bounded by [`bound_key`]) as its two
+/// parts, written out only where it is used: a Redis command writes it into
+/// its own buffer, so a hit's read builds no string for it; the in-process
+/// store reads it from a buffer reused by the thread.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct EntryName<'a> {
+    prefix: &'a str,
+    /// The key as the caller gave it (bounded when written).
+    key: &'a str,
+}
+
+thread_local! {
+    /// The buffer [`EntryName::with_str`] writes names into.
+    static NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+impl EntryName<'_> {
+    /// The name's length in bytes.
+    pub(crate) fn len(self) -> usize {
+        self.prefix.len() + bound_key(self.key).len()
+    }
+
+    /// The name, owned.
+    pub(crate) fn to_owned(self) -> String {
+        let key = bound_key(self.key);
+        let mut name = String::with_capacity(self.prefix.len() + key.len());
+        name.push_str(self.prefix);
+        name.push_str(&key);
+        name
+    }
+
+    /// Runs `f` on the name, written into the thread's buffer (no
+    /// allocation once the buffer has grown). Within `f` another name is
+    /// written out as an owned string (the buffer is borrowed).
+    pub(crate) fn with_str<R>(self, f: impl FnOnce(&str) -> R) -> R {
+        NAME.with(|buffer| match buffer.try_borrow_mut() {
+            Ok(mut name) => {
+                name.clear();
+                name.push_str(self.prefix);
+                name.push_str(&bound_key(self.key));
+                f(&name)
+            }
+            Err(_) => f(&self.to_owned()),
+        })
+    }
+}
+
+impl fmt::Display for EntryName<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.prefix)?;
+        f.write_str(&bound_key(self.key))
+    }
+}
+
+/// One argument, written straight into the command's buffer.
+#[cfg(feature = "redis")]
+impl redis::ToRedisArgs for EntryName<'_> {
+    fn write_redis_args<W: ?Sized + redis::RedisWrite>(&self, out: &mut W) {
+        use std::io::Write as _;
+        let key = bound_key(self.key);
+        let mut arg = out.writer_for_next_arg();
+        // Writing into the command's buffer (a `Vec`) cannot fail.
+        let _ = arg.write_all(self.prefix.as_bytes());
+        let _ = arg.write_all(key.as_bytes());
+    }
+}
+
 impl Layout {
     /// The names of `namespace`; `cluster` wraps it in a hash tag.
     pub(crate) fn new(namespace: &str, cluster: bool) -> Self {
@@ -371,17 +438,15 @@ impl Layout {
     }
 
     pub(crate) fn entry(&self, key: &str) -> String {
-        let key = bound_key(key);
-        let mut k = String::with_capacity(self.entry_prefix.len() + key.len());
-        k.push_str(&self.entry_prefix);
-        k.push_str(&key);
-        k
+        self.entry_name(key).to_owned()
     }
 
-    /// Appends the entry name of `key` to `out`.
-    pub(crate) fn entry_into(&self, key: &str, out: &mut String) {
-        out.push_str(&self.entry_prefix);
-        out.push_str(&bound_key(key));
+    /// The entry name of `key`, not written out (see [`EntryName`]).
+    pub(crate) fn entry_name<'a>(&'a self, key: &'a str) -> EntryName<'a> {
+        EntryName {
+            prefix: &self.entry_prefix,
+            key,
+        }
     }
 
     pub(crate) fn entry_pattern(&self, pattern: &str) -> String {
@@ -512,6 +577,40 @@ pub(crate) fn validate_namespace(ns: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every way an entry name is written out gives the same name: the
+    /// one a fill stores under is the one a hit's `GET` reads (long keys
+    /// bounded alike), in process as on Redis.
+    #[test]
+    fn an_entry_name_is_the_same_however_it_is_written() {
+        let long = "k".repeat(MAX_KEY_LEN + 1);
+        for (layout, key) in [
+            (Layout::new("ns", false), "post:7"),
+            (Layout::new("ns", true), "post:7"),
+            (Layout::new("ns", false), long.as_str()),
+        ] {
+            let name = layout.entry_name(key);
+            let expected = format!("{}{}", layout.entry_prefix, bound_key(key));
+            assert_eq!(name.to_owned(), expected);
+            assert_eq!(name.to_string(), expected);
+            assert_eq!(name.len(), expected.len());
+            assert_eq!(name.with_str(str::to_owned), expected);
+            // Written while the thread's buffer holds another name.
+            let nested = layout
+                .entry_name("other")
+                .with_str(|outer| (outer.to_owned(), name.with_str(str::to_owned)));
+            assert_eq!(nested, (layout.entry("other"), expected.clone()));
+            #[cfg(feature = "redis")]
+            {
+                let mut cmd = redis::Cmd::new();
+                cmd.arg("GET").arg(name);
+                let mut plain = redis::Cmd::new();
+                plain.arg("GET").arg(&expected);
+                assert_eq!(cmd.get_packed_command(), plain.get_packed_command());
+            }
+        }
+        assert!(Layout::new("ns", false).entry(&long).len() < long.len());
+    }
 
     /// What the macros append for a part, through the type's choice.
     macro_rules! appended {

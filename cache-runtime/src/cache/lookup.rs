@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::entry::{self, Meta};
+use crate::key::EntryName;
 use crate::observe::Source;
 use crate::options::CacheOptions;
 use crate::shape::Shape;
@@ -20,11 +21,6 @@ use crate::switch::Mode;
 use super::freshness::{self, Freshness};
 use super::read::{Read, decode_quietly};
 use super::*;
-
-thread_local! {
-    /// The entry name of an in-process lookup, reused across calls.
-    static ENTRY_NAME: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
-}
 
 impl Cache {
     /// The span of a read that goes past the in-process check.
@@ -61,11 +57,10 @@ impl Cache {
         if !(local && mode == Mode::Normal && inner.outbox.is_empty()) {
             return None;
         }
-        let found = ENTRY_NAME.with_borrow_mut(|name| {
-            name.clear();
-            inner.layout.entry_into(&read.key, name);
-            self.in_process_entry(name)
-        })?;
+        let found = inner
+            .layout
+            .entry_name(&read.key)
+            .with_str(|name| self.in_process_entry(name))?;
         self.in_process_hit::<S, R>(&found, version_key, read.options, read.typed.as_ref())
     }
 
@@ -147,7 +142,7 @@ impl Cache {
     /// `idle`.
     pub(crate) async fn lookup(
         &self,
-        entry_key: &str,
+        entry_key: EntryName<'_>,
         version_key: Option<&str>,
         idle: Option<Duration>,
     ) -> Option<Lookup> {

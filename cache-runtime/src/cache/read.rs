@@ -240,7 +240,7 @@ impl Cache {
     /// It is read as stored: freshness and versions are not checked.
     pub async fn get<T: DeserializeOwned>(&self, key: &str) -> Option<T> {
         let lookup = self
-            .lookup(&self.inner.layout.entry(key), None, None)
+            .lookup(self.inner.layout.entry_name(key), None, None)
             .await?;
         let (meta, value) = self.decode_entry::<T>(key, &lookup.value?)?;
         // Not an entry a restarted server brought back from an older life.
@@ -302,7 +302,7 @@ impl Cache {
         tags: G,
         load: L,
         mode: Mode,
-        first: Option<First<S::Stored>>,
+        first: Option<Box<First<S::Stored>>>,
     ) -> R
     where
         S: Shape<R>,
@@ -348,7 +348,7 @@ impl Cache {
             decoded: mut first_decoded,
             checked: mut first_checked,
         } = match first {
-            Some(first) => first,
+            Some(first) => *first,
             None => {
                 // As in `read_remote`: the window starts before the read,
                 // the tier's token is taken before it.
@@ -356,7 +356,11 @@ impl Cache {
                 let entry_key = inner.layout.entry(key);
                 let local_token = tier.map(LocalTier::token);
                 let found = self
-                    .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+                    .lookup(
+                        inner.layout.entry_name(key),
+                        version_key.as_deref(),
+                        options.idle_choice(),
+                    )
                     .await;
                 First {
                     started,
@@ -406,7 +410,7 @@ impl Cache {
                                     lookup,
                                     &meta,
                                     &stored,
-                                    &entry_key,
+                                    inner.layout.entry_name(key),
                                     version_key.as_deref(),
                                     options,
                                     typed,
@@ -526,7 +530,11 @@ impl Cache {
                             Landed::Value { .. } | Landed::Shared(..) | Landed::Retry => {}
                         }
                         found = self
-                            .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+                            .lookup(
+                                inner.layout.entry_name(key),
+                                version_key.as_deref(),
+                                options.idle_choice(),
+                            )
                             .await;
                         continue;
                     }
@@ -561,7 +569,11 @@ impl Cache {
                 }
             }
             found = self
-                .lookup(&entry_key, version_key.as_deref(), options.idle_choice())
+                .lookup(
+                    inner.layout.entry_name(key),
+                    version_key.as_deref(),
+                    options.idle_choice(),
+                )
                 .await;
         };
         let outcome = if refreshing.is_some() {

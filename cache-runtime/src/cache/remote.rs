@@ -8,6 +8,7 @@ use std::future::Future;
 use std::time::Instant;
 
 use crate::entry::Meta;
+use crate::key::EntryName;
 use crate::observe::Source;
 use crate::options::CacheOptions;
 use crate::shape::Shape;
@@ -76,17 +77,17 @@ impl Cache {
         &self,
         read: &Read<'_, R, S::Stored>,
         version_key: Option<&str>,
-    ) -> Result<R, First<S::Stored>> {
+    ) -> Result<R, Box<First<S::Stored>>> {
         let inner = &*self.inner;
         // The fill window runs from before the read: a marker must
         // outlive every fill whose read preceded its invalidation.
         let started = Instant::now();
-        let entry_key = inner.layout.entry(&read.key);
+        let name = inner.layout.entry_name(&read.key);
         // Taken before the store's read: a tier fill from it is refused
         // if an invalidation of the entry arrives in between.
         let local_token = inner.tier.as_deref().map(LocalTier::token);
         let found = self
-            .lookup(&entry_key, version_key, read.options.idle_choice())
+            .lookup(name, version_key, read.options.idle_choice())
             .await;
         let decoded = found.as_ref().and_then(|l| {
             let bytes = l.value.as_ref()?;
@@ -115,7 +116,7 @@ impl Cache {
                 lookup,
                 &meta,
                 &stored,
-                &entry_key,
+                name,
                 version_key,
                 read.options,
                 read.typed.as_ref(),
@@ -123,14 +124,15 @@ impl Cache {
             );
             return Ok(S::join(stored));
         }
-        Err(First {
+        // Boxed: a hit's result is no bigger than its value.
+        Err(Box::new(First {
             started,
-            entry_key,
+            entry_key: name.to_owned(),
             local_token,
             found,
             decoded,
             checked,
-        })
+        }))
     }
 
     /// Counts and reports a fresh hit read from the store, and keeps a copy
@@ -141,7 +143,7 @@ impl Cache {
         lookup: &Lookup,
         meta: &Meta,
         stored: &T,
-        entry_key: &str,
+        entry: EntryName<'_>,
         version_key: Option<&str>,
         options: &CacheOptions,
         typed: Option<&Typed<T>>,
@@ -160,13 +162,9 @@ impl Cache {
             if let Some(name) = version_key {
                 tier.saw_version(name, lookup.version);
             }
-            tier.fill(
-                entry_key,
-                bytes,
-                typed.map(|t| (t.pack)(stored)),
-                local_for(meta, options),
-                local_token,
-            );
+            let kept = typed.map(|t| (t.pack)(stored));
+            let ttl = local_for(meta, options);
+            entry.with_str(|entry| tier.fill(entry, bytes, kept, ttl, local_token));
         }
     }
 }

@@ -16,6 +16,7 @@ use super::{Applied, Backend, Continuation, FillRequest, InvalidationPlan, Looku
 use crate::breaker::{Breaker, Permit};
 use crate::epoch::Known;
 use crate::error::{Error, ErrorKind};
+use crate::key::EntryName;
 use crate::observe::Metrics;
 use crate::stats::Stats;
 
@@ -224,7 +225,7 @@ where
 impl Store for Guarded {
     fn lookup<'a>(
         &'a self,
-        entry: &'a str,
+        entry: EntryName<'a>,
         version: Option<&'a str>,
         idle: Option<Duration>,
     ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {

@@ -24,7 +24,7 @@ use bytes::Bytes;
 
 use super::{AnyValue, Applied, Continuation, FillRequest, InvalidationPlan, Lookup, Store, Token};
 use crate::error::Error;
-use crate::key::{Prefixes, glob_match};
+use crate::key::{EntryName, Prefixes, glob_match};
 use crate::ttl::after;
 
 #[derive(Debug)]
@@ -558,11 +558,11 @@ impl Store for MemoryStore {
     /// read, so the read's is not needed.
     async fn lookup(
         &self,
-        entry: &str,
+        entry: EntryName<'_>,
         version: Option<&str>,
         _idle: Option<Duration>,
     ) -> Result<Lookup, Error> {
-        Ok(self.read(entry, version))
+        Ok(entry.with_str(|entry| self.read(entry, version)))
     }
 
     /// The in-process store has no identity to check (it loses its data

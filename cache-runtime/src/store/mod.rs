@@ -30,7 +30,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::key::Prefixes;
+use crate::key::{EntryName, Prefixes};
 
 mod guarded;
 pub(crate) mod memory;
@@ -48,12 +48,12 @@ use crate::error::Error;
 /// the module's description); [`Backend`] is the one a cache chose, and
 /// [`Guarded`] the same with the timeout and the breaker.
 pub(crate) trait Store {
-    /// The entry under `entry` and, for a versioned read, the current
+    /// The entry named `entry` and, for a versioned read, the current
     /// version of `version`; with `idle`, the read extends the entry's life.
     /// The fill token comes with it when the read fetches it anyway.
     fn lookup<'a>(
         &'a self,
-        entry: &'a str,
+        entry: EntryName<'a>,
         version: Option<&'a str>,
         idle: Option<Duration>,
     ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a;
@@ -149,7 +149,7 @@ impl Backend {
     #[cfg(feature = "redis")]
     pub(crate) fn bounded_lookup<'a>(
         &'a self,
-        entry: &'a str,
+        entry: EntryName<'a>,
         version: Option<&str>,
         idle: Option<Duration>,
     ) -> Option<impl Future<Output = Result<Lookup, Error>> + Send + 'a> {
@@ -162,7 +162,7 @@ impl Backend {
     #[cfg(not(feature = "redis"))]
     pub(crate) fn bounded_lookup(
         &self,
-        _entry: &str,
+        _entry: EntryName<'_>,
         _version: Option<&str>,
         _idle: Option<Duration>,
     ) -> Option<std::future::Ready<Result<Lookup, Error>>> {
@@ -205,7 +205,7 @@ impl Store for Backend {
     /// other store's in it), as small as a hit's read can be.
     fn lookup<'a>(
         &'a self,
-        entry: &'a str,
+        entry: EntryName<'a>,
         version: Option<&'a str>,
         idle: Option<Duration>,
     ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {

@@ -31,6 +31,7 @@ use super::{
     UNCONDITIONAL,
 };
 use crate::error::Error;
+use crate::key::EntryName;
 
 mod link;
 mod scripts;
@@ -256,7 +257,7 @@ impl RedisStore {
     /// script): boxed, so that the plain `GET` of a hit stays a small future.
     fn lookup_more<'a>(
         &'a self,
-        entry: &'a str,
+        entry: EntryName<'a>,
         version: Option<&'a str>,
         idle: Option<Duration>,
     ) -> BoxFuture<'a, Result<Lookup, Error>> {
@@ -288,7 +289,7 @@ impl RedisStore {
     /// version or `idle`, or with no connection up.
     pub(crate) fn bounded_lookup<'a>(
         &'a self,
-        entry: &'a str,
+        entry: EntryName<'a>,
         version: Option<&str>,
         idle: Option<Duration>,
     ) -> Option<impl Future<Output = Result<Lookup, Error>> + Send + 'a> {
@@ -300,8 +301,10 @@ impl RedisStore {
         }
         let mut up = link.up()?;
         Some(async move {
-            let mut cmd = redis::cmd("GET");
-            cmd.arg(entry);
+            // Sized for its two arguments (the name written straight in):
+            // no reallocation.
+            let mut cmd = Cmd::with_capacity(2, 3 + entry.len());
+            cmd.arg("GET").arg(entry);
             // Through the connection's boxed request (as a plain `GET`
             // on the connection is): a hit's future stays small.
             let reply = up.conn.req_packed_command(&cmd).await;
@@ -326,7 +329,7 @@ impl RedisStore {
     }
 
     /// The entry alone: one `GET`.
-    async fn get(&self, entry: &str) -> Result<Lookup, Error> {
+    async fn get(&self, entry: EntryName<'_>) -> Result<Lookup, Error> {
         let value: Option<Vec<u8>> = redis::cmd("GET")
             .arg(entry)
             .query_async(&mut self.conn.clone())
@@ -346,7 +349,7 @@ impl Store for RedisStore {
     /// caller reads it on a miss (`seq`).
     fn lookup<'a>(
         &'a self,
-        entry: &'a str,
+        entry: EntryName<'a>,
         version: Option<&'a str>,
         idle: Option<Duration>,
     ) -> impl Future<Output = Result<Lookup, Error>> + Send + 'a {
