@@ -49,9 +49,10 @@ use serde::{Deserialize, Serialize};
 const LATENCY_SAMPLES: usize = 20_000;
 /// Rounds the latency samples are taken in (contenders alternate).
 const LATENCY_ROUNDS: usize = 10;
-/// How long each contender runs per throughput round, and the rounds.
+/// How long each contender runs per throughput round, and the rounds (two
+/// full turns of `in_turn`'s order).
 const THROUGHPUT_SLICE: Duration = Duration::from_millis(400);
-const THROUGHPUT_ROUNDS: usize = 6;
+const THROUGHPUT_ROUNDS: usize = 12;
 /// Tasks calling one cold key at once.
 const STAMPEDE_TASKS: usize = 1_000;
 /// How long the "database" takes to load a row.
@@ -308,8 +309,30 @@ fn latency_apart(url: &str) -> (Vec<Vec<Duration>>, Vec<Duration>) {
     .unwrap()
 }
 
+/// Which contender runs `k`-th in `round`: the rows of a Williams design
+/// (for six contenders, 0 1 5 2 4 3 plus the round, modulo 6), so that over
+/// six rounds every contender runs once in every place and right after
+/// every other one exactly once. (A rotation has each contender always
+/// follow the same one: the floor ran after the two-tier slice, which
+/// leaves Redis idle, in every round.)
+fn in_turn(round: usize, k: usize) -> usize {
+    const {
+        assert!(
+            CONTENDERS.len().is_multiple_of(2),
+            "a Williams design of this form needs an even number"
+        )
+    };
+    let n = CONTENDERS.len();
+    let first = match k {
+        0 => 0,
+        k if k % 2 == 1 => k.div_ceil(2),
+        k => n - k / 2,
+    };
+    (first + round) % n
+}
+
 /// Single-task latency of warm hits: `LATENCY_ROUNDS` rounds, each timing
-/// every contender in turn (the order rotating) on one spawned task.
+/// every contender in turn (in the order `in_turn` gives) on one spawned task.
 async fn latency(bench: Arc<Bench>) -> (Vec<Vec<Duration>>, Vec<Duration>) {
     tokio::spawn(async move {
         let mut conn = bench.redis.clone();
@@ -329,7 +352,7 @@ async fn latency(bench: Arc<Bench>) -> (Vec<Vec<Duration>>, Vec<Duration>) {
         let per_round = LATENCY_SAMPLES / LATENCY_ROUNDS;
         for round in 0..LATENCY_ROUNDS {
             for k in 0..CONTENDERS.len() {
-                let i = (k + round) % CONTENDERS.len();
+                let i = in_turn(round, k);
                 let who = CONTENDERS[i];
                 for _ in 0..per_round {
                     let start = Instant::now();
@@ -416,7 +439,7 @@ async fn throughput(bench: &Arc<Bench>, tasks: usize) -> Vec<(f64, f64)> {
     let mut totals = vec![(0u64, Duration::ZERO, Duration::ZERO); CONTENDERS.len()];
     for round in 0..THROUGHPUT_ROUNDS {
         for k in 0..CONTENDERS.len() {
-            let i = (k + round * 2) % CONTENDERS.len();
+            let i = in_turn(round, k);
             let (ops, took, cpu) = throughput_slice(bench, CONTENDERS[i], tasks).await;
             totals[i].0 += ops;
             totals[i].1 += took;

@@ -332,11 +332,19 @@ const KEPT_PREFIX: usize = 128;
 /// (200 bytes in all, so bounding is idempotent). A placeholder value can
 /// never produce `#` (it is escaped), so a bounded key cannot collide with a
 /// key built from values; two long keys collide only if SHA-256 does.
+#[inline]
 pub(crate) fn bound_key(key: &str) -> std::borrow::Cow<'_, str> {
-    use sha2::Digest as _;
     if key.len() <= MAX_KEY_LEN {
-        return std::borrow::Cow::Borrowed(key);
+        std::borrow::Cow::Borrowed(key)
+    } else {
+        std::borrow::Cow::Owned(bound_long_key(key))
     }
+}
+
+/// [`bound_key`] of a key longer than [`MAX_KEY_LEN`].
+#[cold]
+fn bound_long_key(key: &str) -> String {
+    use sha2::Digest as _;
     let mut cut = KEPT_PREFIX;
     while !key.is_char_boundary(cut) {
         cut -= 1;
@@ -348,7 +356,7 @@ pub(crate) fn bound_key(key: &str) -> std::borrow::Cow<'_, str> {
     for b in digest {
         let _ = write!(out, "{b:02x}");
     }
-    std::borrow::Cow::Owned(out)
+    out
 }
 
 /// An entry's name (`ns:key`, the key bounded by [`bound_key`]) as its two

@@ -89,40 +89,45 @@ impl Cache {
         let found = self
             .lookup(name, version_key, read.options.idle_choice())
             .await;
-        let decoded = found.as_ref().and_then(|l| {
-            let bytes = l.value.as_ref()?;
-            Some(self.decode_kept::<S::Stored>(
+        // Decoded and checked once (an early refresh is a random draw): a
+        // fresh hit returns from here; anything else goes on to the network
+        // path with what was found (`decoded`: `Some(None)` for bytes that
+        // do not decode, already reported) and, for an entry of the current
+        // version and epoch, its verdict (`checked`).
+        let mut decoded = None;
+        let mut checked = None;
+        if let Some(lookup) = &found
+            && let Some(bytes) = &lookup.value
+        {
+            match self.decode_kept::<S::Stored>(
                 &read.key,
                 bytes,
-                l.typed.as_ref(),
+                lookup.typed.as_ref(),
                 read.typed.as_ref(),
-            ))
-        });
-        // Checked once (an early refresh is a random draw): what is not
-        // fresh goes on to the network path with its verdict.
-        let checked = match (&found, &decoded) {
-            (Some(lookup), Some(Some((meta, _))))
-                if freshness::version(meta, Some(lookup.version)) && self.current_epoch(meta) =>
-            {
-                Some(freshness::check(meta, read.options))
+            ) {
+                Some((meta, stored))
+                    if freshness::version(&meta, Some(lookup.version))
+                        && self.current_epoch(&meta) =>
+                {
+                    let verdict = freshness::check(&meta, read.options);
+                    if matches!(verdict, Freshness::Fresh) {
+                        self.fresh_from_store::<S::Stored>(
+                            lookup,
+                            &meta,
+                            &stored,
+                            name,
+                            version_key,
+                            read.options,
+                            read.typed.as_ref(),
+                            local_token,
+                        );
+                        return Ok(S::join(stored));
+                    }
+                    checked = Some(verdict);
+                    decoded = Some(Some((meta, stored)));
+                }
+                other => decoded = Some(other),
             }
-            _ => None,
-        };
-        if let (Some(lookup), Some(Freshness::Fresh)) = (&found, checked) {
-            let Some(Some((meta, stored))) = decoded else {
-                unreachable!("matched above")
-            };
-            self.fresh_from_store::<S::Stored>(
-                lookup,
-                &meta,
-                &stored,
-                name,
-                version_key,
-                read.options,
-                read.typed.as_ref(),
-                local_token,
-            );
-            return Ok(S::join(stored));
         }
         // Boxed: a hit's result is no bigger than its value.
         Err(Box::new(First {
