@@ -12,10 +12,15 @@
 //! Writes (fills and invalidations) take one short lock around the sequence
 //! number, markers and tag index, so that a fill's marker check and its
 //! insert are atomic with respect to invalidations; reads take no
-//! store-wide lock.
+//! store-wide lock. That bookkeeping is swept in steps under the lock (at
+//! most `STEP_VISITS` items of each kind every `STEP_EVERY` writes, going on
+//! where the last step stopped), so no write waits behind a pass over all
+//! of it; the pass over the entries runs outside it.
 
 use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
+
+use indexmap::{IndexMap, IndexSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -63,6 +68,27 @@ pub(crate) fn bounded<V: Clone>(capacity: u64) -> quick_cache::sync::Cache<Strin
     map
 }
 
+/// Visits at most `STEP_VISITS` items of `map` from `*at` on, up to its
+/// end (the next call starts over), and drops those `keep` refuses.
+fn sweep_from<V>(
+    map: &mut IndexMap<String, V>,
+    at: &mut usize,
+    mut keep: impl FnMut(&str, &mut V) -> bool,
+) {
+    for _ in 0..STEP_VISITS {
+        if *at >= map.len() {
+            *at = 0;
+            return;
+        }
+        let (name, value) = map.get_index_mut(*at).expect("in range");
+        if keep(name, value) {
+            *at += 1;
+        } else {
+            map.swap_remove_index(*at);
+        }
+    }
+}
+
 /// Nanoseconds of `d`, saturating ("never" for durations past ~584 years).
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(NEVER)
@@ -71,19 +97,24 @@ fn nanos(d: Duration) -> u64 {
 #[derive(Default)]
 struct WriteState {
     /// marker name -> (sequence number, valid until)
-    markers: HashMap<String, (u64, Instant)>,
+    markers: IndexMap<String, (u64, Instant)>,
     /// tag set name -> member entry names
-    tags: HashMap<String, HashSet<String>>,
+    tags: IndexMap<String, IndexSet<String>>,
     /// lock name -> (token, lease end)
     locks: HashMap<String, (String, Instant)>,
     /// entry name -> the keys it depends on, directly or not
-    depends_of: HashMap<String, Vec<String>>,
+    depends_of: IndexMap<String, Vec<String>>,
     /// Pattern markers: (pattern, sequence number, valid until), at most
     /// `PATTERNS`; fills older than the ones dropped past that are refused
     /// (`pattern_floor`).
     patterns: Vec<(String, u64, Instant)>,
     pattern_floor: u64,
     writes_since_sweep: usize,
+    /// Where the stepped sweep goes on: in `markers`, in `depends_of`, and
+    /// in `tags` (a tag, and a member of it).
+    markers_at: usize,
+    depends_at: usize,
+    tags_at: (usize, usize),
     /// Fills whose token is below this are refused: everything was cleared
     /// after their read.
     floor: u64,
@@ -113,6 +144,11 @@ impl std::fmt::Debug for MemoryStore {
 }
 
 const SWEEP_EVERY: usize = 4096;
+/// A step of the bookkeeping's sweep runs every `STEP_EVERY` writes and
+/// visits at most `STEP_VISITS` markers, dependency lists and tag members
+/// each: it keeps up while writes add fewer than 8 of each per write.
+const STEP_EVERY: usize = 8;
+const STEP_VISITS: usize = 64;
 /// The most pattern markers kept (as on Redis).
 const PATTERNS: usize = 1000;
 
@@ -308,7 +344,7 @@ impl MemoryStore {
                 .insert(req.entry.clone());
         }
         if deps.is_empty() {
-            state.depends_of.remove(&req.entry);
+            state.depends_of.swap_remove(&req.entry);
         } else {
             state.depends_of.insert(req.entry.clone(), deps);
         }
@@ -334,38 +370,91 @@ impl MemoryStore {
                 typed: req.typed,
             }),
         );
-        self.count_write(&mut state, now);
+        if self.count_write(&mut state, now) {
+            drop(state);
+            self.sweep_entries();
+        }
         true
     }
 
-    /// Sweeps after every `SWEEP_EVERY` fills or invalidations, so neither a
-    /// read-heavy nor a write-heavy load grows the bookkeeping.
-    fn count_write(&self, state: &mut WriteState, now: Instant) {
+    /// Counts a fill or an invalidation: a step of the bookkeeping's sweep
+    /// every `STEP_EVERY` of them, so neither a read-heavy nor a write-heavy
+    /// load grows it; every `SWEEP_EVERY`, pattern markers, locks and
+    /// version names past their life are dropped, and the entries are due a
+    /// pass: `true` tells the caller to run `sweep_entries` once it has
+    /// released the lock.
+    #[must_use]
+    fn count_write(&self, state: &mut WriteState, now: Instant) -> bool {
         state.writes_since_sweep += 1;
-        if state.writes_since_sweep >= SWEEP_EVERY {
-            state.writes_since_sweep = 0;
-            self.sweep(state, now);
+        if state.writes_since_sweep.is_multiple_of(STEP_EVERY) {
+            self.sweep_step(state, now);
         }
-    }
-
-    /// Drops expired entries, tag members whose entries are gone and markers
-    /// past their window, so the bookkeeping stays proportional to what is
-    /// cached.
-    fn sweep(&self, state: &mut WriteState, now: Instant) {
-        let at = self.ns(now);
-        self.entries.retain(|_, e| e.live(at));
-        state.tags.retain(|_, members| {
-            members.retain(|m| self.entries.contains_key(m));
-            !members.is_empty()
-        });
-        state.markers.retain(|_, (_, until)| *until > now);
+        if state.writes_since_sweep < SWEEP_EVERY {
+            return false;
+        }
+        state.writes_since_sweep = 0;
+        // The few pattern markers and locks, whole.
         state.patterns.retain(|(_, _, until)| *until > now);
         state.locks.retain(|_, (_, until)| *until > now);
-        state
-            .depends_of
-            .retain(|entry, _| self.entries.contains_key(entry));
+        // Under the lock: a fill stamps a version between checking it and
+        // keeping it alive, and must not see it dropped in between.
         let now = self.now_ms();
         self.versions_mut().retain(|_, v| v.until > now);
+        true
+    }
+
+    /// Drops expired entries, a shard at a time. Not under the write lock:
+    /// a fill racing it waits for the shard, and its entry is live.
+    fn sweep_entries(&self) {
+        let at = self.ns(Instant::now());
+        self.entries.retain(|_, e| e.live(at));
+    }
+
+    /// One step of the bookkeeping's sweep: tag members whose entries are
+    /// gone, markers past their window, dependency lists of entries that
+    /// are gone, each from where the last step stopped (an item moved by a
+    /// removal in between may wait for the next round).
+    fn sweep_step(&self, state: &mut WriteState, now: Instant) {
+        let entries = &self.entries;
+        let WriteState {
+            markers,
+            tags,
+            depends_of,
+            markers_at,
+            depends_at,
+            tags_at,
+            ..
+        } = state;
+        sweep_from(markers, markers_at, |_, (_, until)| *until > now);
+        sweep_from(depends_of, depends_at, |entry, _| {
+            entries.contains_key(entry)
+        });
+        let (tag, member) = tags_at;
+        let mut visits = STEP_VISITS;
+        while visits > 0 {
+            if *tag >= tags.len() {
+                // A round is done: the next step starts the next one.
+                (*tag, *member) = (0, 0);
+                break;
+            }
+            let (_, members) = tags.get_index_mut(*tag).expect("in range");
+            while *member < members.len() && visits > 0 {
+                visits -= 1;
+                if entries.contains_key(&members[*member]) {
+                    *member += 1;
+                } else {
+                    members.swap_remove_index(*member);
+                }
+            }
+            if *member >= members.len() {
+                if members.is_empty() {
+                    tags.swap_remove_index(*tag);
+                } else {
+                    *tag += 1;
+                }
+                *member = 0;
+            }
+        }
     }
 
     pub(crate) fn invalidate(&self, plan: &InvalidationPlan) -> u64 {
@@ -400,7 +489,7 @@ impl MemoryStore {
             gone.push(entry.clone());
         }
         for tag in &plan.tags {
-            if let Some(members) = state.tags.remove(&tag.set) {
+            if let Some(members) = state.tags.swap_remove(&tag.set) {
                 for member in members {
                     removed += u64::from(self.remove(&member, at));
                     gone.push(member);
@@ -444,7 +533,10 @@ impl MemoryStore {
                 v.value += 1;
             }
         }
-        self.count_write(&mut state, Instant::now());
+        if self.count_write(&mut state, Instant::now()) {
+            drop(state);
+            self.sweep_entries();
+        }
         (removed, seq, self.now_ms(), conflicts)
     }
 
@@ -476,7 +568,10 @@ impl MemoryStore {
             state
                 .markers
                 .insert(format!("{}{key}", prefixes.key_marker), marker);
-            if let Some(members) = state.tags.remove(&format!("{}{key}", prefixes.dependents)) {
+            if let Some(members) = state
+                .tags
+                .swap_remove(&format!("{}{key}", prefixes.dependents))
+            {
                 for member in members {
                     removed += u64::from(self.remove(&member, at));
                     queue.push(member);
@@ -542,8 +637,13 @@ impl MemoryStore {
     }
 
     #[cfg(test)]
+    pub(crate) fn markers_kept(&self) -> usize {
+        self.state().markers.len()
+    }
+
+    #[cfg(test)]
     pub(crate) fn tag_members(&self, set: &str) -> usize {
-        self.state().tags.get(set).map_or(0, HashSet::len)
+        self.state().tags.get(set).map_or(0, IndexSet::len)
     }
 
     #[cfg(test)]
@@ -672,6 +772,65 @@ mod tests {
             0,
             "the sweep dropped members whose entries are gone"
         );
+    }
+
+    /// The bookkeeping is swept in bounded steps that go on where the last
+    /// one stopped: no write does a pass over all of it (a step drops at
+    /// most `STEP_VISITS` tag members and as many markers), and the steps
+    /// together reach everything.
+    #[test]
+    fn the_bookkeeping_is_swept_in_bounded_steps_that_cover_it() {
+        let store = MemoryStore::new(100_000);
+        let n = 4 * STEP_VISITS + 100;
+        for i in 0..n {
+            assert!(fill(&store, &format!("e{i}"), &["t"], 0));
+        }
+        // Removed by key, with markers that outlive them only briefly.
+        let marker_ttl = Duration::from_millis(20);
+        let plan = InvalidationPlan {
+            keys: (0..n)
+                .map(|i| (format!("e{i}"), format!("m:e{i}")))
+                .collect(),
+            marker_ttl,
+            ..Default::default()
+        };
+        let expired = Instant::now() + marker_ttl;
+        assert_eq!(store.invalidate(&plan), n as u64);
+        assert_eq!(store.tag_members("s:t"), n);
+        assert_eq!(store.markers_kept(), n);
+        while Instant::now() <= expired {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let mut steps = 0;
+        let mut written = 0;
+        while store.tag_members("s:t") > 0 || store.markers_kept() > 0 {
+            // Two more than the members need: a step may stop at the end
+            // of a round and the first may start in the middle of one.
+            assert!(
+                steps <= n.div_ceil(STEP_VISITS) + 2,
+                "{steps} steps did not reach every member and marker"
+            );
+            let (members, markers) = (store.tag_members("s:t"), store.markers_kept());
+            // Up to and including the next step.
+            loop {
+                fill(
+                    &store,
+                    &format!("other{written}"),
+                    &[],
+                    store.current_token().seq,
+                );
+                written += 1;
+                if store.state().writes_since_sweep.is_multiple_of(STEP_EVERY) {
+                    break;
+                }
+            }
+            steps += 1;
+            let dropped = members - store.tag_members("s:t");
+            assert!(dropped <= STEP_VISITS, "one step dropped {dropped} members");
+            let dropped = markers - store.markers_kept();
+            assert!(dropped <= STEP_VISITS, "one step dropped {dropped} markers");
+        }
+        assert!(steps >= n.div_ceil(STEP_VISITS), "{steps} steps");
     }
 
     /// It never holds more entries than its capacity (the map's shares
