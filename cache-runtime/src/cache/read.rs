@@ -338,6 +338,8 @@ impl Cache {
             mut soft,
         } = read;
         let key = key.as_str();
+        // The entry's name, written out where a lookup uses it.
+        let name = inner.layout.entry_name(key);
         let typed = typed.as_ref();
         let tier = inner.tier.as_deref();
         let First {
@@ -356,11 +358,7 @@ impl Cache {
                 let entry_key = inner.layout.entry(key);
                 let local_token = tier.map(LocalTier::token);
                 let found = self
-                    .lookup(
-                        inner.layout.entry_name(key),
-                        version_key.as_deref(),
-                        options.idle_choice(),
-                    )
+                    .lookup(name, version_key.as_deref(), options.idle_choice())
                     .await;
                 First {
                     started,
@@ -410,7 +408,7 @@ impl Cache {
                                     lookup,
                                     &meta,
                                     &stored,
-                                    inner.layout.entry_name(key),
+                                    name,
                                     version_key.as_deref(),
                                     options,
                                     typed,
@@ -530,11 +528,7 @@ impl Cache {
                             Landed::Value { .. } | Landed::Shared(..) | Landed::Retry => {}
                         }
                         found = self
-                            .lookup(
-                                inner.layout.entry_name(key),
-                                version_key.as_deref(),
-                                options.idle_choice(),
-                            )
+                            .lookup(name, version_key.as_deref(), options.idle_choice())
                             .await;
                         continue;
                     }
@@ -569,11 +563,7 @@ impl Cache {
                 }
             }
             found = self
-                .lookup(
-                    inner.layout.entry_name(key),
-                    version_key.as_deref(),
-                    options.idle_choice(),
-                )
+                .lookup(name, version_key.as_deref(), options.idle_choice())
                 .await;
         };
         let outcome = if refreshing.is_some() {
