@@ -14,6 +14,7 @@ crate::common::on_every_store!(
     cascades_are_transitive,
     a_cycle_ends,
     a_tag_invalidation_cascades,
+    a_big_tag_invalidation_cascades,
     a_pattern_delete_cascades,
     a_dependent_that_read_before_the_invalidation_is_not_stored,
     a_dependent_two_levels_down_is_not_stored_either,
@@ -153,6 +154,81 @@ async fn a_tag_invalidation_cascades(fx: Fixture) {
         cached_keys(cache, &["team-page:1", "dashboard:1", "home"])
             .await
             .is_empty()
+    );
+}
+
+/// A tag big enough to be removed whole (on Redis, as a tombstone) still
+/// walks the dependents of its members, in a namespace that had none until
+/// the last fills (on Redis, the first fill with a dependency clears the
+/// namespace's "no dependents" flag).
+async fn a_big_tag_invalidation_cascades(fx: Fixture) {
+    let cache = &fx.cache;
+    crate::common::fill_tag(cache, "rows", crate::common::BIG_TAG).await;
+    let row: u32 = cache
+        .get_or_load_tagged("row", &OPTS, |_| Links::new().tag("rows"), || async { 1 })
+        .await;
+    assert_eq!(row, 1);
+    put(cache, "summary", &["row"], 2).await;
+    put(cache, "page", &["summary"], 3).await;
+    let report = cache.invalidate().tag("rows").await.unwrap();
+    assert_eq!(report.removed, crate::common::BIG_TAG as u64 + 3);
+    assert!(
+        cached_keys(cache, &["row", "summary", "page"])
+            .await
+            .is_empty()
+    );
+}
+
+/// Calls of `command` the server has counted.
+fn calls(server: &integration_tests::RedisServer, command: &str) -> u64 {
+    let stats: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query(&mut server.conn())
+        .unwrap();
+    let prefix = format!("cmdstat_{command}:calls=");
+    stats
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .map_or(0, |rest| rest.split(',').next().unwrap().parse().unwrap())
+}
+
+/// On Redis, a namespace no entry was filled with dependencies in (in this
+/// epoch) is not walked for dependents: a big tag's invalidation checks no
+/// dependents set (`EXISTS`), a key's pops none (`ZPOPMIN`). Once an entry
+/// is filled with a dependency, both walk again.
+#[tokio::test]
+async fn a_namespace_without_dependencies_is_not_walked_for_them() {
+    let server = integration_tests::RedisServer::start();
+    let cache = Cache::builder()
+        .redis_url(server.url())
+        .namespace("nodeps")
+        .build()
+        .unwrap();
+    let invalidate_tag = async |cache: &Cache| {
+        crate::common::fill_tag(cache, "rows", crate::common::BIG_TAG).await;
+        let before = calls(&server, "exists");
+        let report = cache.invalidate().tag("rows").await.unwrap();
+        assert_eq!(report.removed, crate::common::BIG_TAG as u64);
+        calls(&server, "exists") - before
+    };
+    let invalidate_key = async |cache: &Cache| {
+        put(cache, "row", &[], 1).await;
+        let before = calls(&server, "zpopmin");
+        cache.invalidate().key("row").await.unwrap();
+        calls(&server, "zpopmin") - before
+    };
+    assert_eq!(invalidate_tag(&cache).await, 0, "no dependents set checked");
+    assert_eq!(invalidate_key(&cache).await, 0, "no dependents set popped");
+
+    put(&cache, "other", &[], 1).await;
+    put(&cache, "summary", &["other"], 2).await;
+    assert!(
+        invalidate_tag(&cache).await > 0,
+        "the dependents sets are checked"
+    );
+    assert!(
+        invalidate_key(&cache).await > 0,
+        "the dependents set is popped"
     );
 }
 

@@ -15,7 +15,16 @@
 ///   markers and tokens of the old epoch, they no longer compare. The
 ///   `run_id` comes from `INFO server`; a user denied `INFO` (an ACL
 ///   without `+info`) reads it as `?`, and then only a missing number
-///   starts a new epoch (`identity` says which).
+///   starts a new epoch (`identity` says which). A new epoch also sets
+///   the namespace's `#nodeps` flag (see `nodeps_key`).
+/// - `nodeps_key(patk)`: the flag that says no entry of the namespace has
+///   been filled with dependencies in this epoch, so no dependents set of
+///   this epoch exists and an invalidation walks none. Set when the epoch
+///   starts (an entry of an older epoch is never served, so neither are the
+///   entries its dependents sets name), deleted by the first fill with a
+///   dependency, never set again in the epoch. Missing means "may have
+///   dependents": an evicted flag, or a namespace an earlier version
+///   started, is walked as before.
 /// - `now_ms()`: the server's clock (`TIME`), in Unix ms.
 macro_rules! prelude {
     () => {
@@ -31,6 +40,9 @@ local function server_id()
   local at = string.find(info, 'run_id:', 1, true)
   return at and string.sub(info, at + 7, at + 46) or '?'
 end
+local function nodeps_key(patk)
+  return string.sub(patk, 1, #patk - #'#patterns') .. '#nodeps'
+end
 local function server_seq(seqk, srvk, fresh, patk)
   local id = server_id()
   local cur, was = redis.call('GET', seqk), redis.call('GET', srvk)
@@ -39,6 +51,7 @@ local function server_seq(seqk, srvk, fresh, patk)
   redis.call('SET', srvk, id)
   -- Pattern markers are numbered in the old epoch.
   redis.call('DEL', patk)
+  redis.call('SET', nodeps_key(patk), 1)
   return tonumber(fresh)
 end
 -- Redis's own glob (as `SCAN MATCH`): `*`, `?`, `[...]` with `^` and
@@ -262,6 +275,7 @@ end
 for i = 2, n + 1 do file(KEYS[i], KEYS[1]) end
 if own ~= '' then
   redis.call('DEL', own)
+  if #deps > 0 then redis.call('DEL', nodeps_key(patk)) end
   for _, key in ipairs(deps) do
     file(dprefix .. key, KEYS[1])
     redis.call('SADD', own, key)
@@ -372,6 +386,9 @@ else
     seq = redis.call('INCR', KEYS[1])
   end
 end
+-- No dependents set exists in this epoch (see `nodeps_key`): removed
+-- entries are not walked for dependents.
+local nodeps = redis.call('GET', nodeps_key(patk)) ~= false
 -- Pattern markers: a fill whose name matches one newer than its token is
 -- refused. Kept for the marker lifetime after the last, at most 1,000 of
 -- them (past that the oldest go, and fills older than what went are
@@ -449,7 +466,7 @@ local function gone(entry)
   seen[key] = true
   names[#names + 1] = entry
   mark(mprefix .. key)
-  queue[#queue + 1] = key
+  if not nodeps then queue[#queue + 1] = key end
 end
 -- A big tag set (`ARGV[20 + np + 2 * nc + 2 * e]` members or more) that
 -- fits in what is left of the budget is not drained member by member:
@@ -480,9 +497,13 @@ local function drain_whole(set)
   for from = 0, count - 1, 512 do
     local members = redis.call('ZRANGE', tomb, from, from + 511)
     removed = removed + redis.call('UNLINK', unpack(members))
-    local sets = {}
-    for i, m in ipairs(members) do sets[i] = dprefix .. string.sub(m, skip) end
-    if eprefix ~= '' and redis.call('EXISTS', unpack(sets)) > 0 then
+    local walk = false
+    if eprefix ~= '' and not nodeps then
+      local sets = {}
+      for i, m in ipairs(members) do sets[i] = dprefix .. string.sub(m, skip) end
+      walk = redis.call('EXISTS', unpack(sets)) > 0
+    end
+    if walk then
       for _, m in ipairs(members) do gone(m) end
     else
       for _, m in ipairs(members) do names[#names + 1] = m end
