@@ -157,17 +157,23 @@ async fn a_tag_invalidation_cascades(fx: Fixture) {
     );
 }
 
+/// Caches `row` in the tag `rows`, big enough to be removed whole (on
+/// Redis, as a tombstone).
+async fn row_in_a_big_tag(cache: &Cache) {
+    crate::common::fill_tag(cache, "rows", crate::common::BIG_TAG).await;
+    let row: u32 = cache
+        .get_or_load_tagged("row", &OPTS, |_| Links::new().tag("rows"), || async { 1 })
+        .await;
+    assert_eq!(row, 1);
+}
+
 /// A tag big enough to be removed whole (on Redis, as a tombstone) still
 /// walks the dependents of its members, in a namespace that had none until
 /// the last fills (on Redis, the first fill with a dependency clears the
 /// namespace's "no dependents" flag).
 async fn a_big_tag_invalidation_cascades(fx: Fixture) {
     let cache = &fx.cache;
-    crate::common::fill_tag(cache, "rows", crate::common::BIG_TAG).await;
-    let row: u32 = cache
-        .get_or_load_tagged("row", &OPTS, |_| Links::new().tag("rows"), || async { 1 })
-        .await;
-    assert_eq!(row, 1);
+    row_in_a_big_tag(cache).await;
     put(cache, "summary", &["row"], 2).await;
     put(cache, "page", &["summary"], 3).await;
     let report = cache.invalidate().tag("rows").await.unwrap();
@@ -309,11 +315,7 @@ async fn a_dependent_that_read_before_the_invalidation_is_not_stored(fx: Fixture
 /// tombstone.
 async fn a_dependent_of_an_entry_its_tag_removed_is_not_stored(fx: Fixture) {
     let cache = &fx.cache;
-    crate::common::fill_tag(cache, "rows", crate::common::BIG_TAG).await;
-    let row: u32 = cache
-        .get_or_load_tagged("row", &OPTS, |_| Links::new().tag("rows"), || async { 1 })
-        .await;
-    assert_eq!(row, 1);
+    row_in_a_big_tag(cache).await;
     let (go, read, task) = start_slow_read(cache, "summary", &["row"]).await;
     read.await.unwrap();
     let report = cache.invalidate().tag("rows").await.unwrap();
