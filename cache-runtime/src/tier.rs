@@ -115,25 +115,29 @@ pub(crate) struct Pending<'a> {
     tier: &'a LocalTier,
     nonce: String,
     settled: bool,
+    /// When it was about to be sent.
+    sent: Instant,
 }
 
 impl Pending<'_> {
     /// The reply was applied: its echo will be ignored.
     ///
-    /// If an earlier invalidation of this instance lost its reply and its
-    /// echo has not come (the subscriber may be down, unnoticed, within the
-    /// grace), what that one removed is unknown, and this reply cannot name
-    /// it: a cascade or a tag it drained is gone from Redis by now, so this
-    /// one removed nothing more there. That earlier one ran before this one
-    /// (sent before it) or never will, so the tier starts over here, before
-    /// this invalidation returns; the earlier echo is no longer awaited.
+    /// If an invalidation of this instance lost its reply before this one
+    /// was sent, and its echo has not come (the subscriber may be down,
+    /// unnoticed, within the grace), what that one removed is unknown, and
+    /// this reply cannot name it: a cascade or a tag it drained is gone from
+    /// Redis by now, so this one removed nothing more there. Given up before
+    /// this one was sent, it ran before this one or never will, so the tier
+    /// starts over here, before this invalidation returns, and its echo is
+    /// no longer awaited. One lost since this was sent may run after it: its
+    /// echo is still awaited.
     pub(crate) fn replied(mut self) {
         self.settled = true;
         let unknown = {
             let mut echoes = self.tier.echoes();
             echoes.pending.remove(&self.nonce);
-            let unknown = !echoes.lost.is_empty();
-            echoes.lost.clear();
+            let unknown = echoes.lost.values().any(|at| *at <= self.sent);
+            echoes.lost.retain(|_, at| *at > self.sent);
             unknown
         };
         if unknown {
@@ -298,6 +302,7 @@ impl LocalTier {
             tier: self,
             nonce: nonce.to_owned(),
             settled: false,
+            sent: Instant::now(),
         }
     }
 
@@ -495,6 +500,16 @@ mod tests {
         // Without a lost reply, a reply leaves the rest of the tier alone.
         tier.sending("plain").replied();
         assert!(holds(&tier, "page"));
+
+        // One given up after this was sent may run after it: the reply
+        // leaves the tier alone, and that echo is still applied.
+        let returned = tier.sending("returned-2");
+        drop(tier.sending("given-up-2"));
+        returned.replied();
+        assert!(holds(&tier, "page"));
+        assert_eq!(tier.echoes_kept(), 1, "its echo is awaited");
+        tier.echo("given-up-2", vec!["page".to_owned()], Vec::new());
+        assert!(!holds(&tier, "page"), "and applied");
     }
 
     #[test]

@@ -40,8 +40,12 @@ local function server_id()
   local at = string.find(info, 'run_id:', 1, true)
   return at and string.sub(info, at + 7, at + 46) or '?'
 end
+-- The namespace's key prefix, from its pattern markers' name.
+local function keys_of(patk)
+  return string.sub(patk, 1, #patk - #'#patterns')
+end
 local function nodeps_key(patk)
-  return string.sub(patk, 1, #patk - #'#patterns') .. '#nodeps'
+  return keys_of(patk) .. '#nodeps'
 end
 local function server_seq(seqk, srvk, fresh, patk)
   local id = server_id()
@@ -481,7 +485,7 @@ end
 -- The name, `ns#tomb:seq:` and the set's own kind and name, is one no
 -- caller's tag or key can make.
 local tombs = 0
-local keys_prefix = string.sub(patk, 1, #patk - #'#patterns')
+local keys_prefix = keys_of(patk)
 local least = tonumber(ARGV[20 + np + 2 * nc + 2 * tonumber(ARGV[4])])
 local function drain_whole(set)
   local count = redis.call('ZCARD', set)
