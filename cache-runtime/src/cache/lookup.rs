@@ -163,6 +163,28 @@ impl Cache {
             // The store's latency, on the call's span (the first read's).
             tracing::Span::current().record("store_ms", started.elapsed().as_secs_f64() * 1e3);
         }
+        self.looked_up(result, version_key, learnt)
+    }
+
+    /// Whether [`lookup`](Self::lookup) would be the store's lookup alone
+    /// (the epoch known, no latency to record on the span): a hit then
+    /// awaits the store's future itself, and hands its result to
+    /// [`looked_up`](Self::looked_up), with no future of `lookup`'s around
+    /// it.
+    pub(crate) fn lookup_is_plain(&self) -> bool {
+        self.inner.store.epoch().get().is_some()
+            && !(self.is_redis() && tracing::level_enabled!(tracing::Level::DEBUG))
+    }
+
+    /// What the store's lookup found, as [`lookup`](Self::lookup) returns
+    /// it: the version heard by the tier, the fill token learnt before it,
+    /// a fault reported (and `None`).
+    pub(crate) fn looked_up(
+        &self,
+        result: Result<Lookup, Error>,
+        version_key: Option<&str>,
+        learnt: Option<Token>,
+    ) -> Option<Lookup> {
         match result {
             Ok(mut l) => {
                 if let (Some(tier), Some(name)) = (&self.inner.tier, version_key) {
