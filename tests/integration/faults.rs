@@ -96,6 +96,52 @@ async fn a_stopped_server_degrades_to_the_body_and_recovers() {
     serves_hits_again(&repo).await;
 }
 
+/// `reads` concurrent reads of a warm entry, each on a task of its own: how
+/// many were hits, and how many store errors they saw.
+async fn concurrent_hits(repo: &std::sync::Arc<Repo>, reads: usize) -> (u64, u64) {
+    let before = repo.cache.stats();
+    let tasks: Vec<_> = (0..reads)
+        .map(|_| {
+            let repo = repo.clone();
+            tokio::spawn(async move { repo.get(1).await.unwrap() })
+        })
+        .collect();
+    for task in tasks {
+        assert_eq!(task.await.unwrap().id, 1);
+    }
+    let after = repo.cache.stats();
+    (
+        after.hits - before.hits,
+        after.store_errors - before.store_errors,
+    )
+}
+
+/// A hit borrows a spare clone of the connection and gives it back; once
+/// the connection is killed and a new one is up, no read takes a clone of
+/// the dead one (kept by either worker thread).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_connection_is_not_used_once_a_new_one_is_up() {
+    let server = RedisServer::start();
+    let repo = std::sync::Arc::new(Repo::new(cache_at(server.url(), Duration::from_secs(2))));
+    repo.get(1).await.unwrap();
+    for _ in 0..4 {
+        concurrent_hits(&repo, 32).await;
+    }
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg(&["KILL", "TYPE", "normal", "SKIPME", "yes"])
+        .query(&mut server.conn())
+        .unwrap();
+    assert!(killed >= 1, "the cache's connection was killed");
+    serves_hits_again(&repo).await;
+    for round in 0..8 {
+        assert_eq!(
+            concurrent_hits(&repo, 32).await,
+            (32, 0),
+            "round {round}: every read a hit, on the new connection"
+        );
+    }
+}
+
 #[tokio::test]
 async fn an_unreachable_server_never_fails_a_call() {
     let repo = Repo::new(cache_at(

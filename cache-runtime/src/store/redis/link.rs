@@ -9,7 +9,12 @@
 //! response timeout (send and reply), so a read that finds the connection up
 //! needs no second timer (`store::Guarded`); a call that has to wait for a
 //! connection is timed by the cache as before.
+//!
+//! Such a read borrows a spare clone of the connection (`Spares`) and gives
+//! it back: cloning the connection for every read would take the state's
+//! lock and count three references up and down, all shared by every thread.
 
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
@@ -31,6 +36,47 @@ struct Inner {
     /// The state, and the number the next connection gets (so that a
     /// failure reported on an older connection does not drop a newer one).
     state: Mutex<(State, u64)>,
+    /// The number of the connection up (`NONE`: none is), as `state` says:
+    /// written under its lock, read without it.
+    current: AtomicU64,
+    spares: Spares,
+}
+
+/// No connection is up.
+const NONE: u64 = u64::MAX;
+
+/// Stripes of spare connections: a thread takes from and gives back to its
+/// own stripe, so its lock is seldom contended and stays in that thread's
+/// cache.
+const STRIPES: usize = 8;
+/// Spares kept per stripe (one per read in flight at most; more are
+/// dropped).
+const SPARES_PER_STRIPE: usize = 64;
+
+/// Clones of the connection up, kept after a read for the next one.
+struct Spares([Stripe; STRIPES]);
+
+/// One stripe, on a cache line of its own.
+#[repr(align(128))]
+#[derive(Default)]
+struct Stripe(Mutex<Vec<Up>>);
+
+impl Spares {
+    /// The calling thread's stripe.
+    fn mine(&self) -> MutexGuard<'_, Vec<Up>> {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
+        let stripe = &self.0[STRIPE.with(|s| *s)];
+        stripe.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Drops every spare (their connection went down).
+    fn clear(&self) {
+        for stripe in &self.0 {
+            let spares = std::mem::take(&mut *stripe.0.lock().unwrap_or_else(|e| e.into_inner()));
+            drop(spares);
+        }
+    }
 }
 
 /// A cheap handle (clones share the connection).
@@ -50,6 +96,8 @@ impl Link {
             client,
             config,
             state: Mutex::new((State::Down, 0)),
+            current: AtomicU64::new(NONE),
+            spares: Spares(Default::default()),
         }))
     }
 
@@ -59,14 +107,35 @@ impl Link {
         self.0.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The connection, if one is up now.
+    /// The connection, if one is up now: a spare clone of it, else a new
+    /// clone. Give it back with [`keep`](Self::keep).
     pub(crate) fn up(&self) -> Option<Up> {
-        match &self.state().0 {
-            State::Up(generation, conn) => Some(Up {
-                conn: conn.clone(),
-                generation: *generation,
-            }),
-            State::Down | State::Connecting(..) => None,
+        let current = self.0.current.load(Ordering::Acquire);
+        if current == NONE {
+            return None;
+        }
+        let spare = self.0.spares.mine().pop();
+        match spare {
+            Some(up) if up.generation == current => Some(up),
+            _ => match &self.state().0 {
+                State::Up(generation, conn) => Some(Up {
+                    conn: conn.clone(),
+                    generation: *generation,
+                }),
+                State::Down | State::Connecting(..) => None,
+            },
+        }
+    }
+
+    /// Keeps a connection taken with [`up`](Self::up) for another read, if
+    /// it is still the one up (and the calling thread's stripe has room).
+    pub(crate) fn keep(&self, up: Up) {
+        if up.generation != self.0.current.load(Ordering::Acquire) {
+            return;
+        }
+        let mut spares = self.0.spares.mine();
+        if spares.len() < SPARES_PER_STRIPE {
+            spares.push(up);
         }
     }
 
@@ -117,7 +186,10 @@ impl Link {
             let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(state.0, State::Connecting(g, _) if g == generation) {
                 state.0 = match result {
-                    Ok(conn) => State::Up(generation, conn),
+                    Ok(conn) => {
+                        inner.current.store(generation, Ordering::Release);
+                        State::Up(generation, conn)
+                    }
                     Err(_) => State::Down,
                 };
             }
@@ -138,6 +210,9 @@ impl Up {
             let mut state = link.state();
             if matches!(state.0, State::Up(g, _) if g == self.generation) {
                 state.0 = State::Down;
+                link.0.current.store(NONE, Ordering::Release);
+                drop(state);
+                link.0.spares.clear();
             }
         }
     }

@@ -309,6 +309,7 @@ impl RedisStore {
             // on the connection is): a hit's future stays small.
             let reply = up.conn.req_packed_command(&cmd).await;
             up.check(link, &reply);
+            link.keep(up);
             let value: Option<Vec<u8>> =
                 redis::from_redis_value(reply?).map_err(redis::RedisError::from)?;
             Ok(found(value, None, None))
