@@ -1,12 +1,22 @@
 //! Counters of what a cache did, readable at any time.
 
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+
+/// A counter's type: one atomic, or [`Striped`] where named (`as Striped`).
+macro_rules! counter_type {
+    () => {
+        AtomicU64
+    };
+    ($kind:ty) => {
+        $kind
+    };
+}
 
 macro_rules! counters {
-    ($($(#[$doc:meta])* $name:ident),* $(,)?) => {
+    ($($(#[$doc:meta])* $name:ident $(as $kind:ty)?),* $(,)?) => {
         #[derive(Debug, Default)]
         pub(crate) struct Stats {
-            $(pub(crate) $name: AtomicU64,)*
+            $(pub(crate) $name: counter_type!($($kind)?),)*
         }
 
         /// A snapshot of a cache's counters since it was built.
@@ -18,7 +28,7 @@ macro_rules! counters {
 
         impl Stats {
             pub(crate) fn snapshot(&self) -> StatsSnapshot {
-                StatsSnapshot { $($name: self.$name.load(Relaxed),)* }
+                StatsSnapshot { $($name: Count::get(&self.$name),)* }
             }
         }
     };
@@ -26,7 +36,7 @@ macro_rules! counters {
 
 counters! {
     /// Reads answered from the cache.
-    hits,
+    hits as Striped,
     /// Reads that found nothing usable and ran the loader.
     misses,
     /// Values written to the cache after a miss.
@@ -80,7 +90,7 @@ counters! {
     /// Values served by another process's loader after a wait.
     lock_landed,
     /// Hits answered by the in-process tier (also counted in `hits`).
-    local_hits,
+    local_hits as Striped,
     /// Coherence messages from other instances applied to the in-process
     /// tier.
     coherence_applied,
@@ -107,8 +117,59 @@ counters! {
 }
 
 impl Stats {
-    pub(crate) fn add(counter: &AtomicU64, n: u64) {
-        counter.fetch_add(n, Relaxed);
+    pub(crate) fn add(counter: &impl Count, n: u64) {
+        counter.add(n);
+    }
+}
+
+/// A counter: added to by any thread, read as a whole.
+pub(crate) trait Count {
+    fn add(&self, n: u64);
+    fn get(&self) -> u64;
+}
+
+impl Count for AtomicU64 {
+    #[inline]
+    fn add(&self, n: u64) {
+        self.fetch_add(n, Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.load(Relaxed)
+    }
+}
+
+/// Stripes of a counter or of spare connections: a thread uses its own, so
+/// what it changes on every hit stays in its core's cache instead of moving
+/// between cores on every change.
+pub(crate) const STRIPES: usize = 8;
+
+/// The calling thread's stripe (threads take them in turn).
+#[inline]
+pub(crate) fn stripe() -> usize {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Relaxed) % STRIPES);
+    STRIPE.with(|s| *s)
+}
+
+/// A counter added to on every hit: one atomic per stripe, each on a cache
+/// line of its own; read as their sum (a read racing additions sees each
+/// stripe's count at some moment of the read, as with one atomic).
+#[derive(Debug, Default)]
+pub(crate) struct Striped([Line; STRIPES]);
+
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Line(AtomicU64);
+
+impl Count for Striped {
+    #[inline]
+    fn add(&self, n: u64) {
+        self.0[stripe()].0.fetch_add(n, Relaxed);
+    }
+
+    fn get(&self) -> u64 {
+        self.0.iter().map(|line| line.0.load(Relaxed)).sum()
     }
 }
 
@@ -146,5 +207,31 @@ impl Families {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Additions from more threads than there are stripes all count, and
+    /// a snapshot reads their sum.
+    #[test]
+    fn a_striped_counter_counts_every_thread_s_additions() {
+        let stats = Stats::default();
+        std::thread::scope(|s| {
+            for t in 0..(2 * STRIPES as u64) {
+                let stats = &stats;
+                s.spawn(move || {
+                    for _ in 0..1_000 {
+                        Stats::add(&stats.hits, 1);
+                    }
+                    Stats::add(&stats.local_hits, t);
+                });
+            }
+        });
+        let snapshot = stats.snapshot();
+        assert_eq!(snapshot.hits, 2 * STRIPES as u64 * 1_000);
+        assert_eq!(snapshot.local_hits, (0..2 * STRIPES as u64).sum::<u64>());
     }
 }

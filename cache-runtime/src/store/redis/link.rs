@@ -14,12 +14,14 @@
 //! it back: cloning the connection for every read would take the state's
 //! lock and count three references up and down, all shared by every thread.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+
+use crate::stats::{STRIPES, stripe};
 
 type Connecting = Shared<BoxFuture<'static, Result<MultiplexedConnection, RedisError>>>;
 
@@ -45,15 +47,13 @@ struct Inner {
 /// No connection is up.
 const NONE: u64 = u64::MAX;
 
-/// Stripes of spare connections: a thread takes from and gives back to its
-/// own stripe, so its lock is seldom contended and stays in that thread's
-/// cache.
-const STRIPES: usize = 8;
-/// Spares kept per stripe (one per read in flight at most; more are
-/// dropped).
+/// The most spares a stripe keeps (as many as its threads had reads in
+/// flight at once, up to this; past it a clone given back is dropped).
 const SPARES_PER_STRIPE: usize = 64;
 
-/// Clones of the connection up, kept after a read for the next one.
+/// Clones of the connection up, kept after a read for the next one, by
+/// stripe of threads: a thread takes from and gives back to its own stripe,
+/// so its lock is seldom contended and stays in that thread's cache.
 struct Spares([Stripe; STRIPES]);
 
 /// One stripe, on a cache line of its own.
@@ -64,10 +64,7 @@ struct Stripe(Mutex<Vec<Up>>);
 impl Spares {
     /// The calling thread's stripe.
     fn mine(&self) -> MutexGuard<'_, Vec<Up>> {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        thread_local!(static STRIPE: usize = NEXT.fetch_add(1, Ordering::Relaxed) % STRIPES);
-        let stripe = &self.0[STRIPE.with(|s| *s)];
-        stripe.0.lock().unwrap_or_else(|e| e.into_inner())
+        self.0[stripe()].0.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// Drops every spare (their connection went down).
