@@ -74,9 +74,20 @@ impl Breaker {
     }
 
     fn success(&self) {
-        self.failures.store(0, Ordering::Release);
-        self.open_until.store(0, Ordering::Release);
-        self.probing.store(false, Ordering::Release);
+        // Written only when not already so: every store call succeeds
+        // through here, and a write (even of the same value) takes the
+        // cache line from every other thread's core, where a read leaves it
+        // shared. (A failure recorded between the read and the write it
+        // saves is kept, as if this success had come first.)
+        if self.failures.load(Ordering::Acquire) != 0 {
+            self.failures.store(0, Ordering::Release);
+        }
+        if self.open_until.load(Ordering::Acquire) != 0 {
+            self.open_until.store(0, Ordering::Release);
+        }
+        if self.probing.load(Ordering::Acquire) {
+            self.probing.store(false, Ordering::Release);
+        }
     }
 
     /// Records an availability failure; `true` when it opened the breaker.
