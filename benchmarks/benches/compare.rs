@@ -646,29 +646,48 @@ async fn value_sizes(conn: &mut MultiplexedConnection) -> Vec<(String, usize)> {
 /// (64) for `COMPARE_SLICES` slices of 0.4 s (15), and prints the hits. Two
 /// callgrind runs with different slice counts give instructions per hit:
 /// the difference of the totals over the difference of the hits.
+///
+/// A list (`COMPARE_ONLY=floor,ours`) runs those contenders' slices in
+/// turn (the order reversed every other round) and prints each one's rate
+/// over the first's: a ratio of two contenders alone, measured in the same
+/// stretch of time (the machine's speed drifts by tens of percent over
+/// seconds, so separate runs do not compare).
 async fn only_one(bench: &Arc<Bench>, only: &str) {
-    let who = CONTENDERS
-        .into_iter()
-        .find(|c| c.short() == only)
-        .unwrap_or_else(|| {
-            let names: Vec<_> = CONTENDERS.iter().map(|c| c.short()).collect();
-            panic!("COMPARE_ONLY is one of {names:?}")
-        });
+    let who: Vec<Contender> = only
+        .split(',')
+        .map(|name| {
+            CONTENDERS
+                .into_iter()
+                .find(|c| c.short() == name)
+                .unwrap_or_else(|| {
+                    let names: Vec<_> = CONTENDERS.iter().map(|c| c.short()).collect();
+                    panic!("COMPARE_ONLY is one or more of {names:?}, separated by commas")
+                })
+        })
+        .collect();
     let var = |name: &str, default: usize| {
         std::env::var(name).map_or(default, |v| v.parse().expect("a number"))
     };
     let (tasks, slices) = (var("COMPARE_TASKS", 64), var("COMPARE_SLICES", 15));
-    let (mut hits, mut took, mut cpu) = (0, Duration::ZERO, Duration::ZERO);
-    for _ in 0..slices {
-        let (h, t, c) = throughput_slice(bench, who, tasks).await;
-        (hits, took, cpu) = (hits + h, took + t, cpu + c);
+    let mut totals = vec![(0, Duration::ZERO, Duration::ZERO); who.len()];
+    for slice in 0..slices {
+        for k in 0..who.len() {
+            let i = if slice % 2 == 0 { k } else { who.len() - 1 - k };
+            let (h, t, c) = throughput_slice(bench, who[i], tasks).await;
+            let (hits, took, cpu) = &mut totals[i];
+            (*hits, *took, *cpu) = (*hits + h, *took + t, *cpu + c);
+        }
     }
-    println!(
-        "{}: {hits} hits with {tasks} tasks, {:.0} hits/s, {:.1} µs of CPU per hit",
-        who.name(),
-        hits as f64 / took.as_secs_f64(),
-        cpu.as_secs_f64() * 1e6 / hits as f64
-    );
+    let rate = |(hits, took, _): (u64, Duration, Duration)| hits as f64 / took.as_secs_f64();
+    for (c, &(hits, took, cpu)) in who.iter().zip(&totals) {
+        println!(
+            "{}: {hits} hits with {tasks} tasks, {:.0} hits/s ({:.3}x the first), {:.1} µs of CPU per hit",
+            c.name(),
+            rate((hits, took, cpu)),
+            rate((hits, took, cpu)) / rate(totals[0]),
+            cpu.as_secs_f64() * 1e6 / hits as f64
+        );
+    }
 }
 
 fn main() {
