@@ -107,13 +107,14 @@ impl Link {
     /// The connection, if one is up now: a spare clone of it, else a new
     /// clone. Give it back with [`keep`](Self::keep).
     pub(crate) fn up(&self) -> Option<Up> {
-        let current = self.0.current.load(Ordering::Acquire);
-        if current == NONE {
+        if self.0.current.load(Ordering::Acquire) == NONE {
             return None;
         }
         let spare = self.0.spares.mine().pop();
+        // Checked after the pop (not against a number read before it): a
+        // spare is of the connection up now, or it is dropped.
         match spare {
-            Some(up) if up.generation == current => Some(up),
+            Some(up) if up.generation == self.0.current.load(Ordering::Acquire) => Some(up),
             _ => match &self.state().0 {
                 State::Up(generation, conn) => Some(Up {
                     conn: conn.clone(),
@@ -127,13 +128,22 @@ impl Link {
     /// Keeps a connection taken with [`up`](Self::up) for another read, if
     /// it is still the one up (and the calling thread's stripe has room).
     pub(crate) fn keep(&self, up: Up) {
-        if up.generation != self.0.current.load(Ordering::Acquire) {
-            return;
-        }
-        let mut spares = self.0.spares.mine();
-        if spares.len() < SPARES_PER_STRIPE {
-            spares.push(up);
-        }
+        let refused = {
+            let mut spares = self.0.spares.mine();
+            // Read under the stripe's lock: `Up::check` marks the
+            // connection down before it clears the stripes, so a clone of
+            // it is either refused here or pushed before the clearing
+            // reaches this stripe.
+            if up.generation == self.0.current.load(Ordering::Acquire)
+                && spares.len() < SPARES_PER_STRIPE
+            {
+                spares.push(up);
+                None
+            } else {
+                Some(up)
+            }
+        };
+        drop(refused);
     }
 
     /// The connection: the one up, or the one being made (starting it if
