@@ -496,6 +496,34 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
             quote!(move || async move { #body }),
         ),
     };
+    let call = quote! {
+        #krate::__private::#run(
+            #shape,
+            #cache_use,
+            &#options,
+            #key_var,
+            #version_var,
+            #share,
+            #typed_code,
+            #tags_closure,
+            #hard_timeout,
+            #soft_arg
+            #loader,
+        )
+    };
+    // A hit in process is the value itself; the rest of a read is awaited
+    // (the function's future holds that small future, not the value).
+    let finish = if args.soft_timeout.is_some() {
+        quote!(#call.await)
+    } else {
+        let (value, rest) = (helper("__cache_value"), helper("__cache_rest"));
+        quote! {
+            match #call {
+                #krate::__private::Begun::Ready(#value) => #value,
+                #krate::__private::Begun::Pending(#rest) => #rest.await,
+            }
+        }
+    };
     let inner = quote! {
         let #shape = {
             use #krate::__private::{PickOpt as _, PickPlain as _, PickRes as _, PickResOpt as _};
@@ -510,19 +538,7 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
         let #key_var: ::std::string::String = #key_code;
         let #version_var: ::core::option::Option<::std::string::String> = #version_code;
         #pre_lets
-        #krate::__private::#run(
-            #shape,
-            #cache_use,
-            &#options,
-            #key_var,
-            #version_var,
-            #share,
-            #typed_code,
-            #tags_closure,
-            #hard_timeout,
-            #soft_arg
-            #loader,
-        ).await
+        #finish
     };
     rebuild(func, info, inner)
 }

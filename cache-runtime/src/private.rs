@@ -3,6 +3,7 @@
 use std::future::Future;
 
 pub use crate::cache::fail_safe::HardTimeout;
+pub use crate::cache::read::Begun;
 pub use crate::cache::{Cache, Links, Put};
 pub use crate::key::{DisplayPart, IntegerPart, KeyBuilder, Part, render_part};
 pub use crate::options::CacheOptions;
@@ -314,8 +315,10 @@ pub fn timed_out<R: TimedOut>() -> fn(crate::Timeout) -> R {
     R::timed_out
 }
 
-/// The body of a `#[cached]` function: a future that is ready at once on an
-/// in-process hit.
+/// The body of a `#[cached]` function, begun: the value of an in-process
+/// hit, or the rest of the read (a small future). The macro matches on it,
+/// so that the function's own future holds neither the value nor a future
+/// of its size.
 #[inline]
 #[allow(clippy::too_many_arguments)]
 pub fn cached<'a, S, R, L, Fut, G>(
@@ -329,7 +332,7 @@ pub fn cached<'a, S, R, L, Fut, G>(
     tags: G,
     hard_timeout: Option<HardTimeout<R>>,
     load: L,
-) -> Cached<impl Future<Output = R> + 'a, impl Future<Output = R> + 'a>
+) -> Begun<R, Cached<impl Future<Output = R> + Unpin + 'a, impl Future<Output = R> + 'a>>
 where
     S: Shape<R> + 'a,
     R: 'a,
@@ -348,11 +351,14 @@ where
                 hard_timeout,
                 soft: None,
             };
-            Cached::Read(cache.read_through::<S, R, L, Fut, G>(read, tags, load))
+            match cache.read_through::<S, R, L, Fut, G>(read, tags, load) {
+                Begun::Ready(value) => Begun::Ready(value),
+                Begun::Pending(rest) => Begun::Pending(Cached::Read(rest)),
+            }
         }
         None => {
             crate::status::record(crate::status::CacheStatus::Bypass);
-            Cached::Uncached(Box::pin(crate::adaptive::ignored(load())))
+            Begun::Pending(Cached::Uncached(Box::pin(crate::adaptive::ignored(load()))))
         }
     }
 }
@@ -446,7 +452,7 @@ where
     )
 }
 
-/// The future [`cached`] returns.
+/// The rest of a read [`cached`] began.
 #[derive(Debug)]
 pub enum Cached<A, B> {
     /// Through the cache.

@@ -220,8 +220,7 @@ impl Cache {
             after: hard_timeout,
             outcome: |t| Err(E::from(t)),
         });
-        self.read_through::<Res, _, _, _, _>(read, |_| Links::new(), load)
-            .await
+        super::read::finish!(self.read_through::<Res, _, _, _, _>(read, |_| Links::new(), load))
     }
 
     /// Answers with the fail-safe copy of `entry` after the loader failed

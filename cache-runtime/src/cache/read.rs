@@ -64,35 +64,51 @@ impl<'a, R, T> Read<'a, R, T> {
     }
 }
 
-/// The future of a cached read: a hit is ready at once (found before the
-/// future was made); a miss is the boxed network path.
-pub(crate) enum ReadThrough<R, F> {
-    Hit(Option<R>),
-    /// The network path in the call's span.
-    Miss(std::pin::Pin<Box<tracing::instrument::Instrumented<F>>>),
-    /// The same with no span to enter (no subscriber wants it).
+/// A cached read once the in-process check has run: the value of a hit in
+/// process (`Ready`), or the rest of the read (`Pending`, a small future:
+/// a box). A caller matches on it rather than awaiting one future that
+/// holds either, so that neither the value nor a future the value's size
+/// is moved through the caller's own future.
+#[doc(hidden)]
+#[derive(Debug)]
+pub enum Begun<R, F> {
+    Ready(R),
+    Pending(F),
+}
+
+/// The rest of a read past the in-process check: the boxed network path,
+/// in the call's span or, with no subscriber that wants it, in none.
+#[doc(hidden)]
+pub enum Remote<F> {
+    Traced(std::pin::Pin<Box<tracing::instrument::Instrumented<F>>>),
     Quiet(std::pin::Pin<Box<F>>),
 }
 
-// Never pinned structurally: the value is moved out, the miss is boxed.
-impl<R, F> Unpin for ReadThrough<R, F> {}
+impl<F: Future> Future for Remote<F> {
+    type Output = F::Output;
 
-impl<R, F: Future<Output = R>> Future for ReadThrough<R, F> {
-    type Output = R;
-
+    #[inline]
     fn poll(
         mut self: std::pin::Pin<&mut Self>,
         cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<R> {
+    ) -> std::task::Poll<F::Output> {
         match &mut *self {
-            ReadThrough::Hit(value) => {
-                std::task::Poll::Ready(value.take().expect("a ready read polled after completion"))
-            }
-            ReadThrough::Miss(miss) => miss.as_mut().poll(cx),
-            ReadThrough::Quiet(miss) => miss.as_mut().poll(cx),
+            Remote::Traced(read) => read.as_mut().poll(cx),
+            Remote::Quiet(read) => read.as_mut().poll(cx),
         }
     }
 }
+
+/// Awaits a [`Begun`] read: its value at once, or the rest of the read.
+macro_rules! finish {
+    ($begun:expr) => {
+        match $begun {
+            $crate::cache::read::Begun::Ready(value) => value,
+            $crate::cache::read::Begun::Pending(rest) => rest.await,
+        }
+    };
+}
+pub(crate) use finish;
 
 /// The value kept decoded beside the bytes, else the bytes decoded; `None`
 /// (not reported) when neither works.
@@ -143,12 +159,11 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        self.read_through::<Res, _, _, _, _>(
+        finish!(self.read_through::<Res, _, _, _, _>(
             Read::new(key.to_owned(), options),
             |_| Links::new(),
             load,
-        )
-        .await
+        ))
     }
 
     /// Like [`get_or_load`](Self::get_or_load), for a loader that cannot fail,
@@ -181,12 +196,11 @@ impl Cache {
         G: FnOnce(Option<&T>) -> L,
         L: Into<Links>,
     {
-        self.read_through::<Plain, _, _, _, _>(
+        finish!(self.read_through::<Plain, _, _, _, _>(
             Read::new(key.to_owned(), options),
             |v| tags(v).into(),
             load,
-        )
-        .await
+        ))
     }
 
     /// [`get_or_load_tagged`](Self::get_or_load_tagged) for a fallible
@@ -228,12 +242,11 @@ impl Cache {
         G: FnOnce(Option<&T>) -> L,
         L: Into<Links>,
     {
-        self.read_through::<Res, _, _, _, _>(
+        finish!(self.read_through::<Res, _, _, _, _>(
             Read::new(key.to_owned(), options),
             |v| tags(v).into(),
             load,
-        )
-        .await
+        ))
     }
 
     /// The cached value under `key`, if there is one that decodes as `T`.
@@ -260,13 +273,14 @@ impl Cache {
     /// The in-process check runs first, without building the rest: the
     /// loader is a closure (its future is only made on a miss) and the
     /// network path is a boxed future, so a hit moves a few words, not the
-    /// whole state of a miss.
+    /// whole state of a miss. A hit in process is returned as it is
+    /// ([`Begun::Ready`]); the caller awaits the rest otherwise (`finish!`).
     pub(crate) fn read_through<'a, S, R, L, Fut, G>(
         &'a self,
         read: Read<'a, R, S::Stored>,
         tags: G,
         load: L,
-    ) -> ReadThrough<R, impl Future<Output = R> + 'a>
+    ) -> Begun<R, Remote<impl Future<Output = R> + 'a>>
     where
         S: Shape<R> + 'a,
         R: 'a,
@@ -279,16 +293,16 @@ impl Cache {
         let version_key = read.version.as_deref().map(|v| inner.layout.version(v));
         let in_process = self.in_process_read::<S, R>(&read, version_key.as_deref(), mode);
         match in_process {
-            Some(hit) => ReadThrough::Hit(Some(hit)),
+            Some(hit) => Begun::Ready(hit),
             None => {
                 use tracing::Instrument as _;
                 let span = self.read_span(read.options, &read.key);
                 let remote =
                     self.read_remote::<S, R, L, Fut, G>(read, version_key, tags, load, mode);
                 if span.is_disabled() {
-                    ReadThrough::Quiet(Box::pin(remote))
+                    Begun::Pending(Remote::Quiet(Box::pin(remote)))
                 } else {
-                    ReadThrough::Miss(Box::pin(remote.instrument(span)))
+                    Begun::Pending(Remote::Traced(Box::pin(remote.instrument(span))))
                 }
             }
         }
@@ -361,7 +375,7 @@ impl Cache {
                     .lookup(name, version_key.as_deref(), options.idle_choice())
                     .await;
                 First {
-                    started,
+                    started: Some(started),
                     entry_key,
                     local_token,
                     found,
@@ -370,6 +384,9 @@ impl Cache {
                 }
             }
         };
+        // A plain first read on Redis read no fill token: the window starts
+        // now, before any token is read.
+        let started = started.unwrap_or_else(Instant::now);
         let mut leader: Option<flight::Leader<'_>> = None;
         // The fill token this caller read when it became the leader.
         let mut leader_token: Option<u64> = None;

@@ -23,12 +23,13 @@ use super::read::Read;
 use super::*;
 
 /// What the first step of a remote read (`read_remote`) found, handed to
-/// the rest of the network path: when the fill window started, the entry's
+/// the rest of the network path: when the fill window started (if it had
+/// to start before the lookup: see `read_remote`), the entry's
 /// name, the tier's token taken before the read, the lookup, and its value
 /// decoded (`Some(None)`: bytes that did not decode, already reported),
 /// and its freshness as checked.
 pub(crate) struct First<T> {
-    pub(crate) started: Instant,
+    pub(crate) started: Option<Instant>,
     pub(crate) entry_key: String,
     pub(crate) local_token: Option<u64>,
     pub(crate) found: Option<Lookup>,
@@ -64,11 +65,16 @@ impl Cache {
             // that leaves the process, holds the store's future and no
             // other (each nested future is moved into the one around it).
             let inner = &*self.inner;
-            let started = Instant::now();
+            let (version, idle) = (version_key.as_deref(), read.options.idle_choice());
+            let plain = self.lookup_is_plain();
+            // The fill window starts no later than the fill token's read
+            // (`fill_after_load`). A plain read on Redis reads no token (a
+            // miss reads it later, in `read_network`, which starts the
+            // window then): a hit takes no clock reading.
+            let started = (!plain || idle.is_some() || !self.is_redis()).then(Instant::now);
             let name = inner.layout.entry_name(&read.key);
             let local_token = inner.tier.as_deref().map(LocalTier::token);
-            let (version, idle) = (version_key.as_deref(), read.options.idle_choice());
-            let found = if self.lookup_is_plain() {
+            let found = if plain {
                 let result = inner.store.lookup(name, version, idle).await;
                 self.looked_up(result, version, None)
             } else {
@@ -95,7 +101,7 @@ impl Cache {
         let inner = &*self.inner;
         // The fill window runs from before the read: a marker must
         // outlive every fill whose read preceded its invalidation.
-        let started = Instant::now();
+        let started = Some(Instant::now());
         let name = inner.layout.entry_name(&read.key);
         // Taken before the store's read: a tier fill from it is refused
         // if an invalidation of the entry arrives in between.
@@ -113,10 +119,14 @@ impl Cache {
         &self,
         read: &Read<'_, R, S::Stored>,
         version_key: Option<&str>,
-        started: Instant,
+        started: Option<Instant>,
         local_token: Option<u64>,
         found: Option<Lookup>,
     ) -> Result<R, Box<First<S::Stored>>> {
+        debug_assert!(
+            started.is_some() || found.as_ref().is_none_or(|l| l.token.is_none()),
+            "a lookup that read the fill token started the fill window before it"
+        );
         let name = self.inner.layout.entry_name(&read.key);
         // Decoded and checked once (an early refresh is a random draw): a
         // fresh hit returns from here; anything else goes on to the network
