@@ -224,7 +224,18 @@ fn part_traits(krate: &Path) -> TokenStream {
 /// Code that builds a template into a `String`: argument placeholders from
 /// their pre-rendered values (or directly when `pre` is `None`), `ret`
 /// placeholders from the value bound as `ret`.
-fn build(t: &Template, krate: &Path, mut pre: Option<&mut Prerendered>) -> TokenStream {
+fn build(t: &Template, krate: &Path, pre: Option<&mut Prerendered>) -> TokenStream {
+    build_with(t, krate, pre, quote!(finish))
+}
+
+/// [`build`], finished with `finish` (`finish_key`: the read's key, in
+/// place when short).
+fn build_with(
+    t: &Template,
+    krate: &Path,
+    mut pre: Option<&mut Prerendered>,
+    finish: TokenStream,
+) -> TokenStream {
     let k = helper("__k");
     let cap = t.literal_len();
     let pushes = t.segments.iter().map(|s| match s {
@@ -251,7 +262,7 @@ fn build(t: &Template, krate: &Path, mut pre: Option<&mut Prerendered>) -> Token
         #traits
         let mut #k = #krate::__private::KeyBuilder::with_capacity(#cap);
         #(#pushes)*
-        #k.finish()
+        #k.#finish()
     })
 }
 
@@ -333,7 +344,7 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
     let krate = args.krate.clone().unwrap_or_else(default_crate);
     let fn_name = func.sig.ident.to_string();
     let key_code = match &args.key {
-        Some(key) => build(key, &krate, None),
+        Some(key) => build_with(key, &krate, None, quote!(finish_key)),
         None => default_key(func, info, args.cache.as_ref(), ret, &krate),
     };
     let version_code = match &args.version {
@@ -535,7 +546,7 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
         #cache_let
         #(#prefix)*
         #cond_let
-        let #key_var: ::std::string::String = #key_code;
+        let #key_var: #krate::__private::Key = #key_code;
         let #version_var: ::core::option::Option<::std::string::String> = #version_code;
         #pre_lets
         #finish
@@ -728,7 +739,7 @@ fn default_key(
         #k.lit(#suffix);
         #k.lit(&#krate::__private::type_tag(&[::core::any::type_name::<#ret>() #(, ::core::any::type_name::<#type_params>())*]));
         #(#parts)*
-        #k.finish()
+        #k.finish_key()
     })
 }
 

@@ -12,7 +12,7 @@
 //! SHA-256 (the same in keys and patterns), and a long key by a prefix and
 //! its SHA-256 ([`bound_key`]), so names stay bounded.
 
-use std::fmt::{self, Write as _};
+use std::fmt::{self, Write};
 
 /// Appends literal parts and escaped values into one key.
 ///
@@ -25,19 +25,24 @@ use std::fmt::{self, Write as _};
 /// ```
 #[derive(Debug, Default, Clone)]
 pub struct KeyBuilder {
-    buf: String,
+    buf: Key,
 }
+
+/// A key as a cached read holds it: up to 24 bytes in place, longer on
+/// the heap (a typical key, `user:12345`, takes no allocation).
+#[doc(hidden)]
+pub type Key = compact_str::CompactString;
 
 impl KeyBuilder {
     /// An empty key.
     pub fn new() -> Self {
-        KeyBuilder { buf: String::new() }
+        KeyBuilder { buf: Key::new("") }
     }
 
-    /// An empty key with room for `capacity` bytes.
+    /// An empty key with room for `capacity` bytes (in place up to 24).
     pub fn with_capacity(capacity: usize) -> Self {
         KeyBuilder {
-            buf: String::with_capacity(capacity),
+            buf: Key::with_capacity(capacity),
         }
     }
 
@@ -75,6 +80,14 @@ impl KeyBuilder {
 
     /// The finished key.
     pub fn finish(&mut self) -> String {
+        std::mem::take(&mut self.buf).into_string()
+    }
+
+    /// The finished key, in place when it is short (what `#[cached]` reads
+    /// with).
+    #[doc(hidden)]
+    #[inline]
+    pub fn finish_key(&mut self) -> Key {
         std::mem::take(&mut self.buf)
     }
 }
@@ -139,7 +152,7 @@ pub fn render_part<T: fmt::Display + ?Sized>(value: &T) -> String {
 }
 
 struct EscapingWriter<'a> {
-    out: &'a mut String,
+    out: &'a mut Key,
 }
 
 impl fmt::Write for EscapingWriter<'_> {
@@ -159,9 +172,10 @@ fn needs_escape(c: char) -> bool {
 
 /// Appends `value` to `out`, percent-encoding separators, glob
 /// metacharacters, whitespace and control characters.
-pub(crate) fn escape_part_into(value: &str, out: &mut String) {
+pub(crate) fn escape_part_into<W: Write>(value: &str, out: &mut W) {
+    // Writing into a string cannot fail.
     if !value.chars().any(needs_escape) {
-        out.push_str(value);
+        let _ = out.write_str(value);
         return;
     }
     for c in value.chars() {
@@ -169,12 +183,12 @@ pub(crate) fn escape_part_into(value: &str, out: &mut String) {
             let mut bytes = [0u8; 4];
             for b in c.encode_utf8(&mut bytes).bytes() {
                 const HEX: &[u8; 16] = b"0123456789ABCDEF";
-                out.push('%');
-                out.push(char::from(HEX[usize::from(b >> 4)]));
-                out.push(char::from(HEX[usize::from(b & 0xf)]));
+                let _ = out.write_char('%');
+                let _ = out.write_char(char::from(HEX[usize::from(b >> 4)]));
+                let _ = out.write_char(char::from(HEX[usize::from(b & 0xf)]));
             }
         } else {
-            out.push(c);
+            let _ = out.write_char(c);
         }
     }
 }
@@ -585,6 +599,28 @@ pub(crate) fn validate_namespace(ns: &str) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A read's key as `#[cached]` builds it (`finish_key`) is kept in
+    /// place up to 24 bytes, escaped parts included, and on the heap past
+    /// that; `finish` gives the same text.
+    #[test]
+    fn a_short_key_is_built_without_an_allocation() {
+        let build = |id: &dyn fmt::Display| {
+            let mut key = KeyBuilder::with_capacity(5);
+            key.lit("user:");
+            key.part(id);
+            (key.clone().finish(), key.finish_key())
+        };
+        let (text, key) = build(&"a:b c");
+        assert_eq!(
+            (text.as_str(), key.as_str()),
+            ("user:a%3Ab%20c", "user:a%3Ab%20c")
+        );
+        assert!(!key.is_heap_allocated(), "a 14-byte key is kept in place");
+        let (text, key) = build(&"x".repeat(20));
+        assert_eq!(key.as_str(), text);
+        assert!(key.is_heap_allocated(), "a 25-byte key is not");
+    }
 
     /// Every way an entry name is written out gives the same name: the
     /// one a fill stores under is the one a hit's `GET` reads (long keys

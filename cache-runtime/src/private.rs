@@ -5,7 +5,7 @@ use std::future::Future;
 pub use crate::cache::fail_safe::HardTimeout;
 pub use crate::cache::read::Begun;
 pub use crate::cache::{Cache, Links, Put};
-pub use crate::key::{DisplayPart, IntegerPart, KeyBuilder, Part, render_part};
+pub use crate::key::{DisplayPart, IntegerPart, Key, KeyBuilder, Part, render_part};
 pub use crate::options::CacheOptions;
 pub use crate::shape::{Always, Batch, OnOk, Opt, Outcome, Pairs, Plain, Res, ResOpt, Shape};
 
@@ -325,7 +325,7 @@ pub fn cached<'a, S, R, L, Fut, G>(
     _shape: S,
     cache: Option<&'a Cache>,
     options: &'a CacheOptions,
-    key: String,
+    key: Key,
     version: Option<String>,
     share: Option<Sharer<R>>,
     typed: Option<Typed<S::Stored>>,
@@ -371,7 +371,7 @@ pub async fn cached_soft<S, R, O, L, Fut, G>(
     _shape: S,
     cache: Option<&Cache>,
     options: &CacheOptions,
-    key: String,
+    key: Key,
     version: Option<String>,
     share: Option<Sharer<R>>,
     typed: Option<Typed<S::Stored>>,

@@ -215,7 +215,7 @@ impl Cache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let mut read = Read::new(key.to_owned(), options);
+        let mut read = Read::new(crate::key::Key::from(key), options);
         read.hard_timeout = Some(HardTimeout {
             after: hard_timeout,
             outcome: |t| Err(E::from(t)),

@@ -14,6 +14,7 @@ use crate::adaptive::Adapt;
 use crate::entry::{self, Meta};
 use crate::events::now_ms;
 use crate::flight::{self, Landed, Role, Sharer};
+use crate::key::Key;
 use crate::options::CacheOptions;
 use crate::shape::{Fill, Plain, Res, Shape};
 use crate::stats::Stats;
@@ -34,7 +35,8 @@ use super::*;
 /// to, and how to hand a non-stored outcome to coalesced callers.
 #[derive(Debug)]
 pub(crate) struct Read<'a, R, T> {
-    pub(crate) key: String,
+    /// In place when short (no allocation for a typical key).
+    pub(crate) key: Key,
     pub(crate) options: &'a CacheOptions,
     pub(crate) version: Option<String>,
     pub(crate) share: Option<Sharer<R>>,
@@ -51,7 +53,7 @@ pub(crate) struct Read<'a, R, T> {
 }
 
 impl<'a, R, T> Read<'a, R, T> {
-    pub(crate) fn new(key: String, options: &'a CacheOptions) -> Self {
+    pub(crate) fn new(key: Key, options: &'a CacheOptions) -> Self {
         Read {
             key,
             options,
@@ -160,7 +162,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>>,
     {
         finish!(self.read_through::<Res, _, _, _, _>(
-            Read::new(key.to_owned(), options),
+            Read::new(Key::from(key), options),
             |_| Links::new(),
             load,
         ))
@@ -197,7 +199,7 @@ impl Cache {
         L: Into<Links>,
     {
         finish!(self.read_through::<Plain, _, _, _, _>(
-            Read::new(key.to_owned(), options),
+            Read::new(Key::from(key), options),
             |v| tags(v).into(),
             load,
         ))
@@ -243,7 +245,7 @@ impl Cache {
         L: Into<Links>,
     {
         finish!(self.read_through::<Res, _, _, _, _>(
-            Read::new(key.to_owned(), options),
+            Read::new(Key::from(key), options),
             |v| tags(v).into(),
             load,
         ))

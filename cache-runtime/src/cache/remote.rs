@@ -236,13 +236,13 @@ mod tests {
         let cache = Cache::builder().build().expect("an in-process cache");
         let options = CacheOptions::new("size");
         let remote = cache.read_remote::<Res, Value, _, _, _>(
-            Read::new("k".to_owned(), &options),
+            Read::new("k".into(), &options),
             None,
             |_: Option<&[u64; 24]>| Links::default(),
             || async { Ok([0; 24]) },
             Mode::Normal,
         );
-        let read = Read::new("k".to_owned(), &options);
+        let read = Read::new("k".into(), &options);
         let first_step = cache.first_step::<Res, Value>(&read, None);
         let (remote, first_step, read) = (
             size_of_val(&remote),

@@ -66,7 +66,7 @@ impl<R> Soft<R> {
 /// What a read owns (all but its options): moved onto the read's task and
 /// made a [`Read`] again there.
 pub(crate) struct Owned<R, T> {
-    pub(crate) key: String,
+    pub(crate) key: crate::key::Key,
     pub(crate) version: Option<String>,
     pub(crate) share: Option<Sharer<R>>,
     pub(crate) typed: Option<Typed<T>>,
@@ -136,7 +136,7 @@ impl Cache {
         Fut: Future<Output = Result<T, E>> + Send + 'static,
     {
         let read = Owned {
-            key: key.to_owned(),
+            key: crate::key::Key::from(key),
             version: None,
             share: None,
             typed: None,
