@@ -101,12 +101,16 @@ fn check(bytes: &[u8]) -> Option<(Meta, Sample)> {
             assert_eq!(env.meta, meta);
             assert_eq!(Some(env.codec), Codec::from_id(bytes[2]));
             assert_eq!(env.payload, &bytes[28..]);
-            // Any payload: a value or an error, never a panic.
-            let _ = env.codec.decode::<serde_json::Value>(env.payload);
-            env.codec
-                .decode::<Sample>(env.payload)
-                .ok()
-                .map(|v| (meta, v))
+            // Any payload: a value or an error, never a panic; a JSON
+            // payload reads as serde_json reads its bytes (the codec reads
+            // valid UTF-8 as text, for speed).
+            let value = env.codec.decode::<serde_json::Value>(env.payload).ok();
+            let sample = env.codec.decode::<Sample>(env.payload).ok();
+            if env.codec == Codec::Json {
+                assert_eq!(value, serde_json::from_slice(env.payload).ok());
+                assert_eq!(sample, serde_json::from_slice(env.payload).ok());
+            }
+            sample.map(|v| (meta, v))
         }
         (Err(e), None) => {
             assert_eq!(e.kind(), ErrorKind::Codec);
@@ -143,6 +147,27 @@ proptest! {
         bytes.truncate(28);
         bytes.extend_from_slice(&tail);
         check(&bytes);
+    }
+
+    /// serde_json, reading bytes, skips the string of a field the type
+    /// does not have without checking its UTF-8; the codec, which reads
+    /// text when it can, reads those payloads as bytes too.
+    #[test]
+    fn a_json_payload_reads_as_serde_json_reads_its_bytes(
+        value in sample(),
+        skipped in vec(prop_oneof![0x20u8..0x22, 0x23u8..0x5C, 0x5Du8..=0xFF], 0..12),
+        mutations in vec(mutation(), 0..2),
+    ) {
+        let mut payload = b"{\"skipped\":\"".to_vec();
+        payload.extend_from_slice(&skipped);
+        payload.extend_from_slice(b"\",");
+        payload.extend_from_slice(&serde_json::to_vec(&value).unwrap()[1..]);
+        let payload = mutate(payload, &mutations);
+        let read = Codec::Json.decode::<Sample>(&payload).ok();
+        prop_assert_eq!(&read, &serde_json::from_slice::<Sample>(&payload).ok());
+        if mutations.is_empty() {
+            prop_assert_eq!(read, Some(value), "an unknown field is skipped");
+        }
     }
 
     #[test]
