@@ -230,7 +230,7 @@ mod tests {
     /// first step's future (`first_step`, which holds `lookup`'s) beside
     /// the read it goes on with would make it at least as big as the two;
     /// it was (896 bytes against 536 + 144 in a test build, 3,336 bytes in
-    /// the comparison bench's release build, now 664).
+    /// the comparison bench's release build, now 680).
     #[test]
     fn a_remote_read_boxes_no_nested_futures() {
         let cache = Cache::builder().build().expect("an in-process cache");
