@@ -522,17 +522,20 @@ fn cached(plan: &validate::Cached<'_>) -> TokenStream {
             #loader,
         )
     };
-    // A hit in process is the value itself; the rest of a read is awaited
-    // (the function's future holds that small future, not the value).
+    // A hit in process is the value itself, returned; the rest of a read is
+    // awaited. Matched in a statement of its own, so that the function's
+    // future holds that small future only, not the value (a match
+    // scrutinee's temporary would live across the `.await`).
     let finish = if args.soft_timeout.is_some() {
         quote!(#call.await)
     } else {
         let (value, rest) = (helper("__cache_value"), helper("__cache_rest"));
         quote! {
-            match #call {
-                #krate::__private::Begun::Ready(#value) => #value,
-                #krate::__private::Begun::Pending(#rest) => #rest.await,
-            }
+            let #rest = match #call {
+                #krate::__private::Begun::Ready(#value) => return #value,
+                #krate::__private::Begun::Pending(#rest) => #rest,
+            };
+            #rest.await
         }
     };
     let inner = quote! {

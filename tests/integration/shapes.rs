@@ -281,3 +281,28 @@ mod shared_values {
         assert_eq!(after, third);
     }
 }
+
+/// A row big enough that holding it shows in a future's size.
+type Wide = Result<[u64; 32], String>;
+
+#[cached(cache = cache, key = "wide:{id}", ttl = 60)]
+async fn wide(cache: &Cache, id: u64) -> Wide {
+    Ok([id; 32])
+}
+
+/// The future of a `#[cached]` function holds the rest of a read (a box)
+/// while it waits, not the value: a hit in process is returned before the
+/// first `.await`. A caller's own future holds this one, and moves it
+/// wherever the caller's future moves.
+#[tokio::test]
+async fn a_cached_function_s_future_does_not_hold_its_value() {
+    let cache = Cache::in_memory();
+    let call = wide(&cache, 7);
+    let (future, value) = (std::mem::size_of_val(&call), std::mem::size_of::<Wide>());
+    assert!(
+        future < value,
+        "the function's future ({future} bytes) is the size of its value ({value})"
+    );
+    assert_eq!(call.await, Ok([7; 32]));
+    assert_eq!(wide(&cache, 7).await, Ok([7; 32]), "a hit in process");
+}
