@@ -36,7 +36,9 @@ pub type Key = compact_str::CompactString;
 impl KeyBuilder {
     /// An empty key.
     pub fn new() -> Self {
-        KeyBuilder { buf: Key::new("") }
+        KeyBuilder {
+            buf: Key::default(),
+        }
     }
 
     /// An empty key with room for `capacity` bytes (in place up to 24).

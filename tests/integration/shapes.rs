@@ -306,3 +306,18 @@ async fn a_cached_function_s_future_does_not_hold_its_value() {
     assert_eq!(call.await, Ok([7; 32]));
     assert_eq!(wide(&cache, 7).await, Ok([7; 32]), "a hit in process");
 }
+
+/// The same for `get_or_load`: its future holds the rest of a read, not
+/// the value.
+#[tokio::test]
+async fn get_or_load_s_future_does_not_hold_its_value() {
+    let cache = Cache::in_memory();
+    let options = cache_runtime::CacheOptions::new("wide");
+    let call = cache.get_or_load("wide:8", &options, || async { Wide::Ok([8; 32]) });
+    let (future, value) = (std::mem::size_of_val(&call), std::mem::size_of::<Wide>());
+    assert!(
+        future < value,
+        "get_or_load's future ({future} bytes) is the size of its value ({value})"
+    );
+    assert_eq!(call.await, Ok([8; 32]));
+}

@@ -101,14 +101,20 @@ impl<F: Future> Future for Remote<F> {
     }
 }
 
-/// Awaits a [`Begun`] read: its value at once, or the rest of the read.
+/// Finishes an `async fn` with a [`Begun`] read: returns its value at
+/// once, or awaits the rest of the read. As the `#[cached]` expansion does,
+/// the match is a statement of its own, so that the function's future
+/// holds the rest (a box), not the `Begun` (a match scrutinee's temporary
+/// would live across the `.await`). It `return`s: use it as the function's
+/// last expression.
 macro_rules! finish {
-    ($begun:expr) => {
-        match $begun {
-            $crate::cache::read::Begun::Ready(value) => value,
-            $crate::cache::read::Begun::Pending(rest) => rest.await,
-        }
-    };
+    ($begun:expr) => {{
+        let rest = match $begun {
+            $crate::cache::read::Begun::Ready(value) => return value,
+            $crate::cache::read::Begun::Pending(rest) => rest,
+        };
+        rest.await
+    }};
 }
 pub(crate) use finish;
 
