@@ -119,6 +119,37 @@ impl Cache {
         decode_quietly(bytes, kept, typed).or_else(|| self.decode_entry(key, bytes))
     }
 
+    /// The value of an entry whose header has been read (`env`): the copy
+    /// kept decoded beside the bytes when there is one, else the payload
+    /// decoded; a payload that does not decode is reported (as by
+    /// [`decode_entry`](Self::decode_entry)) and gives `None`.
+    pub(crate) fn decode_value<T: DeserializeOwned>(
+        &self,
+        key: &str,
+        env: &entry::Envelope<'_>,
+        kept: Option<&AnyValue>,
+        typed: Option<&Typed<T>>,
+    ) -> Option<T> {
+        if let (Some(kept), Some(typed)) = (kept, typed)
+            && let Some(value) = (typed.unpack)(&**kept)
+        {
+            return Some(value);
+        }
+        match env.codec.decode::<T>(env.payload) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.decode_failed(key, &e);
+                None
+            }
+        }
+    }
+
+    /// Counts and reports a cached value that does not decode.
+    fn decode_failed(&self, key: &str, e: &Error) {
+        Stats::add(&self.inner.stats.decode_errors, 1);
+        tracing::warn!(target: "cache_runtime", key, error = %e, "cached value does not decode; treating it as a miss");
+    }
+
     pub(crate) fn decode_entry<T: DeserializeOwned>(
         &self,
         key: &str,
@@ -129,8 +160,7 @@ impl Cache {
         {
             Ok(v) => Some(v),
             Err(e) => {
-                Stats::add(&self.inner.stats.decode_errors, 1);
-                tracing::warn!(target: "cache_runtime", key, error = %e, "cached value does not decode; treating it as a miss");
+                self.decode_failed(key, &e);
                 None
             }
         }

@@ -7,7 +7,7 @@
 use std::future::Future;
 use std::time::Instant;
 
-use crate::entry::Meta;
+use crate::entry::{self, Meta};
 use crate::key::EntryName;
 use crate::observe::Source;
 use crate::options::CacheOptions;
@@ -51,7 +51,10 @@ impl Cache {
     /// (as passed, and moved into the body's locals on the first poll),
     /// where this block uses them where they were captured. This future is
     /// boxed, and so moved whole, on every read that leaves the process.
-    #[allow(clippy::manual_async_fn, reason = "an async fn keeps its arguments twice")]
+    #[allow(
+        clippy::manual_async_fn,
+        reason = "an async fn keeps its arguments twice"
+    )]
     pub(crate) fn read_remote<'a, S, R, L, Fut, G>(
         &'a self,
         read: Read<'a, R, S::Stored>,
@@ -154,34 +157,40 @@ impl Cache {
         if let Some(lookup) = &found
             && let Some(bytes) = &lookup.value
         {
-            match self.decode_kept::<S::Stored>(
-                &read.key,
-                bytes,
-                lookup.typed.as_ref(),
-                read.typed.as_ref(),
-            ) {
-                Some((meta, stored))
-                    if freshness::version(&meta, Some(lookup.version))
-                        && self.current_epoch(&meta) =>
+            let (kept, typed) = (lookup.typed.as_ref(), read.typed.as_ref());
+            // The header first: the value of an entry of the current
+            // version and epoch is decoded once its verdict is known, and
+            // a fresh one straight into the value returned.
+            match entry::decode(bytes) {
+                Ok(env)
+                    if freshness::version(&env.meta, Some(lookup.version))
+                        && self.current_epoch(&env.meta) =>
                 {
-                    let verdict = freshness::check(&meta, read.options);
-                    if matches!(verdict, Freshness::Fresh) {
-                        self.fresh_from_store::<S::Stored>(
-                            lookup,
-                            &meta,
-                            &stored,
-                            name,
-                            version_key,
-                            read.options,
-                            read.typed.as_ref(),
-                            local_token,
-                        );
-                        return Ok(S::join(stored));
+                    let verdict = freshness::check(&env.meta, read.options);
+                    match self.decode_value::<S::Stored>(&read.key, &env, kept, typed) {
+                        Some(stored) if matches!(verdict, Freshness::Fresh) => {
+                            self.fresh_from_store::<S::Stored>(
+                                lookup,
+                                &env.meta,
+                                &stored,
+                                name,
+                                version_key,
+                                read.options,
+                                typed,
+                                local_token,
+                            );
+                            return Ok(S::join(stored));
+                        }
+                        Some(stored) => {
+                            checked = Some(verdict);
+                            decoded = Some(Some((env.meta, stored)));
+                        }
+                        None => decoded = Some(None),
                     }
-                    checked = Some(verdict);
-                    decoded = Some(Some((meta, stored)));
                 }
-                other => decoded = Some(other),
+                // Another version or epoch (the rest of the path tells
+                // which), or bytes that are not an entry (reported).
+                _ => decoded = Some(self.decode_kept::<S::Stored>(&read.key, bytes, kept, typed)),
             }
         }
         // Boxed: a hit's result is no bigger than its value.
