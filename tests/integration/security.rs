@@ -32,7 +32,12 @@ async fn workload(cache: &Cache) -> u32 {
         load(cache, &runs, &format!("post:{id}"), "author:7").await;
         load(cache, &runs, &format!("post:{id}"), "author:7").await;
     }
-    assert_eq!(runs.load(Ordering::SeqCst), 5, "the second reads were hits");
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        5,
+        "the second reads were hits ({:?})",
+        cache.stats()
+    );
     let dependent: u32 = cache
         .get_or_load_tagged(
             "feed:7",
