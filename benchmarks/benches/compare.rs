@@ -393,6 +393,24 @@ fn process_cpu() -> Duration {
     Duration::from_millis(ticks * 10)
 }
 
+/// CPU time the hypervisor gave other virtual machines while this one's
+/// were ready to run (steal, summed over the cores), from `/proc/stat` in
+/// clock ticks of 10 ms; zero where there is none. A run with seconds of it
+/// was slowed unevenly, contender by contender: read its ratios as noise.
+fn steal() -> Duration {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else {
+        return Duration::ZERO;
+    };
+    // "cpu user nice system idle iowait irq softirq steal ...".
+    let ticks = stat
+        .lines()
+        .next()
+        .and_then(|line| line.split_whitespace().nth(8))
+        .and_then(|f| f.parse::<u64>().ok())
+        .unwrap_or(0);
+    Duration::from_millis(ticks * 10)
+}
+
 /// Hits of `who` with `tasks` concurrent tasks for one slice: how many, in
 /// what time, with how much CPU time of this process.
 async fn throughput_slice(
@@ -743,6 +761,7 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    let (stolen, began) = (steal(), Instant::now());
     let server = RedisServer::start();
     let url = server.url();
     URL.set(url.clone()).unwrap();
@@ -920,6 +939,12 @@ fn main() {
         };
         println!();
         targets.print();
+        println!(
+            "(CPU steal by other virtual machines during this run: {:.1} s, over {} cores for {:.0} s; a run with much of it was slowed unevenly and its ratios are noise)",
+            (steal() - stolen).as_secs_f64(),
+            std::thread::available_parallelism().map_or(1, |n| n.get()),
+            began.elapsed().as_secs_f64()
+        );
     });
 }
 
