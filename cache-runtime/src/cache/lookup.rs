@@ -19,7 +19,7 @@ use crate::store::{AnyValue, Lookup, Store, Token, Typed};
 use crate::switch::Mode;
 
 use super::freshness::{self, Freshness};
-use super::read::{Read, decode_quietly};
+use super::read::{Read, decode_quietly, unpack_kept};
 use super::*;
 
 impl Cache {
@@ -130,9 +130,7 @@ impl Cache {
         kept: Option<&AnyValue>,
         typed: Option<&Typed<T>>,
     ) -> Option<T> {
-        if let (Some(kept), Some(typed)) = (kept, typed)
-            && let Some(value) = (typed.unpack)(&**kept)
-        {
+        if let Some(value) = unpack_kept(kept, typed) {
             return Some(value);
         }
         match env.codec.decode::<T>(env.payload) {

@@ -126,15 +126,17 @@ pub(crate) fn decode_quietly<T: DeserializeOwned>(
     typed: Option<&Typed<T>>,
 ) -> Option<(Meta, T)> {
     let env = entry::decode(bytes).ok()?;
-    if let (Some(kept), Some(typed)) = (kept, typed)
-        && let Some(value) = (typed.unpack)(&**kept)
-    {
-        return Some((env.meta, value));
-    }
-    env.codec
-        .decode::<T>(env.payload)
-        .ok()
-        .map(|v| (env.meta, v))
+    let value = match unpack_kept(kept, typed) {
+        Some(value) => value,
+        None => env.codec.decode::<T>(env.payload).ok()?,
+    };
+    Some((env.meta, value))
+}
+
+/// The value kept decoded beside the bytes, when there is one of type `T`.
+pub(crate) fn unpack_kept<T>(kept: Option<&AnyValue>, typed: Option<&Typed<T>>) -> Option<T> {
+    let (kept, typed) = (kept?, typed?);
+    (typed.unpack)(&**kept)
 }
 
 /// What a leader lands for a value it does not store: the whole value for
