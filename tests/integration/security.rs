@@ -9,6 +9,13 @@ use integration_tests::{RedisServer, wait_until};
 
 const OPTS: CacheOptions = CacheOptions::new("security");
 
+/// The call timeout of the caches that run [`workload`] over TLS. The
+/// workload asserts that every second read is a hit, and a read that times
+/// out falls back to the body (a debug build's TLS on a loaded machine is
+/// slow). These tests are about certificates, not timeouts: the bound is
+/// generous.
+const TLS_WORKLOAD_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Loads `key` (tagged `tag`) through `cache`, counting loader runs.
 async fn load(cache: &Cache, runs: &AtomicU32, key: &str, tag: &str) -> u32 {
     let tag = tag.to_owned();
@@ -380,8 +387,16 @@ async fn rediss_verifies_the_server_certificate() {
     let insecure = Cache::builder()
         .redis_url(format!("rediss://127.0.0.1:{tls_port}/#insecure"))
         .namespace("app")
+        .timeout(TLS_WORKLOAD_TIMEOUT)
         .build()
         .unwrap();
+    // The subscriber's (re)connection makes the cache forget the server's
+    // epoch, and a read in flight then takes its entry for one of another
+    // epoch and loads: let its TLS handshake end before the workload counts.
+    wait_until("subscribed over TLS", Duration::from_secs(10), async || {
+        insecure.listening()
+    })
+    .await;
     connected(&insecure).await;
     let errors = insecure.stats().store_errors;
     workload(&insecure).await;
@@ -397,6 +412,7 @@ async fn tls_child_with_the_ca_trusted() {
     let cache = Cache::builder()
         .redis_url(format!("rediss://127.0.0.1:{port}/"))
         .namespace("app")
+        .timeout(TLS_WORKLOAD_TIMEOUT)
         .local_ttl(Duration::from_secs(30))
         .build()
         .unwrap();
