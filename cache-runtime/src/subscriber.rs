@@ -227,8 +227,8 @@ struct Down<'a>(&'a Run);
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
-        self.0.ready.send_replace(false);
         self.0.hooks.disconnected();
+        self.0.ready.send_replace(false);
     }
 }
 
@@ -245,11 +245,15 @@ impl Run {
                 Ok(Ok((sink, stream))) => {
                     backoff = Duration::from_millis(50);
                     self.heard.note(Instant::now());
-                    self.ready.send_replace(true);
+                    // The cache takes the connection in (its tier cleared,
+                    // the epoch forgotten) before it reads as listening, and
+                    // reads as not listening only once it took the loss in:
+                    // whoever waits on the flag finds that done.
                     self.hooks.connected();
+                    self.ready.send_replace(true);
                     self.listen(sink, stream).await;
-                    self.ready.send_replace(false);
                     self.hooks.disconnected();
+                    self.ready.send_replace(false);
                 }
                 Ok(Err(e)) => {
                     tracing::debug!(target: "cache_runtime", error = %e, "subscriber connection failed")

@@ -338,6 +338,47 @@ async fn a_lost_subscriber_stops_the_tier_and_clears_it_on_reconnect() {
     assert!(b.cache.stats().subscriber_connects >= 2);
 }
 
+/// `listening()` (and so `ready()`) turns true only once the cache has taken
+/// the (re)connection in: its tier cleared, the epoch forgotten. Otherwise a
+/// caller that waited for it and filled the tier at once could see the fill
+/// wiped. Each round kills the subscriber's connection and watches the flag
+/// from a thread that does nothing else, reading the count of connections
+/// taken in as soon as the flag turns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listening_means_the_connection_was_taken_in() {
+    let server = RedisServer::start();
+    let cache = builder(&server.url()).build().unwrap();
+    let mut admin = server.conn();
+    for round in 1..=20u64 {
+        let watched = cache.clone();
+        let connects = tokio::task::spawn_blocking(move || {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while !watched.listening() {
+                assert!(Instant::now() < deadline, "round {round}: never subscribed");
+                std::hint::spin_loop();
+            }
+            watched.stats().subscriber_connects
+        })
+        .await
+        .unwrap();
+        assert!(
+            connects >= round,
+            "round {round}: listening before the connection was taken in ({connects} counted)"
+        );
+        let killed: u64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut admin)
+            .unwrap();
+        assert_eq!(killed, 1, "round {round}: one subscriber");
+        wait_until("the cache notices", Duration::from_secs(5), async || {
+            !cache.listening()
+        })
+        .await;
+    }
+}
+
 /// A partition between one instance and Redis (the server stays up): an
 /// invalidation made while the instance cannot hear it is not lost, because
 /// the tier is cleared when the subscriber comes back.

@@ -217,7 +217,10 @@ impl Cache {
 
     /// Whether this cache's pub/sub connection is subscribed right now
     /// (always `false` for an in-process cache, and for a Redis cache
-    /// without an in-process tier that has not needed one yet).
+    /// without an in-process tier that has not needed one yet). It turns
+    /// `true` once the cache has taken the (re)connection in (the tier
+    /// cleared of what it held before), and `false` once it has taken the
+    /// loss in.
     pub fn listening(&self) -> bool {
         #[cfg(feature = "redis")]
         if let Some(subscriber) = self.inner.subscriber.get() {
