@@ -707,6 +707,9 @@ async fn value_sizes(conn: &mut MultiplexedConnection) -> Vec<(String, usize)> {
 /// callgrind runs with different slice counts give instructions per hit:
 /// the difference of the totals over the difference of the hits.
 ///
+/// It runs on the main runtime's two workers; with `COMPARE_WORKERS=1`, on a
+/// runtime of one worker, as the one-worker pass does.
+///
 /// A list (`COMPARE_ONLY=floor,ours`) runs those contenders' slices in
 /// turn (the order reversed every other round) and prints each one's rate
 /// over the first's: a ratio of two contenders alone, measured in the same
@@ -796,6 +799,21 @@ fn main() {
                 let tag = report_invalidation(&url, &mut conn).await;
                 println!("tag invalidation vs the DEL pipeline, as the caller sees it: {tag:.2}x");
                 return;
+            }
+            if std::env::var("COMPARE_WORKERS").is_ok_and(|w| w == "1") {
+                // As the one-worker pass runs: its own runtime, thread,
+                // connection and caches (the entries are warm already).
+                let url = url.clone();
+                return std::thread::spawn(move || {
+                    let rt = tokio::runtime::Builder::new_multi_thread()
+                        .worker_threads(1)
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    rt.block_on(async { only_one(&Arc::new(Bench::connect(&url).await), &only).await })
+                })
+                .join()
+                .unwrap();
             }
             return only_one(&bench, &only).await;
         }
