@@ -227,8 +227,15 @@ struct Down<'a>(&'a Run);
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
+        /// Clears the flag after the hook, even if the hook panics.
+        struct Flag<'a>(&'a Run);
+        impl Drop for Flag<'_> {
+            fn drop(&mut self) {
+                self.0.ready.send_replace(false);
+            }
+        }
+        let _flag = Flag(self.0);
         self.0.hooks.disconnected();
-        self.0.ready.send_replace(false);
     }
 }
 

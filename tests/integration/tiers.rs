@@ -365,15 +365,19 @@ async fn listening_means_the_connection_was_taken_in() {
             connects >= round,
             "round {round}: listening before the connection was taken in ({connects} counted)"
         );
+        // None killed: the subscriber was already reconnecting (a ping
+        // that timed out); the next round waits for that connection.
         let killed: u64 = redis::cmd("CLIENT")
             .arg("KILL")
             .arg("TYPE")
             .arg("pubsub")
             .query(&mut admin)
             .unwrap();
-        assert_eq!(killed, 1, "round {round}: one subscriber");
+        assert!(killed <= 1, "round {round}: one subscriber");
+        // Down, or already back (the flag may be false for less than the
+        // polling interval).
         wait_until("the cache notices", Duration::from_secs(5), async || {
-            !cache.listening()
+            !cache.listening() || cache.stats().subscriber_connects > connects
         })
         .await;
     }

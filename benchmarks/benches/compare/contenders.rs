@@ -55,7 +55,7 @@ impl Article {
 pub(crate) static LOADS: AtomicU64 = AtomicU64::new(0);
 
 /// The "database": counts its calls, takes [`LOAD_TIME`].
-pub(crate) async fn load(id: u64) -> Result<Article, io::Error> {
+async fn load(id: u64) -> Result<Article, io::Error> {
     LOADS.fetch_add(1, Ordering::Relaxed);
     tokio::time::sleep(LOAD_TIME).await;
     Ok(Article::sample(id))
@@ -115,7 +115,7 @@ async fn hand_written(redis: &MultiplexedConnection, id: u64) -> Result<Article,
 }
 
 /// The floor: one `GET` of the JSON and its decoding.
-pub(crate) async fn floor(conn: &mut MultiplexedConnection, key: &str) -> Article {
+async fn floor(conn: &mut MultiplexedConnection, key: &str) -> Article {
     let bytes: Vec<u8> = conn.get(key).await.expect("GET");
     serde_json::from_slice(&bytes).expect("JSON")
 }

@@ -55,8 +55,8 @@ use contenders::{
 };
 use invalidation::report_invalidation;
 use measure::{
-    ONE_WORKER, STAMPEDE_TASKS, latency_apart, quantile, stampede, steal, throughput,
-    throughput_one_worker, throughput_slice,
+    ONE_WORKER, STAMPEDE_TASKS, latency_apart, on_one_worker, quantile, stampede, steal,
+    throughput, throughput_one_worker, throughput_slice,
 };
 
 /// For profiling one contender (`perf`, `valgrind --tool=callgrind`):
@@ -159,19 +159,7 @@ fn main() {
                 return;
             }
             if std::env::var("COMPARE_WORKERS").is_ok_and(|w| w == "1") {
-                // As the one-worker pass runs: its own runtime, thread,
-                // connection and caches (the entries are warm already).
-                let url = url.clone();
-                return std::thread::spawn(move || {
-                    let rt = tokio::runtime::Builder::new_multi_thread()
-                        .worker_threads(1)
-                        .enable_all()
-                        .build()
-                        .unwrap();
-                    rt.block_on(async { only_one(&Arc::new(Bench::connect(&url).await), &only).await })
-                })
-                .join()
-                .unwrap();
+                return on_one_worker(&url, async move |bench| only_one(&bench, &only).await);
             }
             return only_one(&bench, &only).await;
         }

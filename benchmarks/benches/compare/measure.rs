@@ -76,7 +76,7 @@ fn in_turn_of(n: usize, round: usize, k: usize) -> usize {
 
 /// Single-task latency of warm hits: `LATENCY_ROUNDS` rounds, each timing
 /// every contender in turn (in the order `in_turn` gives) on one spawned task.
-pub(crate) async fn latency(bench: Arc<Bench>) -> (Vec<Vec<Duration>>, Vec<Duration>) {
+async fn latency(bench: Arc<Bench>) -> (Vec<Vec<Duration>>, Vec<Duration>) {
     tokio::spawn(async move {
         let mut conn = bench.redis.clone();
         let mut samples = vec![Vec::with_capacity(LATENCY_SAMPLES); CONTENDERS.len()];
@@ -239,9 +239,29 @@ pub(crate) const ONE_WORKER: [Contender; 4] = [
 /// two workers this 2-core machine runs three busy threads, and where the
 /// scheduler puts them moves a slice's rate by tens of percent: the floor
 /// landed up to 12% from itself in one run. With one worker it landed at
-/// 0.96x to 1.03x of itself in three runs, and hits/s follow the client's
-/// CPU per hit.
+/// 0.92x to 1.06x of itself over eight runs (docs/BENCHMARKS.md, tenth part
+/// of issue 17): quieter, not quiet enough to resolve 5% in every run.
 pub(crate) fn throughput_one_worker(url: &str) -> [Vec<(f64, f64)>; 2] {
+    on_one_worker(url, async |bench| {
+        let mut conn = bench.redis.clone();
+        for who in ONE_WORKER {
+            for _ in 0..100 {
+                black_box(bench.read(who, &mut conn, WARM_ID).await);
+            }
+        }
+        [
+            throughput(&bench, &ONE_WORKER, 16).await,
+            throughput(&bench, &ONE_WORKER, 64).await,
+        ]
+    })
+}
+
+/// Runs `run` on a runtime of one worker, on a thread of its own, with its
+/// own connection and caches (the entries are warm already).
+pub(crate) fn on_one_worker<T: Send + 'static>(
+    url: &str,
+    run: impl AsyncFnOnce(Arc<Bench>) -> T + Send + 'static,
+) -> T {
     let url = url.to_owned();
     std::thread::spawn(move || {
         let rt = tokio::runtime::Builder::new_multi_thread()
@@ -249,19 +269,7 @@ pub(crate) fn throughput_one_worker(url: &str) -> [Vec<(f64, f64)>; 2] {
             .enable_all()
             .build()
             .unwrap();
-        rt.block_on(async {
-            let bench = Arc::new(Bench::connect(&url).await);
-            let mut conn = bench.redis.clone();
-            for who in ONE_WORKER {
-                for _ in 0..100 {
-                    black_box(bench.read(who, &mut conn, WARM_ID).await);
-                }
-            }
-            [
-                throughput(&bench, &ONE_WORKER, 16).await,
-                throughput(&bench, &ONE_WORKER, 64).await,
-            ]
-        })
+        rt.block_on(async { run(Arc::new(Bench::connect(&url).await)).await })
     })
     .join()
     .unwrap()
