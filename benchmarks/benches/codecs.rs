@@ -42,11 +42,7 @@ fn article() -> Article {
 const OPTS: CacheOptions = CacheOptions::new("codecs");
 
 fn codecs(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = benchmarks::runtime(1);
     let server = RedisServer::start();
     let cache = |codec, ns: &str| {
         let _guard = rt.enter();

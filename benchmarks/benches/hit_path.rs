@@ -27,11 +27,7 @@ fn now<F: Future>(f: F) -> F::Output {
 }
 
 fn hit_path(c: &mut Criterion) {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = benchmarks::runtime(1);
     let mut group = c.benchmark_group("hit");
 
     let moka: moka::sync::Cache<String, Post> = moka::sync::Cache::new(10_000);

@@ -99,9 +99,7 @@ fn grow(who: &str) -> f64 {
 }
 
 fn main() {
-    // `cargo test` runs bench targets without `--bench`: only measure when
-    // asked to.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benchmarks::measuring() {
         return;
     }
     if let Ok(who) = std::env::var("MEMORY_ONLY") {

@@ -116,16 +116,10 @@ async fn client_tracking(url: &str) -> Vec<Duration> {
 }
 
 fn main() {
-    // `cargo test` runs bench targets with `--bench` absent: only measure
-    // when asked to.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benchmarks::measuring() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = benchmarks::runtime(2);
     let server = RedisServer::start();
     let url = server.url();
     rt.block_on(async {

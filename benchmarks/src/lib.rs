@@ -4,6 +4,21 @@
 use cache_runtime::{Cache, cached};
 use serde::{Deserialize, Serialize};
 
+/// Whether a bench target was asked to measure: `cargo test` runs bench
+/// targets too, without `--bench`, and they then return at once.
+pub fn measuring() -> bool {
+    std::env::args().any(|a| a == "--bench")
+}
+
+/// A multi-thread runtime of `workers` worker threads, with I/O and timers.
+pub fn runtime(workers: usize) -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .enable_all()
+        .build()
+        .expect("a Tokio runtime")
+}
+
 /// A row of a typical size: a few numbers and short strings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Post {

@@ -112,16 +112,10 @@ async fn only_one(bench: &Arc<Bench>, only: &str) {
 }
 
 fn main() {
-    // `cargo test` runs bench targets without `--bench`: only measure when
-    // asked to.
-    if !std::env::args().any(|a| a == "--bench") {
+    if !benchmarks::measuring() {
         return;
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = benchmarks::runtime(2);
     let (stolen, began) = (steal(), Instant::now());
     let server = RedisServer::start();
     let url = server.url();

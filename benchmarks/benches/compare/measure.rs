@@ -264,11 +264,7 @@ pub(crate) fn on_one_worker<T: Send + 'static>(
 ) -> T {
     let url = url.to_owned();
     std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .enable_all()
-            .build()
-            .unwrap();
+        let rt = benchmarks::runtime(1);
         rt.block_on(async { run(Arc::new(Bench::connect(&url).await)).await })
     })
     .join()
