@@ -13,28 +13,41 @@
 //! Such a read borrows a spare clone of the connection (`Spares`) and gives
 //! it back: cloning the connection for every read would take the state's
 //! lock and count three references up and down, all shared by every thread.
+//!
+//! On plain TCP the connection is made here, its driver coalescing the
+//! writes of concurrent requests (`coalesce`); every request on it is
+//! counted through [`Up::sending`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
 
+use super::coalesce::{self, Driver, Sending};
 use crate::stats::{STRIPES, stripe};
 
-type Connecting = Shared<BoxFuture<'static, Result<MultiplexedConnection, RedisError>>>;
+type Connecting = Shared<BoxFuture<'static, Result<Connected, RedisError>>>;
 
 enum State {
     /// No connection, none being made: the next call starts one.
     Down,
     Connecting(u64, Connecting),
-    Up(u64, MultiplexedConnection),
+    Up(u64, Connected),
 }
+
+/// A connection made, and its driver's task when this crate spawned it
+/// (aborted once the last handle to it is dropped).
+#[derive(Clone)]
+struct Connected(MultiplexedConnection, Option<Arc<Driver>>);
 
 struct Inner {
     client: Client,
     config: AsyncConnectionConfig,
+    /// How long connecting (and the handshake) may take.
+    connect_timeout: Duration,
     /// The state, and the number the next connection gets (so that a
     /// failure reported on an older connection does not drop a newer one).
     state: Mutex<(State, u64)>,
@@ -82,16 +95,22 @@ pub(crate) struct Link(Arc<Inner>);
 
 /// A connection that was up when taken, and its number.
 pub(crate) struct Up {
-    pub(crate) conn: MultiplexedConnection,
+    conn: MultiplexedConnection,
     generation: u64,
+    driver: Option<Arc<Driver>>,
 }
 
 impl Link {
     /// Connects lazily: nothing happens until the first call.
-    pub(crate) fn new(client: Client, config: AsyncConnectionConfig) -> Self {
+    pub(crate) fn new(
+        client: Client,
+        config: AsyncConnectionConfig,
+        connect_timeout: Duration,
+    ) -> Self {
         Link(Arc::new(Inner {
             client,
             config,
+            connect_timeout,
             state: Mutex::new((State::Down, 0)),
             current: AtomicU64::new(NONE),
             spares: Spares(Default::default()),
@@ -116,10 +135,7 @@ impl Link {
         match spare {
             Some(up) if up.generation == self.0.current.load(Ordering::Acquire) => Some(up),
             _ => match &self.state().0 {
-                State::Up(generation, conn) => Some(Up {
-                    conn: conn.clone(),
-                    generation: *generation,
-                }),
+                State::Up(generation, connected) => Some(Up::of(*generation, connected.clone())),
                 State::Down | State::Connecting(..) => None,
             },
         }
@@ -153,11 +169,8 @@ impl Link {
             let mut state = self.state();
             let (current, next) = &mut *state;
             match current {
-                State::Up(generation, conn) => {
-                    return Ok(Up {
-                        conn: conn.clone(),
-                        generation: *generation,
-                    });
+                State::Up(generation, connected) => {
+                    return Ok(Up::of(*generation, connected.clone()));
                 }
                 State::Connecting(generation, connecting) => (*generation, connecting.clone()),
                 State::Down => {
@@ -169,8 +182,7 @@ impl Link {
                 }
             }
         };
-        let conn = connecting.await?;
-        Ok(Up { conn, generation })
+        Ok(Up::of(generation, connecting.await?))
     }
 
     /// Starts connection attempt `generation` on its own task, which records
@@ -178,10 +190,14 @@ impl Link {
     fn connect(&self, generation: u64) -> Connecting {
         let inner = Arc::clone(&self.0);
         let attempt = async move {
-            inner
-                .client
-                .get_multiplexed_async_connection_with_config(&inner.config)
-                .await
+            let (client, config) = (&inner.client, &inner.config);
+            match coalesce::connect(client, config, inner.connect_timeout).await {
+                Some(made) => made.map(|(conn, driver)| Connected(conn, Some(Arc::new(driver)))),
+                None => client
+                    .get_multiplexed_async_connection_with_config(config)
+                    .await
+                    .map(|conn| Connected(conn, None)),
+            }
         }
         .boxed()
         .shared();
@@ -193,9 +209,9 @@ impl Link {
             let mut state = inner.state.lock().unwrap_or_else(|e| e.into_inner());
             if matches!(state.0, State::Connecting(g, _) if g == generation) {
                 state.0 = match result {
-                    Ok(conn) => {
+                    Ok(connected) => {
                         inner.current.store(generation, Ordering::Release);
-                        State::Up(generation, conn)
+                        State::Up(generation, connected)
                     }
                     Err(_) => State::Down,
                 };
@@ -206,6 +222,22 @@ impl Link {
 }
 
 impl Up {
+    fn of(generation: u64, Connected(conn, driver): Connected) -> Self {
+        Up {
+            conn,
+            generation,
+            driver,
+        }
+    }
+
+    /// The connection, to send a request on, and that request counted for
+    /// the driver's coalescing until the guard is dropped (no guard where
+    /// `redis` made the connection).
+    pub(crate) fn sending(&mut self) -> (&mut MultiplexedConnection, Option<Sending<'_>>) {
+        let sending = self.driver.as_ref().map(|driver| driver.gate.sending());
+        (&mut self.conn, sending)
+    }
+
     /// Reports the outcome of a request on this connection to `link`: an
     /// error that means the connection is gone (dropped, broken, timed out)
     /// makes the next call connect again (unless a newer connection is up
@@ -229,7 +261,9 @@ impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         async move {
             let mut up = self.get().await?;
-            let result = up.conn.send_packed_command(cmd).await;
+            let (conn, sending) = up.sending();
+            let result = conn.send_packed_command(cmd).await;
+            drop(sending);
             up.check(self, &result);
             result
         }
@@ -244,7 +278,9 @@ impl ConnectionLike for Link {
     ) -> RedisFuture<'a, Vec<Value>> {
         async move {
             let mut up = self.get().await?;
-            let result = up.conn.send_packed_commands(cmd, offset, count).await;
+            let (conn, sending) = up.sending();
+            let result = conn.send_packed_commands(cmd, offset, count).await;
+            drop(sending);
             up.check(self, &result);
             result
         }

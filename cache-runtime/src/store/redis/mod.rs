@@ -33,6 +33,7 @@ use super::{
 use crate::error::Error;
 use crate::key::EntryName;
 
+mod coalesce;
 mod link;
 mod scripts;
 
@@ -161,7 +162,7 @@ impl RedisStore {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(timeout))
             .set_response_timeout(Some(timeout));
-        let conn = Link::new(client.clone(), config);
+        let conn = Link::new(client.clone(), config, timeout);
         Ok(RedisStore::with(Conn::Single(conn), vec![client], seq))
     }
 
@@ -307,7 +308,9 @@ impl RedisStore {
             cmd.arg("GET").arg(entry);
             // Through the connection's boxed request (as a plain `GET`
             // on the connection is): a hit's future stays small.
-            let reply = up.conn.req_packed_command(&cmd).await;
+            let (conn, sending) = up.sending();
+            let reply = conn.req_packed_command(&cmd).await;
+            drop(sending);
             up.check(link, &reply);
             link.keep(up);
             let value: Option<Vec<u8>> =
