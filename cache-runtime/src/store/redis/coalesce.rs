@@ -3,31 +3,34 @@
 //!
 //! `redis`'s multiplexed connection runs a driver task that takes the
 //! requests queued on its channel, writes them, and reads the replies. A
-//! request's send wakes the driver, and Tokio runs a task woken by the
-//! running one next (its LIFO slot), so the driver finds one request and
-//! writes it: one `writev` per request, however many tasks are reading
-//! (docs/BENCHMARKS.md, issue 17, tenth part). That system call is most of
-//! a hit's CPU time.
+//! request's send wakes the driver, and Tokio's multi-thread scheduler runs
+//! a task woken by the running one next (its LIFO slot), so the driver finds
+//! one request and writes it: one `writev` per request, however many tasks
+//! are reading (docs/BENCHMARKS.md, issue 17, tenth part: with the slot off,
+//! the client's CPU per hit was 38% lower).
 //!
-//! Here the connection is made by this crate (plain TCP, as `redis` makes
-//! it) and its driver is spawned inside [`Coalesced`], which holds a write
-//! back only while there is company for it:
+//! Here the connection is made by this crate (plain TCP, resolved and
+//! raced over its addresses as `redis` does, with `redis`'s handshake) and
+//! its driver is spawned inside [`Coalesced`], which holds the driver back
+//! (its writes, and its reading of replies) only while there is company:
 //!
 //! - a request sent while none other is in flight goes out at once (a
 //!   single caller waits no longer than with `redis` alone);
-//! - otherwise the driver waits until the worker has run every task that is
-//!   ready ([`tokio::task::yield_now`]: the scheduler wakes it once it has
-//!   run out of ready tasks and polled for I/O), so that their requests
-//!   share the write;
+//! - otherwise the driver hands its waker to the scheduler's deferred list
+//!   ([`tokio::task::yield_now`]), so that the requests of the tasks that
+//!   are ready share the write;
 //! - but the [`BATCH`]-th request queued wakes it at once, so that the
 //!   server gets work while the client still has replies to handle. (With
 //!   no such bound the two sides take turns: the client idles while the
 //!   server works through a large batch, and with 16 tasks that lost a
 //!   third of the throughput.)
 //!
-//! A request is never held past the end of the scheduler's current round,
-//! and every request goes through `redis`'s own channel and driver: what is
-//! sent, in which order, and how replies are matched, is `redis`'s.
+//! How long a hold lasts is the scheduler's: Tokio wakes its deferred tasks
+//! when it looks for I/O events, that is when the worker runs out of ready
+//! tasks, or every 61 task polls (`event_interval`) while it does not. A
+//! reply that arrives meanwhile waits for the same moment to be seen, held
+//! or not. Every request goes through `redis`'s own channel and driver:
+//! what is sent, in which order, and how replies are matched, is `redis`'s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -38,11 +41,13 @@ use std::time::Duration;
 
 use futures_util::task::AtomicWaker;
 use redis::aio::MultiplexedConnection;
+use redis::io::tcp::TcpSettings;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisError};
 use tokio::task::AbortHandle;
 
-/// The queued requests that make the driver write at once (measured: 2 to
-/// 4 did best with 16 and 64 tasks on one worker; docs/BENCHMARKS.md).
+/// The queued requests that make the driver write at once (2 to 4 did best
+/// with 16 and 64 tasks on one worker, 8 lost with 16; docs/BENCHMARKS.md,
+/// issue 17, eleventh part).
 pub(crate) const BATCH: usize = 3;
 
 /// What the callers of one connection tell its driver: how many requests
@@ -82,19 +87,17 @@ impl Drop for Sending<'_> {
 
 pin_project_lite::pin_project! {
     /// `redis`'s connection driver, polled as the module says. `held`: the
-    /// last poll held the queue back, so this one writes it.
-    pub(crate) struct Coalesced<F, Y, M> {
+    /// last poll held the driver back, so this one polls it.
+    pub(crate) struct Coalesced<F, M> {
         #[pin]
         driver: F,
-        #[pin]
-        yielding: Option<Y>,
         make_yield: M,
         gate: Arc<Gate>,
         held: bool,
     }
 }
 
-impl<F, Y, M> Future for Coalesced<F, Y, M>
+impl<F, M, Y> Future for Coalesced<F, M>
 where
     F: Future<Output = ()>,
     Y: Future<Output = ()>,
@@ -103,7 +106,7 @@ where
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        let mut this = self.project();
+        let this = self.project();
         let gate = &**this.gate;
         gate.driver.register(cx.waker());
         let queued = gate.queued.load(Ordering::Relaxed);
@@ -112,13 +115,12 @@ where
             && queued < BATCH
             && gate.in_flight.load(Ordering::Relaxed) > queued
         {
-            // Polled once, to hand this task's waker to the scheduler (it
-            // is woken after the ready tasks have run); dropped unfinished.
+            // Polled once, to hand this task's waker to the scheduler's
+            // deferred list (outside a runtime it wakes the task at once),
+            // then dropped: the list keeps the waker.
             *this.held = true;
-            this.yielding.set(Some((this.make_yield)()));
-            if let Some(yielding) = this.yielding.as_mut().as_pin_mut() {
-                let _ = yielding.poll(cx);
-            }
+            let yielding = std::pin::pin!((this.make_yield)());
+            let _ = yielding.poll(cx);
             return Poll::Pending;
         }
         *this.held = false;
@@ -142,9 +144,10 @@ impl Drop for Driver {
 }
 
 /// A connection to `client`'s server with its driver spawned coalesced,
-/// within `timeout` (connecting and the handshake, as `redis` bounds them);
-/// `None` for an address this module does not connect itself (TLS, Unix
-/// sockets: `redis` makes those as before).
+/// within `timeout` (resolving, connecting and the handshake, as `redis`
+/// bounds them); `None` for a connection this module does not make (TLS,
+/// Unix sockets, or TCP settings beyond `TCP_NODELAY` that only `redis`
+/// applies: `redis` makes those as before).
 pub(crate) async fn connect(
     client: &Client,
     config: &AsyncConnectionConfig,
@@ -154,16 +157,37 @@ pub(crate) async fn connect(
     let ConnectionAddr::Tcp(host, port) = info.addr() else {
         return None;
     };
+    let tcp = info.tcp_settings();
+    // Keepalive, `TCP_USER_TIMEOUT`, `SO_LINGER`: compared whole (the last
+    // has no getter), so that a setting added to `redis` is not lost here.
+    let others_default =
+        format!("{:?}", tcp.clone().set_nodelay(false)) == format!("{:?}", TcpSettings::default());
+    if !others_default {
+        return None;
+    }
     let attempt = async {
-        let stream = tokio::net::TcpStream::connect((host.as_str(), *port)).await?;
-        stream.set_nodelay(info.tcp_settings().nodelay())?;
+        // Every address of the host, tried at once, the first to connect
+        // kept (as `redis` connects).
+        let addrs: Vec<_> = tokio::net::lookup_host((host.as_str(), *port))
+            .await?
+            .collect();
+        if addrs.is_empty() {
+            return Err(RedisError::from((
+                redis::ErrorKind::InvalidClientConfig,
+                "no address for the host",
+            )));
+        }
+        let connecting = addrs
+            .into_iter()
+            .map(|addr| Box::pin(tokio::net::TcpStream::connect(addr)));
+        let (stream, _) = futures_util::future::select_ok(connecting).await?;
+        stream.set_nodelay(tcp.nodelay())?;
         let (conn, driver) =
             MultiplexedConnection::new_with_config(info.redis_settings(), stream, config.clone())
                 .await?;
         let gate = Arc::new(Gate::default());
         let task = tokio::spawn(Coalesced {
             driver,
-            yielding: None,
             make_yield: tokio::task::yield_now,
             gate: Arc::clone(&gate),
             held: false,
@@ -185,6 +209,11 @@ pub(crate) async fn connect(
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Mutex;
+    use std::task::{Wake, Waker};
+
+    use tokio::sync::{mpsc, oneshot};
+
     use super::*;
 
     /// A driver stand-in that counts its polls and never finishes.
@@ -196,78 +225,213 @@ mod tests {
         })
     }
 
-    fn coalesced(
-        polls: &Arc<AtomicUsize>,
+    fn coalesced<F: Future<Output = ()>>(
+        driver: F,
         gate: &Arc<Gate>,
-    ) -> Pin<Box<impl Future<Output = ()> + use<>>> {
+    ) -> Pin<Box<impl Future<Output = ()> + use<F>>> {
         Box::pin(Coalesced {
-            driver: counting(polls),
-            yielding: None,
+            driver,
             make_yield: tokio::task::yield_now,
             gate: Arc::clone(gate),
             held: false,
         })
     }
 
-    fn poll_once(f: Pin<&mut impl Future<Output = ()>>) {
-        let waker = std::task::Waker::noop();
-        assert!(f.poll(&mut Context::from_waker(waker)).is_pending());
+    /// Counts the wakes of the task it stands for.
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn poll_once(f: Pin<&mut impl Future<Output = ()>>, wakes: &Arc<Wakes>) {
+        let waker = Waker::from(Arc::clone(wakes));
+        assert!(f.poll(&mut Context::from_waker(&waker)).is_pending());
+    }
+
+    fn setup() -> (Arc<AtomicUsize>, Arc<Gate>, Arc<Wakes>) {
+        let wakes = Arc::new(Wakes(AtomicUsize::new(0)));
+        (
+            Arc::new(AtomicUsize::new(0)),
+            Arc::new(Gate::default()),
+            wakes,
+        )
     }
 
     #[test]
     fn a_lone_request_is_written_at_once() {
-        let (polls, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Gate::default()));
-        let mut driver = coalesced(&polls, &gate);
+        let (polls, gate, wakes) = setup();
+        let mut driver = coalesced(counting(&polls), &gate);
         let _sending = gate.sending();
-        poll_once(driver.as_mut());
+        poll_once(driver.as_mut(), &wakes);
         assert_eq!(polls.load(Ordering::SeqCst), 1, "nothing else in flight");
     }
 
     #[test]
-    fn a_request_with_company_is_held_one_poll() {
-        let (polls, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Gate::default()));
-        let mut driver = coalesced(&polls, &gate);
+    fn a_request_with_company_is_held_until_the_scheduler_wakes_the_driver() {
+        let (polls, gate, wakes) = setup();
+        let mut driver = coalesced(counting(&polls), &gate);
         let first = gate.sending();
-        poll_once(driver.as_mut());
+        poll_once(driver.as_mut(), &wakes);
         assert_eq!(polls.load(Ordering::SeqCst), 1);
         // The first is written and awaits its reply; a second is queued.
         let _second = gate.sending();
-        poll_once(driver.as_mut());
+        poll_once(driver.as_mut(), &wakes);
         assert_eq!(polls.load(Ordering::SeqCst), 1, "held back");
-        poll_once(driver.as_mut());
-        assert_eq!(polls.load(Ordering::SeqCst), 2, "written on the next poll");
+        // Outside a runtime, `yield_now` wakes the task at once: the hold
+        // asked the scheduler to wake the driver.
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1, "a wake is due");
+        poll_once(driver.as_mut(), &wakes);
+        assert_eq!(polls.load(Ordering::SeqCst), 2, "polled on the next poll");
         drop(first);
     }
 
     #[test]
     fn a_full_queue_is_written_at_once() {
-        let (polls, gate) = (Arc::new(AtomicUsize::new(0)), Arc::new(Gate::default()));
-        let mut driver = coalesced(&polls, &gate);
+        let (polls, gate, wakes) = setup();
+        let mut driver = coalesced(counting(&polls), &gate);
         let _first = gate.sending();
-        poll_once(driver.as_mut());
+        poll_once(driver.as_mut(), &wakes);
         assert_eq!(polls.load(Ordering::SeqCst), 1);
         let _queued: Vec<_> = (0..BATCH).map(|_| gate.sending()).collect();
-        poll_once(driver.as_mut());
+        poll_once(driver.as_mut(), &wakes);
         assert_eq!(polls.load(Ordering::SeqCst), 2, "not held back");
     }
 
     #[test]
     fn the_batch_th_request_wakes_the_driver() {
-        let gate = Arc::new(Gate::default());
-        let woken = Arc::new(AtomicUsize::new(0));
-        struct Count(Arc<AtomicUsize>);
-        impl std::task::Wake for Count {
-            fn wake(self: Arc<Self>) {
-                self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        gate.driver
-            .register(&std::task::Waker::from(Arc::new(Count(Arc::clone(&woken)))));
+        let (_, gate, wakes) = setup();
+        gate.driver.register(&Waker::from(Arc::clone(&wakes)));
         let guards: Vec<_> = (1..BATCH).map(|_| gate.sending()).collect();
-        assert_eq!(woken.load(Ordering::SeqCst), 0);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 0);
         let last = gate.sending();
-        assert_eq!(woken.load(Ordering::SeqCst), 1);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
         drop((guards, last));
-        assert_eq!(gate.in_flight.load(Ordering::SeqCst), 0);
+        assert_eq!(gate.in_flight.load(Ordering::SeqCst), 0, "all counted out");
+    }
+
+    /// A driver stand-in over a channel, as `redis`'s is: each poll takes
+    /// every request queued, answers them, and records how many it took.
+    fn answering(
+        mut requests: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+        batches: Arc<Mutex<Vec<usize>>>,
+    ) -> impl Future<Output = ()> {
+        std::future::poll_fn(move |cx| {
+            let mut taken = 0;
+            loop {
+                match requests.poll_recv(cx) {
+                    Poll::Ready(Some(reply)) => {
+                        taken += 1;
+                        let _ = reply.send(());
+                    }
+                    Poll::Ready(None) => return Poll::Ready(()),
+                    Poll::Pending => break,
+                }
+            }
+            if taken > 0 {
+                batches.lock().unwrap().push(taken);
+            }
+            Poll::Pending
+        })
+    }
+
+    /// 16 tasks sending 50 requests each through a coalesced stand-in
+    /// driver on `rt`: every request answered; the sizes of the batches.
+    fn crowd(rt: tokio::runtime::Runtime) -> Vec<usize> {
+        rt.block_on(async {
+            let (send, requests) = mpsc::unbounded_channel();
+            let batches = Arc::new(Mutex::new(Vec::new()));
+            let gate = Arc::new(Gate::default());
+            let driver = tokio::spawn(Coalesced {
+                driver: answering(requests, Arc::clone(&batches)),
+                make_yield: tokio::task::yield_now,
+                gate: Arc::clone(&gate),
+                held: false,
+            });
+            let tasks: Vec<_> = (0..16)
+                .map(|_| {
+                    let (send, gate) = (send.clone(), Arc::clone(&gate));
+                    tokio::spawn(async move {
+                        for _ in 0..50 {
+                            let _sending = gate.sending();
+                            let (reply, answer) = oneshot::channel();
+                            send.send(reply).unwrap();
+                            answer.await.unwrap();
+                        }
+                    })
+                })
+                .collect();
+            drop(send);
+            tokio::time::timeout(Duration::from_secs(10), async {
+                for task in tasks {
+                    task.await.unwrap();
+                }
+                driver.await.unwrap();
+            })
+            .await
+            .expect("every request answered");
+            assert_eq!(gate.in_flight.load(Ordering::SeqCst), 0);
+            let batches = batches.lock().unwrap().clone();
+            assert_eq!(batches.iter().sum::<usize>(), 16 * 50);
+            batches
+        })
+    }
+
+    #[test]
+    fn concurrent_requests_share_polls_and_are_all_answered() {
+        // One worker: the LIFO slot would run the driver after every send.
+        let one_worker = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let batches = crowd(one_worker);
+        let largest = batches.iter().max().copied().unwrap_or(0);
+        assert!(
+            largest > 1,
+            "some requests shared a poll ({} polls took one each)",
+            batches.len()
+        );
+        assert!(largest <= 16, "no more than were sent at once");
+        // On the current thread and on two workers, every request is
+        // answered too (the deferred list is per worker).
+        crowd(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+        crowd(
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap(),
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_with_tcp_settings_beyond_nodelay_is_left_to_redis() {
+        use redis::IntoConnectionInfo;
+        let client = |tcp: TcpSettings| {
+            let info = "redis://127.0.0.1:1/"
+                .into_connection_info()
+                .unwrap()
+                .set_tcp_settings(tcp);
+            Client::open(info).unwrap()
+        };
+        let config = AsyncConnectionConfig::new();
+        let linger = client(TcpSettings::default().set_linger_time(Duration::ZERO));
+        let timeout = Duration::from_secs(1);
+        assert!(connect(&linger, &config, timeout).await.is_none());
+        // `TCP_NODELAY` is applied here: this one is tried (nothing
+        // listens on port 1).
+        let nodelay = client(TcpSettings::default().set_nodelay(true));
+        assert!(matches!(
+            connect(&nodelay, &config, timeout).await,
+            Some(Err(_))
+        ));
     }
 }
