@@ -25,11 +25,18 @@
 //!   server works through a large batch, and with 16 tasks that lost a
 //!   third of the throughput.)
 //!
+//! Only on a multi-thread runtime of one worker. With more, a held driver
+//! waits for the worker that holds it while another, idle, could have sent
+//! the request and read its reply; and measured, it gained nothing beyond
+//! the noise there (nor on a current-thread runtime, whose queue runs a
+//! woken task last, so that its requests are shared already). Elsewhere
+//! `redis` makes the connection as before.
+//!
 //! How long a hold lasts is the scheduler's: Tokio wakes its deferred tasks
 //! when it looks for I/O events, that is when the worker runs out of ready
-//! tasks, or every 61 task polls (`event_interval`) while it does not. A
-//! reply that arrives meanwhile waits for the same moment to be seen, held
-//! or not. Every request goes through `redis`'s own channel and driver:
+//! tasks, or every 61 task polls (`event_interval`) while it does not. With
+//! one worker, a reply is seen at those moments only, held or not: a hold
+//! delays a request by at most one such interval. Every request goes through `redis`'s own channel and driver:
 //! what is sent, in which order, and how replies are matched, is `redis`'s.
 
 use std::future::Future;
@@ -145,14 +152,18 @@ impl Drop for Driver {
 
 /// A connection to `client`'s server with its driver spawned coalesced,
 /// within `timeout` (resolving, connecting and the handshake, as `redis`
-/// bounds them); `None` for a connection this module does not make (TLS,
-/// Unix sockets, or TCP settings beyond `TCP_NODELAY` that only `redis`
-/// applies: `redis` makes those as before).
+/// bounds them); `None` where this module does not make it (a runtime
+/// other than one multi-thread worker, TLS, Unix sockets, or TCP settings
+/// beyond `TCP_NODELAY` that only `redis` applies: `redis` makes those as
+/// before).
 pub(crate) async fn connect(
     client: &Client,
     config: &AsyncConnectionConfig,
     timeout: Duration,
 ) -> Option<Result<(MultiplexedConnection, Driver), RedisError>> {
+    if !coalescing_pays(&tokio::runtime::Handle::try_current().ok()?) {
+        return None;
+    }
     let info = client.get_connection_info();
     let ConnectionAddr::Tcp(host, port) = info.addr() else {
         return None;
@@ -205,6 +216,13 @@ pub(crate) async fn connect(
         // As `redis` reports a connection timeout.
         Err(_elapsed) => Err(std::io::Error::from(std::io::ErrorKind::TimedOut).into()),
     })
+}
+
+/// Whether a driver spawned on `runtime` should be coalesced: one worker of
+/// a multi-thread runtime (see the module's documentation).
+fn coalescing_pays(runtime: &tokio::runtime::Handle) -> bool {
+    runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+        && runtime.metrics().num_workers() == 1
 }
 
 #[cfg(test)]
@@ -412,7 +430,7 @@ mod tests {
         );
     }
 
-    #[tokio::test]
+    #[tokio::test(flavor = "multi_thread", worker_threads = 1)]
     async fn a_client_with_tcp_settings_beyond_nodelay_is_left_to_redis() {
         use redis::IntoConnectionInfo;
         let client = |tcp: TcpSettings| {
@@ -432,6 +450,24 @@ mod tests {
         assert!(matches!(
             connect(&nodelay, &config, timeout).await,
             Some(Err(_))
+        ));
+    }
+
+    #[test]
+    fn only_a_one_worker_multi_thread_runtime_coalesces() {
+        let pays = |rt: tokio::runtime::Runtime| coalescing_pays(rt.handle());
+        let multi = |workers| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(workers)
+                .build()
+                .unwrap()
+        };
+        assert!(pays(multi(1)));
+        assert!(!pays(multi(2)));
+        assert!(!pays(
+            tokio::runtime::Builder::new_current_thread()
+                .build()
+                .unwrap()
         ));
     }
 }
