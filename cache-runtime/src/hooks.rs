@@ -16,7 +16,17 @@ pub(crate) async fn point(_name: &str, _namespace: &str) {}
 #[cfg(feature = "test-hooks")]
 pub(crate) use held::point;
 #[cfg(feature = "test-hooks")]
-pub use held::{Hold, hold};
+pub use held::{Hold, coalesced_connections, hold};
+
+/// Counts a connection made coalesced (`store/redis/coalesce.rs`), for
+/// tests to tell that it was.
+#[cfg(not(feature = "test-hooks"))]
+#[cfg_attr(not(feature = "redis"), allow(dead_code))]
+#[inline(always)]
+pub(crate) fn coalesced() {}
+
+#[cfg(feature = "test-hooks")]
+pub(crate) use held::coalesced;
 
 #[cfg(feature = "test-hooks")]
 mod held {
@@ -55,6 +65,20 @@ mod held {
             gate.reached.send_modify(|n| *n += 1);
             let _ = open.wait_for(|open| *open).await;
         }
+    }
+
+    /// Connections made coalesced in this process so far.
+    static COALESCED: AtomicUsize = AtomicUsize::new(0);
+
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn coalesced() {
+        COALESCED.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many connections this process has made coalesced
+    /// (`store/redis/coalesce.rs`) so far.
+    pub fn coalesced_connections() -> usize {
+        COALESCED.load(Ordering::Relaxed)
     }
 
     /// A held pause point; released when dropped.

@@ -12,7 +12,7 @@ pub use crate::shape::{Always, Batch, OnOk, Opt, Outcome, Pairs, Plain, Res, Res
 /// Pause points for this workspace's tests (feature `test-hooks`).
 #[cfg(feature = "test-hooks")]
 pub mod hooks {
-    pub use crate::hooks::{Hold, hold};
+    pub use crate::hooks::{Hold, coalesced_connections, hold};
 }
 
 /// The cache named by `cache = <expr>`.

@@ -652,13 +652,14 @@ async fn ready_means_an_event_published_from_then_on_is_heard() {
 /// Reads in flight together share the connection's writes on a one-worker
 /// runtime (`store/redis/coalesce.rs`): a write held back for company is
 /// sent when the scheduler next looks for I/O, or at once when the third
-/// request is queued. There, and on the current thread and two workers
-/// (where `redis` makes the connection as before), 64 tasks each reading
-/// keys no other task reads at the same moment, 50 times, all get their own
-/// value, every read a hit, within the bound: none is lost, or answered
-/// with another's reply. (That a held write is always released is shown by
-/// `coalesce::tests`, deterministically: here the replies of the requests
-/// in flight wake the driver too.)
+/// request is queued. There (where the connection is made coalesced), and
+/// on the current thread and two workers (where `redis` makes it as
+/// before), 64 tasks reading 64 keys in turn, each starting on its own, 50
+/// times, all get their own value, every read a hit, within the bound: none
+/// is lost, or answered with another's reply. (That a held write is
+/// released by the scheduler is shown by `coalesce::tests`, with a stand-in
+/// driver on each kind of runtime: here the replies of the requests in
+/// flight wake the driver too.)
 #[test]
 fn reads_that_share_writes_each_get_their_own_value() {
     const TASKS: u64 = 64;
@@ -676,6 +677,7 @@ fn reads_that_share_writes_each_get_their_own_value() {
         .build()
         .unwrap();
         rt.block_on(async {
+            let coalesced = cache_runtime::__private::hooks::coalesced_connections();
             let cache = Cache::builder()
                 .redis_url(server.url())
                 .namespace(namespace)
@@ -701,7 +703,7 @@ fn reads_that_share_writes_each_get_their_own_value() {
                     let repo = repo.clone();
                     tokio::spawn(async move {
                         for read in 0..READS {
-                            // At each step, every task on a key of its own.
+                            // Every task starts on a key of its own.
                             let id = (task + read) % TASKS + 1;
                             let post = repo.get(id).await.unwrap();
                             assert_eq!((post.id, post.title), (id, format!("post {id}")));
@@ -717,6 +719,12 @@ fn reads_that_share_writes_each_get_their_own_value() {
             .await
             .expect("every read returned");
             assert_eq!(repo.loads(), warm, "every read was a hit ({namespace})");
+            if workers == 1 {
+                assert!(
+                    cache_runtime::__private::hooks::coalesced_connections() > coalesced,
+                    "the connection was made coalesced"
+                );
+            }
             let stats = repo.cache.stats();
             assert_eq!(stats.store_errors, 0, "{namespace}");
             assert!(stats.hits >= TASKS * READS, "{namespace}: {stats:?}");
@@ -732,6 +740,7 @@ fn reads_that_share_writes_each_get_their_own_value() {
 async fn a_coalesced_connection_comes_back_after_a_cut_and_a_restart() {
     let mut server = RedisServer::start();
     let proxy = CountingProxy::start(server.port()).await;
+    let coalesced = cache_runtime::__private::hooks::coalesced_connections();
     let cache = Cache::builder()
         .redis_url(proxy.url())
         .namespace("coalesced-back")
@@ -741,6 +750,10 @@ async fn a_coalesced_connection_comes_back_after_a_cut_and_a_restart() {
     assert!(cache.ready(Duration::from_secs(10)).await, "subscribed");
     let repo = Repo::new(cache.clone());
     repo.get(1).await.unwrap();
+    assert!(
+        cache_runtime::__private::hooks::coalesced_connections() > coalesced,
+        "the connection was made coalesced"
+    );
     let hits_again = async |what: &str| {
         wait_until(what, Duration::from_secs(10), async || {
             let loads = repo.loads();
@@ -759,7 +772,12 @@ async fn a_coalesced_connection_comes_back_after_a_cut_and_a_restart() {
     proxy.restore();
     hits_again("reads hit again once the network is back").await;
 
+    let before_restart = cache_runtime::__private::hooks::coalesced_connections();
     server.restart();
     hits_again("reads hit again after the restart").await;
+    assert!(
+        cache_runtime::__private::hooks::coalesced_connections() > before_restart,
+        "made coalesced again"
+    );
     assert!(cache.stats().store_errors > 0, "the faults were seen");
 }

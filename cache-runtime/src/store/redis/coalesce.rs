@@ -21,9 +21,10 @@
 //!   are ready share the write;
 //! - but the [`BATCH`]-th request queued wakes it at once, so that the
 //!   server gets work while the client still has replies to handle. (With
-//!   no such bound the two sides take turns: the client idles while the
-//!   server works through a large batch, and with 16 tasks that lost a
-//!   third of the throughput.)
+//!   no such bound the two sides take turns, the client idle while the
+//!   server works through a large batch: a driver that woke itself to run
+//!   after the ready tasks, where no send could bring it forward, ran at
+//!   0.53x of the floor's throughput with 16 tasks.)
 //!
 //! Only on a multi-thread runtime of one worker. With more, a held driver
 //! waits for the worker that holds it while another, idle, could have sent
@@ -34,10 +35,14 @@
 //!
 //! How long a hold lasts is the scheduler's: Tokio wakes its deferred tasks
 //! when it looks for I/O events, that is when the worker runs out of ready
-//! tasks, or every 61 task polls (`event_interval`) while it does not. With
-//! one worker, a reply is seen at those moments only, held or not: a hold
-//! delays a request by at most one such interval. Every request goes through `redis`'s own channel and driver:
-//! what is sent, in which order, and how replies are matched, is `redis`'s.
+//! tasks, or every `event_interval` scheduler ticks (61 by default) while
+//! it does not. With one worker a reply is seen at those moments only, held
+//! or not; a hold puts a request's write off to the next one, and a second
+//! hold may put off the reading of its reply to the one after: at most two
+//! such intervals where the request would otherwise take one.
+//!
+//! Every request goes through `redis`'s own channel and driver: what is
+//! sent, in which order, and how replies are matched, is `redis`'s.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -52,9 +57,10 @@ use redis::io::tcp::TcpSettings;
 use redis::{AsyncConnectionConfig, Client, ConnectionAddr, RedisError};
 use tokio::task::AbortHandle;
 
-/// The queued requests that make the driver write at once (2 to 4 did best
-/// with 16 and 64 tasks on one worker, 8 lost with 16; docs/BENCHMARKS.md,
-/// issue 17, eleventh part).
+/// The queued requests that make the driver write at once. Of 2, 3, 4 and
+/// 8 (one worker, one or two runs each), 3 did best with 16 tasks and well
+/// with 64; 4 fell below the floor with 16, 8 won most with 64 but lost a
+/// quarter with 16 (docs/BENCHMARKS.md, issue 17, eleventh part).
 pub(crate) const BATCH: usize = 3;
 
 /// What the callers of one connection tell its driver: how many requests
@@ -203,6 +209,7 @@ pub(crate) async fn connect(
             gate: Arc::clone(&gate),
             held: false,
         });
+        crate::hooks::coalesced();
         Ok((
             conn,
             Driver {
@@ -288,7 +295,7 @@ mod tests {
     }
 
     #[test]
-    fn a_request_with_company_is_held_until_the_scheduler_wakes_the_driver() {
+    fn a_request_with_company_is_held_one_poll_and_asks_to_be_woken() {
         let (polls, gate, wakes) = setup();
         let mut driver = coalesced(counting(&polls), &gate);
         let first = gate.sending();
