@@ -72,7 +72,8 @@ pub(crate) struct Gate {
     queued: AtomicUsize,
     /// Requests sent and not yet answered (or given up).
     in_flight: AtomicUsize,
-    /// The driver's task, to wake at the [`BATCH`]-th request.
+    /// The driver's task while it is held, to wake at the [`BATCH`]-th
+    /// request.
     driver: AtomicWaker,
 }
 
@@ -121,12 +122,18 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.project();
         let gate = &**this.gate;
-        gate.driver.register(cx.waker());
         let queued = gate.queued.load(Ordering::Relaxed);
         if !*this.held
             && queued > 0
             && queued < BATCH
             && gate.in_flight.load(Ordering::Relaxed) > queued
+            && {
+                // Registered only to hold (the `BATCH`-th request wakes a
+                // held driver, no other), then the count read again: a
+                // request queued in between is not missed.
+                gate.driver.register(cx.waker());
+                gate.queued.load(Ordering::Relaxed) < BATCH
+            }
         {
             // Polled once, to hand this task's waker to the scheduler's
             // deferred list (outside a runtime it wakes the task at once),

@@ -16,17 +16,20 @@
 //!
 //! On plain TCP the connection is made here, its driver coalescing the
 //! writes of concurrent requests (`coalesce`); every request on it is
-//! counted through [`Up::sending`].
+//! counted through [`Up::request`] or [`Up::requests`].
 
+use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::{AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, Value};
+use redis::{
+    AsyncConnectionConfig, Client, Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+};
 
-use super::coalesce::{self, Driver, Sending};
+use super::coalesce::{self, Driver};
 use crate::stats::{STRIPES, stripe};
 
 type Connecting = Shared<BoxFuture<'static, Result<Connected, RedisError>>>;
@@ -95,9 +98,8 @@ pub(crate) struct Link(Arc<Inner>);
 
 /// A connection that was up when taken, and its number.
 pub(crate) struct Up {
-    conn: MultiplexedConnection,
+    conn: Connected,
     generation: u64,
-    driver: Option<Arc<Driver>>,
 }
 
 impl Link {
@@ -135,7 +137,10 @@ impl Link {
         match spare {
             Some(up) if up.generation == self.0.current.load(Ordering::Acquire) => Some(up),
             _ => match &self.state().0 {
-                State::Up(generation, connected) => Some(Up::of(*generation, connected.clone())),
+                State::Up(generation, connected) => Some(Up {
+                    conn: connected.clone(),
+                    generation: *generation,
+                }),
                 State::Down | State::Connecting(..) => None,
             },
         }
@@ -170,7 +175,10 @@ impl Link {
             let (current, next) = &mut *state;
             match current {
                 State::Up(generation, connected) => {
-                    return Ok(Up::of(*generation, connected.clone()));
+                    return Ok(Up {
+                        conn: connected.clone(),
+                        generation: *generation,
+                    });
                 }
                 State::Connecting(generation, connecting) => (*generation, connecting.clone()),
                 State::Down => {
@@ -182,7 +190,10 @@ impl Link {
                 }
             }
         };
-        Ok(Up::of(generation, connecting.await?))
+        Ok(Up {
+            conn: connecting.await?,
+            generation,
+        })
     }
 
     /// Starts connection attempt `generation` on its own task, which records
@@ -222,20 +233,39 @@ impl Link {
 }
 
 impl Up {
-    fn of(generation: u64, Connected(conn, driver): Connected) -> Self {
-        Up {
-            conn,
-            generation,
-            driver,
+    /// Sends `cmd` (`redis`'s boxed request), counted for the driver's
+    /// coalescing until its reply (nothing to count where `redis` made the
+    /// connection). Every request on an `Up` goes through here or
+    /// [`requests`](Self::requests).
+    pub(crate) fn request<'a>(
+        &'a mut self,
+        cmd: &'a Cmd,
+    ) -> impl Future<Output = RedisResult<Value>> + 'a {
+        let Connected(conn, driver) = &mut self.conn;
+        let sending = driver.as_ref().map(|driver| driver.gate.sending());
+        let reply = conn.req_packed_command(cmd);
+        async move {
+            let reply = reply.await;
+            drop(sending);
+            reply
         }
     }
 
-    /// The connection, to send a request on, and that request counted for
-    /// the driver's coalescing until the guard is dropped (no guard where
-    /// `redis` made the connection).
-    pub(crate) fn sending(&mut self) -> (&mut MultiplexedConnection, Option<Sending<'_>>) {
-        let sending = self.driver.as_ref().map(|driver| driver.gate.sending());
-        (&mut self.conn, sending)
+    /// [`request`](Self::request) for a pipeline.
+    pub(crate) fn requests<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> impl Future<Output = RedisResult<Vec<Value>>> + 'a {
+        let Connected(conn, driver) = &mut self.conn;
+        let sending = driver.as_ref().map(|driver| driver.gate.sending());
+        let replies = conn.req_packed_commands(pipeline, offset, count);
+        async move {
+            let replies = replies.await;
+            drop(sending);
+            replies
+        }
     }
 
     /// Reports the outcome of a request on this connection to `link`: an
@@ -261,9 +291,7 @@ impl ConnectionLike for Link {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         async move {
             let mut up = self.get().await?;
-            let (conn, sending) = up.sending();
-            let result = conn.send_packed_command(cmd).await;
-            drop(sending);
+            let result = up.request(cmd).await;
             up.check(self, &result);
             result
         }
@@ -278,9 +306,7 @@ impl ConnectionLike for Link {
     ) -> RedisFuture<'a, Vec<Value>> {
         async move {
             let mut up = self.get().await?;
-            let (conn, sending) = up.sending();
-            let result = conn.send_packed_commands(cmd, offset, count).await;
-            drop(sending);
+            let result = up.requests(cmd, offset, count).await;
             up.check(self, &result);
             result
         }

@@ -308,9 +308,7 @@ impl RedisStore {
             cmd.arg("GET").arg(entry);
             // Through the connection's boxed request (as a plain `GET`
             // on the connection is): a hit's future stays small.
-            let (conn, sending) = up.sending();
-            let reply = conn.req_packed_command(&cmd).await;
-            drop(sending);
+            let reply = up.request(&cmd).await;
             up.check(link, &reply);
             link.keep(up);
             let value: Option<Vec<u8>> =
